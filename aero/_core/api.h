@@ -1,0 +1,124 @@
+/* aero core: the public C API.
+ *
+ * This file is read by cffi's cdef parser as well as by the C compiler, so it holds only
+ * plain declarations and integer #defines. Everything here is deterministic: the core
+ * never reads host time, randomness or the environment.
+ */
+
+/* Why run() stopped. */
+#define AERO_STOP_TICKS 0     /* the requested tick was reached */
+#define AERO_STOP_HALT 1      /* HLT with nothing that could wake the CPU */
+#define AERO_STOP_EXIT 2      /* the guest wrote the debug-exit port */
+#define AERO_STOP_SHUTDOWN 3  /* triple fault: the CPU entered shutdown */
+#define AERO_STOP_OUTPUT 4    /* the debug-console buffer is full: drain it and run on */
+#define AERO_STOP_EXCEPTION 5 /* an exception was raised and stop_on_exception is set */
+
+/* Segment register indices in aero_regs.seg. */
+#define AERO_ES 0
+#define AERO_CS 1
+#define AERO_SS 2
+#define AERO_DS 3
+#define AERO_FS 4
+#define AERO_GS 5
+
+/* Size in bytes of the canonical serialized CPU state (aero_cpu_serialize). */
+#define AERO_CPU_STATE_BYTES 512
+
+typedef struct aero_machine aero_machine;
+
+/* A segment register: the visible selector and the hidden descriptor cache. */
+typedef struct aero_segment {
+    uint32_t base;     /* linear base address */
+    uint32_t limit;    /* byte-granular limit (granularity already applied) */
+    uint16_t selector; /* visible selector */
+    uint16_t attr;     /* access rights: bits 0-7 descriptor byte 5 (type,S,DPL,P),
+                          bits 12-15 the flags nibble of byte 6 (AVL,L,D/B,G) */
+} aero_segment;
+
+/* GDTR / IDTR. */
+typedef struct aero_table_reg {
+    uint32_t base;  /* linear base */
+    uint32_t limit; /* 16-bit limit, zero-extended */
+} aero_table_reg;
+
+/* The architectural CPU state visible through the API. */
+typedef struct aero_regs {
+    uint32_t gpr[8];        /* EAX ECX EDX EBX ESP EBP ESI EDI */
+    uint32_t eip;           /* instruction pointer (offset in CS) */
+    uint32_t eflags;        /* all flags, materialized */
+    aero_segment seg[6];    /* ES CS SS DS FS GS */
+    aero_segment ldtr;      /* LDT register */
+    aero_segment tr;        /* task register */
+    aero_table_reg gdtr;    /* GDT register */
+    aero_table_reg idtr;    /* IDT register */
+    uint32_t cr0, cr2, cr3, cr4; /* control registers */
+    uint32_t dr[8];         /* debug registers (DR4/DR5 alias DR6/DR7) */
+    uint32_t cpl;           /* current privilege level */
+    uint32_t halted;        /* 1 while stopped in HLT */
+} aero_regs;
+
+/* Machine configuration. Everything the core's behaviour depends on, besides the guest
+ * images and the event log. */
+typedef struct aero_config {
+    uint32_t ram_size;           /* bytes of RAM at physical 0, multiple of 4096 */
+    char cpuid_vendor[13];       /* 12 characters + NUL, e.g. "GenuineIntel" */
+    uint32_t cpuid_signature;    /* CPUID.1:EAX (family, model, stepping) */
+    uint32_t cpuid_features_edx; /* CPUID.1:EDX feature bits */
+    uint32_t cpuid_features_ecx; /* CPUID.1:ECX feature bits */
+    uint32_t tsc_per_tick;       /* RDTSC increments per guest tick */
+    uint32_t a20_enabled;        /* 1: A20 gate open at reset */
+} aero_config;
+
+/* Build stamp: a hash of the C sources and the instruction table this core was built from. */
+const char *aero_core_stamp(void);
+
+aero_machine *aero_machine_new(const aero_config *cfg);
+void aero_machine_free(aero_machine *m);
+/* Put the CPU in its power-on state (CS:IP = F000:FFF0), RAM kept. */
+void aero_reset(aero_machine *m);
+
+uint8_t *aero_ram(aero_machine *m);
+uint32_t aero_ram_size(aero_machine *m);
+/* Map a ROM image at the top of the 4 GB space, its last 128 KB aliased below 1 MB.
+ * Returns 0, or -1 if the size is not a multiple of 4096 or exceeds 16 MB. */
+int aero_load_rom(aero_machine *m, const uint8_t *data, uint32_t size);
+/* Physical memory access from the host: keeps decoded code and dirty tracking coherent. */
+void aero_write_phys(aero_machine *m, uint32_t addr, const uint8_t *data, uint32_t len);
+void aero_read_phys(aero_machine *m, uint32_t addr, uint8_t *out, uint32_t len);
+/* Tell the core that the host wrote RAM directly (numpy view) in [addr, addr+len). */
+void aero_ram_modified(aero_machine *m, uint32_t addr, uint32_t len);
+
+/* Execute until the guest clock reaches until_tick or another stop reason. */
+int aero_run(aero_machine *m, uint64_t until_tick);
+uint64_t aero_ticks(aero_machine *m);
+
+void aero_get_regs(aero_machine *m, aero_regs *out);
+void aero_set_regs(aero_machine *m, const aero_regs *in);
+
+/* Debug console (port 0xE9) bytes produced since the last aero_output_clear. */
+const uint8_t *aero_output(aero_machine *m, uint32_t *len);
+void aero_output_clear(aero_machine *m);
+/* Exit status written to the debug-exit port ((value << 1) | 1), or -1. */
+int64_t aero_exit_status(aero_machine *m);
+
+/* With stop_on_exception set, run() stops with AERO_STOP_EXCEPTION before delivering
+ * an exception, leaving the state of the faulting instruction's start. */
+void aero_set_stop_on_exception(aero_machine *m, int enable);
+/* The last exception raised: vector (-1 if none since the last clear) and error code. */
+int aero_last_exception(aero_machine *m, uint32_t *error_code);
+void aero_clear_exception(aero_machine *m);
+
+/* Canonical, layout-independent serialization of the CPU state (AERO_CPU_STATE_BYTES). */
+void aero_cpu_serialize(aero_machine *m, uint8_t *out);
+int aero_cpu_deserialize(aero_machine *m, const uint8_t *in);
+
+/* Snapshots: serialized CPU state + tick counter + RAM. */
+uint64_t aero_snapshot_size(aero_machine *m);
+int aero_snapshot_save(aero_machine *m, uint8_t *out, uint64_t cap);
+int aero_snapshot_load(aero_machine *m, const uint8_t *in, uint64_t len);
+
+/* 64-bit state fingerprint over CPU state, tick counter and RAM (page hashes cached,
+ * only pages written since the last fingerprint are rehashed). */
+uint64_t aero_fingerprint(aero_machine *m);
+/* XXH64 of a byte range: the hash the fingerprint is built from. */
+uint64_t aero_hash64(const uint8_t *data, uint64_t len, uint64_t seed);

@@ -1,0 +1,425 @@
+/* aero core: internal definitions shared by the CPU, memory and machine modules.
+ *
+ * One aero_machine owns everything; there are no globals. The architectural CPU state
+ * lives in aero_cpu (serialized canonically for snapshots and fingerprints); the rest of
+ * aero_machine is runtime machinery (caches, TLB, buffers) rebuilt or flushed freely.
+ */
+#ifndef AERO_CPU_H
+#define AERO_CPU_H
+
+#include <setjmp.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <string.h>
+
+#include "api.h"
+
+#define AERO_LIKELY(x) __builtin_expect(!!(x), 1)
+#define AERO_UNLIKELY(x) __builtin_expect(!!(x), 0)
+#define AERO_INLINE static inline __attribute__((always_inline))
+
+/* General register numbers; R_ZERO is an always-zero slot used by address decoding. */
+enum { R_EAX, R_ECX, R_EDX, R_EBX, R_ESP, R_EBP, R_ESI, R_EDI, R_ZERO };
+enum { S_ES, S_CS, S_SS, S_DS, S_FS, S_GS };
+
+/* EFLAGS bits. */
+#define F_CF 0x00000001u
+#define F_BIT1 0x00000002u
+#define F_PF 0x00000004u
+#define F_AF 0x00000010u
+#define F_ZF 0x00000040u
+#define F_SF 0x00000080u
+#define F_TF 0x00000100u
+#define F_IF 0x00000200u
+#define F_DF 0x00000400u
+#define F_OF 0x00000800u
+#define F_IOPL 0x00003000u
+#define F_NT 0x00004000u
+#define F_RF 0x00010000u
+#define F_VM 0x00020000u
+#define F_AC 0x00040000u
+#define F_ID 0x00200000u
+#define F_ARITH (F_CF | F_PF | F_AF | F_ZF | F_SF | F_OF)
+/* Bits an i686 lets software change (VIF/VIP need CR4.PVI, left out: no VME). */
+#define F_WRITABLE (F_ARITH | F_TF | F_IF | F_DF | F_IOPL | F_NT | F_RF | F_VM | F_AC | F_ID)
+
+#define CR0_PE 0x00000001u
+#define CR0_MP 0x00000002u
+#define CR0_EM 0x00000004u
+#define CR0_TS 0x00000008u
+#define CR0_ET 0x00000010u
+#define CR0_NE 0x00000020u
+#define CR0_WP 0x00010000u
+#define CR0_AM 0x00040000u
+#define CR0_PG 0x80000000u
+
+/* Exception vectors. */
+enum {
+    EXC_DE = 0, EXC_DB = 1, EXC_NMI = 2, EXC_BP = 3, EXC_OF = 4, EXC_BR = 5, EXC_UD = 6,
+    EXC_NM = 7, EXC_DF = 8, EXC_TS = 10, EXC_NP = 11, EXC_SS = 12, EXC_GP = 13,
+    EXC_PF = 14, EXC_MF = 16, EXC_AC = 17
+};
+
+/* Segment attribute bits (aero_segment.attr). */
+#define SA_TYPE 0x000Fu
+#define SA_S 0x0010u
+#define SA_DPL 0x0060u
+#define SA_P 0x0080u
+#define SA_DB 0x4000u
+#define SA_G 0x8000u
+/* A data segment that expands down: S=1, type bit 3 clear (data), bit 2 set (E). */
+#define SA_IS_EXPAND_DOWN(a) (((a) & (SA_S | 0x0C)) == (SA_S | 0x04))
+
+/* Lazy flags: the last flag-setting operation, evaluated on demand. */
+enum {
+    LF_NONE = 0, /* eflags holds every arithmetic flag */
+    LF_ADD, LF_ADC, LF_SUB, LF_SBB, LF_LOGIC,
+    LF_INC, LF_DEC /* lf_b holds the carry flag from before the INC/DEC */
+};
+
+/* The architectural CPU state. Serialized field by field (aero_cpu_serialize), never as
+ * raw bytes, so padding and host layout never reach a snapshot or fingerprint. */
+typedef struct aero_cpu {
+    uint32_t r[9];            /* EAX..EDI, then R_ZERO (always 0) */
+    uint32_t eip;             /* instruction pointer */
+    uint32_t eflags;          /* flags; arithmetic flags stale while lf_op != LF_NONE */
+    uint32_t lf_op;           /* LF_* kind of the pending lazy-flags operation */
+    uint32_t lf_size;         /* its operand size: 0 = 8, 1 = 16, 2 = 32 bits */
+    uint32_t lf_a, lf_b, lf_res; /* its operands and result */
+    aero_segment seg[6];      /* ES CS SS DS FS GS */
+    aero_segment ldtr, tr;    /* LDTR and TR with their descriptor caches */
+    aero_table_reg gdtr, idtr; /* descriptor table registers */
+    uint32_t cr0, cr2, cr3, cr4; /* control registers */
+    uint32_t dr[8];           /* debug registers */
+    uint32_t cpl;             /* current privilege level */
+    uint32_t halted;          /* 1: in HLT, waiting for an interrupt */
+    uint32_t inhibit_irq;     /* 1: interrupt shadow for one instruction (STI, MOV SS) */
+    uint32_t a20;             /* 1: A20 gate open */
+    uint64_t tsc_base;        /* TSC = tsc_base + ticks * tsc_per_tick (WRMSR moves it) */
+    uint32_t sysenter_cs, sysenter_esp, sysenter_eip; /* SYSENTER MSRs */
+} aero_cpu;
+
+struct aero_machine;
+struct aero_insn;
+typedef void (*aero_handler)(struct aero_machine *m, const struct aero_insn *in);
+
+/* One decoded instruction. Immutable once decoded; handlers receive a const pointer. */
+typedef struct aero_insn {
+    aero_handler fn;   /* executes the instruction */
+    uint32_t disp;     /* memory operand displacement, or the moffs of A0-A3 */
+    uint32_t imm;      /* first immediate, sign-extended to 32 bits where it is signed */
+    uint16_t imm2;     /* second immediate: far-pointer selector, ENTER nesting level */
+    uint8_t len;       /* length in bytes, prefixes included */
+    uint8_t op;        /* opcode byte (second byte for 0F xx) */
+    uint8_t osz;       /* 1: 32-bit operand size */
+    uint8_t asz;       /* 1: 32-bit address size */
+    uint8_t seg;       /* segment of the memory operand (override or default) */
+    uint8_t rep;       /* 0, 0xF2 (REPNE) or 0xF3 (REP/REPE) */
+    uint8_t lock;      /* 1: LOCK prefix present */
+    uint8_t mod;       /* ModRM mod field (3: register operand) */
+    uint8_t reg;       /* ModRM reg field, or the register in the low opcode bits */
+    uint8_t rm;        /* ModRM rm field */
+    uint8_t base;      /* EA base register (R_ZERO: none) */
+    uint8_t index;     /* EA index register (R_ZERO: none) */
+    uint8_t scale;     /* EA index shift (0-3) */
+    uint8_t segovr;    /* 1: the segment was given by a prefix */
+} aero_insn;
+
+/* Decoder table row (generated from aero/isa.py). */
+typedef struct aero_opdesc {
+    aero_handler fn; /* handler, or aero_op_ud */
+    uint8_t flags;   /* AERO_OPF_* */
+    uint8_t imm;     /* AERO_IMM_* */
+    uint8_t aux;     /* group index for AERO_OPF_GROUP rows */
+} aero_opdesc;
+
+#define AERO_OPF_MODRM 0x01
+#define AERO_OPF_LOCK 0x02
+#define AERO_OPF_BRANCH 0x04
+#define AERO_OPF_STR 0x08
+#define AERO_OPF_MEM 0x10
+#define AERO_OPF_PM 0x20
+#define AERO_OPF_SYS 0x40
+#define AERO_OPF_GROUP 0x80
+enum { AERO_IMM_NONE, AERO_IMM_B, AERO_IMM_W, AERO_IMM_Z, AERO_IMM_AP, AERO_IMM_O, AERO_IMM_WB };
+
+/* A decoded block: straight-line instructions within one 4 KB page; only the last one
+ * may branch, fault-and-resume, or change the decoding mode. */
+#define AERO_BLOCK_INSNS 32
+#define AERO_BLOCK_CACHE 4096
+typedef struct aero_block {
+    uint32_t phys;   /* physical address of the first instruction */
+    uint32_t key;    /* decoding mode it was decoded under; 0: empty slot */
+    uint32_t gen;    /* page generation at decode time (self-modifying code check) */
+    uint32_t n;      /* number of instructions */
+    aero_insn insn[AERO_BLOCK_INSNS]; /* the instructions */
+} aero_block;
+
+/* Software TLB: linear page -> host pointer, separate read and write tags. */
+#define AERO_TLB_SIZE 256
+#define AERO_TLB_INVALID 1u
+typedef struct aero_tlb_entry {
+    uint32_t tag_r;    /* linear page address readable through addend, or INVALID */
+    uint32_t tag_w;    /* linear page address writable through addend, or INVALID */
+    uintptr_t addend;  /* host address = addend + linear address */
+} aero_tlb_entry;
+
+#define AERO_OUTPUT_CAP 65536
+#define AERO_ROM_ALIAS_MAX 0x20000u
+
+struct aero_machine {
+    aero_cpu cpu;               /* architectural state */
+    uint64_t ticks;             /* guest clock at the start of the current slice */
+    /* --- execution control --- */
+    int64_t countdown;          /* instructions left in this slice (deadline countdown) */
+    uint64_t slice_end;         /* tick at which the slice ends; now = slice_end - countdown */
+    int stop;                   /* stop reason, -1 while running */
+    uint32_t exit_block;        /* 1: leave the current decoded block after this insn */
+    jmp_buf fault_jmp;          /* where aero_fault() lands */
+    int fault_vector;           /* pending exception vector */
+    uint32_t fault_code;        /* its error code */
+    int fault_has_code;         /* 1: the exception pushes an error code */
+    int delivering;             /* vector being delivered by the run loop, -1: none */
+    int soft_int;               /* 1: the last instruction was a software interrupt */
+    int stop_on_exception;      /* config: stop instead of delivering exceptions */
+    int last_exc;               /* last exception vector raised, -1: none */
+    uint32_t last_exc_code;     /* its error code */
+    /* --- memory --- */
+    uint8_t *ram;               /* guest RAM */
+    uint32_t ram_size;          /* bytes */
+    uint32_t ram_pages;         /* ram_size / 4096 */
+    uint8_t *rom;               /* ROM image or NULL */
+    uint32_t rom_size;          /* bytes */
+    uint32_t *page_gen;         /* per RAM page: bumped when decoded code on it is written */
+    uint8_t *code_page;         /* per RAM page: 1 if decoded blocks were made from it */
+    uint8_t *dirty;             /* per RAM page: written since the last fingerprint */
+    uint64_t *page_hash;        /* per RAM page: cached hash, valid when !dirty */
+    aero_tlb_entry tlb[AERO_TLB_SIZE]; /* software TLB */
+    aero_block *blocks;         /* decoded block cache, AERO_BLOCK_CACHE slots */
+    aero_block scratch;         /* block for instructions that cross a page */
+    /* --- configuration --- */
+    aero_config cfg;            /* as given to aero_machine_new */
+    /* --- guest output --- */
+    uint8_t out[AERO_OUTPUT_CAP]; /* debug console bytes */
+    uint32_t out_len;           /* bytes in out */
+    int64_t exit_status;        /* debug-exit status, -1: none */
+};
+
+/* ---- fault delivery ---- */
+__attribute__((noreturn)) void aero_fault(aero_machine *m, int vector, uint32_t code, int has_code);
+__attribute__((noreturn)) void aero_fault_ud(aero_machine *m);
+/* Deliver an interrupt/exception with return address ret_eip (software INT, traps). */
+void aero_interrupt(aero_machine *m, int vector, uint32_t ret_eip, int has_code, uint32_t code);
+/* INT n / INT3 / INTO / INT1: a trap delivered with the next instruction's EIP. */
+void aero_soft_int(aero_machine *m, int vector, uint32_t ret_eip);
+/* Deliver the fault recorded by aero_fault (called by the run loop after the longjmp). */
+void aero_handle_fault(aero_machine *m);
+
+/* ---- the clock ---- */
+AERO_INLINE uint64_t aero_now(const aero_machine *m) { return m->slice_end - (uint64_t)m->countdown; }
+
+/* ---- registers ---- */
+AERO_INLINE uint8_t *reg8p(aero_machine *m, int r) {
+    return (uint8_t *)&m->cpu.r[r & 3] + (r >> 2);
+}
+AERO_INLINE uint8_t get_r8(aero_machine *m, int r) { return *reg8p(m, r); }
+AERO_INLINE void set_r8(aero_machine *m, int r, uint8_t v) { *reg8p(m, r) = v; }
+AERO_INLINE uint16_t get_r16(aero_machine *m, int r) { return (uint16_t)m->cpu.r[r]; }
+AERO_INLINE void set_r16(aero_machine *m, int r, uint16_t v) {
+    m->cpu.r[r] = (m->cpu.r[r] & 0xFFFF0000u) | v;
+}
+
+/* ---- flags (flags.c) ---- */
+uint32_t aero_flags_compute(aero_machine *m);
+/* Materialize lazy flags into eflags. */
+AERO_INLINE uint32_t get_flags(aero_machine *m) {
+    if (m->cpu.lf_op != LF_NONE) {
+        m->cpu.eflags = (m->cpu.eflags & ~F_ARITH) | aero_flags_compute(m);
+        m->cpu.lf_op = LF_NONE;
+    }
+    return m->cpu.eflags;
+}
+uint32_t aero_lazy_cf(const aero_machine *m);
+/* CF alone, without materializing the other flags. */
+AERO_INLINE uint32_t get_cf(aero_machine *m) {
+    return m->cpu.lf_op == LF_NONE ? (m->cpu.eflags & F_CF) : aero_lazy_cf(m);
+}
+AERO_INLINE void set_lazy(aero_machine *m, uint32_t op, uint32_t size, uint32_t a, uint32_t b, uint32_t res) {
+    m->cpu.lf_op = op;
+    m->cpu.lf_size = size;
+    m->cpu.lf_a = a;
+    m->cpu.lf_b = b;
+    m->cpu.lf_res = res;
+}
+/* Replace the arithmetic flags selected by mask (materializes the rest first). */
+AERO_INLINE void set_flags_masked(aero_machine *m, uint32_t mask, uint32_t value) {
+    uint32_t f = get_flags(m);
+    m->cpu.eflags = (f & ~mask) | (value & mask);
+}
+int aero_cond(aero_machine *m, int cc);
+extern const uint8_t aero_parity[256];
+/* PF/ZF/SF for a result of the given size (0/1/2). */
+AERO_INLINE uint32_t szp_flags(uint32_t res, int size) {
+    uint32_t mask = size == 0 ? 0xFFu : size == 1 ? 0xFFFFu : 0xFFFFFFFFu;
+    uint32_t sign = size == 0 ? 0x80u : size == 1 ? 0x8000u : 0x80000000u;
+    uint32_t f = aero_parity[res & 0xFF];
+    if ((res & mask) == 0) f |= F_ZF;
+    if (res & sign) f |= F_SF;
+    return f;
+}
+
+/* ---- memory (mem.c) ---- */
+uint32_t aero_rd_slow(aero_machine *m, uint32_t lin, int size);
+void aero_wr_slow(aero_machine *m, uint32_t lin, int size, uint32_t val);
+void aero_tlb_flush(aero_machine *m);
+void aero_tlb_flush_writes(aero_machine *m);
+/* Translate a linear address for an access; faults on failure. Returns physical. */
+uint32_t aero_translate(aero_machine *m, uint32_t lin, int write);
+/* Host pointer for a physical page usable for reads (NULL: not RAM/ROM). */
+uint8_t *aero_phys_ptr(aero_machine *m, uint32_t phys);
+void aero_invalidate_code(aero_machine *m, uint32_t phys, uint32_t len);
+
+AERO_INLINE uint32_t load_le(const uint8_t *p, int size) {
+    if (size == 1) return p[0];
+    if (size == 2) { uint16_t v; memcpy(&v, p, 2); return v; }
+    uint32_t v; memcpy(&v, p, 4); return v;
+}
+AERO_INLINE void store_le(uint8_t *p, int size, uint32_t v) {
+    if (size == 1) p[0] = (uint8_t)v;
+    else if (size == 2) { uint16_t w = (uint16_t)v; memcpy(p, &w, 2); }
+    else memcpy(p, &v, 4);
+}
+
+/* Linear-address accesses: TLB fast path, slow path for misses and page crossings. */
+AERO_INLINE uint32_t lin_rd(aero_machine *m, uint32_t lin, int size) {
+    aero_tlb_entry *e = &m->tlb[(lin >> 12) & (AERO_TLB_SIZE - 1)];
+    if (AERO_LIKELY(e->tag_r == (lin & ~0xFFFu) && (lin & 0xFFF) <= 0x1000u - (uint32_t)size))
+        return load_le((const uint8_t *)(e->addend + lin), size);
+    return aero_rd_slow(m, lin, size);
+}
+AERO_INLINE void lin_wr(aero_machine *m, uint32_t lin, int size, uint32_t v) {
+    aero_tlb_entry *e = &m->tlb[(lin >> 12) & (AERO_TLB_SIZE - 1)];
+    if (AERO_LIKELY(e->tag_w == (lin & ~0xFFFu) && (lin & 0xFFF) <= 0x1000u - (uint32_t)size)) {
+        store_le((uint8_t *)(e->addend + lin), size, v);
+        return;
+    }
+    aero_wr_slow(m, lin, size, v);
+}
+/* Check that the linear page(s) of [lin, lin+size) are writable, faulting if not, so that
+ * multi-write instructions can validate before committing any state. */
+void aero_probe_write(aero_machine *m, uint32_t lin, uint32_t size);
+
+/* ---- segmentation ---- */
+__attribute__((noreturn)) void aero_seg_fault(aero_machine *m, int seg);
+/* Linear address of seg:off for an access of `size` bytes, with the limit check. */
+AERO_INLINE uint32_t seg_lin(aero_machine *m, int seg, uint32_t off, uint32_t size) {
+    const aero_segment *s = &m->cpu.seg[seg];
+    uint64_t last = (uint64_t)off + size - 1;
+    if (AERO_LIKELY(!SA_IS_EXPAND_DOWN(s->attr))) {
+        if (AERO_UNLIKELY(last > s->limit)) aero_seg_fault(m, seg);
+    } else {
+        uint64_t top = (s->attr & SA_DB) ? 0xFFFFFFFFu : 0xFFFFu;
+        if (AERO_UNLIKELY(off <= s->limit || last > top)) aero_seg_fault(m, seg);
+    }
+    return s->base + off;
+}
+AERO_INLINE uint32_t rd8(aero_machine *m, int seg, uint32_t off) { return lin_rd(m, seg_lin(m, seg, off, 1), 1); }
+AERO_INLINE uint32_t rd16(aero_machine *m, int seg, uint32_t off) { return lin_rd(m, seg_lin(m, seg, off, 2), 2); }
+AERO_INLINE uint32_t rd32(aero_machine *m, int seg, uint32_t off) { return lin_rd(m, seg_lin(m, seg, off, 4), 4); }
+AERO_INLINE void wr8(aero_machine *m, int seg, uint32_t off, uint32_t v) { lin_wr(m, seg_lin(m, seg, off, 1), 1, v); }
+AERO_INLINE void wr16(aero_machine *m, int seg, uint32_t off, uint32_t v) { lin_wr(m, seg_lin(m, seg, off, 2), 2, v); }
+AERO_INLINE void wr32(aero_machine *m, int seg, uint32_t off, uint32_t v) { lin_wr(m, seg_lin(m, seg, off, 4), 4, v); }
+/* Sized access: size in bytes (1, 2, 4). */
+AERO_INLINE uint32_t rdn(aero_machine *m, int seg, uint32_t off, int size) { return lin_rd(m, seg_lin(m, seg, off, (uint32_t)size), size); }
+AERO_INLINE void wrn(aero_machine *m, int seg, uint32_t off, int size, uint32_t v) { lin_wr(m, seg_lin(m, seg, off, (uint32_t)size), size, v); }
+
+/* ---- operand helpers for decoded instructions ---- */
+/* Effective address (offset within in->seg) of the ModRM memory operand. */
+AERO_INLINE uint32_t ea(aero_machine *m, const aero_insn *in) {
+    uint32_t a = m->cpu.r[in->base] + (m->cpu.r[in->index] << in->scale) + in->disp;
+    return in->asz ? a : (a & 0xFFFF);
+}
+/* Operand size in bytes for a v-sized operand. */
+AERO_INLINE int osize(const aero_insn *in) { return in->osz ? 4 : 2; }
+
+/* E operand (ModRM r/m) of size 1, 2 or 4 bytes. */
+AERO_INLINE uint32_t get_E(aero_machine *m, const aero_insn *in, int size) {
+    if (in->mod == 3) {
+        if (size == 1) return get_r8(m, in->rm);
+        if (size == 2) return get_r16(m, in->rm);
+        return m->cpu.r[in->rm];
+    }
+    return rdn(m, in->seg, ea(m, in), size);
+}
+AERO_INLINE void set_reg(aero_machine *m, int r, int size, uint32_t v) {
+    if (size == 1) set_r8(m, r, (uint8_t)v);
+    else if (size == 2) set_r16(m, r, (uint16_t)v);
+    else m->cpu.r[r] = v;
+}
+AERO_INLINE uint32_t get_reg(aero_machine *m, int r, int size) {
+    if (size == 1) return get_r8(m, r);
+    if (size == 2) return get_r16(m, r);
+    return m->cpu.r[r];
+}
+AERO_INLINE void set_E(aero_machine *m, const aero_insn *in, int size, uint32_t v) {
+    if (in->mod == 3) set_reg(m, in->rm, size, v);
+    else wrn(m, in->seg, ea(m, in), size, v);
+}
+
+/* ---- control flow ---- */
+/* Advance EIP past the instruction (16-bit IP wraps in 16-bit code segments). */
+AERO_INLINE int code32(const aero_machine *m) { return (m->cpu.seg[S_CS].attr & SA_DB) != 0; }
+AERO_INLINE void next(aero_machine *m, const aero_insn *in) {
+    uint32_t e = m->cpu.eip + in->len;
+    m->cpu.eip = code32(m) ? e : (e & 0xFFFF);
+}
+/* Near jump to offset target in CS (with the CS limit check: #GP(0) outside). */
+void aero_jump_near(aero_machine *m, uint32_t target);
+
+/* ---- stack ---- */
+AERO_INLINE int stack32(const aero_machine *m) { return (m->cpu.seg[S_SS].attr & SA_DB) != 0; }
+AERO_INLINE uint32_t sp_get(aero_machine *m) { return stack32(m) ? m->cpu.r[R_ESP] : (m->cpu.r[R_ESP] & 0xFFFF); }
+AERO_INLINE void sp_set(aero_machine *m, uint32_t v) {
+    if (stack32(m)) m->cpu.r[R_ESP] = v;
+    else set_r16(m, R_ESP, (uint16_t)v);
+}
+AERO_INLINE uint32_t sp_mask(const aero_machine *m) { return stack32(m) ? 0xFFFFFFFFu : 0xFFFFu; }
+/* Push/pop of size bytes (2 or 4); the new SP is committed only after the access. */
+AERO_INLINE void push(aero_machine *m, int size, uint32_t v) {
+    uint32_t sp = (sp_get(m) - (uint32_t)size) & sp_mask(m);
+    wrn(m, S_SS, sp, size, v);
+    sp_set(m, sp);
+}
+AERO_INLINE uint32_t pop(aero_machine *m, int size) {
+    uint32_t sp = sp_get(m);
+    uint32_t v = rdn(m, S_SS, sp, size);
+    sp_set(m, (sp + (uint32_t)size) & sp_mask(m));
+    return v;
+}
+
+/* ---- segments (seg.c) ---- */
+/* Load a segment register as MOV/POP/LxS do (real mode: base = sel << 4). */
+void aero_load_seg(aero_machine *m, int seg, uint16_t sel);
+/* Far transfer: load CS:EIP (real mode, or protected mode to a code segment). */
+void aero_far_jump(aero_machine *m, uint16_t sel, uint32_t off);
+int aero_pm(const aero_machine *m);
+/* Decoding-mode key for the block cache (includes the code segment size). */
+AERO_INLINE uint32_t aero_decode_key(const aero_machine *m) { return code32(m) ? 2u : 1u; }
+
+/* ---- port I/O (io.c) ---- */
+uint32_t aero_io_read(aero_machine *m, uint16_t port, int size);
+void aero_io_write(aero_machine *m, uint16_t port, int size, uint32_t val);
+
+/* ---- decoder (decode.c) ---- */
+aero_block *aero_block_lookup(aero_machine *m);
+void aero_blocks_flush(aero_machine *m);
+/* Decode one instruction at CS:EIP into *in (used for single-instruction execution). */
+void aero_decode_one(aero_machine *m, aero_insn *in);
+
+void aero_op_ud(aero_machine *m, const aero_insn *in);
+/* Development marker for a handler not yet written: raises #UD. Must not remain. */
+#define AERO_PENDING(m, in) aero_op_ud((m), (in))
+/* Development marker for a handler not yet written: raises #UD. Must not remain. */
+#define AERO_PENDING(m, in) aero_op_ud((m), (in))
+
+#endif

@@ -1,0 +1,317 @@
+"""The machine: a Python handle on one instance of the C core.
+
+Invariants:
+
+* The core is a pure function of (configuration, guest images, injected inputs): two
+  machines built from the same configuration and fed the same inputs reach the same
+  fingerprints at the same ticks.
+* Calls into C are coarse: ``run`` executes millions of instructions per call.
+* ``ram`` is a zero-copy, read-only numpy view of guest RAM. Write through
+  :meth:`Machine.write` (or the :meth:`Machine.ram_writable` context), which keeps the
+  decoded-code cache and dirty-page tracking coherent.
+"""
+
+from __future__ import annotations
+
+import enum
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field, fields
+
+import numpy as np
+
+from aero._core_loader import load_core
+
+ffi, lib = load_core()
+
+# CPUID.1:EDX feature bits advertised by default: TSC, MSR, CX8, CMOV, PSE, PGE, DE, SEP.
+FEATURE_BITS: dict[str, int] = {
+    "fpu": 0, "vme": 1, "de": 2, "pse": 3, "tsc": 4, "msr": 5, "pae": 6, "mce": 7, "cx8": 8,
+    "apic": 9, "sep": 11, "mtrr": 12, "pge": 13, "mca": 14, "cmov": 15,
+}
+DEFAULT_FEATURES = ("de", "pse", "tsc", "msr", "cx8", "pge", "cmov")
+
+SEGMENT_NAMES = ("es", "cs", "ss", "ds", "fs", "gs")
+GPR_NAMES = ("eax", "ecx", "edx", "ebx", "esp", "ebp", "esi", "edi")
+
+
+class StopReason(enum.IntEnum):
+    """Why :meth:`Machine.run` returned."""
+
+    TICKS = lib.AERO_STOP_TICKS
+    HALT = lib.AERO_STOP_HALT
+    EXIT = lib.AERO_STOP_EXIT
+    SHUTDOWN = lib.AERO_STOP_SHUTDOWN
+    OUTPUT = lib.AERO_STOP_OUTPUT
+    EXCEPTION = lib.AERO_STOP_EXCEPTION
+
+
+@dataclass(frozen=True)
+class MachineConfig:
+    """Everything the core's behaviour depends on besides guest images and inputs."""
+
+    ram_size: int = 16 * 1024 * 1024
+    cpuid_vendor: str = "GenuineIntel"
+    cpuid_signature: int = 0x0000_0619  # family 6, model 1, stepping 9: a Pentium Pro
+    features: tuple[str, ...] = DEFAULT_FEATURES
+    tsc_per_tick: int = 1
+    a20_enabled: bool = True
+
+    def __post_init__(self) -> None:
+        if self.ram_size <= 0 or self.ram_size % 4096 or self.ram_size > 0xF000_0000:
+            raise ValueError(f"ram_size must be a positive multiple of 4096 below 3.75 GB, "
+                             f"not {self.ram_size}")
+        if len(self.cpuid_vendor.encode("ascii")) != 12:
+            raise ValueError(f"cpuid_vendor must be 12 ASCII characters: {self.cpuid_vendor!r}")
+        unknown = set(self.features) - set(FEATURE_BITS)
+        if unknown:
+            raise ValueError(f"unknown CPU features: {', '.join(sorted(unknown))}; "
+                             f"known: {', '.join(FEATURE_BITS)}")
+        if self.tsc_per_tick < 1:
+            raise ValueError("tsc_per_tick must be at least 1")
+
+    @property
+    def features_edx(self) -> int:
+        value = 0
+        for name in self.features:
+            value |= 1 << FEATURE_BITS[name]
+        return value
+
+    def to_dict(self) -> dict[str, object]:
+        return {f.name: (list(v) if isinstance(v := getattr(self, f.name), tuple) else v)
+                for f in fields(self)}
+
+    @classmethod
+    def from_dict(cls, data: dict[str, object]) -> MachineConfig:
+        known = {f.name for f in fields(cls)}
+        extra = set(data) - known
+        if extra:
+            raise ValueError(f"unknown machine configuration keys: {', '.join(sorted(extra))}")
+        values = dict(data)
+        if "features" in values:
+            values["features"] = tuple(values["features"])  # type: ignore[arg-type]
+        return cls(**values)  # type: ignore[arg-type]
+
+
+@dataclass
+class Segment:
+    """A segment register: selector and hidden descriptor cache."""
+
+    selector: int = 0
+    base: int = 0
+    limit: int = 0xFFFF
+    attr: int = 0x93
+
+
+@dataclass
+class Regs:
+    """Architectural CPU state. ``eflags`` is always fully materialized."""
+
+    eax: int = 0
+    ecx: int = 0
+    edx: int = 0
+    ebx: int = 0
+    esp: int = 0
+    ebp: int = 0
+    esi: int = 0
+    edi: int = 0
+    eip: int = 0
+    eflags: int = 2
+    es: Segment = field(default_factory=Segment)
+    cs: Segment = field(default_factory=Segment)
+    ss: Segment = field(default_factory=Segment)
+    ds: Segment = field(default_factory=Segment)
+    fs: Segment = field(default_factory=Segment)
+    gs: Segment = field(default_factory=Segment)
+    ldtr: Segment = field(default_factory=lambda: Segment(attr=0x82))
+    tr: Segment = field(default_factory=lambda: Segment(attr=0x8B))
+    gdtr_base: int = 0
+    gdtr_limit: int = 0xFFFF
+    idtr_base: int = 0
+    idtr_limit: int = 0x3FF
+    cr0: int = 0x60000010
+    cr2: int = 0
+    cr3: int = 0
+    cr4: int = 0
+    dr: list[int] = field(default_factory=lambda: [0, 0, 0, 0, 0, 0, 0xFFFF0FF0, 0x400])
+    cpl: int = 0
+    halted: bool = False
+
+    def gpr(self) -> list[int]:
+        return [getattr(self, n) for n in GPR_NAMES]
+
+
+def _seg_from_c(s) -> Segment:
+    return Segment(s.selector, s.base, s.limit, s.attr)
+
+
+def _seg_to_c(dst, s: Segment) -> None:
+    dst.selector = s.selector & 0xFFFF
+    dst.base = s.base & 0xFFFFFFFF
+    dst.limit = s.limit & 0xFFFFFFFF
+    dst.attr = s.attr & 0xFFFF
+
+
+class Machine:
+    """One emulated PC. Not thread-safe; two machines side by side are independent."""
+
+    def __init__(self, config: MachineConfig | None = None) -> None:
+        self.config = config or MachineConfig()
+        c = ffi.new("aero_config *")
+        c.ram_size = self.config.ram_size
+        c.cpuid_vendor = self.config.cpuid_vendor.encode("ascii")
+        c.cpuid_signature = self.config.cpuid_signature
+        c.cpuid_features_edx = self.config.features_edx
+        c.cpuid_features_ecx = 0
+        c.tsc_per_tick = self.config.tsc_per_tick
+        c.a20_enabled = 1 if self.config.a20_enabled else 0
+        ptr = lib.aero_machine_new(c)
+        if ptr == ffi.NULL:
+            raise MemoryError(f"cannot allocate a machine with {self.config.ram_size} bytes of RAM")
+        self._m = ffi.gc(ptr, lib.aero_machine_free)
+        buf = ffi.buffer(lib.aero_ram(self._m), lib.aero_ram_size(self._m))
+        self._ram = np.frombuffer(buf, dtype=np.uint8)
+        self._ram_view = self._ram.view()
+        self._ram_view.flags.writeable = False
+
+    # ---- memory -------------------------------------------------------------------------
+    @property
+    def ram(self) -> np.ndarray:
+        """Read-only zero-copy view of guest RAM."""
+        return self._ram_view
+
+    @contextmanager
+    def ram_writable(self, start: int = 0, length: int | None = None) -> Iterator[np.ndarray]:
+        """A writable view of RAM; on exit the core re-checks [start, start+length)."""
+        length = self.config.ram_size - start if length is None else length
+        try:
+            yield self._ram
+        finally:
+            lib.aero_ram_modified(self._m, start, length)
+
+    def write(self, addr: int, data: bytes | bytearray | memoryview) -> None:
+        """Write bytes at a physical address (RAM only; ROM and unmapped space ignore it)."""
+        data = bytes(data)
+        if addr < 0 or addr + len(data) > 1 << 32:
+            raise ValueError(f"physical range {addr:#x}+{len(data)} is outside 4 GB")
+        lib.aero_write_phys(self._m, addr, data, len(data))
+
+    def read(self, addr: int, length: int) -> bytes:
+        """Read bytes at a physical address (unmapped space reads as 0xFF)."""
+        if addr < 0 or length < 0 or addr + length > 1 << 32:
+            raise ValueError(f"physical range {addr:#x}+{length} is outside 4 GB")
+        out = ffi.new("uint8_t[]", max(length, 1))
+        lib.aero_read_phys(self._m, addr, out, length)
+        return bytes(ffi.buffer(out, length))
+
+    def load_rom(self, image: bytes) -> None:
+        """Map a ROM at the top of 4 GB (and its last 128 KB below 1 MB); reset the CPU."""
+        if not image or len(image) % 4096 or len(image) > 16 << 20:
+            raise ValueError(f"ROM size must be a multiple of 4096 up to 16 MB, not {len(image)}")
+        if lib.aero_load_rom(self._m, image, len(image)) != 0:
+            raise MemoryError("cannot map the ROM image")
+        self.reset()
+
+    # ---- execution ----------------------------------------------------------------------
+    def reset(self) -> None:
+        """Power-on CPU state (CS:IP = F000:FFF0); RAM is kept."""
+        lib.aero_reset(self._m)
+
+    @property
+    def ticks(self) -> int:
+        """The guest clock: instructions retired (and interrupts delivered) so far."""
+        return int(lib.aero_ticks(self._m))
+
+    def run(self, until_tick: int) -> StopReason:
+        """Run until the guest clock reaches ``until_tick`` or the guest stops."""
+        return StopReason(lib.aero_run(self._m, until_tick))
+
+    def step(self) -> StopReason:
+        """Execute one instruction (one tick)."""
+        return self.run(self.ticks + 1)
+
+    def set_stop_on_exception(self, enable: bool) -> None:
+        lib.aero_set_stop_on_exception(self._m, 1 if enable else 0)
+
+    def last_exception(self) -> tuple[int, int] | None:
+        """(vector, error code) of the last exception raised, or None."""
+        code = ffi.new("uint32_t *")
+        vec = lib.aero_last_exception(self._m, code)
+        return None if vec < 0 else (int(vec), int(code[0]))
+
+    def clear_exception(self) -> None:
+        lib.aero_clear_exception(self._m)
+
+    # ---- guest output -------------------------------------------------------------------
+    def take_output(self) -> bytes:
+        """Debug-console bytes produced since the last call."""
+        n = ffi.new("uint32_t *")
+        p = lib.aero_output(self._m, n)
+        data = bytes(ffi.buffer(p, n[0]))
+        lib.aero_output_clear(self._m)
+        return data
+
+    @property
+    def exit_status(self) -> int | None:
+        """``(value << 1) | 1`` written to the debug-exit port, or None."""
+        v = int(lib.aero_exit_status(self._m))
+        return None if v < 0 else v
+
+    # ---- state --------------------------------------------------------------------------
+    def get_regs(self) -> Regs:
+        r = ffi.new("aero_regs *")
+        lib.aero_get_regs(self._m, r)
+        out = Regs(*[int(r.gpr[i]) for i in range(8)], eip=r.eip, eflags=r.eflags)
+        for i, name in enumerate(SEGMENT_NAMES):
+            setattr(out, name, _seg_from_c(r.seg[i]))
+        out.ldtr, out.tr = _seg_from_c(r.ldtr), _seg_from_c(r.tr)
+        out.gdtr_base, out.gdtr_limit = r.gdtr.base, r.gdtr.limit
+        out.idtr_base, out.idtr_limit = r.idtr.base, r.idtr.limit
+        out.cr0, out.cr2, out.cr3, out.cr4 = r.cr0, r.cr2, r.cr3, r.cr4
+        out.dr = [int(r.dr[i]) for i in range(8)]
+        out.cpl, out.halted = int(r.cpl), bool(r.halted)
+        return out
+
+    def set_regs(self, regs: Regs) -> None:
+        r = ffi.new("aero_regs *")
+        for i, name in enumerate(GPR_NAMES):
+            r.gpr[i] = getattr(regs, name) & 0xFFFFFFFF
+        r.eip, r.eflags = regs.eip & 0xFFFFFFFF, regs.eflags & 0xFFFFFFFF
+        for i, name in enumerate(SEGMENT_NAMES):
+            _seg_to_c(r.seg[i], getattr(regs, name))
+        _seg_to_c(r.ldtr, regs.ldtr)
+        _seg_to_c(r.tr, regs.tr)
+        r.gdtr.base, r.gdtr.limit = regs.gdtr_base, regs.gdtr_limit
+        r.idtr.base, r.idtr.limit = regs.idtr_base, regs.idtr_limit
+        r.cr0, r.cr2, r.cr3, r.cr4 = regs.cr0, regs.cr2, regs.cr3, regs.cr4
+        for i in range(8):
+            r.dr[i] = regs.dr[i]
+        r.cpl, r.halted = regs.cpl, 1 if regs.halted else 0
+        lib.aero_set_regs(self._m, r)
+
+    def cpu_state_bytes(self) -> bytes:
+        """Canonical serialized CPU state (what fingerprints and snapshots contain)."""
+        out = ffi.new("uint8_t[]", lib.AERO_CPU_STATE_BYTES)
+        lib.aero_cpu_serialize(self._m, out)
+        return bytes(ffi.buffer(out, lib.AERO_CPU_STATE_BYTES))
+
+    def fingerprint(self) -> int:
+        """64-bit hash of CPU state, the clock and RAM."""
+        return int(lib.aero_fingerprint(self._m))
+
+    def snapshot(self) -> bytes:
+        """The whole machine state as bytes; :meth:`restore` brings it back bit-exactly."""
+        size = lib.aero_snapshot_size(self._m)
+        out = ffi.new("uint8_t[]", size)
+        if lib.aero_snapshot_save(self._m, out, size) != 0:
+            raise RuntimeError("snapshot buffer too small")
+        return bytes(ffi.buffer(out, size))
+
+    def restore(self, snapshot: bytes) -> None:
+        if lib.aero_snapshot_load(self._m, snapshot, len(snapshot)) != 0:
+            raise ValueError("snapshot does not match this machine (size, RAM or version)")
+
+
+def hash64(data: bytes, seed: int = 0) -> int:
+    """XXH64 as computed by the core."""
+    return int(lib.aero_hash64(data, len(data), seed))
