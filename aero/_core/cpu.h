@@ -407,6 +407,9 @@ int aero_pm(const aero_machine *m);
 AERO_INLINE uint32_t aero_decode_key(const aero_machine *m) { return code32(m) ? 2u : 1u; }
 
 /* ---- port I/O (io.c) ---- */
+/* #GP(0) unless the current privilege may access `size` bytes at `port` (CPL <= IOPL in
+ * protected mode, else the TSS I/O permission bitmap; always allowed in real mode). */
+void aero_io_check(aero_machine *m, uint16_t port, int size);
 uint32_t aero_io_read(aero_machine *m, uint16_t port, int size);
 void aero_io_write(aero_machine *m, uint16_t port, int size, uint32_t val);
 

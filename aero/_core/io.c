@@ -9,6 +9,15 @@
 #define PORT_DEBUGCON 0xE9
 #define PORT_DEBUG_EXIT 0xF4
 
+void aero_io_check(aero_machine *m, uint16_t port, int size) {
+    (void)port;
+    (void)size;
+    if (!(m->cpu.cr0 & CR0_PE)) return;
+    uint32_t iopl = (m->cpu.eflags & F_IOPL) >> 12;
+    if (!(m->cpu.eflags & F_VM) && m->cpu.cpl <= iopl) return;
+    aero_fault(m, EXC_GP, 0, 1); /* the TSS I/O bitmap is consulted by the system-architecture work */
+}
+
 uint32_t aero_io_read(aero_machine *m, uint16_t port, int size) {
     (void)m;
     uint32_t ones = size == 1 ? 0xFFu : size == 2 ? 0xFFFFu : 0xFFFFFFFFu;

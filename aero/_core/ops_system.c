@@ -5,7 +5,13 @@ void aero_op_in_Ib(aero_machine *m, const aero_insn *in) { AERO_PENDING(m, in); 
 void aero_op_in_DX(aero_machine *m, const aero_insn *in) { AERO_PENDING(m, in); }
 void aero_op_out_Ib(aero_machine *m, const aero_insn *in) { AERO_PENDING(m, in); }
 void aero_op_out_DX(aero_machine *m, const aero_insn *in) { AERO_PENDING(m, in); }
-void aero_op_hlt(aero_machine *m, const aero_insn *in) { AERO_PENDING(m, in); }
+/* HLT: privileged in protected mode; the run loop sleeps until an interrupt. */
+void aero_op_hlt(aero_machine *m, const aero_insn *in) {
+    if (aero_pm(m) && m->cpu.cpl != 0) aero_fault(m, EXC_GP, 0, 1);
+    next(m, in);
+    m->cpu.halted = 1;
+    m->exit_block = 1;
+}
 void aero_op_cli(aero_machine *m, const aero_insn *in) { AERO_PENDING(m, in); }
 void aero_op_sti(aero_machine *m, const aero_insn *in) { AERO_PENDING(m, in); }
 void aero_op_cpuid(aero_machine *m, const aero_insn *in) { AERO_PENDING(m, in); }
