@@ -310,10 +310,10 @@ static uint32_t shift(aero_machine *m, int op, uint32_t a, uint32_t count, int s
         of = ((r & sign) != 0) ^ cf;
         f |= szp_flags(r, sidx(size));
         break;
-    case 5: /* SHR */
+    case 5: /* SHR: OF = top two result bits differ, i.e. MSB(a) for 1, 0 beyond (as Bochs) */
         r = (uint32_t)((uint64_t)a >> count) & mask;
         cf = count <= bits ? (uint32_t)((uint64_t)a >> (count - 1)) & 1 : 0;
-        of = (a & sign) != 0;
+        of = ((r ^ (r << 1)) & sign) != 0;
         f |= szp_flags(r, sidx(size));
         break;
     default: { /* SAR */
