@@ -123,6 +123,7 @@ typedef struct aero_insn {
     uint8_t index;     /* EA index register (R_ZERO: none) */
     uint8_t scale;     /* EA index shift (0-3) */
     uint8_t segovr;    /* 1: the segment was given by a prefix */
+    uint8_t code32;    /* 1: decoded in a 32-bit code segment (EIP does not wrap at 64 KB) */
 } aero_insn;
 
 /* Decoder table row (generated from aero/isa.py). */
@@ -274,7 +275,11 @@ void aero_wr_slow(aero_machine *m, uint32_t lin, int size, uint32_t val);
 void aero_tlb_flush(aero_machine *m);
 void aero_tlb_flush_writes(aero_machine *m);
 /* Translate a linear address for an access; faults on failure. Returns physical. */
-uint32_t aero_translate(aero_machine *m, uint32_t lin, int write);
+uint32_t aero_translate_slow(aero_machine *m, uint32_t lin, int write);
+AERO_INLINE uint32_t aero_translate(aero_machine *m, uint32_t lin, int write) {
+    if (AERO_LIKELY(!(m->cpu.cr0 & CR0_PG) && m->cpu.a20)) return lin;
+    return aero_translate_slow(m, lin, write);
+}
 /* Host pointer for a physical page usable for reads (NULL: not RAM/ROM). */
 uint8_t *aero_phys_ptr(aero_machine *m, uint32_t phys);
 void aero_invalidate_code(aero_machine *m, uint32_t phys, uint32_t len);
@@ -308,6 +313,9 @@ AERO_INLINE void lin_wr(aero_machine *m, uint32_t lin, int size, uint32_t v) {
 /* Check that the linear page(s) of [lin, lin+size) are writable, faulting if not, so that
  * multi-write instructions can validate before committing any state. */
 void aero_probe_write(aero_machine *m, uint32_t lin, uint32_t size);
+/* Implicit supervisor-mode read (descriptor tables, TSS): the page walk checks it as CPL 0
+ * whatever the CPL; page faults are raised as usual. */
+uint32_t aero_rd_sys(aero_machine *m, uint32_t lin, int size);
 
 /* ---- segmentation ---- */
 __attribute__((noreturn)) void aero_seg_fault(aero_machine *m, int seg);
@@ -371,7 +379,7 @@ AERO_INLINE void set_E(aero_machine *m, const aero_insn *in, int size, uint32_t 
 AERO_INLINE int code32(const aero_machine *m) { return (m->cpu.seg[S_CS].attr & SA_DB) != 0; }
 AERO_INLINE void next(aero_machine *m, const aero_insn *in) {
     uint32_t e = m->cpu.eip + in->len;
-    m->cpu.eip = code32(m) ? e : (e & 0xFFFF);
+    m->cpu.eip = in->code32 ? e : (e & 0xFFFF);
 }
 /* Near jump to offset target in CS (with the CS limit check: #GP(0) outside). */
 void aero_jump_near(aero_machine *m, uint32_t target);
@@ -402,7 +410,12 @@ AERO_INLINE uint32_t pop(aero_machine *m, int size) {
 void aero_load_seg(aero_machine *m, int seg, uint16_t sel);
 /* Far transfer: load CS:EIP (real mode, or protected mode to a code segment). */
 void aero_far_jump(aero_machine *m, uint16_t sel, uint32_t off);
-int aero_pm(const aero_machine *m);
+AERO_INLINE int aero_pm(const aero_machine *m) {
+    return (m->cpu.cr0 & CR0_PE) && !(m->cpu.eflags & F_VM);
+}
+/* Read the descriptor of sel from the GDT or LDT without faulting on the selector:
+ * 0, or -1 when it lies outside the table (or the LDT is unusable). */
+int aero_read_descriptor(aero_machine *m, uint16_t sel, uint32_t *lo, uint32_t *hi);
 /* Decoding-mode key for the block cache (includes the code segment size). */
 AERO_INLINE uint32_t aero_decode_key(const aero_machine *m) { return code32(m) ? 2u : 1u; }
 

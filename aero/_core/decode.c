@@ -121,6 +121,7 @@ static uint8_t decode_insn(fetcher *f, aero_insn *in, int pm) {
         break;
     }
     if (op == 0x0F) op = 0x100 | fetch8(f);
+    in->code32 = (uint8_t)d;
     in->osz = (uint8_t)osz;
     in->asz = (uint8_t)asz;
     in->rep = (uint8_t)rep;

@@ -77,7 +77,7 @@ fault:
     aero_fault(m, EXC_PF, err, 1);
 }
 
-uint32_t aero_translate(aero_machine *m, uint32_t lin, int write) {
+uint32_t aero_translate_slow(aero_machine *m, uint32_t lin, int write) {
     uint32_t phys = (m->cpu.cr0 & CR0_PG) ? page_walk(m, lin, write) : lin;
     if (!m->cpu.a20) phys &= ~0x100000u;
     return phys;
@@ -161,4 +161,30 @@ void aero_read_phys(aero_machine *m, uint32_t addr, uint8_t *out, uint32_t len) 
 
 void aero_ram_modified(aero_machine *m, uint32_t addr, uint32_t len) {
     aero_invalidate_code(m, addr, len);
+}
+
+/* The page walk takes U/S from the CPL, so at CPL 3 it runs with the CPL set to 0; the CPL
+ * is restored on every exit (a #PF unwinds through here), and the TLB slots the walk filled
+ * are dropped, since a TLB entry does not record the privilege it was checked for. */
+uint32_t aero_rd_sys(aero_machine *m, uint32_t lin, int size) {
+    if (m->cpu.cpl != 3 || !(m->cpu.cr0 & CR0_PG)) return lin_rd(m, lin, size);
+    jmp_buf outer;
+    memcpy(outer, m->fault_jmp, sizeof outer);
+    volatile uint32_t v = 0;
+    volatile int faulted = 0;
+    if (setjmp(m->fault_jmp) == 0) {
+        m->cpu.cpl = 0;
+        v = aero_rd_slow(m, lin, size);
+    } else {
+        faulted = 1;
+    }
+    m->cpu.cpl = 3;
+    memcpy(m->fault_jmp, outer, sizeof outer);
+    uint32_t last = lin + (uint32_t)size - 1;
+    aero_tlb_entry *e1 = &m->tlb[(lin >> 12) & (AERO_TLB_SIZE - 1)];
+    aero_tlb_entry *e2 = &m->tlb[(last >> 12) & (AERO_TLB_SIZE - 1)];
+    e1->tag_r = e1->tag_w = AERO_TLB_INVALID;
+    e2->tag_r = e2->tag_w = AERO_TLB_INVALID;
+    if (faulted) longjmp(m->fault_jmp, 1);
+    return v;
 }

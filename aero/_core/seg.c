@@ -6,10 +6,6 @@
  */
 #include "cpu.h"
 
-int aero_pm(const aero_machine *m) {
-    return (m->cpu.cr0 & CR0_PE) && !(m->cpu.eflags & F_VM);
-}
-
 void aero_seg_fault(aero_machine *m, int seg) {
     aero_fault(m, seg == S_SS ? EXC_SS : EXC_GP, 0, 1);
 }
@@ -120,4 +116,21 @@ void aero_far_jump(aero_machine *m, uint16_t sel, uint32_t off) {
 void aero_jump_near(aero_machine *m, uint32_t target) {
     if (target > m->cpu.seg[S_CS].limit) aero_fault(m, EXC_GP, 0, 1);
     m->cpu.eip = target;
+}
+
+int aero_read_descriptor(aero_machine *m, uint16_t sel, uint32_t *lo, uint32_t *hi) {
+    uint32_t base, limit;
+    if (sel & 4) {
+        if (!(m->cpu.ldtr.attr & SA_P)) return -1; /* LDTR loaded with a null selector */
+        base = m->cpu.ldtr.base;
+        limit = m->cpu.ldtr.limit;
+    } else {
+        base = m->cpu.gdtr.base;
+        limit = m->cpu.gdtr.limit;
+    }
+    uint32_t off = sel & ~7u;
+    if (off + 7 > limit) return -1;
+    *lo = aero_rd_sys(m, base + off, 4);
+    *hi = aero_rd_sys(m, base + off + 4, 4);
+    return 0;
 }
