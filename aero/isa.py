@@ -321,8 +321,8 @@ FF/6  push    Ev      push_Ev
 0F 22   mov   Cd,Rd   mov_CdRd    sys
 0F 23   mov   Dd,Rd   mov_DdRd    sys
 0F 30   wrmsr -       wrmsr       sys
-0F 31   rdtsc -       rdtsc
-0F 32   rdmsr -       rdmsr
+0F 31   rdtsc -       rdtsc       sys
+0F 32   rdmsr -       rdmsr       sys
 0F 34   sysenter -    sysenter    branch
 0F 35   sysexit -     sysexit     branch
 0F 40+c cmovcc Gv,Ev  cmovcc

@@ -56,6 +56,7 @@ class MachineConfig:
     features: tuple[str, ...] = DEFAULT_FEATURES
     tsc_per_tick: int = 1
     a20_enabled: bool = True
+    debug_ports: bool = True  # QEMU-compatible debug console (0xE9) and exit port (0xF4)
 
     def __post_init__(self) -> None:
         if self.ram_size <= 0 or self.ram_size % 4096 or self.ram_size > 0xF000_0000:
@@ -165,6 +166,7 @@ class Machine:
         c.cpuid_features_ecx = 0
         c.tsc_per_tick = self.config.tsc_per_tick
         c.a20_enabled = 1 if self.config.a20_enabled else 0
+        c.debug_ports = 1 if self.config.debug_ports else 0
         ptr = lib.aero_machine_new(c)
         if ptr == ffi.NULL:
             raise MemoryError(f"cannot allocate a machine with {self.config.ram_size} bytes of RAM")

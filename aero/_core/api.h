@@ -67,6 +67,7 @@ typedef struct aero_config {
     uint32_t cpuid_features_ecx; /* CPUID.1:ECX feature bits */
     uint32_t tsc_per_tick;       /* RDTSC increments per guest tick */
     uint32_t a20_enabled;        /* 1: A20 gate open at reset */
+    uint32_t debug_ports;        /* 1: debug console (0xE9) and debug exit (0xF4) present */
 } aero_config;
 
 /* Build stamp: a hash of the C sources and the instruction table this core was built from. */

@@ -176,6 +176,8 @@ struct aero_machine {
     uint64_t slice_end;         /* tick at which the slice ends; now = slice_end - countdown */
     int stop;                   /* stop reason, -1 while running */
     uint32_t exit_block;        /* 1: leave the current decoded block after this insn */
+    const struct aero_insn *cur;     /* instruction executing in a prepaid block */
+    const struct aero_insn *blk_end; /* end of the prepaid block, NULL outside one */
     jmp_buf fault_jmp;          /* where aero_fault() lands */
     int fault_vector;           /* pending exception vector */
     uint32_t fault_code;        /* its error code */
@@ -216,7 +218,10 @@ void aero_soft_int(aero_machine *m, int vector, uint32_t ret_eip);
 /* Deliver the fault recorded by aero_fault (called by the run loop after the longjmp). */
 void aero_handle_fault(aero_machine *m);
 
-/* ---- the clock ---- */
+/* ---- the clock ----
+ * Inside a decoded block the ticks of the whole block are paid before it runs, so only the
+ * last instruction of a block sees the exact clock: handlers that read it (RDTSC, RDMSR,
+ * port I/O, string batching) must end their block (flags branch/sys/str in aero/isa.py). */
 AERO_INLINE uint64_t aero_now(const aero_machine *m) { return m->slice_end - (uint64_t)m->countdown; }
 
 /* ---- registers ---- */

@@ -35,12 +35,12 @@ void aero_io_check(aero_machine *m, uint16_t port, int size) {
 uint32_t aero_io_read(aero_machine *m, uint16_t port, int size) {
     (void)m;
     uint32_t ones = size == 1 ? 0xFFu : size == 2 ? 0xFFFFu : 0xFFFFFFFFu;
-    if (port == PORT_DEBUGCON) return 0xE9u | (ones & ~0xFFu); /* debugcon read-back */
+    if (port == PORT_DEBUGCON && m->cfg.debug_ports) return 0xE9u | (ones & ~0xFFu); /* debugcon read-back */
     return ones;
 }
 
 void aero_io_write(aero_machine *m, uint16_t port, int size, uint32_t val) {
-    if (port == PORT_DEBUGCON) {
+    if (port == PORT_DEBUGCON && m->cfg.debug_ports) {
         /* Only the low byte goes out: QEMU's debugcon is a one-byte port, and the bytes
          * above it land on the next ports. The run stops before the buffer is full. */
         (void)size;
@@ -51,7 +51,7 @@ void aero_io_write(aero_machine *m, uint16_t port, int size, uint32_t val) {
         }
         return;
     }
-    if (port == PORT_DEBUG_EXIT) {
+    if (port == PORT_DEBUG_EXIT && m->cfg.debug_ports) {
         uint32_t mask = size == 1 ? 0xFFu : size == 2 ? 0xFFFFu : 0xFFFFFFFFu;
         m->exit_status = (((int64_t)(val & mask)) << 1) | 1;
         m->stop = AERO_STOP_EXIT;

@@ -131,12 +131,25 @@ static void run_loop(aero_machine *m) {
         aero_block *b = aero_block_lookup(m);
         const aero_insn *in = b->insn, *end = b->insn + b->n;
         m->exit_block = 0;
-        do {
-            if (AERO_UNLIKELY(m->countdown <= 0)) break;
-            m->countdown--;
-            in->fn(m, in);
-            in++;
-        } while (in < end && !m->exit_block);
+        if (AERO_LIKELY(m->countdown >= (int64_t)b->n)) {
+            /* The whole block fits in the slice: pay its ticks up front. A fault inside
+             * it refunds the unexecuted ones (aero_run), an early exit refunds here. */
+            m->countdown -= b->n;
+            m->blk_end = end;
+            do {
+                m->cur = in;
+                in->fn(m, in);
+                in++;
+            } while (in < end && !m->exit_block);
+            m->countdown += end - in;
+            m->blk_end = NULL;
+        } else {
+            do {
+                m->countdown--;
+                in->fn(m, in);
+                in++;
+            } while (in < end && m->countdown > 0 && !m->exit_block);
+        }
     }
 }
 
@@ -146,8 +159,14 @@ int aero_run(aero_machine *m, uint64_t until_tick) {
     m->slice_end = until_tick;
     m->countdown = (int64_t)(until_tick - m->ticks);
     m->delivering = -1;
+    m->blk_end = NULL;
     if (setjmp(m->fault_jmp) != 0) {
-        /* An instruction (or a delivery) faulted: deliver it, then carry on. */
+        /* An instruction (or a delivery) faulted: refund the ticks of the block's
+         * instructions after it, deliver it, then carry on. */
+        if (m->blk_end) {
+            m->countdown += m->blk_end - (m->cur + 1);
+            m->blk_end = NULL;
+        }
         aero_handle_fault(m);
     }
     run_loop(m);
