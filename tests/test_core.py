@@ -226,3 +226,20 @@ def test_two_machines_are_independent() -> None:
     a.write(0, b"\x01")
     assert b.read(0, 1) == b"\x00"
     assert not np.shares_memory(a.ram, b.ram)
+
+
+def test_null_data_segment_faults_on_any_access() -> None:
+    """In protected mode a data segment loaded with a null selector faults on use, offset 0 too."""
+    m = Machine(MachineConfig(ram_size=1 << 20))
+    r = m.get_regs()
+    r.cr0 |= 1
+    r.cs = Segment(0x08, 0, 0xFFFFFFFF, 0xCF9B)
+    for name in ("ds", "es", "ss", "fs", "gs"):
+        setattr(r, name, Segment(0x10, 0, 0xFFFFFFFF, 0xCF93))
+    r.eip, r.esp = 0x1000, 0x8000
+    m.set_regs(r)
+    m.set_stop_on_exception(True)
+    # xor eax,eax ; mov ds,ax ; mov al,[0]
+    m.write(0x1000, bytes([0x31, 0xC0, 0x8E, 0xD8, 0xA0, 0, 0, 0, 0]))
+    assert m.run(10) == StopReason.EXCEPTION
+    assert m.last_exception() == (13, 0) and m.get_regs().eip == 0x1004 and m.ticks == 2

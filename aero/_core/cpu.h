@@ -280,10 +280,14 @@ void aero_wr_slow(aero_machine *m, uint32_t lin, int size, uint32_t val);
 void aero_tlb_flush(aero_machine *m);
 void aero_tlb_flush_writes(aero_machine *m);
 /* Translate a linear address for an access; faults on failure. Returns physical. */
-uint32_t aero_translate_slow(aero_machine *m, uint32_t lin, int write);
-AERO_INLINE uint32_t aero_translate(aero_machine *m, uint32_t lin, int write) {
+/* Access kinds for translation: a write, and a system access (descriptor tables, TSS)
+ * made with supervisor rights at any CPL. */
+#define AERO_ACC_WRITE 1
+#define AERO_ACC_SYS 2
+uint32_t aero_translate_slow(aero_machine *m, uint32_t lin, int acc);
+AERO_INLINE uint32_t aero_translate(aero_machine *m, uint32_t lin, int acc) {
     if (AERO_LIKELY(!(m->cpu.cr0 & CR0_PG) && m->cpu.a20)) return lin;
-    return aero_translate_slow(m, lin, write);
+    return aero_translate_slow(m, lin, acc);
 }
 /* Host pointer for a physical page usable for reads (NULL: not RAM/ROM). */
 uint8_t *aero_phys_ptr(aero_machine *m, uint32_t phys);

@@ -20,8 +20,8 @@ void aero_fault_ud(aero_machine *m) { aero_fault(m, EXC_UD, 0, 0); }
 static void deliver_real(aero_machine *m, int vector, uint32_t ret_eip) {
     uint32_t off = (uint32_t)vector * 4;
     if (off + 3 > m->cpu.idtr.limit) aero_fault(m, EXC_GP, off * 2 + 2, 1);
-    uint32_t ip = lin_rd(m, m->cpu.idtr.base + off, 2);
-    uint16_t cs = (uint16_t)lin_rd(m, m->cpu.idtr.base + off + 2, 2);
+    uint32_t ip = aero_rd_sys(m, m->cpu.idtr.base + off, 2);
+    uint16_t cs = (uint16_t)aero_rd_sys(m, m->cpu.idtr.base + off + 2, 2);
     uint32_t flags = get_flags(m);
     /* Write the three words before committing SP, so a stack fault leaves SP intact. */
     uint32_t sp = sp_get(m), mask = sp_mask(m);
@@ -41,8 +41,8 @@ static void deliver_pm(aero_machine *m, int vector, uint32_t ret_eip, int has_co
     uint32_t ext = software ? 0u : 1u;
     uint32_t gerr = (uint32_t)vector * 8 + 2 + ext;
     if ((uint32_t)vector * 8 + 7 > m->cpu.idtr.limit) aero_fault(m, EXC_GP, gerr, 1);
-    uint32_t lo = lin_rd(m, m->cpu.idtr.base + (uint32_t)vector * 8, 4);
-    uint32_t hi = lin_rd(m, m->cpu.idtr.base + (uint32_t)vector * 8 + 4, 4);
+    uint32_t lo = aero_rd_sys(m, m->cpu.idtr.base + (uint32_t)vector * 8, 4);
+    uint32_t hi = aero_rd_sys(m, m->cpu.idtr.base + (uint32_t)vector * 8 + 4, 4);
     uint32_t type = (hi >> 8) & 0x1F, gdpl = (hi >> 13) & 3;
     int gate32;
     switch (type) {
@@ -58,7 +58,7 @@ static void deliver_pm(aero_machine *m, int vector, uint32_t ret_eip, int has_co
     uint32_t dbase = (sel & 4) ? m->cpu.ldtr.base : m->cpu.gdtr.base;
     uint32_t dlimit = (sel & 4) ? m->cpu.ldtr.limit : m->cpu.gdtr.limit;
     if ((sel & ~7u) + 7 > dlimit) aero_fault(m, EXC_GP, (sel & ~3u) | ext, 1);
-    uint32_t dlo = lin_rd(m, dbase + (sel & ~7u), 4), dhi = lin_rd(m, dbase + (sel & ~7u) + 4, 4);
+    uint32_t dlo = aero_rd_sys(m, dbase + (sel & ~7u), 4), dhi = aero_rd_sys(m, dbase + (sel & ~7u) + 4, 4);
     uint32_t dtype = (dhi >> 8) & 0x1F, ddpl = (dhi >> 13) & 3;
     if ((dtype & 0x18) != 0x18 || ddpl > m->cpu.cpl) aero_fault(m, EXC_GP, (sel & ~3u) | ext, 1);
     if (!(dhi & 0x8000)) aero_fault(m, EXC_NP, (sel & ~3u) | ext, 1);
@@ -71,10 +71,20 @@ static void deliver_pm(aero_machine *m, int vector, uint32_t ret_eip, int has_co
     if (newcpl < m->cpu.cpl) {
         /* Inner privilege: new stack from the 32-bit TSS (SS0:ESP0 at offsets 4 and 8). */
         uint32_t tss = m->cpu.tr.base;
-        uint32_t esp0 = lin_rd(m, tss + 4 + newcpl * 8, 4);
-        uint16_t ss0 = (uint16_t)lin_rd(m, tss + 8 + newcpl * 8, 2);
+        uint32_t esp0 = aero_rd_sys(m, tss + 4 + newcpl * 8, 4);
+        uint16_t ss0 = (uint16_t)aero_rd_sys(m, tss + 8 + newcpl * 8, 2);
+        /* SS0 must be a present, writable data segment with RPL = DPL = the new CPL;
+         * otherwise #TS(SS0). Checked before the CPL changes, so a fault leaves it alone. */
+        uint32_t slo, shi;
+        uint32_t stype, sdpl;
+        if ((ss0 & ~3u) == 0 || aero_read_descriptor(m, ss0, &slo, &shi) != 0)
+            aero_fault(m, EXC_TS, ss0 & ~3u, 1);
+        stype = (shi >> 8) & 0x1A;
+        sdpl = (shi >> 13) & 3;
+        if (stype != 0x12 || (ss0 & 3u) != newcpl || sdpl != newcpl) aero_fault(m, EXC_TS, ss0 & ~3u, 1);
+        if (!(shi & 0x8000)) aero_fault(m, EXC_SS, ss0 & ~3u, 1);
         uint32_t save_cpl = m->cpu.cpl;
-        m->cpu.cpl = newcpl; /* the SS0 checks are made against the new CPL */
+        m->cpu.cpl = newcpl;
         aero_load_seg(m, S_SS, ss0);
         m->cpu.cpl = save_cpl;
         m->cpu.r[R_ESP] = esp0;

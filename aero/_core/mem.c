@@ -37,8 +37,9 @@ static int phys_is_ram(aero_machine *m, uint32_t phys) {
 }
 
 /* Two-level i386 page walk. Sets accessed/dirty bits; faults with #PF on failure. */
-static uint32_t page_walk(aero_machine *m, uint32_t lin, int write) {
-    int user = m->cpu.cpl == 3;
+static uint32_t page_walk(aero_machine *m, uint32_t lin, int acc) {
+    int write = acc & AERO_ACC_WRITE;
+    int user = m->cpu.cpl == 3 && !(acc & AERO_ACC_SYS);
     uint32_t pde_addr = (m->cpu.cr3 & ~0xFFFu) | ((lin >> 22) << 2);
     uint32_t pde = 0;
     aero_read_phys(m, pde_addr, (uint8_t *)&pde, 4);
@@ -77,8 +78,8 @@ fault:
     aero_fault(m, EXC_PF, err, 1);
 }
 
-uint32_t aero_translate_slow(aero_machine *m, uint32_t lin, int write) {
-    uint32_t phys = (m->cpu.cr0 & CR0_PG) ? page_walk(m, lin, write) : lin;
+uint32_t aero_translate_slow(aero_machine *m, uint32_t lin, int acc) {
+    uint32_t phys = (m->cpu.cr0 & CR0_PG) ? page_walk(m, lin, acc) : lin;
     if (!m->cpu.a20) phys &= ~0x100000u;
     return phys;
 }
@@ -167,24 +168,14 @@ void aero_ram_modified(aero_machine *m, uint32_t addr, uint32_t len) {
  * is restored on every exit (a #PF unwinds through here), and the TLB slots the walk filled
  * are dropped, since a TLB entry does not record the privilege it was checked for. */
 uint32_t aero_rd_sys(aero_machine *m, uint32_t lin, int size) {
+    /* Descriptor tables and the TSS are read with supervisor rights whatever the CPL;
+     * at CPL 3 under paging that bypasses the TLB, so user code never inherits a mapping. */
     if (m->cpu.cpl != 3 || !(m->cpu.cr0 & CR0_PG)) return lin_rd(m, lin, size);
-    jmp_buf outer;
-    memcpy(outer, m->fault_jmp, sizeof outer);
-    volatile uint32_t v = 0;
-    volatile int faulted = 0;
-    if (setjmp(m->fault_jmp) == 0) {
-        m->cpu.cpl = 0;
-        v = aero_rd_slow(m, lin, size);
-    } else {
-        faulted = 1;
+    uint32_t v = 0;
+    for (int i = 0; i < size; i++) {
+        uint32_t phys = aero_translate(m, lin + (uint32_t)i, AERO_ACC_SYS);
+        uint8_t *p = aero_phys_ptr(m, phys);
+        v |= (uint32_t)(p ? *p : 0xFF) << (8 * i);
     }
-    m->cpu.cpl = 3;
-    memcpy(m->fault_jmp, outer, sizeof outer);
-    uint32_t last = lin + (uint32_t)size - 1;
-    aero_tlb_entry *e1 = &m->tlb[(lin >> 12) & (AERO_TLB_SIZE - 1)];
-    aero_tlb_entry *e2 = &m->tlb[(last >> 12) & (AERO_TLB_SIZE - 1)];
-    e1->tag_r = e1->tag_w = AERO_TLB_INVALID;
-    e2->tag_r = e2->tag_w = AERO_TLB_INVALID;
-    if (faulted) longjmp(m->fault_jmp, 1);
     return v;
 }

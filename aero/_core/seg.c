@@ -22,8 +22,8 @@ static void read_descriptor(aero_machine *m, uint16_t sel, int vec, uint32_t *lo
     }
     uint32_t off = sel & ~7u;
     if (off + 7 > limit) aero_fault(m, vec, sel & ~3u, 1);
-    *lo = lin_rd(m, base + off, 4);
-    *hi = lin_rd(m, base + off + 4, 4);
+    *lo = aero_rd_sys(m, base + off, 4);
+    *hi = aero_rd_sys(m, base + off + 4, 4);
 }
 
 /* Fill a segment cache from a descriptor. */
@@ -57,10 +57,13 @@ void aero_load_seg(aero_machine *m, int seg, uint16_t sel) {
     if ((sel & ~3u) == 0) {
         /* Null selector: legal for data segments (faults on use), #GP(0) for SS. */
         if (seg == S_SS) aero_fault(m, EXC_GP, 0, 1);
+        /* The cache is marked not present and expand-down over all 4 GB, so every
+         * access through it fails the ordinary limit check with #GP(0), at no cost to
+         * the fast path. */
         s->selector = sel;
         s->base = 0;
-        s->limit = 0;
-        s->attr = 0;
+        s->limit = 0xFFFFFFFFu;
+        s->attr = SA_S | 0x04;
         return;
     }
     uint32_t lo, hi;
