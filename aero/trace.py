@@ -1,0 +1,308 @@
+"""Trace files: the container, its writer and its strict reader (one module holds both).
+
+Layout (all integers little-endian; the full specification is docs/trace-format.md)::
+
+    file    := header frame* [index-frame trailer]
+    header  := MAGIC(8) version:u16 flags:u16 meta_len:u32 meta_json crc32:u32
+    frame   := FRAME_MAGIC(4) kind:u8 codec:u8 reserved:u16 first_tick:u64 last_tick:u64
+               raw_len:u32 stored_len:u32 crc32:u32 payload(stored_len)
+    trailer := index_offset:u64 END_MAGIC(8)
+
+Invariants:
+
+* Every frame is self-delimiting and checksummed (CRC-32 over its header fields and stored
+  payload); a frame is appended with one write and is either wholly present or detectably
+  truncated, so a writer killed at any point leaves a file readable up to its last complete
+  frame (the reader reports ``complete=False`` and recovers by scanning).
+* The reader trusts nothing: every length is bounded before anything is allocated,
+  decompression is capped at the declared size, unknown kinds and versions are errors.
+  Every problem raises :class:`TraceError` with a one-line message; no other exception
+  escapes :func:`open_trace` or the frame iterator.
+* No pickle, no eval, and no path is ever taken from the file.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import struct
+import zlib
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import BinaryIO
+
+import zstandard
+
+MAGIC = b"AEROTRC\x00"
+FRAME_MAGIC = b"AEFR"
+END_MAGIC = b"AEROEND\x00"
+FORMAT_VERSION = 1
+SUPPORTED_VERSIONS = (1,)
+
+_HEADER = struct.Struct("<8sHHI")  # magic, version, flags, meta_len
+_FRAME = struct.Struct("<4sBBHQQIII")  # magic kind codec reserved first last raw stored crc
+_TRAILER = struct.Struct("<Q8s")
+
+MAX_META_BYTES = 16 << 20  # metadata JSON (embedded images are base64 inside: 16 MB cap)
+MAX_FRAME_BYTES = 64 << 20  # one frame's stored or decompressed payload
+
+CODEC_RAW, CODEC_ZSTD = 0, 1
+
+
+class FrameKind:
+    """Frame kinds. A reader rejects kinds it does not know."""
+
+    INPUT = 1  # input events (the nondeterministic inputs)
+    DEVICE = 2  # device-produced events (interrupts, timer fires)
+    OUTPUT = 3  # guest output (serial, debug console, POST codes)
+    CHECKPOINT = 4  # (tick, fingerprint) pairs
+    KEYFRAME = 5  # a machine snapshot for seeking
+    SUMMARY = 6  # the final summary of a run
+    INDEX = 7  # offsets of every frame, written at a clean close
+
+    NAMES = {1: "input", 2: "device", 3: "output", 4: "checkpoint", 5: "keyframe",
+             6: "summary", 7: "index"}
+
+
+class TraceError(Exception):
+    """A trace file cannot be read: the message is one line, fit for the user."""
+
+
+@dataclass(frozen=True)
+class Frame:
+    """One frame. ``payload`` is decompressed and verified."""
+
+    kind: int
+    first_tick: int
+    last_tick: int
+    payload: bytes
+    offset: int
+
+    @property
+    def kind_name(self) -> str:
+        return FrameKind.NAMES.get(self.kind, f"kind{self.kind}")
+
+
+def _crc(*parts: bytes) -> int:
+    c = 0
+    for p in parts:
+        c = zlib.crc32(p, c)
+    return c & 0xFFFFFFFF
+
+
+class TraceWriter:
+    """Appends frames to a new trace file; every frame reaches the OS in one write.
+
+    Use as a context manager: a clean exit writes the index and trailer. Without a clean
+    close (a crash, SIGKILL) the file is still valid up to its last complete frame.
+    """
+
+    def __init__(self, path: str | os.PathLike[str], metadata: dict, *,
+                 level: int = 3, fsync: bool = False) -> None:
+        self.path = Path(path)
+        meta = json.dumps(metadata, sort_keys=True, separators=(",", ":")).encode()
+        if len(meta) > MAX_META_BYTES:
+            raise ValueError(f"trace metadata is {len(meta)} bytes; the limit is {MAX_META_BYTES}")
+        self._fd = os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
+        self._fsync = fsync
+        self._cctx = zstandard.ZstdCompressor(level=level)
+        self._index: list[tuple[int, int, int, int]] = []
+        head = _HEADER.pack(MAGIC, FORMAT_VERSION, 0, len(meta)) + meta
+        self._offset = 0
+        self._write(head + struct.pack("<I", _crc(head)))
+        self.closed = False
+
+    def _write(self, data: bytes) -> None:
+        view = memoryview(data)
+        while view:
+            n = os.write(self._fd, view)
+            view = view[n:]
+        self._offset += len(data)
+
+    def append(self, kind: int, first_tick: int, last_tick: int, payload: bytes) -> None:
+        """Append one frame (compressed when that makes it smaller)."""
+        if kind not in FrameKind.NAMES or kind == FrameKind.INDEX:
+            raise ValueError(f"cannot append a frame of kind {kind}")
+        if len(payload) > MAX_FRAME_BYTES:
+            raise ValueError(f"frame payload of {len(payload)} bytes exceeds {MAX_FRAME_BYTES}")
+        self._append(kind, first_tick, last_tick, payload)
+        if self._fsync:
+            os.fsync(self._fd)
+
+    def _append(self, kind: int, first_tick: int, last_tick: int, payload: bytes) -> None:
+        packed = self._cctx.compress(payload)
+        codec, stored = (CODEC_ZSTD, packed) if len(packed) < len(payload) else (CODEC_RAW, payload)
+        fields = _FRAME.pack(FRAME_MAGIC, kind, codec, 0, first_tick, last_tick, len(payload),
+                             len(stored), 0)[:-4]
+        crc = _crc(fields, stored)
+        self._index.append((self._offset, kind, first_tick, last_tick))
+        self._write(fields + struct.pack("<I", crc) + stored)
+
+    def close(self) -> None:
+        """Write the index and trailer and close the file. Idempotent."""
+        if self.closed:
+            return
+        index_offset = self._offset
+        rows = b"".join(struct.pack("<QBQQ", o, k, f, t) for o, k, f, t in self._index)
+        last = max((t for _, _, _, t in self._index), default=0)
+        self._append(FrameKind.INDEX, 0, last, rows)
+        self._write(_TRAILER.pack(index_offset, END_MAGIC))
+        if self._fsync:
+            os.fsync(self._fd)
+        os.close(self._fd)
+        self.closed = True
+
+    def abandon(self) -> None:
+        """Close the file without an index (what a crash leaves behind)."""
+        if not self.closed:
+            os.close(self._fd)
+            self.closed = True
+
+    def __enter__(self) -> TraceWriter:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+@dataclass
+class TraceFile:
+    """An opened trace: metadata, its frames, and whether it was closed cleanly."""
+
+    path: Path
+    version: int
+    metadata: dict
+    frames: list[Frame]
+    complete: bool
+    recovered_bytes: int  # bytes after the last complete frame (0 for a clean file)
+
+    def of_kind(self, kind: int) -> Iterator[Frame]:
+        return (f for f in self.frames if f.kind == kind)
+
+
+def _read_header(f: BinaryIO, size: int, name: str) -> tuple[int, dict, int]:
+    raw = f.read(_HEADER.size)
+    if len(raw) < _HEADER.size:
+        raise TraceError(f"{name}: not an aero trace (file too short for a header)")
+    magic, version, _flags, meta_len = _HEADER.unpack(raw)
+    if magic != MAGIC:
+        raise TraceError(f"{name}: not an aero trace (bad magic)")
+    if version not in SUPPORTED_VERSIONS:
+        supported = ", ".join(str(v) for v in SUPPORTED_VERSIONS)
+        raise TraceError(f"{name}: trace format version {version} is not supported "
+                         f"(supported: {supported})")
+    if meta_len > MAX_META_BYTES or _HEADER.size + meta_len + 4 > size:
+        raise TraceError(f"{name}: damaged header (metadata length {meta_len} is impossible)")
+    meta = f.read(meta_len)
+    (crc,) = struct.unpack("<I", f.read(4))
+    if crc != _crc(raw, meta):
+        raise TraceError(f"{name}: damaged header (checksum mismatch)")
+    try:
+        metadata = json.loads(meta.decode("utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise TraceError(f"{name}: damaged header (metadata is not JSON: {exc.msg})") from None
+    if not isinstance(metadata, dict):
+        raise TraceError(f"{name}: damaged header (metadata is not a JSON object)")
+    return version, metadata, _HEADER.size + meta_len + 4
+
+
+class _Damaged(Exception):
+    """A frame at some offset is damaged (internal: turned into TraceError or recovery)."""
+
+
+def _read_frame(f: BinaryIO, offset: int, size: int, dctx: zstandard.ZstdDecompressor) -> Frame:
+    if offset + _FRAME.size > size:
+        raise _Damaged("truncated frame header")
+    f.seek(offset)
+    raw = f.read(_FRAME.size)
+    magic, kind, codec, _res, first, last, raw_len, stored_len, crc = _FRAME.unpack(raw)
+    if magic != FRAME_MAGIC:
+        raise _Damaged("bad frame magic")
+    if stored_len > MAX_FRAME_BYTES or raw_len > MAX_FRAME_BYTES:
+        raise _Damaged(f"frame length {max(stored_len, raw_len)} exceeds the limit")
+    if offset + _FRAME.size + stored_len > size:
+        raise _Damaged("truncated frame payload")
+    stored = f.read(stored_len)
+    if crc != _crc(raw[:-4], stored):
+        raise _Damaged("frame checksum mismatch")
+    if kind not in FrameKind.NAMES:
+        raise _Damaged(f"unknown frame kind {kind}")
+    if last < first:
+        raise _Damaged("frame tick range is reversed")
+    if codec == CODEC_RAW:
+        payload = stored
+    elif codec == CODEC_ZSTD:
+        try:
+            payload = dctx.decompress(stored, max_output_size=raw_len)
+        except zstandard.ZstdError as exc:
+            raise _Damaged(f"frame does not decompress ({exc})") from None
+    else:
+        raise _Damaged(f"unknown frame codec {codec}")
+    if len(payload) != raw_len:
+        raise _Damaged("frame decompresses to the wrong size")
+    return Frame(kind, first, last, payload, offset)
+
+
+def open_trace(path: str | os.PathLike[str]) -> TraceFile:
+    """Open and verify a trace. Damage inside a cleanly closed file is an error; a file
+    without an index (the writer crashed) is recovered up to its last complete frame."""
+    p = Path(path)
+    name = str(p)
+    try:
+        f = open(p, "rb")  # noqa: SIM115 - closed below
+    except OSError as exc:
+        raise TraceError(f"{name}: cannot open ({exc.strerror})") from None
+    with f:
+        size = os.fstat(f.fileno()).st_size
+        version, metadata, pos = _read_header(f, size, name)
+        dctx = zstandard.ZstdDecompressor()
+        clean = False
+        if size >= pos + _TRAILER.size:
+            f.seek(size - _TRAILER.size)
+            index_offset, end = _TRAILER.unpack(f.read(_TRAILER.size))
+            clean = end == END_MAGIC
+        frames: list[Frame] = []
+        if clean:
+            if not pos <= index_offset < size - _TRAILER.size:
+                raise TraceError(f"{name}: damaged trailer (index offset {index_offset} "
+                                 "is outside the file)")
+            try:
+                index = _read_frame(f, index_offset, size - _TRAILER.size, dctx)
+            except _Damaged as exc:
+                raise TraceError(f"{name}: damaged index frame at {index_offset}: {exc}") from None
+            if index.kind != FrameKind.INDEX or len(index.payload) % 25:
+                raise TraceError(f"{name}: damaged index frame at {index_offset}")
+            expect = pos
+            for i in range(0, len(index.payload), 25):
+                off, kind, first, last = struct.unpack_from("<QBQQ", index.payload, i)
+                if off != expect:
+                    raise TraceError(f"{name}: index does not match the frames (offset {off})")
+                try:
+                    fr = _read_frame(f, off, index_offset, dctx)
+                except _Damaged as exc:
+                    raise TraceError(f"{name}: damaged frame at offset {off}: {exc}") from None
+                if (fr.kind, fr.first_tick, fr.last_tick) != (kind, first, last):
+                    raise TraceError(f"{name}: index does not match the frame at {off}")
+                frames.append(fr)
+                expect = off + _FRAME.size + _stored_len(f, off)
+            if expect != index_offset:
+                raise TraceError(f"{name}: bytes between the last frame and the index")
+            return TraceFile(p, version, metadata, frames, True, 0)
+        # No clean close: scan frame by frame and stop at the first incomplete one.
+        off = pos
+        while off < size:
+            try:
+                fr = _read_frame(f, off, size, dctx)
+            except _Damaged:
+                break
+            if fr.kind == FrameKind.INDEX:
+                break
+            frames.append(fr)
+            off += _FRAME.size + _stored_len(f, off)
+        return TraceFile(p, version, metadata, frames, False, size - off)
+
+
+def _stored_len(f: BinaryIO, offset: int) -> int:
+    f.seek(offset + _FRAME.size - 8)
+    return struct.unpack("<I", f.read(4))[0]
