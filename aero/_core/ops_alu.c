@@ -30,9 +30,8 @@ AERO_INLINE uint32_t alu(aero_machine *m, const int op, uint32_t a, uint32_t b, 
     return r & smask(size);
 }
 
-/* E op= G (or E op G for CMP/TEST-like ops). */
-AERO_INLINE void alu_EG(aero_machine *m, const aero_insn *in, const int op, int size) {
-    uint32_t b = get_reg(m, in->reg, size);
+/* E op= b (E op b for CMP): one segment check and translation for read-modify-write. */
+AERO_INLINE void alu_E(aero_machine *m, const aero_insn *in, const int op, int size, uint32_t b) {
     if (in->mod == 3) {
         uint32_t r = alu(m, op, get_reg(m, in->rm, size), b, size);
         if (op != OP_CMP) set_reg(m, in->rm, size, r);
@@ -42,25 +41,18 @@ AERO_INLINE void alu_EG(aero_machine *m, const aero_insn *in, const int op, int 
         if (op != OP_CMP) lin_wr(m, lin, size, r);
     }
     next(m, in);
+}
+AERO_INLINE void alu_EG(aero_machine *m, const aero_insn *in, const int op, int size) {
+    alu_E(m, in, op, size, get_reg(m, in->reg, size));
+}
+AERO_INLINE void alu_EI(aero_machine *m, const aero_insn *in, const int op, int size) {
+    alu_E(m, in, op, size, in->imm & smask(size));
 }
 /* G op= E. */
 AERO_INLINE void alu_GE(aero_machine *m, const aero_insn *in, const int op, int size) {
     uint32_t b = get_E(m, in, size);
     uint32_t r = alu(m, op, get_reg(m, in->reg, size), b, size);
     if (op != OP_CMP) set_reg(m, in->reg, size, r);
-    next(m, in);
-}
-/* E op= immediate. */
-AERO_INLINE void alu_EI(aero_machine *m, const aero_insn *in, const int op, int size) {
-    uint32_t b = in->imm & smask(size);
-    if (in->mod == 3) {
-        uint32_t r = alu(m, op, get_reg(m, in->rm, size), b, size);
-        if (op != OP_CMP) set_reg(m, in->rm, size, r);
-    } else {
-        uint32_t lin = seg_lin(m, in->seg, ea(m, in), (uint32_t)size);
-        uint32_t r = alu(m, op, lin_rd(m, lin, size), b, size);
-        if (op != OP_CMP) lin_wr(m, lin, size, r);
-    }
     next(m, in);
 }
 /* AL/eAX op= immediate. */
