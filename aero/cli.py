@@ -2,7 +2,8 @@
 
 Exit codes, the same for every command:
 
-* 0: success (for ``run``: the guest's own exit status when it used the debug-exit port)
+* 0: success (``run`` exits like qemu-system-i386 when the guest wrote the debug-exit
+  port: ``(value << 1) | 1``)
 * 1: the check failed (test failures, divergences)
 * 2: usage error or bad input (missing file, damaged data)
 """
@@ -26,7 +27,8 @@ Commands:
   aero bench                guest MIPS, side by side with Unicorn and QEMU
 
 Every data command takes --json. `aero COMMAND --help` for details.
-Exit codes: 0 success, 1 check failed / divergence, 2 usage or input error.
+Exit codes: 0 success, 1 check failed / divergence, 2 usage or input error;
+`aero run` exits like qemu-system-i386 when the guest writes port 0xF4: (value << 1) | 1.
 """
 
 
@@ -36,7 +38,10 @@ class CliError(Exception):
 
 def _add_run(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("run", help="run a guest image until it exits or halts")
-    p.add_argument("guest", help="guest image: flat binary, ROM image or Multiboot ELF")
+    p.add_argument("guest", nargs="?",
+                   help="guest image (flat binary, ROM image or Multiboot ELF), or the name "
+                        "of a bundled guest (see --list)")
+    p.add_argument("--list", action="store_true", help="list the bundled guests")
     p.add_argument("--format", choices=("auto", "flat", "rom", "multiboot"), default="auto")
     p.add_argument("--load-addr", type=lambda s: int(s, 0), default=0x7C00,
                    help="physical load and entry address of a flat binary (default 0x7C00)")
@@ -49,14 +54,32 @@ def _add_run(sub: argparse._SubParsersAction) -> None:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from aero import guests
     from aero.loader import GuestError, load_guest
     from aero.machine import Machine, MachineConfig, StopReason
 
+    if args.list:
+        for name, spec in guests.GUESTS.items():
+            print(f"{name:12s} {spec.fmt:10s} {spec.description}")
+        return EXIT_OK
+    if not args.guest:
+        raise CliError("run needs a guest image or a bundled guest name (see --list)")
+    path, fmt, load_addr = args.guest, args.format, args.load_addr
+    if not Path(path).exists() and path in guests.GUESTS:
+        try:
+            image = guests.build(path)
+        except guests.ToolchainError as exc:
+            raise CliError(str(exc)) from exc
+        path, fmt, load_addr = str(image.path), image.fmt, image.load_addr or load_addr
     machine = Machine(MachineConfig(ram_size=args.ram))
     try:
-        load_guest(machine, args.guest, fmt=args.format, load_addr=args.load_addr)
-    except (GuestError, OSError) as exc:
+        load_guest(machine, path, fmt=fmt, load_addr=load_addr)
+    except GuestError as exc:
         raise CliError(str(exc)) from exc
+    except OSError as exc:
+        raise CliError(f"{path}: {exc.strerror}") from exc
     out = bytearray()
     while True:
         stop = machine.run(args.ticks)
@@ -72,6 +95,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         print(json.dumps({"stop": stop.name.lower(), "ticks": machine.ticks,
                           "exit_status": status, "output": out.decode("latin-1")}))
     if stop == StopReason.EXIT and status is not None:
+        # The same exit status as qemu-system-i386 with isa-debug-exit: (value << 1) | 1.
         return status & 0xFF
     return EXIT_OK if stop in (StopReason.HALT, StopReason.TICKS) else EXIT_FAIL
 

@@ -1,0 +1,294 @@
+"""Loading guest images into a machine: flat binaries, ROM images, Multiboot v1 ELF kernels.
+
+Invariants:
+
+* Loading is deterministic: the machine state after :func:`load_guest` depends only on the
+  image bytes, the format, the load address and the machine configuration.
+* Every malformed input raises :class:`GuestError` with a one-line message, before the
+  machine is modified (all checks come first, then all writes).
+
+Formats (``fmt``):
+
+* ``flat``: the file is copied to ``load_addr`` and entered in real mode with all general
+  registers and segment registers zero, EFLAGS=2, CS:IP = 0:load_addr and SS:SP =
+  0:load_addr (the stack grows down below the image). A load address of 64 KB or more must
+  be a multiple of 16 and is entered at CS:IP = (load_addr >> 4):0, SS:SP = 0:0.
+* ``rom``: the file (a multiple of 4 KB, at most 16 MB) is mapped so that it ends at 4 GB,
+  its last 128 KB also below 1 MB, and the CPU is reset: it starts at F000:FFF0.
+* ``multiboot``: an ELF32 i386 executable with a Multiboot v1 header in its first 8192
+  bytes. Its PT_LOAD segments are copied to their physical addresses (p_paddr) and the
+  rest of each segment (p_memsz beyond p_filesz) is zeroed. The machine is entered as the
+  Multiboot specification says: EAX=0x2BADB002, EBX=address of the multiboot information,
+  CS a flat 32-bit code segment (selector 0x08), DS/ES/FS/GS/SS flat data (0x10), CR0.PE=1,
+  paging off, EFLAGS=2 (IF=0, VM=0). The GDT those selectors come from is in memory, so a
+  reload works. ESP is set to 0x7000 (the specification leaves it undefined).
+* ``auto``: ELF magic -> multiboot; a ``.rom`` extension or a size that is a multiple of
+  64 KB -> rom; anything else -> flat.
+
+Low memory used by the Multiboot loader (kernels may not load segments there):
+0x0800 GDT, 0x0900 multiboot information, 0x0A00 memory map, 0x0B00 boot loader name.
+"""
+
+from __future__ import annotations
+
+import os
+import struct
+from dataclasses import dataclass
+from pathlib import Path
+
+from aero.machine import Machine, Segment
+
+FORMATS = ("auto", "flat", "rom", "multiboot")
+
+MB_HEADER_MAGIC = 0x1BADB002
+MB_BOOT_MAGIC = 0x2BADB002
+MB_SEARCH = 8192
+# Header flags bits 0-15 are requirements: 0 (page-align modules) and 1 (memory
+# information) are met; 2 (video mode) is not. Bits 16-31 are optional.
+MB_SUPPORTED_REQUIRED = 0x0003
+
+GDT_ADDR = 0x0800
+INFO_ADDR = 0x0900
+MMAP_ADDR = 0x0A00
+NAME_ADDR = 0x0B00
+LOADER_AREA = (GDT_ADDR, 0x1000)
+MB_STACK = 0x7000
+BOOT_LOADER_NAME = b"aero\0"
+
+FLAT_CS, FLAT_DS = 0x08, 0x10
+CODE32_ATTR = 0xC09B  # present, DPL 0, code read/accessed; D=1, G=1
+DATA32_ATTR = 0xC093  # present, DPL 0, data write/accessed; B=1, G=1
+REAL_CODE_ATTR, REAL_DATA_ATTR = 0x9B, 0x93
+
+PT_LOAD = 1
+EM_386 = 3
+ET_EXEC = 2
+
+
+class GuestError(Exception):
+    """A guest image that cannot be loaded; the message is one line naming the problem."""
+
+
+@dataclass(frozen=True)
+class LoadedGuest:
+    """What was loaded: the format actually used and where execution starts."""
+
+    fmt: str
+    entry: int
+    size: int
+
+
+def _descriptor(base: int, limit: int, access: int, flags: int) -> bytes:
+    """An 8-byte segment descriptor (limit in units of 4 KB when flags has G)."""
+    return struct.pack("<HHBBBB", limit & 0xFFFF, base & 0xFFFF, (base >> 16) & 0xFF,
+                       access, ((flags & 0xF) << 4) | ((limit >> 16) & 0xF), base >> 24)
+
+
+def detect_format(path: str | os.PathLike[str], data: bytes) -> str:
+    """The format ``auto`` resolves to for this file."""
+    if data[:4] == b"\x7fELF":
+        return "multiboot"
+    if Path(path).suffix.lower() == ".rom" or (data and len(data) % 0x10000 == 0):
+        return "rom"
+    return "flat"
+
+
+def load_guest(machine: Machine, path: str | os.PathLike[str], fmt: str = "auto",
+               load_addr: int = 0x7C00) -> LoadedGuest:
+    """Load the guest image at ``path`` into ``machine`` and set up its entry state.
+
+    Raises GuestError for a malformed or unloadable image and OSError when the file
+    cannot be read.
+    """
+    if fmt not in FORMATS:
+        raise GuestError(f"unknown guest format {fmt!r} (expected one of {', '.join(FORMATS)})")
+    data = Path(path).read_bytes()
+    name = Path(path).name
+    if not data:
+        raise GuestError(f"{name}: empty file")
+    if fmt == "auto":
+        fmt = detect_format(path, data)
+    if fmt == "flat":
+        return load_flat(machine, data, load_addr, name)
+    if fmt == "rom":
+        return load_rom(machine, data, name)
+    return load_multiboot(machine, data, name)
+
+
+def load_flat(machine: Machine, data: bytes, load_addr: int = 0x7C00,
+              name: str = "image") -> LoadedGuest:
+    """A flat binary at ``load_addr``, entered in real mode (see the module docstring)."""
+    if not data:
+        raise GuestError(f"{name}: empty file")
+    end = load_addr + len(data)
+    if load_addr < 0 or end > machine.config.ram_size:
+        raise GuestError(f"{name}: {len(data)} bytes at {load_addr:#x} do not fit in "
+                         f"{machine.config.ram_size:#x} bytes of RAM")
+    if load_addr < 0x10000:
+        cs, ip, sp = 0, load_addr, load_addr
+    elif load_addr % 16 == 0 and end <= 0x100000:
+        cs, ip, sp = load_addr >> 4, 0, 0
+    else:
+        raise GuestError(f"{name}: load address {load_addr:#x} cannot be entered in real mode "
+                         f"(below 0x10000, or a multiple of 16 below 1 MB)")
+    machine.reset()
+    machine.write(load_addr, data)
+    r = machine.get_regs()
+    for reg in ("eax", "ecx", "edx", "ebx", "ebp", "esi", "edi"):
+        setattr(r, reg, 0)
+    r.esp, r.eip, r.eflags = sp, ip, 0x2
+    r.cs = Segment(cs, cs << 4, 0xFFFF, REAL_CODE_ATTR)
+    for seg in ("ds", "es", "fs", "gs", "ss"):
+        setattr(r, seg, Segment(0, 0, 0xFFFF, REAL_DATA_ATTR))
+    machine.set_regs(r)
+    return LoadedGuest("flat", load_addr, len(data))
+
+
+def load_rom(machine: Machine, data: bytes, name: str = "image") -> LoadedGuest:
+    """A ROM image mapped below 4 GB; the CPU is reset to F000:FFF0."""
+    if not data:
+        raise GuestError(f"{name}: empty file")
+    if len(data) % 4096 or len(data) > 16 << 20:
+        raise GuestError(f"{name}: a ROM image must be a multiple of 4096 bytes up to 16 MB, "
+                         f"not {len(data)} bytes")
+    try:
+        machine.load_rom(data)
+    except (ValueError, MemoryError) as exc:
+        raise GuestError(f"{name}: {exc}") from exc
+    return LoadedGuest("rom", 0xFFFFFFF0, len(data))
+
+
+@dataclass(frozen=True)
+class ElfSegment:
+    """A PT_LOAD segment: physical address, file offset, file size, memory size."""
+
+    paddr: int
+    offset: int
+    filesz: int
+    memsz: int
+
+
+def parse_elf(data: bytes, name: str) -> tuple[int, list[ElfSegment]]:
+    """Entry point and PT_LOAD segments of an ELF32 i386 executable; checks every bound."""
+    if len(data) < 52:
+        raise GuestError(f"{name}: truncated ELF header ({len(data)} bytes, need 52)")
+    if data[:4] != b"\x7fELF":
+        raise GuestError(f"{name}: not an ELF file")
+    if data[4] != 1 or data[5] != 1:
+        raise GuestError(f"{name}: not a 32-bit little-endian ELF file")
+    (e_type, e_machine, _version, entry, phoff, _shoff, _flags, _ehsize, phentsize,
+     phnum) = struct.unpack_from("<HHIIIIIHHH", data, 16)
+    if e_machine != EM_386:
+        raise GuestError(f"{name}: ELF machine {e_machine} is not i386 ({EM_386})")
+    if e_type != ET_EXEC:
+        raise GuestError(f"{name}: ELF type {e_type} is not an executable ({ET_EXEC})")
+    if phnum == 0:
+        raise GuestError(f"{name}: ELF file has no program headers")
+    if phentsize < 32:
+        raise GuestError(f"{name}: ELF program header size {phentsize} is below 32")
+    if phoff + phnum * phentsize > len(data):
+        raise GuestError(f"{name}: truncated ELF: program headers end at "
+                         f"{phoff + phnum * phentsize:#x}, file is {len(data):#x} bytes")
+    segs = []
+    for i in range(phnum):
+        (p_type, p_offset, _vaddr, p_paddr, p_filesz,
+         p_memsz) = struct.unpack_from("<IIIIII", data, phoff + i * phentsize)
+        if p_type != PT_LOAD or p_memsz == 0:
+            continue
+        if p_filesz > p_memsz:
+            raise GuestError(f"{name}: segment {i} has a file size above its memory size")
+        if p_offset + p_filesz > len(data):
+            raise GuestError(f"{name}: truncated ELF: segment {i} ends at "
+                             f"{p_offset + p_filesz:#x}, file is {len(data):#x} bytes")
+        segs.append(ElfSegment(p_paddr, p_offset, p_filesz, p_memsz))
+    if not segs:
+        raise GuestError(f"{name}: ELF file has no loadable segment")
+    return entry, segs
+
+
+def find_multiboot_header(data: bytes, name: str = "image") -> tuple[int, int]:
+    """(offset, flags) of the Multiboot v1 header in the first 8192 bytes of ``data``."""
+    bad_checksum = None
+    for off in range(0, min(len(data), MB_SEARCH) - 11, 4):
+        magic, flags, checksum = struct.unpack_from("<III", data, off)
+        if magic != MB_HEADER_MAGIC:
+            continue
+        if (magic + flags + checksum) & 0xFFFFFFFF == 0:
+            return off, flags
+        bad_checksum = off if bad_checksum is None else bad_checksum
+    if bad_checksum is not None:
+        raise GuestError(f"{name}: multiboot header at offset {bad_checksum:#x} has a bad "
+                         f"checksum")
+    raise GuestError(f"{name}: no multiboot header (magic {MB_HEADER_MAGIC:#x}) in the first "
+                     f"{MB_SEARCH} bytes")
+
+
+def multiboot_info(ram_size: int) -> tuple[bytes, bytes]:
+    """The multiboot information structure and its memory map for ``ram_size`` bytes of RAM.
+
+    The map: RAM below 640 KB (available), the 640 KB-1 MB hole (reserved), RAM from 1 MB to
+    the end of RAM (available). mem_lower/mem_upper are the two available sizes in KB.
+    """
+    low = min(ram_size, 0xA0000)
+    entries = [(0, low, 1)]
+    if ram_size > 0xA0000:
+        entries.append((0xA0000, 0x60000, 2))
+    if ram_size > 0x100000:
+        entries.append((0x100000, ram_size - 0x100000, 1))
+    mmap = b"".join(struct.pack("<IQQI", 20, base, length, kind)
+                    for base, length, kind in entries)
+    mem_upper = max(0, ram_size - 0x100000) // 1024
+    flags = (1 << 0) | (1 << 6) | (1 << 9)
+    info = bytearray(88)
+    struct.pack_into("<III", info, 0, flags, low // 1024, mem_upper)
+    struct.pack_into("<II", info, 44, len(mmap), MMAP_ADDR)
+    struct.pack_into("<I", info, 64, NAME_ADDR)
+    return bytes(info), mmap
+
+
+def load_multiboot(machine: Machine, data: bytes, name: str = "image") -> LoadedGuest:
+    """A Multiboot v1 ELF kernel, entered in flat protected mode (see the module docstring)."""
+    if not data:
+        raise GuestError(f"{name}: empty file")
+    entry, segs = parse_elf(data, name)
+    _off, flags = find_multiboot_header(data, name)
+    unsupported = flags & 0xFFFF & ~MB_SUPPORTED_REQUIRED
+    if unsupported:
+        raise GuestError(f"{name}: multiboot header requires features aero does not provide "
+                         f"(flags {unsupported:#x}: bit 2 is a video mode)")
+    ram = machine.config.ram_size
+    for i, s in enumerate(segs):
+        if s.paddr + s.memsz > ram:
+            raise GuestError(f"{name}: segment {i} at {s.paddr:#x}+{s.memsz:#x} lies outside "
+                             f"RAM ({ram:#x} bytes)")
+        if s.paddr < LOADER_AREA[1] and s.paddr + s.memsz > LOADER_AREA[0]:
+            raise GuestError(f"{name}: segment {i} at {s.paddr:#x}+{s.memsz:#x} overlaps the "
+                             f"boot information area {LOADER_AREA[0]:#x}-{LOADER_AREA[1]:#x}")
+    if not any(s.paddr <= entry < s.paddr + s.memsz for s in segs):
+        raise GuestError(f"{name}: entry point {entry:#x} is outside every loaded segment")
+    if ram < LOADER_AREA[1]:
+        raise GuestError(f"{name}: {ram:#x} bytes of RAM cannot hold the boot information")
+
+    machine.reset()
+    for s in segs:
+        machine.write(s.paddr, data[s.offset:s.offset + s.filesz] + bytes(s.memsz - s.filesz))
+    gdt = (bytes(8) + _descriptor(0, 0xFFFFF, 0x9B, 0xC) + _descriptor(0, 0xFFFFF, 0x93, 0xC))
+    info, mmap = multiboot_info(ram)
+    machine.write(GDT_ADDR, gdt)
+    machine.write(INFO_ADDR, info)
+    machine.write(MMAP_ADDR, mmap)
+    machine.write(NAME_ADDR, BOOT_LOADER_NAME)
+
+    r = machine.get_regs()
+    for reg in ("ecx", "edx", "ebp", "esi", "edi"):
+        setattr(r, reg, 0)
+    r.eax, r.ebx, r.esp = MB_BOOT_MAGIC, INFO_ADDR, MB_STACK
+    r.eip, r.eflags = entry, 0x2
+    r.cr0 = (r.cr0 | 0x1) & ~0x80000000
+    r.gdtr_base, r.gdtr_limit = GDT_ADDR, len(gdt) - 1
+    r.cs = Segment(FLAT_CS, 0, 0xFFFFFFFF, CODE32_ATTR)
+    for seg in ("ds", "es", "fs", "gs", "ss"):
+        setattr(r, seg, Segment(FLAT_DS, 0, 0xFFFFFFFF, DATA32_ATTR))
+    r.cpl = 0
+    machine.set_regs(r)
+    return LoadedGuest("multiboot", entry, len(data))

@@ -1,0 +1,46 @@
+# A ROM that boots a flat binary: used to run flat guests under QEMU, which starts a bare
+# machine at the reset vector. The host appends the payload at ROM offset 0x1000 and fills
+# in the parameter block at 0x0FF0; the stub copies the payload to its load address and
+# enters it the way aero's loader does: real mode, DS=ES=FS=GS=SS=0, general registers 0,
+# EFLAGS=2, SP and CS:IP as given. The four bytes below SP were used for the EFLAGS write.
+        .code16
+        .set P_DSTSEG, 0x0FF0
+        .set P_DSTOFF, 0x0FF2
+        .set P_SIZE,   0x0FF4
+        .set P_SP,     0x0FF6
+        .set P_IP,     0x0FF8
+        .set P_CS,     0x0FFA
+
+        .section .text.entry, "ax"
+        .globl _start
+_start:
+        cli
+        cld
+        movw $0xF000, %ax
+        movw %ax, %ds
+        movw %cs:P_DSTSEG, %ax
+        movw %ax, %es
+        movw %cs:P_DSTOFF, %di
+        movw %cs:P_SIZE, %cx
+        movw $0x1000, %si
+        rep movsb
+        xorw %ax, %ax
+        movw %ax, %ds
+        movw %ax, %es
+        movw %ax, %fs
+        movw %ax, %gs
+        movw %ax, %ss
+        movw %cs:P_SP, %sp
+        xorl %eax, %eax
+        xorl %ebx, %ebx
+        xorl %ecx, %ecx
+        xorl %edx, %edx
+        xorl %esi, %esi
+        xorl %edi, %edi
+        xorl %ebp, %ebp
+        pushl $2
+        popfl
+        ljmpw *%cs:P_IP
+
+        .section .reset, "ax"
+        ljmp $0xF000, $_start
