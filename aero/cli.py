@@ -177,6 +177,9 @@ def _add_fuzz(sub: argparse._SubParsersAction) -> None:
                    help="CPU mode of the generated code (default: both)")
     c.add_argument("--json", action="store_true")
     c.add_argument("--no-progress", action="store_true")
+    c.add_argument("--classes", default=None,
+                   help="comma-separated instruction classes (default: every comparable "
+                        "one): alu,data,stack,flow,string,system,invalid")
     c.set_defaults(func=cmd_fuzz_cpu)
 
 

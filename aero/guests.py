@@ -86,6 +86,13 @@ GUESTS: dict[str, GuestSpec] = {s.name: s for s in (
     _spec("cpu_string", "flat", "string instructions, REP prefixes, segment overrides"),
     _spec("cpu_stack", "flat", "PUSH/POP forms, PUSHA/POPA, ENTER/LEAVE, far calls"),
     _spec("cpu_misc", "flat", "CMPXCHG/CMPXCHG8B/XADD/BSWAP, CPUID, EFLAGS.ID"),
+    _spec("sys_rings", "flat", "ring 3 by IRET, call gate with parameters, interrupt gate, #GP"),
+    _spec("sys_tasks", "flat", "task switches: JMP, CALL via a task gate, IRET, IDT task gates"),
+    _spec("sys_v86", "flat", "virtual-8086 mode: IRET and task-switch entry, INT n, I/O bitmap"),
+    _spec("sys_exceptions", "flat", "exception vectors, error codes, saved EIP, #DF, #AC, "
+          "single step, instruction/data/I/O breakpoints"),
+    _spec("sys_paging", "flat", "4 KB/4 MB pages, A/D bits, #PF codes and CR2, U/S, R/W, WP, "
+          "INVLPG, MOV CR3, global pages"),
 )}
 
 BENCH_GUESTS: dict[str, GuestSpec] = {s.name: s for s in (

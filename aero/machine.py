@@ -32,6 +32,7 @@ FEATURE_BITS: dict[str, int] = {
 DEFAULT_FEATURES = ("de", "pse", "tsc", "msr", "cx8", "pge", "cmov")
 
 SEGMENT_NAMES = ("es", "cs", "ss", "ds", "fs", "gs")
+INTR_QUEUE = lib.AERO_INTR_QUEUE
 GPR_NAMES = ("eax", "ecx", "edx", "ebx", "esp", "ebp", "esi", "edi")
 
 
@@ -57,6 +58,9 @@ class MachineConfig:
     tsc_per_tick: int = 1
     a20_enabled: bool = True
     debug_ports: bool = True  # QEMU-compatible debug console (0xE9) and exit port (0xF4)
+    # A triple fault resets the CPU (RAM kept) and runs on, as a PC does; otherwise run()
+    # stops with StopReason.SHUTDOWN.
+    reset_on_triple_fault: bool = False
 
     def __post_init__(self) -> None:
         if self.ram_size <= 0 or self.ram_size % 4096 or self.ram_size > 0xF000_0000:
@@ -167,6 +171,7 @@ class Machine:
         c.tsc_per_tick = self.config.tsc_per_tick
         c.a20_enabled = 1 if self.config.a20_enabled else 0
         c.debug_ports = 1 if self.config.debug_ports else 0
+        c.reset_on_triple_fault = 1 if self.config.reset_on_triple_fault else 0
         ptr = lib.aero_machine_new(c)
         if ptr == ffi.NULL:
             raise MemoryError(f"cannot allocate a machine with {self.config.ram_size} bytes of RAM")
@@ -231,6 +236,31 @@ class Machine:
     def step(self) -> StopReason:
         """Execute one instruction (one tick)."""
         return self.run(self.ticks + 1)
+
+    # ---- external interrupts ----------------------------------------------------------
+    def raise_interrupt(self, vector: int) -> None:
+        """Raise an external interrupt with this vector (0-255).
+
+        It waits (oldest first, at most ``INTR_QUEUE`` at a time) until the CPU can take it:
+        between instructions with EFLAGS.IF set and no interrupt shadow (after STI, MOV SS,
+        POP SS). It wakes the CPU from HLT. Its delivery takes the tick of the instruction it
+        interrupts. Raised between runs, it is taken at the start of the next run.
+        """
+        if not 0 <= vector <= 0xFF:
+            raise ValueError(f"interrupt vector must be 0-255, not {vector}")
+        if lib.aero_raise_interrupt(self._m, vector) != 0:
+            raise RuntimeError(f"{INTR_QUEUE} raised interrupts are already waiting")
+
+    @property
+    def pending_interrupts(self) -> int:
+        """Raised interrupts the CPU has not taken yet."""
+        return int(lib.aero_pending_interrupts(self._m))
+
+    def raise_nmi(self) -> None:
+        """Latch a non-maskable interrupt (vector 2): taken at the next instruction boundary
+        whatever IF says, except in an interrupt shadow or while an NMI handler runs (until
+        its IRET). It wakes the CPU from HLT."""
+        lib.aero_raise_nmi(self._m)
 
     def set_stop_on_exception(self, enable: bool) -> None:
         lib.aero_set_stop_on_exception(self._m, 1 if enable else 0)

@@ -68,6 +68,8 @@ typedef struct aero_config {
     uint32_t tsc_per_tick;       /* RDTSC increments per guest tick */
     uint32_t a20_enabled;        /* 1: A20 gate open at reset */
     uint32_t debug_ports;        /* 1: debug console (0xE9) and debug exit (0xF4) present */
+    uint32_t reset_on_triple_fault; /* 1: a triple fault resets the CPU (RAM kept) and runs on,
+                                       as a PC does; 0: run() stops with AERO_STOP_SHUTDOWN */
 } aero_config;
 
 /* Build stamp: a hash of the C sources and the instruction table this core was built from. */
@@ -101,6 +103,19 @@ const uint8_t *aero_output(aero_machine *m, uint32_t *len);
 void aero_output_clear(aero_machine *m);
 /* Exit status written to the debug-exit port ((value << 1) | 1), or -1. */
 int64_t aero_exit_status(aero_machine *m);
+
+/* External interrupts. A raised vector waits, oldest first, until the CPU can take it:
+ * between instructions, with EFLAGS.IF = 1 and no interrupt shadow (after STI, MOV SS,
+ * POP SS); it wakes the CPU from HLT. Its delivery takes the tick of the instruction it
+ * interrupts. Raised between runs, it is taken at the start of the next run. Returns 0, or
+ * -1 when AERO_INTR_QUEUE vectors are already waiting. */
+#define AERO_INTR_QUEUE 16
+int aero_raise_interrupt(aero_machine *m, uint32_t vector);
+/* Raised vectors not yet taken. */
+uint32_t aero_pending_interrupts(aero_machine *m);
+/* Latch an NMI (vector 2): taken at the next instruction boundary whatever IF says (not in
+ * an interrupt shadow, and not while an NMI handler runs, until its IRET). */
+void aero_raise_nmi(aero_machine *m);
 
 /* With stop_on_exception set, run() stops with AERO_STOP_EXCEPTION before delivering
  * an exception, leaving the state of the faulting instruction's start. */

@@ -92,11 +92,20 @@ typedef struct aero_cpu {
     uint32_t cr0, cr2, cr3, cr4; /* control registers */
     uint32_t dr[8];           /* debug registers */
     uint32_t cpl;             /* current privilege level */
-    uint32_t halted;          /* 1: in HLT, waiting for an interrupt */
-    uint32_t inhibit_irq;     /* 1: interrupt shadow for one instruction (STI, MOV SS) */
+    uint32_t halted;          /* 1: in HLT, waiting for an interrupt (the run loop reads halted
+                                 and inhibit_irq as one 64-bit word: keep them adjacent) */
+    uint32_t inhibit_irq;     /* interrupt shadow for one instruction: handlers set 1 (STI, MOV SS,
+                                 POP SS, LSS); the run loop makes it 2 after MOV SS / POP SS,
+                                 whose shadow also holds back debug traps */
     uint32_t a20;             /* 1: A20 gate open */
     uint64_t tsc_base;        /* TSC = tsc_base + ticks * tsc_per_tick (WRMSR moves it) */
     uint32_t sysenter_cs, sysenter_esp, sysenter_eip; /* SYSENTER MSRs */
+    uint32_t nmi_pending;     /* 1: an NMI is latched, waiting to be delivered */
+    uint32_t nmi_blocked;     /* 1: an NMI handler runs: the next NMI waits for its IRET */
+    uint32_t dbg_pending;     /* DR6 bits (B0-B3, BS) of a #DB trap not yet delivered */
+    uint32_t shutdown;        /* 1: shutdown after a triple fault: nothing runs until reset */
+    uint32_t rep_partial;     /* 1: a run ended inside a REP string instruction (its next
+                                 interrupt pushes RF = 1) */
 } aero_cpu;
 
 struct aero_machine;
@@ -156,20 +165,39 @@ typedef struct aero_block {
     aero_insn insn[AERO_BLOCK_INSNS]; /* the instructions */
 } aero_block;
 
-/* Software TLB: linear page -> host pointer, separate read and write tags. */
+/* Software TLB: linear page -> host pointer, separate read and write tags. There are two
+ * sets: [0] holds translations checked with supervisor rights, [1] with user rights (CPL 3),
+ * so privilege changes need no flush. A parallel array records each entry's physical page
+ * and whether it came from a global or a 4 MB page (for MOV CR3 and INVLPG). */
 #define AERO_TLB_SIZE 256
 #define AERO_TLB_INVALID 1u
+#define AERO_TLBI_GLOBAL 1u /* tlb_info: a global page (G with CR4.PGE): survives MOV CR3 */
+#define AERO_TLBI_LARGE 2u  /* tlb_info: part of a 4 MB page: INVLPG drops the whole page */
 typedef struct aero_tlb_entry {
     uint32_t tag_r;    /* linear page address readable through addend, or INVALID */
     uint32_t tag_w;    /* linear page address writable through addend, or INVALID */
     uintptr_t addend;  /* host address = addend + linear address */
 } aero_tlb_entry;
 
+/* The run loop's reasons to look between blocks (aero_machine.attn). */
+#define AERO_ATTN_INTR 1u  /* INTR asserted (bit 0: the run loop masks it with EFLAGS.IF) */
+#define AERO_ATTN_DEBUG 2u /* data breakpoint hits or a #DB trap to deliver */
+#define AERO_ATTN_NMI 4u   /* an NMI is pending, or its handler's IRET is awaited */
+#define AERO_ATTN_AC 8u    /* alignment checking was armed: re-check it */
+
+/* The interrupt-acknowledge cycle of an interrupt controller: returns the vector, or -1
+ * when the request went away (see aero_set_intr). */
+typedef int (*aero_intr_ack_fn)(struct aero_machine *m, void *ctx);
+
 #define AERO_OUTPUT_CAP 65536
 #define AERO_ROM_ALIAS_MAX 0x20000u
 
 struct aero_machine {
     aero_cpu cpu;               /* architectural state */
+    /* Runtime, derived from cpu.seg and the mode by aero_seg_refresh: for each segment
+     * register, offsets below seg_end[0] may be read and below seg_end[1] written on the
+     * fast path (limit and type already checked); 0 sends every access to aero_seg_slow. */
+    uint64_t seg_end[2][6];
     uint64_t ticks;             /* guest clock at the start of the current slice */
     /* --- execution control --- */
     int64_t countdown;          /* instructions left in this slice (deadline countdown) */
@@ -197,7 +225,11 @@ struct aero_machine {
     uint8_t *code_page;         /* per RAM page: 1 if decoded blocks were made from it */
     uint8_t *dirty;             /* per RAM page: written since the last fingerprint */
     uint64_t *page_hash;        /* per RAM page: cached hash, valid when !dirty */
-    aero_tlb_entry tlb[AERO_TLB_SIZE]; /* software TLB */
+    aero_tlb_entry tlb[2][AERO_TLB_SIZE]; /* software TLB: [0] supervisor, [1] user rights */
+    uint32_t tlb_info[2][AERO_TLB_SIZE]; /* each entry's physical page | AERO_TLBI_* */
+    uint32_t tlb_ctl;           /* CR0.PG/WP, CR4.PSE/PAE/PGE when the entries were made */
+    uint32_t walk_info;         /* AERO_TLBI_* of the last page walk */
+    uint32_t ac_low;            /* 3 while alignment checking is armed (see tlb_key), else 0 */
     aero_block *blocks;         /* decoded block cache, AERO_BLOCK_CACHE slots */
     aero_block scratch;         /* block for instructions that cross a page */
     /* --- configuration --- */
@@ -206,6 +238,18 @@ struct aero_machine {
     uint8_t out[AERO_OUTPUT_CAP]; /* debug console bytes */
     uint32_t out_len;           /* bytes in out */
     int64_t exit_status;        /* debug-exit status, -1: none */
+    /* --- interrupts and debug (machine.c) --- */
+    uint32_t attn;              /* AERO_ATTN_* */
+    uint32_t intr;              /* 1: INTR asserted (controller line or a raised vector) */
+    uint32_t intr_line;         /* the interrupt controller's INTR output */
+    aero_intr_ack_fn intr_ack;  /* its acknowledge cycle, or NULL */
+    void *intr_ctx;             /* context for intr_ack */
+    uint32_t intr_count;        /* vectors raised through aero_raise_interrupt, oldest first */
+    uint8_t intr_queue[AERO_INTR_QUEUE];
+    uint32_t dbg_hits;          /* DR6 B0-B3 of data breakpoints hit by the current instruction */
+    uint32_t dr_seen[5];        /* DR0-DR3 and DR7 the TLB was last prepared for */
+    int paid;                   /* 1: the tick of the executing instruction or event is paid */
+    aero_insn step_insn;        /* the instruction the run loop executes alone */
 };
 
 /* ---- fault delivery ---- */
@@ -277,7 +321,14 @@ AERO_INLINE uint32_t szp_flags(uint32_t res, int size) {
 /* ---- memory (mem.c) ---- */
 uint32_t aero_rd_slow(aero_machine *m, uint32_t lin, int size);
 void aero_wr_slow(aero_machine *m, uint32_t lin, int size, uint32_t val);
+/* What MOV CR3 does: drop every translation except those of global pages, unless a paging
+ * control (CR0.PG/WP, CR4.PSE/PAE/PGE) changed since they were made: then drop them all.
+ * Task switches and CR0/CR4 writes call it too. */
 void aero_tlb_flush(aero_machine *m);
+/* Drop every translation, global ones included (reset, state loads, A20 changes). */
+void aero_tlb_flush_all(aero_machine *m);
+/* INVLPG: drop the translations of the page holding lin (the whole 4 MB page if it is one). */
+void aero_tlb_flush_page(aero_machine *m, uint32_t lin);
 void aero_tlb_flush_writes(aero_machine *m);
 /* Translate a linear address for an access; faults on failure. Returns physical. */
 /* Access kinds for translation: a write, and a system access (descriptor tables, TSS)
@@ -304,16 +355,28 @@ AERO_INLINE void store_le(uint8_t *p, int size, uint32_t v) {
     else memcpy(p, &v, 4);
 }
 
+/* The TLB entry that serves linear address lin at the current privilege. */
+AERO_INLINE aero_tlb_entry *aero_tlb_entry_for(aero_machine *m, uint32_t lin) {
+    return &m->tlb[m->cpu.cpl == 3][(lin >> 12) & (AERO_TLB_SIZE - 1)];
+}
+/* The tag an access of `size` bytes at lin must find: its page, plus, while alignment
+ * checking is armed, the address bits that make it misaligned, so that a misaligned access
+ * misses and the slow path raises #AC while aligned ones stay on the fast path. */
+AERO_INLINE uint32_t tlb_key(const aero_machine *m, uint32_t lin, int size) {
+    if (size == 1) return lin & ~0xFFFu;
+    return lin & (~0xFFFu | (m->ac_low & (uint32_t)(size - 1)));
+}
+
 /* Linear-address accesses: TLB fast path, slow path for misses and page crossings. */
 AERO_INLINE uint32_t lin_rd(aero_machine *m, uint32_t lin, int size) {
-    aero_tlb_entry *e = &m->tlb[(lin >> 12) & (AERO_TLB_SIZE - 1)];
-    if (AERO_LIKELY(e->tag_r == (lin & ~0xFFFu) && (lin & 0xFFF) <= 0x1000u - (uint32_t)size))
+    aero_tlb_entry *e = aero_tlb_entry_for(m, lin);
+    if (AERO_LIKELY(e->tag_r == tlb_key(m, lin, size) && (lin & 0xFFF) <= 0x1000u - (uint32_t)size))
         return load_le((const uint8_t *)(e->addend + lin), size);
     return aero_rd_slow(m, lin, size);
 }
 AERO_INLINE void lin_wr(aero_machine *m, uint32_t lin, int size, uint32_t v) {
-    aero_tlb_entry *e = &m->tlb[(lin >> 12) & (AERO_TLB_SIZE - 1)];
-    if (AERO_LIKELY(e->tag_w == (lin & ~0xFFFu) && (lin & 0xFFF) <= 0x1000u - (uint32_t)size)) {
+    aero_tlb_entry *e = aero_tlb_entry_for(m, lin);
+    if (AERO_LIKELY(e->tag_w == tlb_key(m, lin, size) && (lin & 0xFFF) <= 0x1000u - (uint32_t)size)) {
         store_le((uint8_t *)(e->addend + lin), size, v);
         return;
     }
@@ -322,33 +385,75 @@ AERO_INLINE void lin_wr(aero_machine *m, uint32_t lin, int size, uint32_t v) {
 /* Check that the linear page(s) of [lin, lin+size) are writable, faulting if not, so that
  * multi-write instructions can validate before committing any state. */
 void aero_probe_write(aero_machine *m, uint32_t lin, uint32_t size);
-/* Implicit supervisor-mode read (descriptor tables, TSS): the page walk checks it as CPL 0
- * whatever the CPL; page faults are raised as usual. */
+/* Implicit supervisor-mode accesses (descriptor tables, TSS): checked with supervisor
+ * rights whatever the CPL, never alignment-checked; page faults are raised as usual. */
 uint32_t aero_rd_sys(aero_machine *m, uint32_t lin, int size);
+void aero_wr_sys(aero_machine *m, uint32_t lin, int size, uint32_t val);
+
+/* ---- debug registers ---- */
+#define DR6_BS 0x4000u
+/* Enabled (L or G) breakpoints of DR0-DR3 whose R/W field is rw (0 execute, 1 write,
+ * 2 I/O, 3 read/write): bit i for DRi. */
+AERO_INLINE uint32_t aero_bp_enabled(const aero_machine *m, uint32_t rw) {
+    uint32_t dr7 = m->cpu.dr[7], mask = 0;
+    for (int i = 0; i < 4; i++)
+        if (((dr7 >> (2 * i)) & 3u) && ((dr7 >> (16 + 4 * i)) & 3u) == rw) mask |= 1u << i;
+    return mask;
+}
+/* Breakpoint i's range: LEN 00 = 1, 01 = 2, 11 = 4 bytes; 10 (undefined on the P6) is taken
+ * as 8 bytes, as later processors define it. The address is aligned down to the length. */
+AERO_INLINE uint32_t aero_bp_len(const aero_machine *m, int i) {
+    static const uint8_t len[4] = {1, 2, 8, 4};
+    return len[(m->cpu.dr[7] >> (18 + 4 * i)) & 3u];
+}
+/* Breakpoints in mask whose range overlaps [addr, addr + size). */
+AERO_INLINE uint32_t aero_bp_match(const aero_machine *m, uint32_t mask, uint32_t addr, uint32_t size) {
+    uint32_t hits = 0;
+    for (int i = 0; i < 4; i++) {
+        if (!(mask & (1u << i))) continue;
+        uint32_t len = aero_bp_len(m, i);
+        uint64_t base = m->cpu.dr[i] & ~(len - 1);
+        if (addr < base + len && base < (uint64_t)addr + size) hits |= 1u << i;
+    }
+    return hits;
+}
+
+/* ---- interrupts (machine.c) ----
+ * INTR is level-sensitive: an interrupt controller (the 8259 PIC) asserts it while it has an
+ * interrupt to offer. Between instructions, when IF = 1 and no interrupt shadow is open, the
+ * CPU runs the controller's acknowledge cycle, which returns the vector and normally drops
+ * INTR. Vectors raised with aero_raise_interrupt are served first. Asserting INTR while an
+ * instruction runs ends the decoded block, so the run loop sees it at the next boundary. */
+void aero_set_intr(aero_machine *m, int asserted);
+void aero_set_intr_controller(aero_machine *m, aero_intr_ack_fn ack, void *ctx);
 
 /* ---- segmentation ---- */
 __attribute__((noreturn)) void aero_seg_fault(aero_machine *m, int seg);
-/* Linear address of seg:off for an access of `size` bytes, with the limit check. */
+/* Access check of `size` bytes at seg:off the fast path could not decide (expand-down
+ * segments, type rules, limit violations): faults, or returns the linear address. */
+uint32_t aero_seg_slow(aero_machine *m, int seg, uint32_t off, uint32_t size, int write);
+/* Recompute seg_end for one segment register / all six (after a load, a mode change). */
+void aero_seg_refresh(aero_machine *m, int seg);
+void aero_seg_refresh_all(aero_machine *m);
+/* Linear address of seg:off for a read (seg_lin) or write (seg_lin_w) of `size` bytes,
+ * with the limit and segment-type checks: one compare on the fast path. */
 AERO_INLINE uint32_t seg_lin(aero_machine *m, int seg, uint32_t off, uint32_t size) {
-    const aero_segment *s = &m->cpu.seg[seg];
-    uint64_t last = (uint64_t)off + size - 1;
-    if (AERO_LIKELY(!SA_IS_EXPAND_DOWN(s->attr))) {
-        if (AERO_UNLIKELY(last > s->limit)) aero_seg_fault(m, seg);
-    } else {
-        uint64_t top = (s->attr & SA_DB) ? 0xFFFFFFFFu : 0xFFFFu;
-        if (AERO_UNLIKELY(off <= s->limit || last > top)) aero_seg_fault(m, seg);
-    }
-    return s->base + off;
+    if (AERO_LIKELY((uint64_t)off + size <= m->seg_end[0][seg])) return m->cpu.seg[seg].base + off;
+    return aero_seg_slow(m, seg, off, size, 0);
+}
+AERO_INLINE uint32_t seg_lin_w(aero_machine *m, int seg, uint32_t off, uint32_t size) {
+    if (AERO_LIKELY((uint64_t)off + size <= m->seg_end[1][seg])) return m->cpu.seg[seg].base + off;
+    return aero_seg_slow(m, seg, off, size, 1);
 }
 AERO_INLINE uint32_t rd8(aero_machine *m, int seg, uint32_t off) { return lin_rd(m, seg_lin(m, seg, off, 1), 1); }
 AERO_INLINE uint32_t rd16(aero_machine *m, int seg, uint32_t off) { return lin_rd(m, seg_lin(m, seg, off, 2), 2); }
 AERO_INLINE uint32_t rd32(aero_machine *m, int seg, uint32_t off) { return lin_rd(m, seg_lin(m, seg, off, 4), 4); }
-AERO_INLINE void wr8(aero_machine *m, int seg, uint32_t off, uint32_t v) { lin_wr(m, seg_lin(m, seg, off, 1), 1, v); }
-AERO_INLINE void wr16(aero_machine *m, int seg, uint32_t off, uint32_t v) { lin_wr(m, seg_lin(m, seg, off, 2), 2, v); }
-AERO_INLINE void wr32(aero_machine *m, int seg, uint32_t off, uint32_t v) { lin_wr(m, seg_lin(m, seg, off, 4), 4, v); }
+AERO_INLINE void wr8(aero_machine *m, int seg, uint32_t off, uint32_t v) { lin_wr(m, seg_lin_w(m, seg, off, 1), 1, v); }
+AERO_INLINE void wr16(aero_machine *m, int seg, uint32_t off, uint32_t v) { lin_wr(m, seg_lin_w(m, seg, off, 2), 2, v); }
+AERO_INLINE void wr32(aero_machine *m, int seg, uint32_t off, uint32_t v) { lin_wr(m, seg_lin_w(m, seg, off, 4), 4, v); }
 /* Sized access: size in bytes (1, 2, 4). */
 AERO_INLINE uint32_t rdn(aero_machine *m, int seg, uint32_t off, int size) { return lin_rd(m, seg_lin(m, seg, off, (uint32_t)size), size); }
-AERO_INLINE void wrn(aero_machine *m, int seg, uint32_t off, int size, uint32_t v) { lin_wr(m, seg_lin(m, seg, off, (uint32_t)size), size, v); }
+AERO_INLINE void wrn(aero_machine *m, int seg, uint32_t off, int size, uint32_t v) { lin_wr(m, seg_lin_w(m, seg, off, (uint32_t)size), size, v); }
 
 /* ---- operand helpers for decoded instructions ---- */
 /* Effective address (offset within in->seg) of the ModRM memory operand. */
@@ -425,6 +530,43 @@ AERO_INLINE int aero_pm(const aero_machine *m) {
 /* Read the descriptor of sel from the GDT or LDT without faulting on the selector:
  * 0, or -1 when it lies outside the table (or the LDT is unusable). */
 int aero_read_descriptor(aero_machine *m, uint16_t sel, uint32_t *lo, uint32_t *hi);
+/* Load seg with a null selector: every access through it then faults (#GP(0), #SS(0)). */
+void aero_seg_null(aero_machine *m, int seg, uint16_t sel);
+/* Descriptor of a non-null selector; #vec(selector | ext) when it lies outside its table
+ * (or names the LDT while LDTR is unusable). */
+void aero_desc_read(aero_machine *m, uint16_t sel, int vec, uint32_t ext, uint32_t *lo, uint32_t *hi);
+/* Byte-granular limit of a descriptor, and a segment cache filled from one. */
+uint32_t aero_desc_limit(uint32_t lo, uint32_t hi);
+void aero_desc_cache(aero_segment *s, uint16_t sel, uint32_t lo, uint32_t hi);
+/* Set the accessed bit of a segment descriptor in memory when it is clear. */
+void aero_desc_accessed(aero_machine *m, uint16_t sel, uint32_t hi);
+/* Does [off, off + size) lie inside segment s (expand-down aware)? */
+int aero_seg_fits(const aero_segment *s, uint32_t off, uint32_t size);
+/* Check that [lin, lin + size) is writable with supervisor rights (descriptor tables, the
+ * TSS, inner stacks), without writing: page faults are raised here. */
+void aero_sys_probe(aero_machine *m, uint32_t lin, uint32_t size);
+/* Linear addresses of n stack slots of `size` bytes below offset sp of the stack segment
+ * cache s (slot i at sp - (i + 1) * size, wrapped to the stack width): #SS(err) when one
+ * lies outside s; every page is probed for a write with the rights of privilege level cpl,
+ * so the pushes that follow cannot fault. */
+void aero_stack_slots(aero_machine *m, const aero_segment *s, uint32_t sp, int size, int n, uint32_t cpl,
+                      uint32_t err, uint32_t *lin);
+
+/* ---- tasks (task.c) ---- */
+/* What started a task switch: it decides the busy bits, NT and the back link. */
+enum { AERO_TASK_JMP, AERO_TASK_CALL, AERO_TASK_IRET, AERO_TASK_INT };
+/* Hardware task switch to the TSS selected by sel (descriptor lo/hi), after the caller's
+ * checks of its own source (privilege, busy bit, present). eip: the outgoing task's EIP
+ * to save; ext: the EXT bit of error codes. Returns 1 when the new TSS's debug trap bit
+ * (T) is set: the caller raises the #DB once it has finished the transfer. */
+int aero_task_switch(aero_machine *m, uint16_t sel, uint32_t lo, uint32_t hi, int source, uint32_t eip,
+                     uint32_t ext);
+/* The stack of privilege level dpl in the current TSS (32- or 16-bit), with its SS checked
+ * as the CALL and INT pseudocode demands (#TS, #SS with the EXT bit ext): fills *ss and
+ * returns ESP. Nothing is committed. */
+uint32_t aero_tss_stack(aero_machine *m, uint32_t dpl, uint32_t ext, aero_segment *ss);
+/* The #DB trap a TSS's T bit requests, raised once the switch is complete (DR6.BT set). */
+void aero_task_debug_trap(aero_machine *m);
 /* Decoding-mode key for the block cache (includes the code segment size). */
 AERO_INLINE uint32_t aero_decode_key(const aero_machine *m) { return code32(m) ? 2u : 1u; }
 

@@ -16,7 +16,7 @@ void aero_fault(aero_machine *m, int vector, uint32_t code, int has_code) {
 
 void aero_fault_ud(aero_machine *m) { aero_fault(m, EXC_UD, 0, 0); }
 
-/* Real-mode and virtual-8086 delivery through the interrupt vector table. */
+/* Real-mode delivery through the interrupt vector table. */
 static void deliver_real(aero_machine *m, int vector, uint32_t ret_eip) {
     uint32_t off = (uint32_t)vector * 4;
     if (off + 3 > m->cpu.idtr.limit) aero_fault(m, EXC_GP, off * 2 + 2, 1);
@@ -35,83 +35,128 @@ static void deliver_real(aero_machine *m, int vector, uint32_t ret_eip) {
     m->cpu.eip = ip;
 }
 
-/* Protected-mode delivery through an interrupt or trap gate of the IDT. */
+/* Through an IDT task gate (SDM INT "TASK-GATE"): the TSS selector must name an available
+ * TSS in the GDT (#GP(sel)), present (#NP(sel)); the switch nests (back link, NT); an
+ * error code is pushed on the new task's stack, a word or a dword as its TSS is 16- or
+ * 32-bit (#SS(EXT) without room); the new EIP must lie within CS (#GP(EXT)). */
+static void deliver_task_gate(aero_machine *m, uint32_t glo, uint32_t ret_eip, int has_code, uint32_t code,
+                              uint32_t ext) {
+    uint16_t tsel = (uint16_t)(glo >> 16);
+    uint32_t terr = (tsel & ~3u) | ext, lo, hi;
+    if ((tsel & 4) || aero_read_descriptor(m, tsel, &lo, &hi) != 0) aero_fault(m, EXC_GP, terr, 1);
+    uint32_t ttype = (hi >> 8) & 0x1F;
+    if (ttype != 0x01 && ttype != 0x09) aero_fault(m, EXC_GP, terr, 1); /* busy, or no TSS */
+    if (!(hi & 0x8000)) aero_fault(m, EXC_NP, terr, 1);
+    int trap = aero_task_switch(m, tsel, lo, hi, AERO_TASK_INT, ret_eip, ext);
+    if (has_code) {
+        int size = (ttype & 8) ? 4 : 2;
+        uint32_t lin;
+        aero_stack_slots(m, &m->cpu.seg[S_SS], sp_get(m), size, 1, m->cpu.cpl, ext, &lin);
+        lin_wr(m, lin, size, code);
+        sp_set(m, (sp_get(m) - (uint32_t)size) & sp_mask(m));
+    }
+    if (m->cpu.eip > m->cpu.seg[S_CS].limit) aero_fault(m, EXC_GP, ext, 1);
+    if (trap) aero_task_debug_trap(m);
+}
+
+/* Protected-mode and virtual-8086-mode delivery through the IDT (SDM INT n, "PROTECTED-
+ * MODE", "TRAP-OR-INTERRUPT-GATE", "INTER-PRIVILEGE-LEVEL-INTERRUPT", "INTERRUPT-FROM-
+ * VIRTUAL-8086-MODE", "INTRA-PRIVILEGE-LEVEL-INTERRUPT"). Error codes carry EXT (bit 0)
+ * for events not caused by INT n/INT3/INTO, and bit 1 when they name an IDT entry. Every
+ * check, the new stack's room and pages included, comes before any state changes. */
 static void deliver_pm(aero_machine *m, int vector, uint32_t ret_eip, int has_code, uint32_t code,
                        int software) {
     uint32_t ext = software ? 0u : 1u;
     uint32_t gerr = (uint32_t)vector * 8 + 2 + ext;
+    int v86 = (m->cpu.eflags & F_VM) != 0;
+    uint32_t cpl = m->cpu.cpl;
     if ((uint32_t)vector * 8 + 7 > m->cpu.idtr.limit) aero_fault(m, EXC_GP, gerr, 1);
     uint32_t lo = aero_rd_sys(m, m->cpu.idtr.base + (uint32_t)vector * 8, 4);
     uint32_t hi = aero_rd_sys(m, m->cpu.idtr.base + (uint32_t)vector * 8 + 4, 4);
     uint32_t type = (hi >> 8) & 0x1F, gdpl = (hi >> 13) & 3;
     int gate32;
     switch (type) {
+    case 0x05: gate32 = -1; break; /* task gate */
     case 0x06: case 0x07: gate32 = 0; break;
     case 0x0E: case 0x0F: gate32 = 1; break;
-    default: aero_fault(m, EXC_GP, gerr, 1); /* task gates: see the system-architecture docs */
+    default: aero_fault(m, EXC_GP, gerr, 1);
     }
-    if (software && gdpl < m->cpu.cpl) aero_fault(m, EXC_GP, gerr, 1);
+    if (software && gdpl < cpl) aero_fault(m, EXC_GP, gerr, 1);
     if (!(hi & 0x8000)) aero_fault(m, EXC_NP, gerr, 1);
+    if (gate32 < 0) {
+        deliver_task_gate(m, lo, ret_eip, has_code, code, ext);
+        return;
+    }
     uint16_t sel = (uint16_t)(lo >> 16);
     uint32_t off = (lo & 0xFFFF) | (gate32 ? (hi & 0xFFFF0000u) : 0);
     if ((sel & ~3u) == 0) aero_fault(m, EXC_GP, ext, 1);
-    uint32_t dbase = (sel & 4) ? m->cpu.ldtr.base : m->cpu.gdtr.base;
-    uint32_t dlimit = (sel & 4) ? m->cpu.ldtr.limit : m->cpu.gdtr.limit;
-    if ((sel & ~7u) + 7 > dlimit) aero_fault(m, EXC_GP, (sel & ~3u) | ext, 1);
-    uint32_t dlo = aero_rd_sys(m, dbase + (sel & ~7u), 4), dhi = aero_rd_sys(m, dbase + (sel & ~7u) + 4, 4);
+    uint32_t serr = (sel & ~3u) | ext, dlo, dhi;
+    aero_desc_read(m, sel, EXC_GP, ext, &dlo, &dhi);
     uint32_t dtype = (dhi >> 8) & 0x1F, ddpl = (dhi >> 13) & 3;
-    if ((dtype & 0x18) != 0x18 || ddpl > m->cpu.cpl) aero_fault(m, EXC_GP, (sel & ~3u) | ext, 1);
-    if (!(dhi & 0x8000)) aero_fault(m, EXC_NP, (sel & ~3u) | ext, 1);
-    int conforming = (dtype & 0x04) != 0;
-    uint32_t newcpl = conforming ? m->cpu.cpl : ddpl;
-    uint32_t flags = get_flags(m);
+    if ((dtype & 0x18) != 0x18 || ddpl > cpl) aero_fault(m, EXC_GP, serr, 1);
+    if (!(dhi & 0x8000)) aero_fault(m, EXC_NP, serr, 1);
+    int inner = !(dtype & 0x04) && ddpl < cpl;
+    /* From virtual-8086 mode only a non-conforming ring-0 handler will do. */
+    if (v86 && (!inner || ddpl != 0)) aero_fault(m, EXC_GP, serr, 1);
+    uint32_t newcpl = inner ? ddpl : cpl;
     int size = gate32 ? 4 : 2;
-    uint16_t old_ss = m->cpu.seg[S_SS].selector, old_cs = m->cpu.seg[S_CS].selector;
-    uint32_t old_esp = m->cpu.r[R_ESP];
-    if (newcpl < m->cpu.cpl) {
-        /* Inner privilege: new stack from the 32-bit TSS (SS0:ESP0 at offsets 4 and 8). */
-        uint32_t tss = m->cpu.tr.base;
-        uint32_t esp0 = aero_rd_sys(m, tss + 4 + newcpl * 8, 4);
-        uint16_t ss0 = (uint16_t)aero_rd_sys(m, tss + 8 + newcpl * 8, 2);
-        /* SS0 must be a present, writable data segment with RPL = DPL = the new CPL;
-         * otherwise #TS(SS0). Checked before the CPL changes, so a fault leaves it alone. */
-        uint32_t slo, shi;
-        uint32_t stype, sdpl;
-        if ((ss0 & ~3u) == 0 || aero_read_descriptor(m, ss0, &slo, &shi) != 0)
-            aero_fault(m, EXC_TS, ss0 & ~3u, 1);
-        stype = (shi >> 8) & 0x1A;
-        sdpl = (shi >> 13) & 3;
-        if (stype != 0x12 || (ss0 & 3u) != newcpl || sdpl != newcpl) aero_fault(m, EXC_TS, ss0 & ~3u, 1);
-        if (!(shi & 0x8000)) aero_fault(m, EXC_SS, ss0 & ~3u, 1);
-        uint32_t save_cpl = m->cpu.cpl;
-        m->cpu.cpl = newcpl;
-        aero_load_seg(m, S_SS, ss0);
-        m->cpu.cpl = save_cpl;
-        m->cpu.r[R_ESP] = esp0;
-        push(m, size, old_ss);
-        push(m, size, old_esp);
+    aero_segment ncs, nss;
+    aero_desc_cache(&ncs, (uint16_t)((sel & ~3u) | newcpl), dlo, dhi | 0x100);
+    uint32_t vals[10], lin[10], base_esp, sp, sserr;
+    int n = 0;
+    if (inner) {
+        base_esp = aero_tss_stack(m, newcpl, ext, &nss);
+        sserr = (nss.selector & ~3u) | ext;
+        if (v86) {
+            vals[n++] = m->cpu.seg[S_GS].selector;
+            vals[n++] = m->cpu.seg[S_FS].selector;
+            vals[n++] = m->cpu.seg[S_DS].selector;
+            vals[n++] = m->cpu.seg[S_ES].selector;
+        }
+        vals[n++] = m->cpu.seg[S_SS].selector;
+        vals[n++] = m->cpu.r[R_ESP];
+    } else {
+        nss = m->cpu.seg[S_SS];
+        base_esp = m->cpu.r[R_ESP];
+        sserr = ext;
     }
-    push(m, size, flags);
-    push(m, size, old_cs);
-    push(m, size, ret_eip);
-    if (has_code) push(m, size, code);
-    if (newcpl != m->cpu.cpl) aero_tlb_flush(m);
+    sp = (nss.attr & SA_DB) ? base_esp : (base_esp & 0xFFFF);
+    vals[n++] = get_flags(m);
+    vals[n++] = m->cpu.seg[S_CS].selector;
+    vals[n++] = ret_eip;
+    if (has_code) vals[n++] = code;
+    aero_stack_slots(m, &nss, sp, size, n, newcpl, sserr, lin);
+    if (off > ncs.limit) aero_fault(m, EXC_GP, ext, 1);
+    /* Commit: the accessed bits first (the only writes that could still fault). */
+    aero_desc_accessed(m, sel, dhi);
+    if (inner) {
+        aero_desc_accessed(m, nss.selector, (uint32_t)(nss.attr & 0xFF) << 8);
+        nss.attr |= 1;
+    }
     m->cpu.cpl = newcpl;
-    aero_segment *cs = &m->cpu.seg[S_CS];
-    cs->selector = (uint16_t)((sel & ~3u) | newcpl);
-    cs->base = (dlo >> 16) | ((dhi & 0xFF) << 16) | (dhi & 0xFF000000u);
-    cs->limit = (dlo & 0xFFFF) | (dhi & 0xF0000u);
-    if (dhi & 0x00800000u) cs->limit = (cs->limit << 12) | 0xFFF;
-    cs->attr = (uint16_t)(((dhi >> 8) & 0xFF) | ((dhi >> 8) & 0xF000) | 1);
+    for (int i = 0; i < n; i++) lin_wr(m, lin[i], size, vals[i]);
+    uint32_t nsp = (sp - (uint32_t)(n * size)) & ((nss.attr & SA_DB) ? 0xFFFFFFFFu : 0xFFFFu);
+    m->cpu.r[R_ESP] = (nss.attr & SA_DB) ? nsp : ((base_esp & 0xFFFF0000u) | nsp);
+    m->cpu.seg[S_SS] = nss;
+    m->cpu.seg[S_CS] = ncs;
     m->cpu.eip = off;
     m->cpu.eflags &= ~(F_TF | F_NT | F_RF | F_VM);
     if (!(type & 1)) m->cpu.eflags &= ~F_IF; /* interrupt gate, not trap gate */
+    if (v86) {
+        aero_seg_null(m, S_ES, 0);
+        aero_seg_null(m, S_DS, 0);
+        aero_seg_null(m, S_FS, 0);
+        aero_seg_null(m, S_GS, 0);
+    }
+    aero_seg_refresh_all(m); /* CS, SS and the mode (VM) changed */
 }
 
+/* Protected mode (PE = 1) includes virtual-8086 mode: its interrupts and exceptions go
+ * through the IDT to ring 0. */
 static void deliver(aero_machine *m, int vector, uint32_t ret_eip, int has_code, uint32_t code, int software) {
     m->cpu.halted = 0;
     m->exit_block = 1;
-    if (aero_pm(m)) deliver_pm(m, vector, ret_eip, has_code, code, software);
+    if (m->cpu.cr0 & CR0_PE) deliver_pm(m, vector, ret_eip, has_code, code, software);
     else deliver_real(m, vector, ret_eip);
 }
 
@@ -132,8 +177,28 @@ void aero_soft_int(aero_machine *m, int vector, uint32_t ret_eip) {
     deliver(m, vector, ret_eip, 0, 0, 1);
 }
 
+/* Exception classes for the double-fault rules (SDM Vol. 3, "Interrupt 8 — Double Fault
+ * Exception", tables "Interrupt and Exception Classes" and "Conditions for Generating a
+ * Double Fault"): #DE, #TS, #NP, #SS and #GP are contributory, #PF is its own class, every
+ * other vector is benign. A contributory exception while delivering a contributory one, or
+ * a contributory exception or #PF while delivering a #PF, becomes #DF; other pairs are
+ * handled one after the other. */
 static int contributory(int v) { return v == EXC_DE || (v >= EXC_TS && v <= EXC_GP); }
 
+/* A fault while delivering #DF: shutdown, or, when so configured, the reset a PC's chipset
+ * makes of it (RAM kept), after which the CPU runs on from the reset vector. */
+static void triple_fault(aero_machine *m) {
+    m->delivering = -1;
+    if (m->cfg.reset_on_triple_fault) {
+        aero_reset(m);
+        return;
+    }
+    m->cpu.shutdown = 1;
+    m->stop = AERO_STOP_SHUTDOWN;
+}
+
+/* The run loop has already settled the fault's tick (the faulting instruction's) and
+ * dropped the instruction's data-breakpoint hits. */
 void aero_handle_fault(aero_machine *m) {
     int vec = m->fault_vector;
     m->last_exc = vec;
@@ -150,8 +215,7 @@ void aero_handle_fault(aero_machine *m) {
     uint32_t code = m->fault_code;
     if (prev >= 0) {
         if (prev == EXC_DF) {
-            m->stop = AERO_STOP_SHUTDOWN;
-            m->delivering = -1;
+            triple_fault(m);
             return;
         }
         if ((contributory(prev) && contributory(vec)) ||
@@ -161,6 +225,9 @@ void aero_handle_fault(aero_machine *m) {
             code = 0;
         }
     }
+    /* Faults push RF = 1, so that the restarted instruction does not raise its instruction
+     * breakpoint again (#DF is an abort; instruction breakpoints do not come here). */
+    if (vec != EXC_DF) m->cpu.eflags |= F_RF;
     m->delivering = vec;
     deliver(m, vec, m->cpu.eip, has_code, code, 0);
     m->delivering = -1;

@@ -39,7 +39,15 @@ void aero_reset(aero_machine *m) {
     c->dr[7] = 0x400;
     c->r[R_EDX] = m->cfg.cpuid_signature;
     c->a20 = m->cfg.a20_enabled ? 1 : 0;
-    aero_tlb_flush(m);
+    /* Run-loop state tied to the CPU (the interrupt controller side is kept). */
+    m->cur = NULL;
+    m->dbg_hits = 0;
+    m->attn = m->intr ? AERO_ATTN_INTR : 0; /* raised interrupts stay pending */
+    m->ac_low = 0;
+    memcpy(m->dr_seen, c->dr, 4 * sizeof c->dr[0]);
+    m->dr_seen[4] = c->dr[7];
+    aero_seg_refresh_all(m); /* the segment access checks (seg_end) */
+    aero_tlb_flush_all(m);
     aero_blocks_flush(m);
 }
 
@@ -92,84 +100,351 @@ int aero_load_rom(aero_machine *m, const uint8_t *data, uint32_t size) {
     free(m->rom);
     m->rom = rom;
     m->rom_size = size;
-    aero_tlb_flush(m);
+    aero_tlb_flush_all(m);
     aero_blocks_flush(m);
     return 0;
 }
 
-/* ---- the run loop ---- */
+/* ---- the run loop ----
+ *
+ * The fast path runs decoded blocks and looks at nothing but the countdown and one word of
+ * "attention" conditions per block. Everything else happens in attend(), between two
+ * instructions and in the architecture's priority order: debug traps of the instruction
+ * that just ran, NMI, INTR, then instruction breakpoints; instructions that must run alone
+ * (interrupt shadow, single-step, RF, instruction and I/O breakpoints, an NMI handler whose
+ * IRET is awaited) go through step().
+ *
+ * Ticks: an instruction (or REP iteration) takes one. A fault takes the tick of the
+ * instruction that faulted, also when it was raised fetching that instruction. A trap is
+ * part of the instruction that caused it (like INT n). An NMI or external interrupt takes
+ * the tick of the instruction it interrupts, which then runs later with a tick of its own.
+ */
 
-/* Execute one instruction outside the block cache: used while TF is set, so that the
- * single-step trap follows every instruction (and every REP iteration). */
-static void step_traced(aero_machine *m) {
-    aero_insn in;
-    aero_decode_one(m, &in);
-    m->soft_int = 0;
+/* Handlers the run loop recognises (generated declarations live in decode.c's table). */
+void aero_op_iret(aero_machine *m, const aero_insn *in);
+void aero_op_mov_SwEw(aero_machine *m, const aero_insn *in);
+void aero_op_pop_sreg(aero_machine *m, const aero_insn *in);
+void aero_op_movs(aero_machine *m, const aero_insn *in);
+void aero_op_cmps(aero_machine *m, const aero_insn *in);
+void aero_op_stos(aero_machine *m, const aero_insn *in);
+void aero_op_lods(aero_machine *m, const aero_insn *in);
+void aero_op_scas(aero_machine *m, const aero_insn *in);
+void aero_op_ins(aero_machine *m, const aero_insn *in);
+void aero_op_outs(aero_machine *m, const aero_insn *in);
+void aero_op_in_Ib(aero_machine *m, const aero_insn *in);
+void aero_op_in_DX(aero_machine *m, const aero_insn *in);
+void aero_op_out_Ib(aero_machine *m, const aero_insn *in);
+void aero_op_out_DX(aero_machine *m, const aero_insn *in);
+
+#define CR4_DE 0x008u
+
+_Static_assert(offsetof(aero_cpu, inhibit_irq) == offsetof(aero_cpu, halted) + 4,
+               "the run loop reads halted and inhibit_irq as one word");
+
+/* MOV SS and POP SS: their shadow also holds back debug traps (LSS and STI do not). */
+static int is_ss_load(const aero_insn *in) {
+    return (in->fn == aero_op_mov_SwEw && in->reg == S_SS) || (in->fn == aero_op_pop_sreg && in->op == 0x17);
+}
+
+static int is_string(const aero_insn *in) {
+    aero_handler f = in->fn;
+    return f == aero_op_movs || f == aero_op_cmps || f == aero_op_stos || f == aero_op_lods ||
+           f == aero_op_scas || f == aero_op_ins || f == aero_op_outs;
+}
+
+/* Did the last instruction stop a REP string instruction before its last iteration (EIP
+ * still on it)? Then an interrupt or trap delivered now pushes RF = 1. Across runs (and
+ * snapshots) the answer is kept in cpu.rep_partial. */
+static int rep_unfinished(aero_machine *m) {
+    const aero_insn *in = m->cur;
+    if (!in) return (int)m->cpu.rep_partial;
+    if (!in->rep || !is_string(in)) return 0;
+    uint32_t cnt = in->asz ? m->cpu.r[R_ECX] : (m->cpu.r[R_ECX] & 0xFFFF);
+    if (cnt == 0) return 0;
+    if (in->fn == aero_op_cmps || in->fn == aero_op_scas) {
+        int zf = (get_flags(m) & F_ZF) != 0;
+        if (in->rep == 0xF3 ? !zf : zf) return 0; /* the compare ended it */
+    }
+    return 1;
+}
+
+/* The port and size of the access an I/O instruction made, or 0 if it is none. */
+static uint32_t io_access(aero_machine *m, const aero_insn *in, uint16_t *port) {
+    aero_handler f = in->fn;
+    int size = (in->op & 1) ? osize(in) : 1;
+    if (f == aero_op_in_Ib || f == aero_op_out_Ib) *port = (uint16_t)(in->imm & 0xFF);
+    else if (f == aero_op_in_DX || f == aero_op_out_DX || f == aero_op_ins || f == aero_op_outs)
+        *port = (uint16_t)m->cpu.r[R_EDX];
+    else return 0;
+    return (uint32_t)size;
+}
+
+/* I/O breakpoints (R/W = 10) exist only with CR4.DE; without it the encoding is undefined
+ * and such a breakpoint never triggers. */
+static uint32_t io_bps(const aero_machine *m) {
+    return (m->cpu.cr4 & CR4_DE) ? aero_bp_enabled(m, 2) : 0;
+}
+
+static void attn_update(aero_machine *m) {
+    uint32_t a = m->attn & (AERO_ATTN_AC | AERO_ATTN_INTR);
+    if (m->dbg_hits || m->cpu.dbg_pending) a |= AERO_ATTN_DEBUG;
+    if (m->cpu.nmi_pending || m->cpu.nmi_blocked) a |= AERO_ATTN_NMI;
+    m->attn = a;
+}
+
+static void intr_update(aero_machine *m) {
+    m->intr = m->intr_line || m->intr_count > 0;
+    m->attn = (m->attn & ~AERO_ATTN_INTR) | (m->intr ? AERO_ATTN_INTR : 0);
+}
+
+/* Deliver the #DB trap collected in dbg_pending: B0-B3 report the breakpoints hit (replacing
+ * older ones), BS a single step; the return address is the next instruction. */
+static void debug_trap(aero_machine *m) {
+    uint32_t p = m->cpu.dbg_pending;
+    m->cpu.dbg_pending = 0;
+    attn_update(m);
+    if (p & 0xFu) m->cpu.dr[6] = (m->cpu.dr[6] & ~0xFu) | (p & 0xFu);
+    m->cpu.dr[6] |= p & DR6_BS;
+    m->last_exc = EXC_DB;
+    m->last_exc_code = 0;
+    if (m->stop_on_exception) {
+        m->stop = AERO_STOP_EXCEPTION;
+        return;
+    }
+    if (rep_unfinished(m)) m->cpu.eflags |= F_RF;
+    m->cur = NULL;
+    m->cpu.rep_partial = 0;
+    aero_interrupt(m, EXC_DB, m->cpu.eip, 0, 0);
+}
+
+/* Deliver an NMI or an external interrupt: it takes the tick of the instruction it
+ * interrupts (a fault while delivering it takes the same tick). */
+static void deliver_event(aero_machine *m, int vector) {
     m->countdown--;
-    in.fn(m, &in);
-    if (!m->soft_int && m->stop < 0 && !m->cpu.halted) {
-        m->cpu.dr[6] |= 0x4000; /* DR6.BS: single-step */
-        aero_interrupt(m, EXC_DB, m->cpu.eip, 0, 0);
+    m->paid = 1;
+    if (rep_unfinished(m)) m->cpu.eflags |= F_RF;
+    m->cur = NULL;
+    m->cpu.rep_partial = 0;
+    aero_interrupt(m, vector, m->cpu.eip, 0, 0);
+    m->paid = 0;
+}
+
+/* The interrupt-acknowledge cycle: raised vectors first, then the controller. */
+static int intr_ack(aero_machine *m) {
+    int v = -1;
+    if (m->intr_count) {
+        v = m->intr_queue[0];
+        memmove(m->intr_queue, m->intr_queue + 1, --m->intr_count);
+        m->intr_queue[m->intr_count] = 0;
+    } else if (m->intr_line && m->intr_ack) {
+        v = m->intr_ack(m, m->intr_ctx);
+    }
+    intr_update(m);
+    return v;
+}
+
+/* Execute one instruction alone (see the top of this section). */
+static void step(aero_machine *m) {
+    aero_cpu *c = &m->cpu;
+    uint32_t shadow = c->inhibit_irq, f0 = c->eflags;
+    aero_insn *in = &m->step_insn;
+    c->inhibit_irq = 0;
+    m->countdown--;
+    m->paid = 1;
+    m->cur = NULL;
+    c->rep_partial = 0;
+    /* Instruction breakpoints: faults before the instruction, ignored while RF is set and
+     * right after MOV SS / POP SS. */
+    if (!(f0 & F_RF) && shadow != 2 && (c->dr[7] & 0xFFu)) {
+        uint32_t hits = aero_bp_match(m, aero_bp_enabled(m, 0), c->seg[S_CS].base + c->eip, 1);
+        if (hits) {
+            c->dr[6] = (c->dr[6] & ~0xFu) | hits;
+            m->last_exc = EXC_DB;
+            m->last_exc_code = 0;
+            if (m->stop_on_exception) {
+                m->countdown++; /* not executed, not delivered */
+                m->paid = 0;
+                m->stop = AERO_STOP_EXCEPTION;
+                return;
+            }
+            aero_interrupt(m, EXC_DB, c->eip, 0, 0); /* the fault's tick is paid */
+            m->paid = 0;
+            return;
+        }
+    }
+    c->eflags &= ~F_RF; /* cleared as the instruction starts */
+    aero_decode_one(m, in);
+    m->dbg_hits = 0; /* instruction fetches do not trigger data breakpoints */
+    m->soft_int = 0;
+    uint32_t iobp = (c->dr[7] & 0xFFu) ? io_bps(m) : 0;
+    uint16_t port = 0;
+    uint32_t iosize = iobp ? io_access(m, in, &port) : 0;
+    if (iosize && in->rep && ((in->asz ? c->r[R_ECX] : (c->r[R_ECX] & 0xFFFF)) == 0)) iosize = 0;
+    /* With I/O breakpoints armed a REP INS/OUTS runs one iteration per step. */
+    m->exit_block = iosize != 0;
+    m->cur = in;
+    in->fn(m, in);
+    m->paid = 0;
+    uint32_t pend = m->dbg_hits;
+    m->dbg_hits = 0;
+    if (iosize) pend |= aero_bp_match(m, iobp, port, iosize);
+    /* Single step: after every instruction that began with TF set, except INT n / INT3 /
+     * INTO / INT1 that delivered (they clear TF) and HLT (the CPU halts first). */
+    if ((f0 & F_TF) && !m->soft_int && !c->halted) pend |= DR6_BS;
+    if (in->fn == aero_op_iret) c->nmi_blocked = 0;
+    c->dbg_pending |= pend;
+    if (c->inhibit_irq && is_ss_load(in)) c->inhibit_irq = 2; /* traps wait for the shadow's end */
+    attn_update(m);
+}
+
+/* Make the TLB and the alignment-check state fit the debug registers and flags. */
+static void prepare(aero_machine *m) {
+    const uint32_t *d = m->cpu.dr;
+    if ((d[7] & 0xFFu) && (d[0] != m->dr_seen[0] || d[1] != m->dr_seen[1] || d[2] != m->dr_seen[2] ||
+                           d[3] != m->dr_seen[3] || d[7] != m->dr_seen[4])) {
+        /* Pages a data breakpoint now watches must not stay mapped. */
+        memcpy(m->dr_seen, d, 4 * sizeof *d);
+        m->dr_seen[4] = d[7];
+        aero_tlb_flush_all(m);
+    }
+    int armed = (m->cpu.cr0 & CR0_AM) && (m->cpu.eflags & F_AC) && m->cpu.cpl == 3;
+    m->ac_low = armed ? 3u : 0u;
+    if (armed) m->attn |= AERO_ATTN_AC;
+    else m->attn &= ~AERO_ATTN_AC;
+}
+
+/* Run one decoded block. */
+AERO_INLINE void exec_block(aero_machine *m, aero_block *b) {
+    const aero_insn *in = b->insn, *end = b->insn + b->n;
+    m->exit_block = 0;
+    if (AERO_LIKELY(m->countdown >= (int64_t)b->n)) {
+        /* The whole block fits in the slice: pay its ticks up front. A fault inside it
+         * refunds the unexecuted ones (aero_run), an early exit refunds here. */
+        m->countdown -= b->n;
+        m->blk_end = end;
+        do {
+            m->cur = in;
+            in->fn(m, in);
+            in++;
+        } while (in < end && !m->exit_block);
+        m->countdown += end - in;
+        m->blk_end = NULL;
+    } else {
+        m->paid = 1;
+        do {
+            m->countdown--;
+            m->cur = in;
+            in->fn(m, in);
+            in++;
+        } while (in < end && m->countdown > 0 && !m->exit_block);
+        m->paid = 0;
     }
 }
 
-static void run_loop(aero_machine *m) {
+static __attribute__((noinline, cold)) void attend(aero_machine *m) {
+    aero_cpu *c = &m->cpu;
+    if (c->inhibit_irq == 1 && m->cur && is_ss_load(m->cur)) c->inhibit_irq = 2;
+    if (m->dbg_hits) {
+        c->dbg_pending |= m->dbg_hits;
+        m->dbg_hits = 0;
+    }
+    if (m->countdown <= 0) {
+        m->stop = AERO_STOP_TICKS;
+        return;
+    }
+    /* Traps of the previous instruction, then NMI, then INTR. */
+    if (c->dbg_pending && c->inhibit_irq != 2) {
+        debug_trap(m);
+        return;
+    }
+    attn_update(m);
+    int shadow = c->inhibit_irq != 0;
+    if (!shadow && c->nmi_pending && !c->nmi_blocked) {
+        c->nmi_pending = 0;
+        c->nmi_blocked = 1;
+        attn_update(m);
+        deliver_event(m, EXC_NMI);
+        return;
+    }
+    if (!shadow && m->intr && (c->eflags & F_IF)) {
+        int v = intr_ack(m);
+        if (v >= 0) {
+            deliver_event(m, v & 0xFF);
+            return;
+        }
+    }
+    if (c->halted) {
+        m->stop = AERO_STOP_HALT;
+        return;
+    }
+    prepare(m);
+    if (shadow || (c->eflags & (F_TF | F_RF)) || c->nmi_blocked ||
+        ((c->dr[7] & 0xFFu) && (aero_bp_enabled(m, 0) || io_bps(m)))) {
+        step(m);
+        return;
+    }
+    /* Only data breakpoints or alignment checking: blocks run as usual. */
+    aero_block *b = aero_block_lookup(m);
+    m->dbg_hits = 0; /* instruction fetches do not trigger data breakpoints */
+    exec_block(m, b);
+}
+
+/* Kept out of aero_run: a function that calls setjmp keeps its locals in memory. */
+static __attribute__((noinline)) void run_loop(aero_machine *m) {
     while (m->stop < 0) {
+        /* One test for everything attend() handles: TF, RF, AC; HLT and an interrupt shadow
+         * (one 64-bit load); enabled breakpoints; the attention word, whose INTR bit counts
+         * only with IF set. */
+        uint32_t f = m->cpu.eflags;
+        uint64_t hs;
+        memcpy(&hs, &m->cpu.halted, sizeof hs);
+        if (AERO_UNLIKELY((f & (F_TF | F_RF | F_AC)) | hs | (m->attn & ((f >> 9) | ~AERO_ATTN_INTR)) |
+                          (m->cpu.dr[7] & 0xFFu))) {
+            attend(m);
+            continue;
+        }
         if (m->countdown <= 0) {
             m->stop = AERO_STOP_TICKS;
             break;
         }
-        if (m->cpu.halted) {
-            /* No device can raise an interrupt yet: nothing will ever wake the CPU. */
-            m->stop = AERO_STOP_HALT;
-            break;
-        }
-        if (AERO_UNLIKELY(m->cpu.eflags & F_TF)) {
-            step_traced(m);
-            continue;
-        }
-        aero_block *b = aero_block_lookup(m);
-        const aero_insn *in = b->insn, *end = b->insn + b->n;
-        m->exit_block = 0;
-        if (AERO_LIKELY(m->countdown >= (int64_t)b->n)) {
-            /* The whole block fits in the slice: pay its ticks up front. A fault inside
-             * it refunds the unexecuted ones (aero_run), an early exit refunds here. */
-            m->countdown -= b->n;
-            m->blk_end = end;
-            do {
-                m->cur = in;
-                in->fn(m, in);
-                in++;
-            } while (in < end && !m->exit_block);
-            m->countdown += end - in;
-            m->blk_end = NULL;
-        } else {
-            do {
-                m->countdown--;
-                in->fn(m, in);
-                in++;
-            } while (in < end && m->countdown > 0 && !m->exit_block);
-        }
+        exec_block(m, aero_block_lookup(m));
     }
 }
 
 int aero_run(aero_machine *m, uint64_t until_tick) {
     m->stop = -1;
     if (until_tick <= m->ticks) return AERO_STOP_TICKS;
+    if (m->cpu.shutdown) return AERO_STOP_SHUTDOWN;
     m->slice_end = until_tick;
     m->countdown = (int64_t)(until_tick - m->ticks);
     m->delivering = -1;
     m->blk_end = NULL;
+    m->paid = 0;
+    m->cur = NULL; /* what the last run ended inside is in cpu.rep_partial */
     if (setjmp(m->fault_jmp) != 0) {
-        /* An instruction (or a delivery) faulted: refund the ticks of the block's
-         * instructions after it, deliver it, then carry on. */
+        /* An instruction (or a delivery) faulted. The fault takes the instruction's tick:
+         * refund the block's instructions after it, or take the tick if it was not paid
+         * (a fault while fetching, or while delivering a trap). Then deliver it. */
         if (m->blk_end) {
             m->countdown += m->blk_end - (m->cur + 1);
             m->blk_end = NULL;
+        } else if (!m->paid) {
+            m->countdown--;
         }
+        m->cur = NULL;
+        m->cpu.rep_partial = 0;
+        m->dbg_hits = 0; /* the faulting instruction did not complete */
+        m->paid = 1;     /* faults while delivering it belong to the same tick */
         aero_handle_fault(m);
+        m->paid = 0;
+        attn_update(m);
     }
     run_loop(m);
+    /* Leave nothing between instructions outside the serialized state. */
+    m->cpu.dbg_pending |= m->dbg_hits;
+    m->dbg_hits = 0;
+    m->cpu.rep_partial = (uint32_t)rep_unfinished(m);
+    attn_update(m);
     m->ticks = aero_now(m);
     m->slice_end = m->ticks;
     m->countdown = 0;
@@ -177,6 +452,35 @@ int aero_run(aero_machine *m, uint64_t until_tick) {
 }
 
 uint64_t aero_ticks(aero_machine *m) { return m->ticks; }
+
+/* ---- interrupts ---- */
+
+void aero_set_intr(aero_machine *m, int asserted) {
+    m->intr_line = asserted != 0;
+    intr_update(m);
+    if (m->intr) m->exit_block = 1;
+}
+
+void aero_set_intr_controller(aero_machine *m, aero_intr_ack_fn ack, void *ctx) {
+    m->intr_ack = ack;
+    m->intr_ctx = ctx;
+}
+
+int aero_raise_interrupt(aero_machine *m, uint32_t vector) {
+    if (vector > 0xFF || m->intr_count >= AERO_INTR_QUEUE) return -1;
+    m->intr_queue[m->intr_count++] = (uint8_t)vector;
+    intr_update(m);
+    m->exit_block = 1;
+    return 0;
+}
+
+uint32_t aero_pending_interrupts(aero_machine *m) { return m->intr_count; }
+
+void aero_raise_nmi(aero_machine *m) {
+    m->cpu.nmi_pending = 1;
+    attn_update(m);
+    m->exit_block = 1;
+}
 
 /* ---- state access ---- */
 
@@ -219,7 +523,11 @@ void aero_set_regs(aero_machine *m, const aero_regs *in) {
     memcpy(c->dr, in->dr, sizeof c->dr);
     c->cpl = in->cpl & 3;
     c->halted = in->halted ? 1 : 0;
-    aero_tlb_flush(m);
+    c->shutdown = 0;
+    c->rep_partial = 0;
+    m->cur = NULL;
+    aero_seg_refresh_all(m); /* the segment access checks (seg_end) */
+    aero_tlb_flush_all(m);
 }
 
 const uint8_t *aero_output(aero_machine *m, uint32_t *len) {
@@ -296,6 +604,17 @@ void aero_cpu_serialize(aero_machine *m, uint8_t *out) {
     put32(&w, c->sysenter_cs);
     put32(&w, c->sysenter_esp);
     put32(&w, c->sysenter_eip);
+    /* Added later: zero in the common case, so older states read back unchanged. */
+    put32(&w, c->nmi_pending);
+    put32(&w, c->nmi_blocked);
+    put32(&w, c->dbg_pending);
+    put32(&w, c->shutdown);
+    put32(&w, c->rep_partial);
+    put32(&w, m->intr_line);
+    put32(&w, m->intr_count);
+    for (int i = 0; i < AERO_INTR_QUEUE; i += 4)
+        put32(&w, (uint32_t)m->intr_queue[i] | ((uint32_t)m->intr_queue[i + 1] << 8) |
+                      ((uint32_t)m->intr_queue[i + 2] << 16) | ((uint32_t)m->intr_queue[i + 3] << 24));
 }
 
 int aero_cpu_deserialize(aero_machine *m, const uint8_t *in) {
@@ -327,7 +646,24 @@ int aero_cpu_deserialize(aero_machine *m, const uint8_t *in) {
     c->sysenter_cs = get32(&r);
     c->sysenter_esp = get32(&r);
     c->sysenter_eip = get32(&r);
-    aero_tlb_flush(m);
+    c->nmi_pending = get32(&r);
+    c->nmi_blocked = get32(&r);
+    c->dbg_pending = get32(&r);
+    c->shutdown = get32(&r);
+    c->rep_partial = get32(&r);
+    m->intr_line = get32(&r);
+    m->intr_count = get32(&r);
+    if (m->intr_count > AERO_INTR_QUEUE) m->intr_count = AERO_INTR_QUEUE;
+    for (int i = 0; i < AERO_INTR_QUEUE; i += 4) {
+        uint32_t v = get32(&r);
+        for (int k = 0; k < 4; k++) m->intr_queue[i + k] = (uint8_t)(v >> (8 * k));
+    }
+    m->cur = NULL;
+    m->dbg_hits = 0;
+    intr_update(m);
+    attn_update(m);
+    aero_seg_refresh_all(m); /* the segment access checks (seg_end) */
+    aero_tlb_flush_all(m);
     aero_blocks_flush(m);
     return 0;
 }
@@ -366,7 +702,7 @@ int aero_snapshot_load(aero_machine *m, const uint8_t *in, uint64_t len) {
     memset(m->dirty, 1, m->ram_pages);
     memset(m->code_page, 0, m->ram_pages);
     for (uint32_t i = 0; i < m->ram_pages; i++) m->page_gen[i]++;
-    aero_tlb_flush(m);
+    aero_tlb_flush_all(m);
     aero_blocks_flush(m);
     return 0;
 }

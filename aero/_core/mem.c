@@ -4,18 +4,80 @@
  * it is plain RAM, already marked dirty, and holds no decoded code: so the first write
  * after a fingerprint, and every write to decoded code, comes through here, which is
  * where dirty tracking and self-modifying-code invalidation happen.
+ *
+ * Translations are kept in two sets, one checked with supervisor rights and one with user
+ * rights (CPL 3): a privilege change selects the other set instead of flushing. Pages that
+ * an armed data breakpoint watches are never mapped for the watched kind of access, so
+ * those accesses come here, where the breakpoint is matched.
  */
 #include "cpu.h"
 
+/* Page-table entry bits. */
+#define PTE_P 0x001u
+#define PTE_W 0x002u
+#define PTE_U 0x004u
+#define PTE_A 0x020u
+#define PTE_D 0x040u
+#define PTE_PS 0x080u
+#define PTE_G 0x100u
+/* A 4 MB PDE's bits 21:12 are reserved on a P6 without PAT and PSE-36. */
+#define PDE4M_RSVD 0x003FF000u
+
+#define PF_P 1u
+#define PF_W 2u
+#define PF_U 4u
+#define PF_RSVD 8u
+
+#define PG_CR4_PSE 0x010u
+#define PG_CR4_PAE 0x020u
+#define PG_CR4_PGE 0x080u
+
+/* The paging controls translations depend on; a change drops global entries too. */
+static uint32_t paging_ctl(const aero_machine *m) {
+    return (m->cpu.cr0 & (CR0_PG | CR0_WP)) | (m->cpu.cr4 & (PG_CR4_PSE | PG_CR4_PAE | PG_CR4_PGE));
+}
+
+static void tlb_drop(aero_machine *m, int set, int i) {
+    m->tlb[set][i].tag_r = AERO_TLB_INVALID;
+    m->tlb[set][i].tag_w = AERO_TLB_INVALID;
+    m->tlb_info[set][i] = 0;
+}
+
+void aero_tlb_flush_all(aero_machine *m) {
+    for (int set = 0; set < 2; set++)
+        for (int i = 0; i < AERO_TLB_SIZE; i++) tlb_drop(m, set, i);
+    m->tlb_ctl = paging_ctl(m);
+}
+
 void aero_tlb_flush(aero_machine *m) {
-    for (int i = 0; i < AERO_TLB_SIZE; i++) {
-        m->tlb[i].tag_r = AERO_TLB_INVALID;
-        m->tlb[i].tag_w = AERO_TLB_INVALID;
+    if (paging_ctl(m) != m->tlb_ctl) {
+        aero_tlb_flush_all(m);
+        return;
+    }
+    for (int set = 0; set < 2; set++)
+        for (int i = 0; i < AERO_TLB_SIZE; i++)
+            if (!(m->tlb_info[set][i] & AERO_TLBI_GLOBAL)) tlb_drop(m, set, i);
+}
+
+void aero_tlb_flush_page(aero_machine *m, uint32_t lin) {
+    uint32_t page = lin & ~0xFFFu, big = lin & 0xFFC00000u;
+    int slot = (int)((lin >> 12) & (AERO_TLB_SIZE - 1));
+    for (int set = 0; set < 2; set++) {
+        aero_tlb_entry *e = &m->tlb[set][slot];
+        if (e->tag_r == page || e->tag_w == page) tlb_drop(m, set, slot);
+        /* Entries made from a 4 MB page that holds lin sit in other slots too. */
+        for (int i = 0; i < AERO_TLB_SIZE; i++) {
+            const aero_tlb_entry *x = &m->tlb[set][i];
+            uint32_t tag = x->tag_r != AERO_TLB_INVALID ? x->tag_r : x->tag_w;
+            if ((m->tlb_info[set][i] & AERO_TLBI_LARGE) && tag != AERO_TLB_INVALID && (tag & 0xFFC00000u) == big)
+                tlb_drop(m, set, i);
+        }
     }
 }
 
 void aero_tlb_flush_writes(aero_machine *m) {
-    for (int i = 0; i < AERO_TLB_SIZE; i++) m->tlb[i].tag_w = AERO_TLB_INVALID;
+    for (int set = 0; set < 2; set++)
+        for (int i = 0; i < AERO_TLB_SIZE; i++) m->tlb[set][i].tag_w = AERO_TLB_INVALID;
 }
 
 /* Host pointer for the byte at phys, or NULL for unmapped space (open bus). */
@@ -36,52 +98,115 @@ static int phys_is_ram(aero_machine *m, uint32_t phys) {
     return p && p >= m->ram && p < m->ram + m->ram_size;
 }
 
-/* Two-level i386 page walk. Sets accessed/dirty bits; faults with #PF on failure. */
+/* Two-level i386 page walk (4 KB pages, and 4 MB pages with CR4.PSE). Checks U/S and R/W
+ * (supervisor writes to read-only pages only with CR0.WP clear) and the reserved bits of
+ * 4 MB entries, sets the accessed and dirty bits through aero_write_phys (so they take part
+ * in dirty tracking and code invalidation), and faults with #PF (error code, CR2) on
+ * failure. Leaves the entry kind in m->walk_info. */
 static uint32_t page_walk(aero_machine *m, uint32_t lin, int acc) {
     int write = acc & AERO_ACC_WRITE;
     int user = m->cpu.cpl == 3 && !(acc & AERO_ACC_SYS);
+    int pge = (m->cpu.cr4 & PG_CR4_PGE) != 0;
     uint32_t pde_addr = (m->cpu.cr3 & ~0xFFFu) | ((lin >> 22) << 2);
     uint32_t pde = 0;
     aero_read_phys(m, pde_addr, (uint8_t *)&pde, 4);
-    uint32_t err = (write ? 2u : 0u) | (user ? 4u : 0u);
-    if (!(pde & 1)) goto fault;
-    if ((pde & 0x80) && (m->cpu.cr4 & 0x10)) {
-        /* 4 MB page (CR4.PSE). */
-        int ok_u = !user || (pde & 4);
-        int ok_w = !write || (pde & 2) || (!user && !(m->cpu.cr0 & CR0_WP));
-        if (!ok_u || !ok_w) { err |= 1; goto fault; }
-        uint32_t npde = pde | 0x20 | (write ? 0x40 : 0);
+    uint32_t err = (write ? PF_W : 0u) | (user ? PF_U : 0u);
+    if (!(pde & PTE_P)) goto fault;
+    if ((pde & PTE_PS) && (m->cpu.cr4 & PG_CR4_PSE)) {
+        if (pde & PDE4M_RSVD) { err |= PF_P | PF_RSVD; goto fault; }
+        int ok_u = !user || (pde & PTE_U);
+        int ok_w = !write || (pde & PTE_W) || (!user && !(m->cpu.cr0 & CR0_WP));
+        if (!ok_u || !ok_w) { err |= PF_P; goto fault; }
+        uint32_t npde = pde | PTE_A | (write ? PTE_D : 0);
         if (npde != pde) aero_write_phys(m, pde_addr, (uint8_t *)&npde, 4);
+        m->walk_info = AERO_TLBI_LARGE | ((pge && (pde & PTE_G)) ? AERO_TLBI_GLOBAL : 0);
         return (pde & 0xFFC00000u) | (lin & 0x3FFFFFu);
     }
     uint32_t pte_addr = (pde & ~0xFFFu) | (((lin >> 12) & 0x3FF) << 2);
     uint32_t pte = 0;
     aero_read_phys(m, pte_addr, (uint8_t *)&pte, 4);
-    if (!(pte & 1)) goto fault;
+    if (!(pte & PTE_P)) goto fault;
     {
         uint32_t both = pde & pte;
-        int ok_u = !user || (both & 4);
-        int ok_w = !write || (both & 2) || (!user && !(m->cpu.cr0 & CR0_WP));
-        if (!ok_u || !ok_w) { err |= 1; goto fault; }
+        int ok_u = !user || (both & PTE_U);
+        int ok_w = !write || (both & PTE_W) || (!user && !(m->cpu.cr0 & CR0_WP));
+        if (!ok_u || !ok_w) { err |= PF_P; goto fault; }
     }
-    if (!(pde & 0x20)) {
-        uint32_t npde = pde | 0x20;
+    if (!(pde & PTE_A)) {
+        uint32_t npde = pde | PTE_A;
         aero_write_phys(m, pde_addr, (uint8_t *)&npde, 4);
     }
     {
-        uint32_t npte = pte | 0x20 | (write ? 0x40 : 0);
+        uint32_t npte = pte | PTE_A | (write ? PTE_D : 0);
         if (npte != pte) aero_write_phys(m, pte_addr, (uint8_t *)&npte, 4);
     }
+    m->walk_info = (pge && (pte & PTE_G)) ? AERO_TLBI_GLOBAL : 0;
     return (pte & ~0xFFFu) | (lin & 0xFFF);
 fault:
     m->cpu.cr2 = lin;
     aero_fault(m, EXC_PF, err, 1);
 }
 
+/* The TLB set an access of kind acc uses: system accesses have supervisor rights. */
+AERO_INLINE int acc_set(const aero_machine *m, int acc) {
+    return !(acc & AERO_ACC_SYS) && m->cpu.cpl == 3;
+}
+
 uint32_t aero_translate_slow(aero_machine *m, uint32_t lin, int acc) {
+    /* A mapped entry already holds this translation, checked for the same rights. */
+    int set = acc_set(m, acc), slot = (int)((lin >> 12) & (AERO_TLB_SIZE - 1));
+    const aero_tlb_entry *e = &m->tlb[set][slot];
+    if ((acc & AERO_ACC_WRITE) ? e->tag_w == (lin & ~0xFFFu) : e->tag_r == (lin & ~0xFFFu)) {
+        uint32_t info = m->tlb_info[set][slot];
+        m->walk_info = info & 0xFFFu;
+        return (info & ~0xFFFu) | (lin & 0xFFF);
+    }
+    m->walk_info = 0;
     uint32_t phys = (m->cpu.cr0 & CR0_PG) ? page_walk(m, lin, acc) : lin;
     if (!m->cpu.a20) phys &= ~0x100000u;
     return phys;
+}
+
+/* Translate for the slow paths; leaves the entry kind in m->walk_info. */
+static uint32_t translate(aero_machine *m, uint32_t lin, int acc) {
+    if (!(m->cpu.cr0 & CR0_PG) && m->cpu.a20) {
+        m->walk_info = 0;
+        return lin;
+    }
+    return aero_translate_slow(m, lin, acc);
+}
+
+/* Alignment checking (#AC) applies: CR0.AM, EFLAGS.AC and CPL 3. */
+AERO_INLINE int ac_armed(const aero_machine *m) {
+    return (m->cpu.cr0 & CR0_AM) && (m->cpu.eflags & F_AC) && m->cpu.cpl == 3;
+}
+static void check_alignment(aero_machine *m, uint32_t lin, uint32_t size) {
+    if (size > 1 && (lin & (size - 1)) && ac_armed(m)) aero_fault(m, EXC_AC, 0, 1);
+}
+
+/* Data breakpoints armed for an access kind: bit i for DRi (R/W 01 watches writes, 11 reads
+ * and writes). */
+static uint32_t data_bps(const aero_machine *m, int write) {
+    if (!(m->cpu.dr[7] & 0xFFu)) return 0;
+    return aero_bp_enabled(m, 3) | (write ? aero_bp_enabled(m, 1) : 0);
+}
+/* Record the data breakpoints an access of [lin, lin+size) hits; the run loop reports them
+ * as a #DB trap once the instruction has completed (the block ends here). */
+static void data_bp_check(aero_machine *m, uint32_t lin, int size, int write) {
+    uint32_t mask = data_bps(m, write);
+    if (!mask) return;
+    uint32_t hits = aero_bp_match(m, mask, lin, (uint32_t)size);
+    if (hits) {
+        m->dbg_hits |= hits;
+        m->attn |= AERO_ATTN_DEBUG;
+        m->exit_block = 1;
+    }
+}
+/* May the TLB map this linear page for this kind of access? Not while a data breakpoint
+ * watches it, so that every such access reaches data_bp_check. */
+static int mappable(const aero_machine *m, uint32_t page, int write) {
+    uint32_t mask = data_bps(m, write);
+    return !mask || !aero_bp_match(m, mask, page, 0x1000u);
 }
 
 /* Record a write to RAM page `page`: dirty tracking and self-modifying code. */
@@ -94,49 +219,82 @@ static void note_write(aero_machine *m, uint32_t page) {
     }
 }
 
-uint32_t aero_rd_slow(aero_machine *m, uint32_t lin, int size) {
+/* Read of kind acc (0 or AERO_ACC_SYS). */
+static uint32_t rd_slow(aero_machine *m, uint32_t lin, int size, int acc) {
+    if (!(acc & AERO_ACC_SYS)) check_alignment(m, lin, (uint32_t)size);
     if ((lin & 0xFFF) + (uint32_t)size > 0x1000) {
         uint32_t v = 0;
-        for (int i = 0; i < size; i++) v |= aero_rd_slow(m, lin + (uint32_t)i, 1) << (8 * i);
+        for (int i = 0; i < size; i++) v |= rd_slow(m, lin + (uint32_t)i, 1, acc) << (8 * i);
         return v;
     }
-    uint32_t phys = aero_translate(m, lin, 0);
+    uint32_t phys = translate(m, lin, acc);
+    uint32_t info = m->walk_info;
+    data_bp_check(m, lin, size, 0);
     uint8_t *p = aero_phys_ptr(m, phys);
     if (!p) return size == 1 ? 0xFFu : size == 2 ? 0xFFFFu : 0xFFFFFFFFu;
-    aero_tlb_entry *e = &m->tlb[(lin >> 12) & (AERO_TLB_SIZE - 1)];
-    uintptr_t addend = (uintptr_t)(p - (phys & 0xFFF)) - (lin & ~0xFFFu);
-    if (e->addend != addend) e->tag_w = AERO_TLB_INVALID;
-    e->tag_r = lin & ~0xFFFu;
-    e->addend = addend;
+    uint32_t page = lin & ~0xFFFu;
+    if (mappable(m, page, 0)) {
+        int set = acc_set(m, acc), slot = (int)((lin >> 12) & (AERO_TLB_SIZE - 1));
+        aero_tlb_entry *e = &m->tlb[set][slot];
+        uintptr_t addend = (uintptr_t)(p - (phys & 0xFFF)) - page;
+        if (e->tag_r != page || e->addend != addend) {
+            e->tag_w = AERO_TLB_INVALID; /* the write tag must describe the same translation */
+            e->tag_r = page;
+            e->addend = addend;
+            m->tlb_info[set][slot] = (phys & ~0xFFFu) | info;
+        }
+    }
     return load_le(p, size);
 }
 
+uint32_t aero_rd_slow(aero_machine *m, uint32_t lin, int size) { return rd_slow(m, lin, size, 0); }
+
 void aero_probe_write(aero_machine *m, uint32_t lin, uint32_t size) {
-    if (!(m->cpu.cr0 & CR0_PG) || size == 0) return;
-    (void)aero_translate(m, lin, 1);
-    if (((lin + size - 1) & ~0xFFFu) != (lin & ~0xFFFu)) (void)aero_translate(m, lin + size - 1, 1);
+    if (size == 0) return;
+    check_alignment(m, lin, size);
+    if (!(m->cpu.cr0 & CR0_PG)) return;
+    (void)aero_translate(m, lin, AERO_ACC_WRITE);
+    /* A fault on the second page reports that page's first byte in CR2. */
+    uint32_t second = (lin + size - 1) & ~0xFFFu;
+    if (second != (lin & ~0xFFFu)) (void)aero_translate(m, second, AERO_ACC_WRITE);
 }
 
-void aero_wr_slow(aero_machine *m, uint32_t lin, int size, uint32_t val) {
+/* Write of kind acc (0 or AERO_ACC_SYS). */
+static void wr_slow(aero_machine *m, uint32_t lin, int size, uint32_t val, int acc) {
+    if (!(acc & AERO_ACC_SYS)) check_alignment(m, lin, (uint32_t)size);
     if ((lin & 0xFFF) + (uint32_t)size > 0x1000) {
         /* Both pages must be writable before any byte is written. */
-        aero_probe_write(m, lin, (uint32_t)size);
-        for (int i = 0; i < size; i++) aero_wr_slow(m, lin + (uint32_t)i, 1, (val >> (8 * i)) & 0xFF);
+        if (m->cpu.cr0 & CR0_PG) {
+            (void)aero_translate_slow(m, lin, acc | AERO_ACC_WRITE);
+            (void)aero_translate_slow(m, (lin + (uint32_t)size - 1) & ~0xFFFu, acc | AERO_ACC_WRITE);
+        }
+        for (int i = 0; i < size; i++) wr_slow(m, lin + (uint32_t)i, 1, (val >> (8 * i)) & 0xFF, acc);
         return;
     }
-    uint32_t phys = aero_translate(m, lin, 1);
+    uint32_t phys = translate(m, lin, acc | AERO_ACC_WRITE);
+    uint32_t info = m->walk_info;
+    data_bp_check(m, lin, size, 1);
     if (!phys_is_ram(m, phys)) return; /* ROM and open bus ignore writes */
-    uint32_t page = phys >> 12;
-    note_write(m, page);
+    note_write(m, phys >> 12);
     uint8_t *p = m->ram + phys;
     store_le(p, size, val);
-    aero_tlb_entry *e = &m->tlb[(lin >> 12) & (AERO_TLB_SIZE - 1)];
-    e->addend = (uintptr_t)(p - (phys & 0xFFF)) - (lin & ~0xFFFu);
-    e->tag_r = lin & ~0xFFFu;
-    /* With paging, write-map only once the dirty bit is set in the PTE: the walk above
-     * did that for this write. */
-    e->tag_w = lin & ~0xFFFu;
+    uint32_t page = lin & ~0xFFFu;
+    int set = acc_set(m, acc), slot = (int)((lin >> 12) & (AERO_TLB_SIZE - 1));
+    aero_tlb_entry *e = &m->tlb[set][slot];
+    uintptr_t addend = (uintptr_t)(p - (phys & 0xFFF)) - page;
+    if (e->tag_r != page || e->addend != addend) {
+        e->tag_r = AERO_TLB_INVALID;
+        e->tag_w = AERO_TLB_INVALID;
+        e->addend = addend;
+    }
+    m->tlb_info[set][slot] = (phys & ~0xFFFu) | info;
+    /* With paging, the walk above set the dirty bit for this write, so later writes may go
+     * straight through: write-map the page (unless a breakpoint watches it). */
+    if (mappable(m, page, 0)) e->tag_r = page;
+    if (mappable(m, page, 1)) e->tag_w = page;
 }
+
+void aero_wr_slow(aero_machine *m, uint32_t lin, int size, uint32_t val) { wr_slow(m, lin, size, val, 0); }
 
 void aero_invalidate_code(aero_machine *m, uint32_t phys, uint32_t len) {
     if (len == 0) return;
@@ -164,18 +322,25 @@ void aero_ram_modified(aero_machine *m, uint32_t addr, uint32_t len) {
     aero_invalidate_code(m, addr, len);
 }
 
-/* The page walk takes U/S from the CPL, so at CPL 3 it runs with the CPL set to 0; the CPL
- * is restored on every exit (a #PF unwinds through here), and the TLB slots the walk filled
- * are dropped, since a TLB entry does not record the privilege it was checked for. */
+/* Descriptor tables and the TSS are accessed with supervisor rights whatever the CPL: at
+ * CPL 3 through the supervisor TLB set, so user code never inherits such a mapping. */
 uint32_t aero_rd_sys(aero_machine *m, uint32_t lin, int size) {
-    /* Descriptor tables and the TSS are read with supervisor rights whatever the CPL;
-     * at CPL 3 under paging that bypasses the TLB, so user code never inherits a mapping. */
-    if (m->cpu.cpl != 3 || !(m->cpu.cr0 & CR0_PG)) return lin_rd(m, lin, size);
-    uint32_t v = 0;
-    for (int i = 0; i < size; i++) {
-        uint32_t phys = aero_translate(m, lin + (uint32_t)i, AERO_ACC_SYS);
-        uint8_t *p = aero_phys_ptr(m, phys);
-        v |= (uint32_t)(p ? *p : 0xFF) << (8 * i);
+    if (m->cpu.cpl != 3) return lin_rd(m, lin, size);
+    const aero_tlb_entry *e = &m->tlb[0][(lin >> 12) & (AERO_TLB_SIZE - 1)];
+    if (e->tag_r == (lin & ~0xFFFu) && (lin & 0xFFF) <= 0x1000u - (uint32_t)size)
+        return load_le((const uint8_t *)(e->addend + lin), size);
+    return rd_slow(m, lin, size, AERO_ACC_SYS);
+}
+
+void aero_wr_sys(aero_machine *m, uint32_t lin, int size, uint32_t val) {
+    if (m->cpu.cpl != 3) {
+        lin_wr(m, lin, size, val);
+        return;
     }
-    return v;
+    const aero_tlb_entry *e = &m->tlb[0][(lin >> 12) & (AERO_TLB_SIZE - 1)];
+    if (e->tag_w == (lin & ~0xFFFu) && (lin & 0xFFF) <= 0x1000u - (uint32_t)size) {
+        store_le((uint8_t *)(e->addend + lin), size, val);
+        return;
+    }
+    wr_slow(m, lin, size, val, AERO_ACC_SYS);
 }

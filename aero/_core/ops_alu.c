@@ -36,7 +36,8 @@ AERO_INLINE void alu_E(aero_machine *m, const aero_insn *in, const int op, int s
         uint32_t r = alu(m, op, get_reg(m, in->rm, size), b, size);
         if (op != OP_CMP) set_reg(m, in->rm, size, r);
     } else {
-        uint32_t lin = seg_lin(m, in->seg, ea(m, in), (uint32_t)size);
+        uint32_t lin = op == OP_CMP ? seg_lin(m, in->seg, ea(m, in), (uint32_t)size)
+                                    : seg_lin_w(m, in->seg, ea(m, in), (uint32_t)size);
         uint32_t r = alu(m, op, lin_rd(m, lin, size), b, size);
         if (op != OP_CMP) lin_wr(m, lin, size, r);
     }
@@ -105,7 +106,7 @@ AERO_INLINE void incdec_E(aero_machine *m, const aero_insn *in, int size, int de
     if (in->mod == 3) {
         set_reg(m, in->rm, size, incdec(m, get_reg(m, in->rm, size), size, dec));
     } else {
-        uint32_t lin = seg_lin(m, in->seg, ea(m, in), (uint32_t)size);
+        uint32_t lin = seg_lin_w(m, in->seg, ea(m, in), (uint32_t)size);
         lin_wr(m, lin, size, incdec(m, lin_rd(m, lin, size), size, dec));
     }
     next(m, in);
@@ -121,7 +122,7 @@ AERO_INLINE void not_E(aero_machine *m, const aero_insn *in, int size) {
     if (in->mod == 3) {
         set_reg(m, in->rm, size, ~get_reg(m, in->rm, size));
     } else {
-        uint32_t lin = seg_lin(m, in->seg, ea(m, in), (uint32_t)size);
+        uint32_t lin = seg_lin_w(m, in->seg, ea(m, in), (uint32_t)size);
         lin_wr(m, lin, size, ~lin_rd(m, lin, size) & smask(size));
     }
     next(m, in);
@@ -133,7 +134,7 @@ AERO_INLINE void neg_E(aero_machine *m, const aero_insn *in, int size) {
     if (in->mod == 3) {
         set_reg(m, in->rm, size, alu(m, OP_SUB, 0, get_reg(m, in->rm, size), size));
     } else {
-        uint32_t lin = seg_lin(m, in->seg, ea(m, in), (uint32_t)size);
+        uint32_t lin = seg_lin_w(m, in->seg, ea(m, in), (uint32_t)size);
         lin_wr(m, lin, size, alu(m, OP_SUB, 0, lin_rd(m, lin, size), size));
     }
     next(m, in);
@@ -328,7 +329,7 @@ AERO_INLINE void shift_E(aero_machine *m, const aero_insn *in, int size, uint32_
     if (in->mod == 3) {
         set_reg(m, in->rm, size, shift(m, in->reg, get_reg(m, in->rm, size), count, size));
     } else {
-        uint32_t lin = seg_lin(m, in->seg, ea(m, in), (uint32_t)size);
+        uint32_t lin = seg_lin_w(m, in->seg, ea(m, in), (uint32_t)size);
         uint32_t v = lin_rd(m, lin, size);
         uint32_t r = shift(m, in->reg, v, count, size);
         lin_wr(m, lin, size, r);
@@ -354,7 +355,7 @@ void aero_op_shxd(aero_machine *m, const aero_insn *in) {
     if (in->mod == 3) {
         d = get_reg(m, in->rm, size);
     } else {
-        lin = seg_lin(m, in->seg, ea(m, in), (uint32_t)size);
+        lin = seg_lin_w(m, in->seg, ea(m, in), (uint32_t)size);
         d = lin_rd(m, lin, size);
     }
     if (count) {
@@ -407,7 +408,7 @@ static void bit_op(aero_machine *m, const aero_insn *in, int kind, uint32_t offs
             if (!in->asz) off &= 0xFFFF;
         }
         bit = offset & (bits - 1);
-        lin = seg_lin(m, in->seg, off, (uint32_t)size);
+        lin = kind ? seg_lin_w(m, in->seg, off, (uint32_t)size) : seg_lin(m, in->seg, off, (uint32_t)size);
         v = lin_rd(m, lin, size);
     }
     uint32_t f = get_flags(m) & ~F_CF;
@@ -472,7 +473,7 @@ AERO_INLINE void cmpxchg(aero_machine *m, const aero_insn *in, int size) {
     if (in->mod == 3) {
         d = get_reg(m, in->rm, size);
     } else {
-        lin = seg_lin(m, in->seg, ea(m, in), (uint32_t)size);
+        lin = seg_lin_w(m, in->seg, ea(m, in), (uint32_t)size);
         d = lin_rd(m, lin, size);
     }
     (void)alu(m, OP_CMP, acc, d, size);
@@ -492,7 +493,7 @@ void aero_op_cmpxchg_EvGv(aero_machine *m, const aero_insn *in) { cmpxchg(m, in,
 
 void aero_op_cmpxchg8b(aero_machine *m, const aero_insn *in) {
     uint32_t off = ea(m, in);
-    uint32_t lin = seg_lin(m, in->seg, off, 8);
+    uint32_t lin = seg_lin_w(m, in->seg, off, 8);
     uint32_t lo = lin_rd(m, lin, 4), hi = lin_rd(m, lin + 4, 4);
     uint32_t f = get_flags(m) & ~F_ZF;
     aero_probe_write(m, lin, 8);
@@ -518,7 +519,7 @@ AERO_INLINE void xadd(aero_machine *m, const aero_insn *in, int size) {
         set_reg(m, in->reg, size, d);
         set_reg(m, in->rm, size, r);
     } else {
-        uint32_t lin = seg_lin(m, in->seg, ea(m, in), (uint32_t)size);
+        uint32_t lin = seg_lin_w(m, in->seg, ea(m, in), (uint32_t)size);
         uint32_t d = lin_rd(m, lin, size);
         uint32_t r = alu(m, OP_ADD, d, src, size);
         lin_wr(m, lin, size, r);

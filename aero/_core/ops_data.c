@@ -50,7 +50,7 @@ AERO_INLINE void xchg(aero_machine *m, const aero_insn *in, int size) {
         set_reg(m, in->rm, size, r);
         set_reg(m, in->reg, size, v);
     } else {
-        uint32_t lin = seg_lin(m, in->seg, ea(m, in), (uint32_t)size);
+        uint32_t lin = seg_lin_w(m, in->seg, ea(m, in), (uint32_t)size);
         uint32_t v = lin_rd(m, lin, size);
         lin_wr(m, lin, size, r);
         set_reg(m, in->reg, size, v);

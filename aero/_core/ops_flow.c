@@ -5,9 +5,12 @@
  * instruction is delivered or restarted with the state it started from. Stack writes of
  * several slots are checked slot by slot first, then written, then ESP is committed.
  *
- * Call gates and task gates are not implemented: a far JMP/CALL to a gate selector raises
- * #GP(selector) (aero_far_jump accepts code segments only), and IRET with NT=1 raises #GP(0)
- * since there are no hardware task switches.
+ * Protected-mode far transfers follow the SDM pseudocode of JMP, CALL, RET and IRET: a far
+ * JMP/CALL dispatches on the descriptor type (code segment, call gate, task gate, TSS);
+ * CALL through a call gate to a more privileged non-conforming segment switches to the
+ * stack the TSS gives for that level and copies the gate's parameter count of words or
+ * dwords; RETF/IRET to an outer level reload SS:ESP and null the data segment registers
+ * the outer level may not use; IRET with NT = 1 returns to the task in the back link.
  */
 #include "cpu.h"
 
@@ -33,83 +36,196 @@ AERO_INLINE uint32_t stk_rd(aero_machine *m, uint32_t k, int size) { return rdn(
 static void push_n(aero_machine *m, int size, int n, const uint32_t *vals) {
     uint32_t lin[32];
     uint32_t sp = sp_get(m), mask = sp_mask(m);
-    for (int i = 0; i < n; i++) lin[i] = seg_lin(m, S_SS, (sp - (uint32_t)((i + 1) * size)) & mask, (uint32_t)size);
+    for (int i = 0; i < n; i++) lin[i] = seg_lin_w(m, S_SS, (sp - (uint32_t)((i + 1) * size)) & mask, (uint32_t)size);
     for (int i = 0; i < n; i++) aero_probe_write(m, lin[i], (uint32_t)size);
     for (int i = 0; i < n; i++) lin_wr(m, lin[i], size, vals[i]);
     sp_set(m, (sp - (uint32_t)(n * size)) & mask);
 }
 
-/* ---- descriptors (for returns to an outer privilege level) ---- */
-
-/* Descriptor of a non-null selector; #GP(selector) when it lies outside its table. */
-static void read_desc(aero_machine *m, uint16_t sel, uint32_t *lo, uint32_t *hi) {
-    uint32_t base = (sel & 4) ? m->cpu.ldtr.base : m->cpu.gdtr.base;
-    uint32_t limit = (sel & 4) ? m->cpu.ldtr.limit : m->cpu.gdtr.limit;
-    if ((sel & ~7u) + 7 > limit) aero_fault(m, EXC_GP, sel & ~3u, 1);
-    *lo = lin_rd(m, base + (sel & ~7u), 4);
-    *hi = lin_rd(m, base + (sel & ~7u) + 4, 4);
+/* Commit a new SS:ESP (a 16-bit stack segment takes only SP: the upper half of ESP is
+ * kept, as on hardware) and CS, then recompute the segment access checks. */
+static void set_stack(aero_machine *m, const aero_segment *ss, uint32_t esp) {
+    m->cpu.seg[S_SS] = *ss;
+    if (ss->attr & SA_DB) m->cpu.r[R_ESP] = esp;
+    else set_r16(m, R_ESP, (uint16_t)esp);
 }
 
-/* Segment limit in bytes described by a descriptor (granularity applied). */
-static uint32_t desc_limit(uint32_t lo, uint32_t hi) {
-    uint32_t limit = (lo & 0xFFFF) | (hi & 0x000F0000u);
-    return (hi & 0x00800000u) ? ((limit << 12) | 0xFFF) : limit;
-}
 
-/* Load a segment cache from a descriptor, marking it accessed (in memory too). */
-static void commit_desc(aero_machine *m, aero_segment *s, uint16_t sel, uint32_t lo, uint32_t hi) {
-    if (!(hi & 0x100)) {
-        uint32_t base = (sel & 4) ? m->cpu.ldtr.base : m->cpu.gdtr.base;
-        lin_wr(m, base + (sel & ~7u) + 5, 1, ((hi >> 8) & 0xFF) | 1);
-    }
-    hi |= 0x100;
-    s->selector = sel;
-    s->base = (lo >> 16) | ((hi & 0xFF) << 16) | (hi & 0xFF000000u);
-    s->limit = desc_limit(lo, hi);
-    s->attr = (uint16_t)(((hi >> 8) & 0xFF) | ((hi >> 8) & 0xF000));
-}
+/* ---- returns to an outer privilege level ---- */
 
-/* RETF/IRET to an outer privilege level (RPL of cs_sel > CPL): checks the code and stack
+/* RETF/IRET to an outer privilege level (RPL of cs_sel > CPL; SDM RET "RETURN-TO-OUTER-
+ * PRIVILEGE-LEVEL", IRET "RETURN-OUTER-PRIVILEGE-LEVEL"): checks the code and stack
  * descriptors, then loads CS:EIP and SS:ESP, releases `imm` bytes of the outer stack, and
- * nulls the data segment registers the new CPL may not use. */
+ * nulls the data segment registers the new CPL may not use (data or non-conforming code
+ * with DPL < CPL). */
 static void return_outer(aero_machine *m, uint16_t cs_sel, uint32_t eip, uint16_t ss_sel, uint32_t esp,
                          uint32_t imm) {
     uint32_t rpl = cs_sel & 3u;
     uint32_t clo, chi, slo, shi;
     if ((cs_sel & ~3u) == 0) aero_fault(m, EXC_GP, 0, 1);
-    read_desc(m, cs_sel, &clo, &chi);
+    aero_desc_read(m, cs_sel, EXC_GP, 0, &clo, &chi);
     uint32_t ctype = (chi >> 8) & 0x1F, cdpl = (chi >> 13) & 3;
     if ((ctype & 0x18) != 0x18) aero_fault(m, EXC_GP, cs_sel & ~3u, 1);
     if ((ctype & 0x04) ? cdpl > rpl : cdpl != rpl) aero_fault(m, EXC_GP, cs_sel & ~3u, 1);
     if (!(chi & 0x8000)) aero_fault(m, EXC_NP, cs_sel & ~3u, 1);
     if ((ss_sel & ~3u) == 0) aero_fault(m, EXC_GP, 0, 1);
-    read_desc(m, ss_sel, &slo, &shi);
+    aero_desc_read(m, ss_sel, EXC_GP, 0, &slo, &shi);
     uint32_t stype = (shi >> 8) & 0x1F, sdpl = (shi >> 13) & 3;
     if ((ss_sel & 3u) != rpl || (stype & 0x1A) != 0x12 || sdpl != rpl)
         aero_fault(m, EXC_GP, ss_sel & ~3u, 1);
     if (!(shi & 0x8000)) aero_fault(m, EXC_SS, ss_sel & ~3u, 1);
-    if (eip > desc_limit(clo, chi)) aero_fault(m, EXC_GP, 0, 1);
-    commit_desc(m, &m->cpu.seg[S_CS], cs_sel, clo, chi);
-    commit_desc(m, &m->cpu.seg[S_SS], ss_sel, slo, shi);
+    if (eip > aero_desc_limit(clo, chi)) aero_fault(m, EXC_GP, 0, 1);
+    /* Commit: the accessed bits first (the only writes that could still fault). */
+    aero_desc_accessed(m, cs_sel, chi);
+    aero_desc_accessed(m, ss_sel, shi);
+    aero_segment ss;
+    aero_desc_cache(&m->cpu.seg[S_CS], cs_sel, clo, chi | 0x100);
+    aero_desc_cache(&ss, ss_sel, slo, shi | 0x100);
     m->cpu.cpl = rpl;
     m->cpu.eip = eip;
-    /* A 16-bit stack segment takes only SP: the upper half of ESP is kept, as on hardware. */
-    if (stack32(m)) m->cpu.r[R_ESP] = esp;
-    else set_r16(m, R_ESP, (uint16_t)esp);
+    set_stack(m, &ss, esp);
+    aero_seg_refresh_all(m);
     sp_set(m, sp_at(m, imm));
     static const int data_segs[4] = {S_ES, S_DS, S_FS, S_GS};
     for (int i = 0; i < 4; i++) {
-        aero_segment *s = &m->cpu.seg[data_segs[i]];
+        const aero_segment *s = &m->cpu.seg[data_segs[i]];
         int conforming_code = (s->attr & 0x1C) == 0x1C;
         uint32_t dpl = (s->attr >> 5) & 3;
-        if ((s->attr & SA_S) && !conforming_code && dpl < rpl) {
-            s->selector = 0;
-            s->base = 0;
-            s->limit = 0;
-            s->attr = 0;
-        }
+        if ((s->attr & SA_S) && !conforming_code && dpl < rpl) aero_seg_null(m, data_segs[i], 0);
     }
-    aero_tlb_flush(m); /* user/supervisor page checks depend on the CPL */
+}
+
+/* ---- far JMP and CALL in protected mode ---- */
+
+/* Task switch for a far JMP/CALL (to a TSS, or through a task gate); the new task's EIP
+ * must lie within its CS (#GP(0)). */
+static void far_task(aero_machine *m, const aero_insn *in, uint16_t sel, uint32_t lo, uint32_t hi, int call) {
+    int trap = aero_task_switch(m, sel, lo, hi, call ? AERO_TASK_CALL : AERO_TASK_JMP, next_eip(m, in), 0);
+    if (m->cpu.eip > m->cpu.seg[S_CS].limit) aero_fault(m, EXC_GP, 0, 1);
+    if (trap) aero_task_debug_trap(m);
+}
+
+/* Far CALL to a code segment given directly: CS then EIP are pushed with the operand size
+ * (the selector zero-extended in a 32-bit slot). The stack slots are checked before the
+ * transfer and written after it, so no fault can leave a half-done call. */
+static void call_code(aero_machine *m, const aero_insn *in, uint16_t sel, uint32_t off) {
+    int size = osize(in);
+    if (!aero_pm(m) && off > m->cpu.seg[S_CS].limit) aero_fault(m, EXC_GP, 0, 1);
+    uint32_t sp = sp_get(m), mask = sp_mask(m);
+    uint32_t s1 = (sp - (uint32_t)size) & mask, s2 = (sp - 2u * (uint32_t)size) & mask;
+    uint32_t l1 = seg_lin_w(m, S_SS, s1, (uint32_t)size), l2 = seg_lin_w(m, S_SS, s2, (uint32_t)size);
+    aero_probe_write(m, l1, (uint32_t)size);
+    aero_probe_write(m, l2, (uint32_t)size);
+    uint32_t old_cs = m->cpu.seg[S_CS].selector, ret = next_eip(m, in);
+    aero_far_jump(m, sel, off);
+    lin_wr(m, l1, size, old_cs);
+    lin_wr(m, l2, size, ret);
+    sp_set(m, s2);
+}
+
+/* JMP/CALL through a call gate (gate descriptor glo/ghi, already checked for privilege
+ * and presence). The gate gives the code segment and the offset (16 bits for a 16-bit
+ * gate); CALL to a non-conforming segment of higher privilege switches stacks. */
+static void via_call_gate(aero_machine *m, const aero_insn *in, uint32_t glo, uint32_t ghi, int call) {
+    int gate32 = (ghi & 0x800) != 0;
+    int size = gate32 ? 4 : 2;
+    uint16_t sel = (uint16_t)(glo >> 16);
+    uint32_t off = (glo & 0xFFFF) | (gate32 ? (ghi & 0xFFFF0000u) : 0);
+    uint32_t lo, hi, cpl = m->cpu.cpl, err = sel & ~3u;
+    if ((sel & ~3u) == 0) aero_fault(m, EXC_GP, 0, 1);
+    aero_desc_read(m, sel, EXC_GP, 0, &lo, &hi);
+    uint32_t type = (hi >> 8) & 0x1F, dpl = (hi >> 13) & 3;
+    int conforming = (type & 0x04) != 0;
+    if ((type & 0x18) != 0x18 || dpl > cpl) aero_fault(m, EXC_GP, err, 1);
+    if (!call && !conforming && dpl != cpl) aero_fault(m, EXC_GP, err, 1);
+    if (!(hi & 0x8000)) aero_fault(m, EXC_NP, err, 1);
+    uint32_t newcpl = (!conforming && dpl < cpl) ? dpl : cpl;
+    aero_segment ncs;
+    aero_desc_cache(&ncs, (uint16_t)((sel & ~3u) | newcpl), lo, hi | 0x100);
+    uint32_t ret = next_eip(m, in);
+    uint16_t old_cs = m->cpu.seg[S_CS].selector;
+    if (!call || newcpl == cpl) {
+        uint32_t lin[2];
+        if (call) aero_stack_slots(m, &m->cpu.seg[S_SS], sp_get(m), size, 2, cpl, 0, lin);
+        if (off > ncs.limit) aero_fault(m, EXC_GP, 0, 1);
+        aero_desc_accessed(m, sel, hi);
+        m->cpu.seg[S_CS] = ncs;
+        aero_seg_refresh(m, S_CS);
+        m->cpu.eip = off;
+        if (call) {
+            lin_wr(m, lin[0], size, old_cs);
+            lin_wr(m, lin[1], size, ret);
+            sp_set(m, (sp_get(m) - 2u * (uint32_t)size) & sp_mask(m));
+        }
+        return;
+    }
+    /* MORE-PRIVILEGE: new stack from the TSS; old SS:ESP, the parameters (read from the
+     * caller's stack in the gate's size, the last one first so they keep their order),
+     * then CS:EIP go on it. */
+    aero_segment nss;
+    uint32_t nesp = aero_tss_stack(m, newcpl, 0, &nss);
+    uint32_t count = ghi & 0x1F, vals[4 + 31], lin[4 + 31];
+    int n = 0;
+    vals[n++] = m->cpu.seg[S_SS].selector;
+    vals[n++] = m->cpu.r[R_ESP];
+    for (uint32_t i = count; i-- > 0;) vals[n++] = stk_rd(m, i * (uint32_t)size, size);
+    vals[n++] = old_cs;
+    vals[n++] = ret;
+    uint32_t sp = (nss.attr & SA_DB) ? nesp : (nesp & 0xFFFF);
+    aero_stack_slots(m, &nss, sp, size, n, newcpl, nss.selector & ~3u, lin);
+    if (off > ncs.limit) aero_fault(m, EXC_GP, 0, 1);
+    /* Commit: the accessed bits first (the only writes that could still fault). */
+    aero_desc_accessed(m, sel, hi);
+    aero_desc_accessed(m, nss.selector, (uint32_t)(nss.attr & 0xFF) << 8);
+    nss.attr |= 1;
+    m->cpu.cpl = newcpl;
+    for (int i = 0; i < n; i++) lin_wr(m, lin[i], size, vals[i]);
+    set_stack(m, &nss, nesp);
+    sp_set(m, (sp - (uint32_t)(n * size)) & sp_mask(m));
+    m->cpu.seg[S_CS] = ncs;
+    aero_seg_refresh_all(m);
+    m->cpu.eip = off;
+}
+
+/* Far JMP (call = 0) or CALL (call = 1) to sel:off. Real and virtual-8086 mode: CS is
+ * loaded the real-mode way. Protected mode dispatches on the descriptor (SDM JMP/CALL
+ * "PROTECTED-MODE"): code segment; call gate, task gate (DPL >= CPL and RPL, else #GP(gate),
+ * present, else #NP(gate)); available TSS in the GDT (same rules). Anything else, a busy
+ * TSS included, is #GP(selector). */
+static void far_transfer(aero_machine *m, const aero_insn *in, uint16_t sel, uint32_t off, int call) {
+    if (!aero_pm(m)) {
+        if (call) call_code(m, in, sel, off);
+        else aero_far_jump(m, sel, off);
+        return;
+    }
+    if ((sel & ~3u) == 0) aero_fault(m, EXC_GP, 0, 1);
+    uint32_t lo, hi;
+    aero_desc_read(m, sel, EXC_GP, 0, &lo, &hi);
+    uint32_t type = (hi >> 8) & 0x1F, dpl = (hi >> 13) & 3, rpl = sel & 3u, err = sel & ~3u;
+    if ((type & 0x18) == 0x18) {
+        if (call) call_code(m, in, sel, off);
+        else aero_far_jump(m, sel, off);
+        return;
+    }
+    int gate_or_tss = type == 0x04 || type == 0x0C || type == 0x05 || type == 0x01 || type == 0x09;
+    if (!gate_or_tss) aero_fault(m, EXC_GP, err, 1);
+    if (((type == 0x01 || type == 0x09) && (sel & 4)) || dpl < m->cpu.cpl || dpl < rpl)
+        aero_fault(m, EXC_GP, err, 1); /* a TSS must be in the GDT */
+    if (!(hi & 0x8000)) aero_fault(m, EXC_NP, err, 1);
+    if (type == 0x04 || type == 0x0C) {
+        via_call_gate(m, in, lo, hi, call);
+    } else if (type == 0x05) {
+        /* Task gate: an available TSS in the GDT (#GP(TSS selector)), present (#NP). */
+        uint16_t tsel = (uint16_t)(lo >> 16);
+        uint32_t tlo, thi;
+        if ((tsel & 4) || aero_read_descriptor(m, tsel, &tlo, &thi) != 0) aero_fault(m, EXC_GP, tsel & ~3u, 1);
+        uint32_t ttype = (thi >> 8) & 0x1F;
+        if (ttype != 0x01 && ttype != 0x09) aero_fault(m, EXC_GP, tsel & ~3u, 1);
+        if (!(thi & 0x8000)) aero_fault(m, EXC_NP, tsel & ~3u, 1);
+        far_task(m, in, tsel, tlo, thi, call);
+    } else {
+        far_task(m, in, sel, lo, hi, call);
+    }
 }
 
 /* ---- jumps ---- */
@@ -127,14 +243,14 @@ void aero_op_jmp_Ev(aero_machine *m, const aero_insn *in) {
     aero_jump_near(m, near_target(in, get_E(m, in, osize(in))));
 }
 
-void aero_op_jmpf_Ap(aero_machine *m, const aero_insn *in) { aero_far_jump(m, in->imm2, in->imm); }
+void aero_op_jmpf_Ap(aero_machine *m, const aero_insn *in) { far_transfer(m, in, in->imm2, in->imm, 0); }
 
 void aero_op_jmpf_Mp(aero_machine *m, const aero_insn *in) {
     int size = osize(in);
     uint32_t a = ea(m, in);
     uint32_t off = rdn(m, in->seg, a, size);
     uint16_t sel = (uint16_t)rd16(m, in->seg, (a + (uint32_t)size) & (in->asz ? 0xFFFFFFFFu : 0xFFFFu));
-    aero_far_jump(m, sel, off);
+    far_transfer(m, in, sel, off, 0);
 }
 
 /* ---- calls and returns ---- */
@@ -149,32 +265,14 @@ static void call_near(aero_machine *m, const aero_insn *in, uint32_t target) {
 void aero_op_call_Jz(aero_machine *m, const aero_insn *in) { call_near(m, in, m->cpu.eip + in->len + in->imm); }
 void aero_op_call_Ev(aero_machine *m, const aero_insn *in) { call_near(m, in, get_E(m, in, osize(in))); }
 
-/* Far CALL to a code segment: CS then EIP are pushed with the operand size (the selector
- * zero-extended in a 32-bit slot). The stack slots are checked before the transfer and
- * written after it, so no fault can leave a half-done call. */
-static void call_far(aero_machine *m, const aero_insn *in, uint16_t sel, uint32_t off) {
-    int size = osize(in);
-    if (!aero_pm(m) && off > m->cpu.seg[S_CS].limit) aero_fault(m, EXC_GP, 0, 1);
-    uint32_t sp = sp_get(m), mask = sp_mask(m);
-    uint32_t s1 = (sp - (uint32_t)size) & mask, s2 = (sp - 2u * (uint32_t)size) & mask;
-    uint32_t l1 = seg_lin(m, S_SS, s1, (uint32_t)size), l2 = seg_lin(m, S_SS, s2, (uint32_t)size);
-    aero_probe_write(m, l1, (uint32_t)size);
-    aero_probe_write(m, l2, (uint32_t)size);
-    uint32_t old_cs = m->cpu.seg[S_CS].selector, ret = next_eip(m, in);
-    aero_far_jump(m, sel, off);
-    lin_wr(m, l1, size, old_cs);
-    lin_wr(m, l2, size, ret);
-    sp_set(m, s2);
-}
-
-void aero_op_callf_Ap(aero_machine *m, const aero_insn *in) { call_far(m, in, in->imm2, in->imm); }
+void aero_op_callf_Ap(aero_machine *m, const aero_insn *in) { far_transfer(m, in, in->imm2, in->imm, 1); }
 
 void aero_op_callf_Mp(aero_machine *m, const aero_insn *in) {
     int size = osize(in);
     uint32_t a = ea(m, in);
     uint32_t off = rdn(m, in->seg, a, size);
     uint16_t sel = (uint16_t)rd16(m, in->seg, (a + (uint32_t)size) & (in->asz ? 0xFFFFFFFFu : 0xFFFFu));
-    call_far(m, in, sel, off);
+    far_transfer(m, in, sel, off, 1);
 }
 
 static void ret_near(aero_machine *m, const aero_insn *in, uint32_t imm) {
@@ -187,7 +285,8 @@ static void ret_near(aero_machine *m, const aero_insn *in, uint32_t imm) {
 void aero_op_ret(aero_machine *m, const aero_insn *in) { ret_near(m, in, 0); }
 void aero_op_ret_Iw(aero_machine *m, const aero_insn *in) { ret_near(m, in, in->imm & 0xFFFF); }
 
-/* RETF (CB) and RETF Iw (CA). */
+/* RETF (CB) and RETF Iw (CA): RPL < CPL is #GP(selector); RPL > CPL returns to an outer
+ * level, whose SS:ESP lie above the `Iw` bytes of parameters. */
 void aero_op_retf(aero_machine *m, const aero_insn *in) {
     int size = osize(in);
     uint32_t imm = in->op == 0xCA ? (in->imm & 0xFFFF) : 0;
@@ -221,8 +320,10 @@ static uint32_t iret_pm_flags(aero_machine *m, uint32_t fl, int osz) {
     return (old & ~mask) | (fl & mask) | F_BIT1;
 }
 
-/* Return from protected mode (CPL 0) to virtual-8086 mode: EIP CS EFLAGS ESP SS ES DS FS GS
- * were pushed as dwords; every segment is then loaded the virtual-8086 way. */
+/* Return from protected mode (CPL 0) to virtual-8086 mode (SDM IRET "RETURN-TO-VIRTUAL-
+ * 8086-MODE"): EIP CS EFLAGS ESP SS ES DS FS GS were pushed as dwords (all nine must lie
+ * within SS, else #SS(0)); EIP must fit the 64 KB segment (#GP(0)); EFLAGS is taken whole
+ * and every segment is then loaded the virtual-8086 way, at CPL 3. */
 static void iret_to_v86(aero_machine *m, uint32_t eip, uint16_t cs, uint32_t fl) {
     uint32_t v[6];
     for (int i = 0; i < 6; i++) v[i] = stk_rd(m, 12u + 4u * (uint32_t)i, 4);
@@ -238,7 +339,21 @@ static void iret_to_v86(aero_machine *m, uint32_t eip, uint16_t cs, uint32_t fl)
     aero_load_seg(m, S_GS, (uint16_t)v[5]);
     m->cpu.r[R_ESP] = v[0];
     m->cpu.eip = eip;
-    aero_tlb_flush(m);
+}
+
+/* IRET with NT = 1 (SDM IRET "TASK-RETURN"): back to the task whose TSS selector is the
+ * back link of the current TSS. It must name a busy TSS in the GDT (#TS(selector)),
+ * present (#NP(selector)); the task left is marked not busy. */
+static void iret_task(aero_machine *m, const aero_insn *in) {
+    uint16_t link = (uint16_t)aero_rd_sys(m, m->cpu.tr.base, 2);
+    uint32_t lo, hi;
+    if ((link & 4) || aero_read_descriptor(m, link, &lo, &hi) != 0) aero_fault(m, EXC_TS, link & ~3u, 1);
+    uint32_t type = (hi >> 8) & 0x1F;
+    if (type != 0x03 && type != 0x0B) aero_fault(m, EXC_TS, link & ~3u, 1);
+    if (!(hi & 0x8000)) aero_fault(m, EXC_NP, link & ~3u, 1);
+    int trap = aero_task_switch(m, link, lo, hi, AERO_TASK_IRET, next_eip(m, in), 0);
+    if (m->cpu.eip > m->cpu.seg[S_CS].limit) aero_fault(m, EXC_GP, 0, 1);
+    if (trap) aero_task_debug_trap(m);
 }
 
 void aero_op_iret(aero_machine *m, const aero_insn *in) {
@@ -261,7 +376,10 @@ void aero_op_iret(aero_machine *m, const aero_insn *in) {
         return;
     }
     uint32_t old = get_flags(m);
-    if (old & F_NT) aero_fault(m, EXC_GP, 0, 1); /* task return: no hardware task switching */
+    if (old & F_NT) {
+        iret_task(m, in);
+        return;
+    }
     uint32_t eip = stk_rd(m, 0, size);
     uint16_t cs = (uint16_t)stk_rd(m, s, size);
     uint32_t fl = stk_rd(m, 2 * s, size);
@@ -359,13 +477,13 @@ void aero_op_enter(aero_machine *m, const aero_insn *in) {
     else frame_reg = (frame_reg & 0xFFFF0000u) | frame;
     uint32_t nslots = level ? level + 1 : 1;
     uint32_t lin[32], rlin[32];
-    for (uint32_t i = 0; i < nslots; i++) lin[i] = seg_lin(m, S_SS, (sp - (i + 1) * s) & mask, s);
+    for (uint32_t i = 0; i < nslots; i++) lin[i] = seg_lin_w(m, S_SS, (sp - (i + 1) * s) & mask, s);
     for (uint32_t i = 1; i + 1 < nslots; i++) {
         rlin[i] = seg_lin(m, S_SS, (bp - i * s) & mask, s);
         (void)lin_rd(m, rlin[i], size); /* page check before any write */
     }
     uint32_t final_sp = (sp - nslots * s - alloc) & mask;
-    uint32_t flin = seg_lin(m, S_SS, final_sp, s);
+    uint32_t flin = seg_lin_w(m, S_SS, final_sp, s);
     for (uint32_t i = 0; i < nslots; i++) aero_probe_write(m, lin[i], s);
     aero_probe_write(m, flin, s);
     /* Commit: nothing below can fault. Reads follow writes in order, as the CPU does. */
@@ -439,7 +557,7 @@ void aero_op_push_sreg(aero_machine *m, const aero_insn *in) {
     int size = osize(in);
     uint32_t sel = m->cpu.seg[(in->op >> 3) & 7].selector;
     uint32_t sp = (sp_get(m) - (uint32_t)size) & sp_mask(m);
-    uint32_t lin = seg_lin(m, S_SS, sp, (uint32_t)size);
+    uint32_t lin = seg_lin_w(m, S_SS, sp, (uint32_t)size);
     lin_wr(m, lin, 2, sel);
     sp_set(m, sp);
     next(m, in);

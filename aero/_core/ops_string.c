@@ -74,7 +74,7 @@ AERO_INLINE int iterate(aero_machine *m, const aero_insn *in, const int kind, in
         uint16_t port = (uint16_t)m->cpu.r[R_EDX];
         aero_io_check(m, port, size);
         /* The destination is checked before the port is read: a read may have effects. */
-        uint32_t lin = seg_lin(m, S_ES, idx_get(m, in, R_EDI), (uint32_t)size);
+        uint32_t lin = seg_lin_w(m, S_ES, idx_get(m, in, R_EDI), (uint32_t)size);
         aero_probe_write(m, lin, (uint32_t)size);
         lin_wr(m, lin, size, aero_io_read(m, port, size));
         advance(m, in, R_EDI, size);
@@ -91,19 +91,15 @@ AERO_INLINE int iterate(aero_machine *m, const aero_insn *in, const int kind, in
     }
 }
 
-/* Elements of `size` bytes from offset off that fit below a (normal, expand-up) limit. */
-AERO_INLINE uint64_t limit_room(uint32_t off, uint32_t limit, int size) {
-    return off > limit ? 0 : ((uint64_t)limit - off + 1) / (uint64_t)size;
-}
-
-/* Elements from offset off of segment s that stay within its limit, the address-size wrap
- * and one page; 0 if the segment is expand-down (left to the exact path). */
-AERO_INLINE uint64_t span_room(const aero_machine *m, const aero_insn *in, int seg, uint32_t off, int size) {
-    const aero_segment *s = &m->cpu.seg[seg];
-    if (SA_IS_EXPAND_DOWN(s->attr)) return 0;
-    uint64_t n = limit_room(off, s->limit, size);
+/* Elements from offset off of segment seg that stay within what the fast path may access
+ * (seg_end: limit and segment type; 0 for expand-down segments, left to the exact path),
+ * the address-size wrap and one page. */
+AERO_INLINE uint64_t span_room(const aero_machine *m, const aero_insn *in, int seg, uint32_t off, int size,
+                               int write) {
+    uint64_t end = m->seg_end[write][seg];
+    uint64_t n = off >= end ? 0 : (end - off) / (uint64_t)size;
     uint64_t wrap = ((uint64_t)amask(in) + 1 - off) / (uint64_t)size;
-    uint64_t page = (0x1000u - ((s->base + off) & 0xFFFu)) / (uint32_t)size;
+    uint64_t page = (0x1000u - ((m->cpu.seg[seg].base + off) & 0xFFFu)) / (uint32_t)size;
     if (wrap < n) n = wrap;
     if (page < n) n = page;
     return n;
@@ -115,19 +111,19 @@ AERO_INLINE uint64_t span_room(const aero_machine *m, const aero_insn *in, int s
 AERO_INLINE uint32_t fast_forward(aero_machine *m, const aero_insn *in, const int kind, int size, uint32_t max) {
     uint32_t di = idx_get(m, in, R_EDI);
     uint64_t n = max;
-    uint64_t r = span_room(m, in, S_ES, di, size);
+    uint64_t r = span_room(m, in, S_ES, di, size, 1);
     if (r < n) n = r;
     uint32_t ld = m->cpu.seg[S_ES].base + di;
-    const aero_tlb_entry *ed = &m->tlb[(ld >> 12) & (AERO_TLB_SIZE - 1)];
-    if (ed->tag_w != (ld & ~0xFFFu)) return 0;
+    const aero_tlb_entry *ed = aero_tlb_entry_for(m, ld);
+    if (ed->tag_w != tlb_key(m, ld, size)) return 0;
     uint8_t *hd = (uint8_t *)(ed->addend + ld);
     if (kind == K_MOVS) {
         uint32_t si = idx_get(m, in, R_ESI);
-        r = span_room(m, in, in->seg, si, size);
+        r = span_room(m, in, in->seg, si, size, 0);
         if (r < n) n = r;
         uint32_t ls = m->cpu.seg[in->seg].base + si;
-        const aero_tlb_entry *es = &m->tlb[(ls >> 12) & (AERO_TLB_SIZE - 1)];
-        if (n == 0 || es->tag_r != (ls & ~0xFFFu)) return 0;
+        const aero_tlb_entry *es = aero_tlb_entry_for(m, ls);
+        if (n == 0 || es->tag_r != tlb_key(m, ls, size)) return 0;
         const uint8_t *hs = (const uint8_t *)(es->addend + ls);
         size_t bytes = (size_t)n * (size_t)size;
         if (hd > hs && hd < hs + bytes) {

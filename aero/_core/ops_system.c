@@ -85,9 +85,10 @@ void aero_op_in_DX(aero_machine *m, const aero_insn *in) { do_in(m, in, get_r16(
 void aero_op_out_Ib(aero_machine *m, const aero_insn *in) { do_out(m, in, (uint16_t)(in->imm & 0xFF)); }
 void aero_op_out_DX(aero_machine *m, const aero_insn *in) { do_out(m, in, get_r16(m, R_EDX)); }
 
-/* HLT: privileged in protected mode; the run loop sleeps until an interrupt. */
+/* HLT: privileged in protected mode and virtual-8086 mode (CPL 3); the run loop sleeps
+ * until an interrupt. */
 void aero_op_hlt(aero_machine *m, const aero_insn *in) {
-    if (aero_pm(m) && m->cpu.cpl != 0) aero_fault(m, EXC_GP, 0, 1);
+    if ((m->cpu.cr0 & CR0_PE) && m->cpu.cpl != 0) aero_fault(m, EXC_GP, 0, 1);
     next(m, in);
     m->cpu.halted = 1;
     m->exit_block = 1;
@@ -255,7 +256,10 @@ static void set_cr0(aero_machine *m, uint32_t v) {
     uint32_t changed = v ^ m->cpu.cr0;
     m->cpu.cr0 = v;
     if (changed & (CR0_PG | CR0_PE | CR0_WP)) aero_tlb_flush(m);
-    if (changed & CR0_PE) aero_blocks_flush(m);
+    if (changed & CR0_PE) {
+        aero_blocks_flush(m);
+        aero_seg_refresh_all(m); /* segment type checks apply in protected mode only */
+    }
 }
 
 static void set_cr4(aero_machine *m, uint32_t v) {
@@ -361,8 +365,8 @@ static void load_dtr(aero_machine *m, const aero_insn *in, aero_table_reg *t) {
  * checked before either is written. SGDT/SIDT are not privileged (no UMIP on a P6). */
 static void store_dtr(aero_machine *m, const aero_insn *in, const aero_table_reg *t) {
     uint32_t off = ea(m, in);
-    uint32_t lin_limit = seg_lin(m, in->seg, off, 2);
-    uint32_t lin_base = seg_lin(m, in->seg, (off + 2) & amask(in), 4);
+    uint32_t lin_limit = seg_lin_w(m, in->seg, off, 2);
+    uint32_t lin_base = seg_lin_w(m, in->seg, (off + 2) & amask(in), 4);
     aero_probe_write(m, lin_limit, 2);
     aero_probe_write(m, lin_base, 4);
     lin_wr(m, lin_limit, 2, t->limit & 0xFFFF);
@@ -395,6 +399,7 @@ void aero_op_lmsw(aero_machine *m, const aero_insn *in) {
     if ((v ^ old) & CR0_PE) {
         aero_tlb_flush(m);
         aero_blocks_flush(m);
+        aero_seg_refresh_all(m);
     }
     m->exit_block = 1;
     next(m, in);
@@ -412,11 +417,11 @@ void aero_op_invd(aero_machine *m, const aero_insn *in) {
     next(m, in);
 }
 
-/* INVLPG: privileged; the whole software TLB is flushed (a superset of one page). The
- * operand is an address only: no segment-limit check, no memory access. */
+/* INVLPG: privileged; drops the translations of the page holding the operand's linear
+ * address. The operand is an address only: no segment-limit check, no memory access. */
 void aero_op_invlpg(aero_machine *m, const aero_insn *in) {
     need_cpl0(m);
-    aero_tlb_flush(m);
+    aero_tlb_flush_page(m, m->cpu.seg[in->seg].base + ea(m, in));
     m->exit_block = 1;
     next(m, in);
 }
@@ -559,7 +564,7 @@ void aero_op_arpl(aero_machine *m, const aero_insn *in) {
         raised = (dst & 3) < src_rpl;
         if (raised) set_r16(m, in->rm, (uint16_t)((dst & ~3u) | src_rpl));
     } else {
-        uint32_t lin = seg_lin(m, in->seg, ea(m, in), 2);
+        uint32_t lin = seg_lin_w(m, in->seg, ea(m, in), 2);
         uint32_t dst = lin_rd(m, lin, 2);
         raised = (dst & 3) < src_rpl;
         if (raised) lin_wr(m, lin, 2, (dst & ~3u) | src_rpl);
@@ -590,7 +595,7 @@ void aero_op_sysenter(aero_machine *m, const aero_insn *in) {
     m->cpu.eflags &= ~(F_VM | F_IF | F_RF);
     flat_segment(&m->cpu.seg[S_CS], cs, SA_P | SA_S | 0x0B);
     flat_segment(&m->cpu.seg[S_SS], (uint16_t)(cs + 8), SA_P | SA_S | 0x03);
-    aero_tlb_flush(m); /* TLB entries were checked for the old CPL */
+    aero_seg_refresh_all(m); /* CS, SS and possibly the mode (VM) changed */
     m->cpu.cpl = 0;
     m->cpu.r[R_ESP] = m->cpu.sysenter_esp;
     m->cpu.eip = m->cpu.sysenter_eip;
@@ -607,8 +612,8 @@ void aero_op_sysexit(aero_machine *m, const aero_insn *in) {
     need_cpl0(m);
     flat_segment(&m->cpu.seg[S_CS], (uint16_t)((cs + 16) | 3), SA_P | SA_S | SA_DPL | 0x0B);
     flat_segment(&m->cpu.seg[S_SS], (uint16_t)((cs + 24) | 3), SA_P | SA_S | SA_DPL | 0x03);
+    aero_seg_refresh_all(m);
     m->cpu.cpl = 3;
-    aero_tlb_flush(m);
     m->cpu.r[R_ESP] = m->cpu.r[R_ECX];
     m->cpu.eip = m->cpu.r[R_EDX];
     m->exit_block = 1;

@@ -1,0 +1,722 @@
+"""Instruction-level differential testing: aero against reference CPU backends.
+
+A :class:`Scenario` is a CPU mode, an initial register file, a memory image and a short
+sequence of instructions placed at CS:EIP. :func:`run_pair` executes it one instruction at
+a time on aero and on a reference backend (:mod:`aero.difftest.unicorn`), and compares the
+two states after every instruction with :func:`compare_step`.
+
+Invariants:
+
+* Both sides start from bit-identical state: the same register file, the same segment
+  selectors (real mode: base = selector << 4; ``pm32``: flat 4 GB code and data segments
+  described by a three-entry GDT at :data:`GDT_BASE`, present in both memories), and the
+  same :data:`RAM_SIZE` bytes of memory at physical 0.
+* After every instruction everything architectural is compared: the eight general
+  registers, EIP, EFLAGS, the six selectors, GDTR/IDTR and every byte of memory. The only
+  bits left out are those the architecture leaves undefined for that instruction
+  (:func:`undefined_masks`), each with its Intel SDM justification.
+* An exception is compared by vector (the reference does not deliver through the IVT/IDT;
+  aero runs with ``stop_on_exception`` and stops before delivering), and the state left at
+  the exception is compared too: for a fault it is the state before the instruction.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Protocol
+
+import numpy as np
+
+from aero import isa
+
+if TYPE_CHECKING:
+    from aero.machine import Segment
+
+MODES = ("real", "pm32")
+GPRS = ("eax", "ecx", "edx", "ebx", "esp", "ebp", "esi", "edi")
+SEGS = ("es", "cs", "ss", "ds", "fs", "gs")
+TABLE_REGS = ("gdtr_base", "gdtr_limit", "idtr_base", "idtr_limit")
+REG_KEYS = GPRS + ("eip", "eflags") + SEGS + TABLE_REGS
+
+# 1 MB plus the 64 KB high memory area: every real-mode address (A20 enabled) is mapped.
+RAM_SIZE = 0x110000
+PAGE = 4096
+
+# The flat protected-mode environment: null, code (0x08) and data (0x10) descriptors.
+GDT_BASE = 0x800
+CODE_SEL = 0x08
+DATA_SEL = 0x10
+GDT_BYTES = bytes(8) + bytes.fromhex("ffff0000009bcf00") + bytes.fromhex("ffff00000093cf00")
+GDT_LIMIT = len(GDT_BYTES) - 1
+# aero's descriptor-cache attributes for those descriptors (access byte | flags nibble << 12).
+CODE_ATTR_32 = 0xC09B
+DATA_ATTR_32 = 0xC093
+REAL_CODE_ATTR = 0x9B
+REAL_DATA_ATTR = 0x93
+CR0_REAL = 0x60000010
+CR0_PM = 0x60000011
+
+# EFLAGS bits that exist on an i686 (bits 3, 5, 15 and 22-31 are reserved).
+EFLAGS_DEFINED = 0x003F7FD7
+F_CF, F_PF, F_AF, F_ZF, F_SF, F_OF = 0x1, 0x4, 0x10, 0x40, 0x80, 0x800
+F_ARITH = F_CF | F_PF | F_AF | F_ZF | F_SF | F_OF
+
+# 32-bit values memory cells and registers are biased toward.
+INTERESTING32 = (0, 1, 2, 0x7F, 0x80, 0xFF, 0x100, 0x7FFF, 0x8000, 0xFFFF, 0x10000,
+                 0x7FFFFFFF, 0x80000000, 0xFFFFFFFF, 0xFFFFFFFE, 0x80000001, 0x0000FFFF,
+                 0xFFFF0000, 0x00FF00FF, 0x12345678)
+
+
+class NotComparable(Exception):
+    """The example leaves the part of the machine both backends model identically
+    (e.g. an access to memory the reference does not map)."""
+
+
+# ---- memory images --------------------------------------------------------------------
+
+def fill_page(seed: int) -> np.ndarray:
+    """The 4 KB pattern tiled over RAM for a fill seed (seed 0: all zeros).
+
+    Invariant: a pure function of ``seed`` (SHAKE-256, stable across Python and numpy
+    versions), so a seed recorded in a regression file always rebuilds the same memory.
+    A quarter of the 32-bit cells hold one of :data:`INTERESTING32`.
+    """
+    if seed == 0:
+        return np.zeros(PAGE, dtype=np.uint8)
+    raw = hashlib.shake_256(b"aero-fill" + seed.to_bytes(8, "little")).digest(PAGE + PAGE // 4)
+    cells = np.frombuffer(raw[:PAGE], dtype="<u4").copy()
+    pick = np.frombuffer(raw[PAGE:], dtype=np.uint8)
+    special = pick < 64
+    table = np.array(INTERESTING32, dtype="<u4")
+    cells[special] = table[pick[special] % len(table)]
+    return cells.view(np.uint8)
+
+
+# ---- CPU state --------------------------------------------------------------------------
+
+def initial_regs(mode: str) -> dict[str, int]:
+    """A register file with the mode's fixed parts (selectors, descriptor tables) set."""
+    if mode not in MODES:
+        raise ValueError(f"unknown mode {mode!r}; known: {', '.join(MODES)}")
+    regs = {k: 0 for k in REG_KEYS}
+    regs["eflags"] = 2
+    if mode == "pm32":
+        regs.update({s: DATA_SEL for s in SEGS})
+        regs["cs"] = CODE_SEL
+        regs.update(gdtr_base=GDT_BASE, gdtr_limit=GDT_LIMIT, idtr_base=0, idtr_limit=0x7FF)
+    else:
+        regs.update(gdtr_base=0, gdtr_limit=0xFFFF, idtr_base=0, idtr_limit=0x3FF)
+    return regs
+
+
+@dataclass
+class Scenario:
+    """One differential test case.
+
+    Invariants: ``regs`` has every key of :data:`REG_KEYS`; the instructions of ``code``
+    are placed back to back at the linear address of CS:EIP; memory is the fill pattern of
+    ``fill_seed`` tiled over RAM, then ``memory`` (sparse writes), then the GDT (``pm32``),
+    then the code.
+    """
+
+    mode: str
+    regs: dict[str, int]
+    code: list[bytes]
+    fill_seed: int = 0
+    memory: list[tuple[int, bytes]] = field(default_factory=list)
+
+    @property
+    def code32(self) -> bool:
+        return self.mode == "pm32"
+
+    def seg_base(self, seg: str) -> int:
+        return 0 if self.mode == "pm32" else (self.regs[seg] & 0xFFFF) << 4
+
+    @property
+    def code_address(self) -> int:
+        return (self.seg_base("cs") + self.regs["eip"]) & 0xFFFFFFFF
+
+    def image(self) -> np.ndarray:
+        """The initial RAM image (RAM_SIZE bytes)."""
+        ram = np.tile(fill_page(self.fill_seed), RAM_SIZE // PAGE)
+        for addr, data in self.memory:
+            _put(ram, addr, data)
+        if self.mode == "pm32":
+            _put(ram, GDT_BASE, GDT_BYTES)
+        _put(ram, self.code_address, b"".join(self.code))
+        return ram
+
+    def to_dict(self) -> dict:
+        return {"mode": self.mode, "regs": {k: self.regs[k] for k in REG_KEYS},
+                "code": [c.hex() for c in self.code], "fill_seed": self.fill_seed,
+                "memory": [[a, d.hex()] for a, d in self.memory]}
+
+    @classmethod
+    def from_dict(cls, d: dict) -> Scenario:
+        regs = initial_regs(d["mode"])
+        regs.update({k: int(v) for k, v in d["regs"].items()})
+        return cls(d["mode"], regs, [bytes.fromhex(c) for c in d["code"]],
+                   int(d.get("fill_seed", 0)),
+                   [(int(a), bytes.fromhex(h)) for a, h in d.get("memory", [])])
+
+
+def _put(ram: np.ndarray, addr: int, data: bytes) -> None:
+    for i, b in enumerate(data):
+        if 0 <= addr + i < len(ram):
+            ram[addr + i] = b
+
+
+@dataclass
+class StepResult:
+    """The state one backend reached after one instruction (or at its exception)."""
+
+    regs: dict[str, int]
+    exception: int | None
+    memory: np.ndarray
+    accesses: list[tuple[str, int, int]] = field(default_factory=list)  # (r|w, linear, size)
+    length: int | None = None  # instruction length as the backend decoded it, when known
+    error: str | None = None  # the backend could not model the step (e.g. "unmapped")
+
+
+class Backend(Protocol):
+    """What :func:`run_pair` needs from a CPU."""
+
+    def load(self, scenario: Scenario, image: np.ndarray) -> None: ...
+    def step(self) -> StepResult: ...
+    def adopt(self, regs: dict[str, int], memory: list[tuple[int, bytes]]) -> None:
+        """Overwrite registers (REG_KEYS subset) and memory bytes between steps."""
+
+
+# ---- aero -------------------------------------------------------------------------------
+
+class AeroCPU:
+    """aero as a difftest backend: one Machine reused across scenarios.
+
+    Invariant: after :meth:`load`, the machine's architectural state is exactly the
+    scenario's (RAM rewritten whole, segment caches as the mode defines them).
+    """
+
+    def __init__(self) -> None:
+        from aero.machine import Machine, MachineConfig  # the core loads on first use
+
+        self.machine = Machine(MachineConfig(ram_size=RAM_SIZE))
+        self.machine.set_stop_on_exception(True)
+        self.mode = "real"
+
+    def load(self, scenario: Scenario, image: np.ndarray) -> None:
+        from aero.machine import Regs, Segment
+
+        m = self.machine
+        self.mode = scenario.mode
+        m.reset()  # no pending trap, interrupt shadow or other state left from before
+        with m.ram_writable() as ram:
+            ram[:RAM_SIZE] = image
+        r = Regs()
+        for k in GPRS + ("eip", "eflags") + TABLE_REGS:
+            setattr(r, k, scenario.regs[k])
+        for s in SEGS:
+            sel = scenario.regs[s] & 0xFFFF
+            if scenario.mode == "pm32":
+                attr = CODE_ATTR_32 if s == "cs" else DATA_ATTR_32
+                setattr(r, s, Segment(sel, 0, 0xFFFFFFFF, attr))
+            else:
+                attr = REAL_CODE_ATTR if s == "cs" else REAL_DATA_ATTR
+                setattr(r, s, Segment(sel, sel << 4, 0xFFFF, attr))
+        r.cr0 = CR0_PM if scenario.mode == "pm32" else CR0_REAL
+        m.set_regs(r)
+        m.clear_exception()
+
+    def regs(self) -> dict[str, int]:
+        r = self.machine.get_regs()
+        out = {k: getattr(r, k) for k in GPRS + ("eip", "eflags") + TABLE_REGS}
+        out.update({s: getattr(r, s).selector for s in SEGS})
+        return out
+
+    def segments(self) -> dict[str, Segment]:
+        r = self.machine.get_regs()
+        return {s: getattr(r, s) for s in SEGS}
+
+    def read(self, addr: int, size: int) -> bytes:
+        return self.machine.read(addr, size)
+
+    def step(self) -> StepResult:
+        from aero.machine import StopReason
+
+        m = self.machine
+        m.clear_exception()
+        stop = m.step()
+        exc = None
+        if stop == StopReason.EXCEPTION:
+            last = m.last_exception()
+            exc = last[0] if last else None
+        elif stop not in (StopReason.TICKS,):
+            raise NotComparable(f"aero stopped with {stop.name}")
+        return StepResult(self.regs(), exc, m.ram[:RAM_SIZE])
+
+
+# ---- instruction decoding (lengths, operands, masks) ------------------------------------
+
+_ROWS: dict[tuple[int, int | None], isa.Insn] = {}
+for _row in isa.INSTRUCTIONS:
+    _ROWS.setdefault((_row.opcode, _row.reg), _row)
+_GROUPS = isa.group_opcodes()
+_BASE16 = ("ebx", "ebx", "ebp", "ebp", "esi", "edi", "ebp", "ebx")
+_INDEX16 = ("esi", "edi", "esi", "edi", None, None, None, None)
+_SEG_PREFIX = {0x26: "es", 0x2E: "cs", 0x36: "ss", 0x3E: "ds", 0x64: "fs", 0x65: "gs"}
+
+
+def row_for(opcode: int, reg: int | None) -> isa.Insn | None:
+    """The table row of an opcode (and ModRM reg field for group opcodes)."""
+    if opcode in _GROUPS:
+        return _ROWS.get((opcode, reg))
+    return _ROWS.get((opcode, None))
+
+
+@dataclass(frozen=True)
+class InsnInfo:
+    """One instruction decoded the way aero's decoder does (aero/_core/decode.c).
+
+    ``length`` is None when the instruction would exceed 15 bytes (a #GP on fetch).
+    ``row`` is None for encodings the table does not define (#UD).
+    """
+
+    length: int | None
+    prefixes: bytes
+    opcode: int
+    row: isa.Insn | None
+    osz32: bool
+    asz32: bool
+    seg_override: str | None
+    rep: int
+    lock: bool
+    mod: int = 3
+    reg: int = 0
+    rm: int = 0
+    base: str | None = None
+    index: str | None = None
+    scale: int = 0
+    disp: int = 0
+    imm: int = 0
+    imm2: int = 0
+    default_seg: str = "ds"
+
+    @property
+    def has_memory_operand(self) -> bool:
+        return self.row is not None and self.row.has_modrm and self.mod != 3
+
+    @property
+    def seg(self) -> str:
+        return self.seg_override or self.default_seg
+
+    @property
+    def opsize(self) -> int:
+        return 4 if self.osz32 else 2
+
+    def prefix_class(self) -> str:
+        """The prefixes that change what an instruction does, as a short tag."""
+        tags = []
+        if self.osz32 != self.asz32 or 0x66 in self.prefixes:
+            tags.append("o32" if self.osz32 else "o16")
+        if 0x67 in self.prefixes:
+            tags.append("a32" if self.asz32 else "a16")
+        if self.lock:
+            tags.append("lock")
+        if self.rep:
+            tags.append("rep" if self.rep == 0xF3 else "repne")
+        if self.seg_override:
+            tags.append("seg")
+        return "+".join(tags) or "-"
+
+    def key(self) -> str:
+        """Opcode (with the group reg field) as text: ``01``, ``0F AF``, ``F7/6``."""
+        op = f"0F {self.opcode & 0xFF:02X}" if self.opcode >= 0x100 else f"{self.opcode:02X}"
+        if self.opcode in _GROUPS:
+            op += f"/{self.reg}"
+        return op
+
+    def text(self) -> str:
+        """A short description: mnemonic and operand syntax of the table row."""
+        if self.row is None:
+            return f"(undefined {self.key()})"
+        ops = ",".join(self.row.operands)
+        return f"{self.row.mnemonic} {ops}".strip()
+
+
+def decode(code: bytes, code32: bool) -> InsnInfo:
+    """Decode the instruction at the start of ``code`` (which must hold all of it)."""
+    osz = asz = code32
+    seg = None
+    rep = 0
+    lock = False
+    i = 0
+    prefixes = bytearray()
+
+    def byte(n: int) -> int:
+        return code[n] if n < len(code) else 0
+
+    while byte(i) in isa.PREFIXES and i < 15:
+        p = byte(i)
+        prefixes.append(p)
+        if p in _SEG_PREFIX:
+            seg = _SEG_PREFIX[p]
+        elif p == 0x66:
+            osz = not code32
+        elif p == 0x67:
+            asz = not code32
+        elif p == 0xF0:
+            lock = True
+        else:
+            rep = p
+        i += 1
+    op = byte(i)
+    i += 1
+    if op == 0x0F:
+        op = 0x100 | byte(i)
+        i += 1
+    fields: dict = {}
+    row: isa.Insn | None
+    probe = row_for(op, None) if op not in _GROUPS else None
+    needs_modrm = op in _GROUPS or (probe is not None and probe.has_modrm)
+    if needs_modrm:
+        modrm = byte(i)
+        i += 1
+        mod, reg, rm = modrm >> 6, (modrm >> 3) & 7, modrm & 7
+        if 0x120 <= op <= 0x123:
+            mod = 3
+        fields.update(mod=mod, reg=reg, rm=rm)
+        if mod != 3:
+            if not asz:
+                if mod == 0 and rm == 6:
+                    fields["disp"] = byte(i) | byte(i + 1) << 8
+                    i += 2
+                else:
+                    fields.update(base=_BASE16[rm], index=_INDEX16[rm])
+                    if _BASE16[rm] == "ebp":
+                        fields["default_seg"] = "ss"
+                    if mod == 1:
+                        fields["disp"] = _sx(byte(i), 8) & 0xFFFF
+                        i += 1
+                    elif mod == 2:
+                        fields["disp"] = byte(i) | byte(i + 1) << 8
+                        i += 2
+            else:
+                disp = 0
+                if rm == 4:
+                    sib = byte(i)
+                    i += 1
+                    b, x = sib & 7, (sib >> 3) & 7
+                    fields["scale"] = sib >> 6
+                    fields["index"] = None if x == 4 else GPRS[x]
+                    if b == 5 and mod == 0:
+                        disp = int.from_bytes(bytes(byte(i + k) for k in range(4)), "little")
+                        i += 4
+                    else:
+                        fields["base"] = GPRS[b]
+                        if b in (4, 5):
+                            fields["default_seg"] = "ss"
+                elif rm == 5 and mod == 0:
+                    disp = int.from_bytes(bytes(byte(i + k) for k in range(4)), "little")
+                    i += 4
+                else:
+                    fields["base"] = GPRS[rm]
+                    if rm == 5:
+                        fields["default_seg"] = "ss"
+                if mod == 1:
+                    disp += _sx(byte(i), 8)
+                    i += 1
+                elif mod == 2:
+                    disp += int.from_bytes(bytes(byte(i + k) for k in range(4)), "little")
+                    i += 4
+                fields["disp"] = disp & 0xFFFFFFFF
+        row = row_for(op, reg)
+    else:
+        row = probe
+        fields["reg"] = op & 7
+    imm_kind = row.imm if row is not None else isa.IMM_NONE
+
+    def take(n: int) -> int:
+        nonlocal i
+        v = int.from_bytes(bytes(byte(i + k) for k in range(n)), "little")
+        i += n
+        return v
+
+    if imm_kind == isa.IMM_B:
+        fields["imm"] = take(1)
+    elif imm_kind == isa.IMM_W:
+        fields["imm"] = take(2)
+    elif imm_kind == isa.IMM_Z:
+        fields["imm"] = take(4 if osz else 2)
+    elif imm_kind == isa.IMM_AP:
+        fields["imm"] = take(4 if osz else 2)
+        fields["imm2"] = take(2)
+    elif imm_kind == isa.IMM_O:
+        fields["disp"] = take(4 if asz else 2)
+    elif imm_kind == isa.IMM_WB:
+        fields["imm"] = take(2)
+        fields["imm2"] = take(1)
+    length = i if i <= 15 else None
+    return InsnInfo(length, bytes(prefixes), op, row, osz, asz, seg, rep, lock, **fields)
+
+
+def _sx(v: int, bits: int) -> int:
+    return v - (1 << bits) if v & (1 << (bits - 1)) else v
+
+
+def effective_offset(info: InsnInfo, regs: dict[str, int]) -> int:
+    """Offset of the ModRM (or moffs) memory operand within its segment."""
+    off = info.disp
+    if info.base:
+        off += regs[info.base]
+    if info.index:
+        off += regs[info.index] << info.scale
+    return off & (0xFFFFFFFF if info.asz32 else 0xFFFF)
+
+
+# ---- undefined results --------------------------------------------------------------------
+
+@dataclass
+class Masks:
+    """What the architecture leaves undefined after one instruction (not compared)."""
+
+    flags: int = 0
+    regs: dict[str, int] = field(default_factory=dict)
+    memory: list[tuple[int, int]] = field(default_factory=list)  # (linear, length)
+    notes: list[str] = field(default_factory=list)
+
+
+def _shift_count(info: InsnInfo, regs: dict[str, int]) -> int | None:
+    h = info.row.handler if info.row else ""
+    if h in ("rot_Eb1", "rot_Ev1"):
+        return 1
+    if h in ("rot_EbCL", "rot_EvCL") or (h == "shxd" and info.opcode & 1):
+        return regs["ecx"] & 0xFF
+    if h in ("rot_EbIb", "rot_EvIb", "shxd"):
+        return info.imm & 0xFF
+    return None
+
+
+def undefined_masks(info: InsnInfo, regs: dict[str, int], seg_base: Callable[[str], int],
+                    read: Callable[[int, int], bytes],
+                    seg_attr: Callable[[str], int] = lambda s: 0) -> Masks:
+    """The flags, register bits and memory bytes the Intel SDM leaves undefined for this
+    instruction with this pre-instruction state.
+
+    Base: the row's ``undef=`` flags of aero/isa.py. Refined by the SDM's per-instruction
+    text (Vol. 2, the "Flags Affected" sections):
+
+    * shifts and rotates (SAL/SAR/SHL/SHR/ROL/ROR/RCL/RCR): a masked count of 0 affects no
+      flag; OF is defined only for a count of 1; AF is undefined for shifts by a nonzero
+      count; CF is undefined for SHL/SHR when the count is at least the operand width.
+    * SHLD/SHRD: count 0 affects nothing; OF defined only for 1; AF undefined; a count
+      greater than the operand size leaves the destination and all flags undefined.
+    * BSF/BSR: the destination is undefined when the source is 0.
+    * BSWAP with a 16-bit operand: the result is undefined.
+    * SMSW with a 32-bit register destination: the upper 16 bits are undefined.
+    * PUSH of a segment register with a 32-bit operand size: the processor either writes
+      the selector zero-extended or writes only its low word (Vol. 2 'PUSH'), so the upper
+      word of the stack slot is implementation-dependent.
+    * CPUID and RDTSC: the values they load are model- and time-dependent.
+    """
+    m = Masks()
+    row = info.row
+    if row is None:
+        return m
+    m.flags = row.undefined_flags
+    h = row.handler
+    size = 1 if ("Eb" in row.operands or h in ("rot_Eb1",)) else info.opsize
+    if h.startswith("rot_"):
+        count = (_shift_count(info, regs) or 0) & 0x1F
+        is_shift = info.reg >= 4
+        bits = size * 8
+        if count == 0:
+            m.flags = 0
+        else:
+            m.flags = F_AF if is_shift else 0
+            if count != 1:
+                m.flags |= F_OF
+            if info.reg in (4, 5, 6) and count >= bits:
+                m.flags |= F_CF
+                m.notes.append("SHL/SHR count >= width: CF undefined")
+    elif h == "shxd":
+        count = (_shift_count(info, regs) or 0) & 0x1F
+        if count == 0:
+            m.flags = 0
+        else:
+            m.flags = F_AF | (F_OF if count != 1 else 0)
+            if count > info.opsize * 8:
+                m.flags = F_ARITH
+                _mask_e(m, info, regs, seg_base, info.opsize)
+                m.notes.append("SHLD/SHRD count > operand size: result undefined")
+    elif h in ("bsf", "bsr"):
+        if info.mod == 3:
+            src = regs[GPRS[info.rm]] & (0xFFFFFFFF if info.osz32 else 0xFFFF)
+        else:
+            lin = (seg_base(info.seg) + effective_offset(info, regs)) & 0xFFFFFFFF
+            src = int.from_bytes(read(lin, info.opsize), "little")
+        if src == 0:
+            m.regs[GPRS[info.reg]] = 0xFFFFFFFF if info.osz32 else 0xFFFF
+            m.notes.append("BSF/BSR source 0: destination undefined")
+    elif h == "bswap" and not info.osz32:
+        m.regs[GPRS[info.reg]] = 0xFFFF
+        m.notes.append("BSWAP r16: result undefined")
+    elif h == "smsw" and info.mod == 3 and info.osz32:
+        m.regs[GPRS[info.rm]] = 0xFFFF0000
+        m.notes.append("SMSW r32: upper 16 bits undefined")
+    elif h == "push_sreg" and info.osz32:
+        # A 32-bit push of a selector writes either zero-extended or only the low word.
+        ss32 = seg_attr("ss") & 0x4000
+        sp = (regs["esp"] - 4) & (0xFFFFFFFF if ss32 else 0xFFFF)
+        m.memory.append(((seg_base("ss") + sp + 2) & 0xFFFFFFFF, 2))
+        m.notes.append("PUSH Sreg with a 32-bit operand: upper word of the slot undefined")
+    elif h == "cpuid":
+        m.regs.update({r: 0xFFFFFFFF for r in ("eax", "ebx", "ecx", "edx")})
+        m.notes.append("CPUID values are model-specific")
+    elif h == "rdtsc":
+        m.regs.update({r: 0xFFFFFFFF for r in ("eax", "edx")})
+        m.notes.append("RDTSC values are time-dependent")
+    return m
+
+
+def _mask_e(m: Masks, info: InsnInfo, regs: dict[str, int], seg_base: Callable[[str], int],
+            size: int) -> None:
+    if info.mod == 3:
+        m.regs[GPRS[info.rm]] = 0xFFFFFFFF if size == 4 else 0xFFFF
+    else:
+        lin = (seg_base(info.seg) + effective_offset(info, regs)) & 0xFFFFFFFF
+        m.memory.append((lin, size))
+
+
+# ---- comparison -----------------------------------------------------------------------------
+
+@dataclass
+class Mismatch:
+    """One field that differs: ``field`` is a register name, ``exception`` or ``mem:ADDR``."""
+
+    field: str
+    aero: int | None
+    ref: int | None
+
+    def to_dict(self) -> dict:
+        return {"field": self.field, "aero": self.aero, "ref": self.ref}
+
+
+def compare_step(aero: StepResult, ref: StepResult, masks: Masks,
+                 max_memory: int = 16) -> list[Mismatch]:
+    """Differences between two step results, ignoring what ``masks`` leaves undefined.
+
+    When either side raised an exception the instruction did not complete, so no mask
+    applies: vectors and the whole state left behind are compared exactly.
+    """
+    out: list[Mismatch] = []
+    if aero.exception != ref.exception:
+        out.append(Mismatch("exception", aero.exception, ref.exception))
+        return out
+    faulted = aero.exception is not None
+    flag_mask = 0 if faulted else masks.flags
+    for k in REG_KEYS:
+        a, b = aero.regs[k], ref.regs[k]
+        if k == "eflags":
+            keep = EFLAGS_DEFINED & ~flag_mask
+        else:
+            keep = 0xFFFFFFFF & ~(0 if faulted else masks.regs.get(k, 0))
+        if (a ^ b) & keep:
+            out.append(Mismatch(k, a, b))
+    am, rm = aero.memory, ref.memory
+    if np.array_equal(am, rm):
+        return out
+    diff = am != rm
+    if not faulted:
+        for lin, n in masks.memory:
+            lo, hi = max(lin, 0), min(lin + n, len(diff))
+            if lo < hi:
+                diff[lo:hi] = False
+    for addr in np.flatnonzero(diff)[:max_memory]:
+        out.append(Mismatch(f"mem:{int(addr):#x}", int(am[addr]), int(rm[addr])))
+    return out
+
+
+# ---- running a scenario on two backends ------------------------------------------------------
+
+@dataclass
+class StepRecord:
+    """One executed instruction: its decoding, the state before, both results, the verdict."""
+
+    index: int
+    info: InsnInfo
+    before: dict[str, int]
+    segs: dict[str, Segment]
+    aero: StepResult
+    ref: StepResult
+    masks: Masks
+    mismatches: list[Mismatch]
+
+
+@dataclass
+class PairResult:
+    """The outcome of :func:`run_pair`: the records of every compared instruction."""
+
+    steps: list[StepRecord]
+
+    @property
+    def divergence(self) -> StepRecord | None:
+        return next((s for s in self.steps if s.mismatches), None)
+
+
+def iter_instructions(scenario: Scenario) -> Iterator[tuple[int, int, InsnInfo]]:
+    """(index, EIP, decoding) of each instruction of the scenario's code."""
+    eip = scenario.regs["eip"]
+    for i, code in enumerate(scenario.code):
+        yield i, eip, decode(code, scenario.code32)
+        eip += len(code)
+
+
+def run_pair(scenario: Scenario, aero: AeroCPU, ref: Backend) -> PairResult:
+    """Execute the scenario's instructions on both backends, comparing after each.
+
+    Stops at the first divergence, at an exception, or when EIP leaves the scenario's
+    code (a taken branch): what follows would not be instructions of the scenario.
+    Raises :class:`NotComparable` when the reference cannot model the example.
+    """
+    image = scenario.image()
+    aero.load(scenario, image)
+    ref.load(scenario, image)
+    steps: list[StepRecord] = []
+    for i, eip, info in iter_instructions(scenario):
+        before = aero.regs()
+        if before["eip"] != eip:
+            break
+        segs = aero.segments()
+        bases = {s: seg.base for s, seg in segs.items()}
+        attrs = {s: seg.attr for s, seg in segs.items()}
+        masks = undefined_masks(info, before, bases.__getitem__, aero.read, attrs.__getitem__)
+        ra = aero.step()
+        rr = ref.step()
+        if rr.error is not None:
+            # Only a known divergence can make this comparable (see the campaign).
+            mism = [Mismatch(f"reference:{rr.error}", ra.exception, None)]
+        else:
+            mism = compare_step(ra, rr, masks)
+        if mism:
+            # Keep the states: the backends' memories change with the next scenario.
+            ra.memory, rr.memory = ra.memory.copy(), rr.memory.copy()
+            if hasattr(ref, "retrace"):
+                rr.accesses = ref.retrace()  # reads included, for explaining it
+        steps.append(StepRecord(i, info, before, segs, ra, rr, masks, mism))
+        if mism or ra.exception is not None:
+            break
+        _resync(ra, ref, masks)
+    return PairResult(steps)
+
+
+def _resync(aero: StepResult, ref: Backend, masks: Masks) -> None:
+    """Give the reference aero's values for what was left undefined, so that an undefined
+    bit cannot resurface as a difference after a later instruction."""
+    regs = {k: aero.regs[k] for k in masks.regs}
+    if masks.flags:
+        regs["eflags"] = aero.regs["eflags"]
+    memory = [(lin, aero.memory[lin:lin + n].tobytes()) for lin, n in masks.memory
+              if 0 <= lin and lin + n <= len(aero.memory)]
+    if regs or memory:
+        ref.adopt(regs, memory)

@@ -1,0 +1,580 @@
+"""Differential fuzzing campaigns: aero against Unicorn, instruction by instruction.
+
+``aero fuzz cpu --against unicorn --examples N --seed S [--mode real|pm32|all]`` runs
+:func:`run_campaign` through :func:`run_cli`.
+
+Invariants:
+
+* Deterministic for a given (examples, seed, mode, classes): Hypothesis runs with a fixed
+  seed, no example database, no deadline and no time-dependent phase.
+* Every divergence is shrunk by Hypothesis before it is recorded. The campaign then
+  continues with a seed derived from the previous one until the example budget is used;
+  a divergence whose signature (mode, opcode, prefix class) was already recorded is
+  counted as a repeat, never recorded twice.
+* A divergence that a :data:`~aero.difftest.unicorn.KNOWN_DIVERGENCES` entry explains
+  (Unicorn wrong, decided with the Intel SDM or hardware data) is reported as explained
+  and does not fail the campaign; it is recorded as found (first occurrence per
+  signature), without shrinking.
+* Examples the reference cannot model (memory it does not map, instructions that rewrite
+  themselves) are discarded and counted, never compared.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import sys
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+from hypothesis import HealthCheck, Phase, Verbosity, given, reject, settings
+from hypothesis import seed as hseed
+from hypothesis.errors import Unsatisfiable
+
+from aero.difftest import (
+    REG_KEYS,
+    AeroCPU,
+    NotComparable,
+    PairResult,
+    Scenario,
+    StepRecord,
+    run_pair,
+)
+from aero.difftest.unicorn import KNOWN_DIVERGENCES, KnownDivergence, UnicornCPU, explain
+
+from .strategies import CLASSES, EXCLUSIONS, pending_handlers, scenarios
+
+DEFAULT_CLASSES = tuple(c for c in CLASSES if c not in ("io", "x87"))
+
+
+@dataclass
+class Divergence:
+    """One recorded divergence (shrunk when unexplained)."""
+
+    scenario: Scenario
+    record: StepRecord
+    signature: str
+    explanation: KnownDivergence | None
+    occurrences: int = 1
+
+    @property
+    def explained(self) -> bool:
+        return self.explanation is not None
+
+    def to_dict(self) -> dict:
+        rec, sc = self.record, self.scenario
+        image = sc.image()
+        return {
+            "signature": self.signature,
+            "mode": sc.mode,
+            "bytes": sc.code[rec.index].hex(),
+            "decoded": rec.info.text(),
+            "step": rec.index,
+            "code": [c.hex() for c in sc.code],
+            "explained": self.explained,
+            "explanation": None if self.explanation is None else {
+                "key": self.explanation.key, "title": self.explanation.title},
+            "occurrences": self.occurrences,
+            "mismatches": [m.to_dict() for m in rec.mismatches],
+            "initial": sc.to_dict(),
+            "before": dict(rec.before),
+            "aero": _state_dict(rec.aero.regs, rec.aero.exception, rec.aero.memory, image),
+            "unicorn": _state_dict(rec.ref.regs, rec.ref.exception, rec.ref.memory, image),
+            "undefined": {"flags": rec.masks.flags, "regs": rec.masks.regs,
+                          "memory": [list(x) for x in rec.masks.memory],
+                          "notes": rec.masks.notes},
+        }
+
+
+def _state_dict(regs: dict[str, int], exception: int | None, memory: np.ndarray,
+                image: np.ndarray) -> dict:
+    return {"regs": {k: regs[k] for k in REG_KEYS}, "exception": exception,
+            "memory": memory_changes(image, memory)}
+
+
+def memory_changes(before: np.ndarray, after: np.ndarray) -> list[list]:
+    """Bytes of ``after`` that differ from ``before``, as ``[address, hex]`` runs."""
+    idx = np.flatnonzero(before != after)
+    runs: list[list] = []
+    for a in idx.tolist():
+        if runs and runs[-1][0] + len(runs[-1][1]) // 2 == a:
+            runs[-1][1] += f"{int(after[a]):02x}"
+        else:
+            runs.append([a, f"{int(after[a]):02x}"])
+    return runs
+
+
+@dataclass
+class CampaignResult:
+    """What a campaign did and found."""
+
+    examples: int
+    seed: int
+    modes: list[str]
+    classes: list[str]
+    discarded: int = 0
+    runs: int = 0
+    elapsed: float = 0.0
+    not_implemented: list[str] = field(default_factory=list)
+    divergences: list[Divergence] = field(default_factory=list)
+    explained_count: int = 0
+
+    @property
+    def unexplained(self) -> list[Divergence]:
+        return [d for d in self.divergences if not d.explained]
+
+    def to_dict(self) -> dict:
+        return {
+            "examples": self.examples, "seed": self.seed, "modes": self.modes,
+            "classes": self.classes, "discarded": self.discarded, "runs": self.runs,
+            "elapsed_seconds": round(self.elapsed, 3),
+            "not_implemented": self.not_implemented,
+            "unexplained": len(self.unexplained),
+            "explained_occurrences": self.explained_count,
+            "divergences": [d.to_dict() for d in self.divergences],
+            "exclusions": [{"key": e.key, "modes": list(e.modes), "reason": e.reason}
+                           for e in EXCLUSIONS],
+            "known_divergences": [{"key": k.key, "title": k.title} for k in KNOWN_DIVERGENCES],
+        }
+
+
+def signature(mode: str, rec: StepRecord) -> str:
+    """What makes two divergences the same finding: mode, opcode and prefix class."""
+    return f"{mode}:{rec.info.key()}:{rec.info.prefix_class()}"
+
+
+class _Found(Exception):
+    """Raised inside the property for the divergence being shrunk in this run."""
+
+    def __init__(self, scenario: Scenario, rec: StepRecord) -> None:
+        super().__init__(signature(scenario.mode, rec))
+        self.scenario = scenario
+        self.rec = rec
+
+
+def derive_seed(seed: int, run: int) -> int:
+    """The seed of the n-th Hypothesis run of a campaign (stable across platforms)."""
+    if run == 0:
+        return seed
+    h = hashlib.sha256(f"aero-fuzz:{seed}:{run}".encode()).digest()
+    return int.from_bytes(h[:8], "little")
+
+
+class Checker:
+    """Runs scenarios on aero and Unicorn (one Unicorn instance per mode)."""
+
+    def __init__(self, modes: Sequence[str]) -> None:
+        self.aero = AeroCPU()
+        self.refs = {m: UnicornCPU(m) for m in modes}
+
+    def run(self, scenario: Scenario) -> PairResult:
+        return run_pair(scenario, self.aero, self.refs[scenario.mode])
+
+    def check(self, scenario: Scenario) -> tuple[StepRecord, KnownDivergence | None] | None:
+        """The first divergence of a scenario and its explanation, or None.
+
+        Raises NotComparable when the reference failed in a way no known divergence
+        explains (unmapped memory, self-modifying code).
+        """
+        rec = self.run(scenario).divergence
+        if rec is None:
+            return None
+        known = explain(rec)
+        if known is None and any(m.field.startswith("reference:") for m in rec.mismatches):
+            raise NotComparable(rec.mismatches[0].field)
+        return rec, known
+
+
+def _run_once(strategy: object, checker: Checker, budget: int, run_seed: int,
+              result: CampaignResult, found: dict[str, Divergence],
+              progress: Callable[[int], None] | None) -> str:
+    """One Hypothesis run; returns ``found`` (a new divergence, shrunk and recorded),
+    ``done`` (budget used) or ``exhausted`` (no valid example could be generated)."""
+    target: list[str | None] = [None]
+    last: list[_Found | None] = [None]
+
+    @settings(max_examples=budget, database=None, deadline=None, derandomize=False,
+              suppress_health_check=list(HealthCheck), phases=[Phase.generate, Phase.shrink],
+              report_multiple_bugs=False, verbosity=Verbosity.quiet, print_blob=False)
+    @hseed(run_seed)
+    @given(strategy)
+    def prop(scenario: Scenario) -> None:
+        shrinking = target[0] is not None
+        try:
+            out = checker.check(scenario)
+        except NotComparable:
+            if not shrinking:
+                result.discarded += 1
+            reject()
+            return
+        if not shrinking:
+            result.examples += 1
+            if progress is not None:
+                progress(result.examples)
+        if out is None:
+            return
+        rec, known = out
+        sig = signature(scenario.mode, rec)
+        if known is not None:
+            if not shrinking:
+                result.explained_count += 1
+                key = f"{known.key}|{sig}"
+                if key in found:
+                    found[key].occurrences += 1
+                else:
+                    found[key] = Divergence(scenario, rec, sig, known)
+            return
+        if sig in found:
+            if not shrinking:
+                found[sig].occurrences += 1
+            return
+        if target[0] is None:
+            target[0] = sig
+        if sig == target[0]:
+            last[0] = _Found(scenario, rec)
+            raise last[0]
+
+    try:
+        prop()
+    except Unsatisfiable:
+        return "exhausted"
+    except Exception as exc:  # the shrunk _Found, possibly wrapped by Hypothesis
+        f = exc if isinstance(exc, _Found) else last[0]
+        if f is None:
+            raise
+        found[str(f)] = Divergence(f.scenario, f.rec, str(f), None)
+        return "found"
+    return "done"
+
+
+def run_campaign(examples: int, seed: int, mode: str,
+                 progress: Callable[[int], None] | None = None,
+                 classes: Sequence[str] | None = None,
+                 max_runs: int = 1000) -> CampaignResult:
+    """Run ``examples`` scenarios (discarded ones not counted) and collect divergences.
+
+    ``mode`` is ``real``, ``pm32`` or ``all``; ``classes`` defaults to every comparable
+    class. Handlers the core has not implemented yet are left out and listed.
+    ``progress`` is called with the number of examples run so far.
+    """
+    modes = ["real", "pm32"] if mode == "all" else [mode]
+    classes = list(classes or DEFAULT_CLASSES)
+    pending = pending_handlers()
+    strategy = scenarios(modes, classes, pending)
+    checker = Checker(modes)
+    result = CampaignResult(0, seed, modes, classes, not_implemented=sorted(pending))
+    found: dict[str, Divergence] = {}
+    start = time.monotonic()
+    run = 0
+    while result.examples < examples and run < max_runs:
+        before = result.examples
+        outcome = _run_once(strategy, checker, examples - result.examples,
+                            derive_seed(seed, run), result, found, progress)
+        run += 1
+        if outcome == "found":
+            continue
+        if result.examples == before or outcome == "exhausted":
+            break  # nothing valid could be generated any more
+        break  # the run used its whole budget without a new divergence
+    result.runs = run
+    result.divergences = list(found.values())
+    result.elapsed = time.monotonic() - start
+    return result
+
+
+# ---- regressions ------------------------------------------------------------------------------
+
+def reduce_memory(checker: Checker, div: Divergence) -> Scenario:
+    """The divergence's scenario with memory cut down to the bytes the reference read
+    (the rest zero), if that still reproduces the same divergence; else the original."""
+    sc = div.scenario
+    ref = checker.refs[sc.mode]
+    ref.trace_reads = True
+    try:
+        res = checker.run(sc)
+    finally:
+        ref.trace_reads = False
+    image = sc.image()
+    sparse: dict[int, int] = {}
+    for step in res.steps:
+        for kind, lin, n in step.ref.accesses:
+            for a in range(lin, lin + n):
+                if kind == "r" and 0 <= a < len(image):
+                    sparse[a] = int(image[a])
+    runs: list[tuple[int, bytes]] = []
+    for a in sorted(sparse):
+        if runs and runs[-1][0] + len(runs[-1][1]) == a:
+            runs[-1] = (runs[-1][0], runs[-1][1] + bytes([sparse[a]]))
+        else:
+            runs.append((a, bytes([sparse[a]])))
+    small = Scenario(sc.mode, dict(sc.regs), list(sc.code), 0, runs)
+    try:
+        rec = checker.run(small).divergence
+    except NotComparable:
+        return sc
+    if rec is None or [m.field for m in rec.mismatches] != [
+            m.field for m in div.record.mismatches]:
+        return sc
+    return small
+
+
+def regression_case(checker: Checker, div: Divergence, expected: str,
+                    description: str, aero_bug: str | None = None) -> dict:
+    """A regression file's content: the scenario and the architecturally correct final
+    state, taken from ``expected`` (``aero`` or ``unicorn``) after the diverging step.
+
+    ``aero_bug`` (a short description) marks a case aero gets wrong today; the replay test
+    then expects the failure until the core is fixed.
+    """
+    sc = reduce_memory(checker, div)
+    res = checker.run(sc)
+    rec = res.divergence or res.steps[-1]
+    side = rec.aero if expected == "aero" else rec.ref
+    image = sc.image()
+    return {
+        "description": description,
+        "signature": div.signature,
+        "expected_from": expected,
+        "aero_bug": aero_bug,
+        "scenario": sc.to_dict(),
+        "steps": rec.index + 1,
+        "expected": {
+            "regs": {k: side.regs[k] for k in REG_KEYS},
+            "exception": side.exception,
+            "memory": memory_changes(image, side.memory),
+            "undefined": {"flags": rec.masks.flags, "regs": rec.masks.regs,
+                          "memory": [list(x) for x in rec.masks.memory]},
+        },
+    }
+
+
+# ---- command line -------------------------------------------------------------------------------
+
+def _hex(v: int | None) -> str:
+    return "-" if v is None else f"{v:#x}"
+
+
+def print_divergence(console: object, div: Divergence) -> None:
+    """Show one divergence: instruction bytes, decoding, and the states side by side."""
+    from rich.table import Table
+
+    rec, sc = div.record, div.scenario
+    code = " ".join(f"{b:02x}" for b in sc.code[rec.index])
+    status = (f"[green]explained: {div.explanation.key}[/green]" if div.explanation
+              else "[red]UNEXPLAINED[/red]")
+    table = Table(title=f"{sc.mode}  {code}  ({rec.info.text()})  step {rec.index + 1}/"
+                        f"{len(sc.code)}  x{div.occurrences}  {status}")
+    for col in ("field", "before", "aero", "unicorn"):
+        table.add_column(col, justify="left" if col == "field" else "right")
+    bad = {m.field for m in rec.mismatches}
+    table.add_row("exception", "-", _hex(rec.aero.exception), _hex(rec.ref.exception),
+                  style="red" if "exception" in bad else None)
+    for k in REG_KEYS:
+        table.add_row(k, _hex(rec.before[k]), _hex(rec.aero.regs[k]), _hex(rec.ref.regs[k]),
+                      style="red" if k in bad else None)
+    for m in rec.mismatches:
+        if m.field not in REG_KEYS and m.field != "exception":
+            table.add_row(m.field, "", _hex(m.aero), _hex(m.ref), style="red")
+    console.print(table)  # type: ignore[attr-defined]
+    if len(sc.code) > 1:
+        console.print("  sequence: " + " | ".join(c.hex() for c in sc.code))  # type: ignore
+    if rec.masks.notes or rec.masks.flags:
+        console.print(f"  undefined: flags {rec.masks.flags:#x} {rec.masks.notes}")  # type: ignore
+
+
+def print_explained(console: object, divs: list[Divergence]) -> None:
+    """One line per explained divergence (the known-divergence entry that covers it)."""
+    if not divs:
+        return
+    from rich.table import Table
+
+    table = Table(title="explained divergences (Unicorn deviates: docs/known-divergences.md)")
+    for col in ("known divergence", "signature", "bytes", "instruction", "times"):
+        table.add_column(col)
+    for d in sorted(divs, key=lambda d: (d.explanation.key if d.explanation else "",
+                                         d.signature)):
+        table.add_row(d.explanation.key if d.explanation else "", d.signature,
+                      d.scenario.code[d.record.index].hex(), d.record.info.text(),
+                      str(d.occurrences))
+    console.print(table)  # type: ignore[attr-defined]
+
+
+def run_cli(args: object) -> int:
+    """``aero fuzz cpu``: exit 0 when no unexplained divergence, 1 otherwise, 2 on bad
+    arguments."""
+    from aero.cli import EXIT_FAIL, EXIT_OK, CliError
+
+    examples = int(args.examples)  # type: ignore[attr-defined]
+    if examples < 1:
+        raise CliError("--examples must be at least 1")
+    if getattr(args, "against", "unicorn") != "unicorn":
+        raise CliError("only --against unicorn is supported")
+    classes = getattr(args, "classes", None)
+    if isinstance(classes, str):
+        classes = [c for c in classes.split(",") if c]
+    try:
+        if classes:
+            scenarios(["real"], classes)
+    except ValueError as exc:
+        raise CliError(str(exc)) from exc
+    as_json = bool(getattr(args, "json", False))
+    show = not as_json and not getattr(args, "no_progress", False) and sys.stderr.isatty()
+    mode, seed = args.mode, int(args.seed)  # type: ignore[attr-defined]
+    if show:
+        from rich.progress import Progress
+
+        with Progress(transient=True) as prog:
+            task = prog.add_task("fuzz cpu", total=examples)
+            result = run_campaign(examples, seed, mode,
+                                  progress=lambda n: prog.update(task, completed=n),
+                                  classes=classes)
+    else:
+        result = run_campaign(examples, seed, mode, classes=classes)
+    if as_json:
+        print(json.dumps(result.to_dict()))
+    else:
+        from rich.console import Console
+
+        console = Console(emoji=False, highlight=False)
+        for div in result.unexplained:
+            print_divergence(console, div)
+        print_explained(console, [d for d in result.divergences if d.explained])
+        console.print(
+            f"examples {result.examples}  discarded {result.discarded}  "
+            f"divergences {len(result.divergences)} "
+            f"(unexplained {len(result.unexplained)}, explained occurrences "
+            f"{result.explained_count})  runs {result.runs}  {result.elapsed:.1f} s")
+        if result.not_implemented:
+            console.print(f"not implemented in this core (left out): "
+                          f"{', '.join(result.not_implemented)}")
+    return EXIT_FAIL if result.unexplained else EXIT_OK
+
+
+def replay_regression(case: dict) -> list[str]:
+    """Run a regression case on aero alone; the differences from its expected final state
+    (empty when aero is right). Undefined flags, register bits and memory recorded in the
+    case are not compared."""
+    sc = Scenario.from_dict(case["scenario"])
+    exp = case["expected"]
+    aero = AeroCPU()
+    image = sc.image()
+    aero.load(sc, image)
+    res = None
+    for _ in range(int(case["steps"])):
+        res = aero.step()
+        if res.exception is not None:
+            break
+    assert res is not None
+    out: list[str] = []
+    if res.exception != exp["exception"]:
+        out.append(f"exception: aero {res.exception}, expected {exp['exception']}")
+    und = exp.get("undefined", {})
+    faulted = exp["exception"] is not None
+    for k in REG_KEYS:
+        keep = 0xFFFFFFFF
+        if not faulted:
+            keep &= ~int(und.get("regs", {}).get(k, 0))
+            if k == "eflags":
+                keep &= ~int(und.get("flags", 0))
+        if (res.regs[k] ^ int(exp["regs"][k])) & keep:
+            out.append(f"{k}: aero {res.regs[k]:#x}, expected {int(exp['regs'][k]):#x}")
+    want = image.copy()
+    for addr, data in exp["memory"]:
+        want[addr:addr + len(data) // 2] = np.frombuffer(bytes.fromhex(data), dtype=np.uint8)
+    got = res.memory.copy()
+    if not faulted:
+        for lin, n in und.get("memory", []):
+            got[lin:lin + n] = want[lin:lin + n]
+    for a in np.flatnonzero(got != want)[:16].tolist():
+        out.append(f"memory {a:#x}: aero {int(got[a]):#04x}, expected {int(want[a]):#04x}")
+    return out
+
+
+def find_known(checker: Checker, key: str, mode: str, rows: Sequence[object] | None = None,
+               seed: int = 0, examples: int = 3000) -> Divergence | None:
+    """A shrunk example of the known divergence ``key`` in ``mode`` (None if not found
+    within ``examples``), drawn from ``rows`` (default: every comparable row)."""
+    import random
+
+    from hypothesis import find
+    from hypothesis.errors import NoSuchExample
+
+    from .strategies import scenario, select_rows
+
+    if rows is None:
+        rows = select_rows(mode, [c for c in DEFAULT_CLASSES if c != "invalid"])
+    strategy = scenario(mode, rows, with_invalid=False)  # type: ignore[arg-type]
+
+    def explained_by_key(sc: Scenario) -> bool:
+        try:
+            out = checker.check(sc)
+        except NotComparable:
+            return False
+        return out is not None and out[1] is not None and out[1].key == key
+
+    try:
+        sc = find(strategy, explained_by_key,
+                  settings=settings(max_examples=examples, database=None, deadline=None,
+                                    suppress_health_check=list(HealthCheck),
+                                    phases=[Phase.generate, Phase.shrink]),
+                  random=random.Random(seed))
+    except NoSuchExample:
+        return None
+    out = checker.check(sc)
+    assert out is not None
+    return Divergence(sc, out[0], signature(mode, out[0]), out[1])
+
+
+# Where each known divergence is looked for when its regression case is (re)generated:
+# the mode and the handlers whose rows the search draws from (a narrow set finds rare
+# cases quickly; the matcher decides what counts).
+KNOWN_DIVERGENCE_SEARCH: tuple[tuple[str, str, tuple[str, ...], int | None], ...] = (
+    ("segment-checks", "real", ("add_EvGv", "mov_GvEv", "push_Zv"), None),
+    ("segment-checks", "pm32", ("add_EbGb", "mov_EvGv", "or_EbIb"), None),
+    ("lock-prefix", "real", ("mov_EbGb", "add_EvGv", "inc_Zv"), None),
+    ("lock-prefix", "pm32", ("mov_EbGb", "add_EvGv", "inc_Zv"), None),
+    ("test-alias", "real", ("test_EbIb", "test_EvIz"), 1),
+    ("test-alias", "pm32", ("test_EbIb", "test_EvIz"), 1),
+    ("icebp", "real", ("int1",), None),
+    ("code-segment-limit", "real", ("jcc", "jmp_J", "call_Jz", "ret", "retf"), None),
+    ("enter-mixed-sizes", "real", ("enter",), None),
+    ("enter-mixed-sizes", "pm32", ("enter",), None),
+    ("ret-imm16-sign", "pm32", ("ret_Iw",), None),
+    ("locked-neg-flags", "pm32", ("neg_Eb", "neg_Ev"), None),
+)
+
+
+def write_known_regressions(directory: Path, seed: int = 1,
+                            examples: int = 20000) -> list[Path]:
+    """Find, shrink and save one example of every known divergence (see
+    :data:`KNOWN_DIVERGENCE_SEARCH`) as ``directory/KEY-MODE.json``, with aero's final
+    state (the architecturally correct one, per the evidence of the entry) expected."""
+    from aero import isa
+
+    titles = {k.key: k.title for k in KNOWN_DIVERGENCES}
+    checkers = {m: Checker([m]) for m in ("real", "pm32")}
+    written = []
+    for key, mode, handlers, reg in KNOWN_DIVERGENCE_SEARCH:
+        rows = [r for r in isa.INSTRUCTIONS
+                if r.handler in handlers and (reg is None or r.reg == reg)]
+        div = find_known(checkers[mode], key, mode, rows, seed=seed, examples=examples)
+        if div is None:
+            continue
+        case = regression_case(
+            checkers[mode], div, "aero",
+            f"{titles[key]} ({mode}). Unicorn deviates here; the expected state is aero's, "
+            f"which follows the evidence in docs/known-divergences.md (entry '{key}').")
+        case["known_divergence"] = key
+        written.append(write_regression(case, directory, f"{key}-{mode}"))
+    return written
+
+
+def write_regression(case: dict, directory: Path, name: str) -> Path:
+    """Write a regression case as ``directory/name.json``."""
+    directory.mkdir(parents=True, exist_ok=True)
+    path = directory / f"{name}.json"
+    path.write_text(json.dumps(case, indent=1, sort_keys=True) + "\n")
+    return path
