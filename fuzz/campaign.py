@@ -60,13 +60,26 @@ class Divergence:
     explanation: KnownDivergence | None
     occurrences: int = 1
 
+    def __post_init__(self) -> None:
+        # Keep only what changed in memory: a campaign may hold hundreds of records, and
+        # the two RAM images of each would cost megabytes.
+        image = self.scenario.image()
+        rec = self.record
+        self._aero = _state_dict(rec.aero.regs, rec.aero.exception, rec.aero.memory, image)
+        self._ref = _state_dict(rec.ref.regs, rec.ref.exception, rec.ref.memory, image)
+        rec.aero.memory = rec.ref.memory = np.zeros(0, dtype=np.uint8)
+
     @property
     def explained(self) -> bool:
         return self.explanation is not None
 
     def to_dict(self) -> dict:
+        """Everything needed to reproduce and judge the divergence. ``initial`` is the
+        scenario (memory: the ``fill_seed`` pattern of :func:`aero.difftest.fill_page`
+        plus sparse writes); ``aero``/``unicorn`` give each side's registers, exception
+        and memory changes after the diverging instruction; ``before`` is the register
+        file just before it."""
         rec, sc = self.record, self.scenario
-        image = sc.image()
         return {
             "signature": self.signature,
             "mode": sc.mode,
@@ -81,8 +94,8 @@ class Divergence:
             "mismatches": [m.to_dict() for m in rec.mismatches],
             "initial": sc.to_dict(),
             "before": dict(rec.before),
-            "aero": _state_dict(rec.aero.regs, rec.aero.exception, rec.aero.memory, image),
-            "unicorn": _state_dict(rec.ref.regs, rec.ref.exception, rec.ref.memory, image),
+            "aero": self._aero,
+            "unicorn": self._ref,
             "undefined": {"flags": rec.masks.flags, "regs": rec.masks.regs,
                           "memory": [list(x) for x in rec.masks.memory],
                           "notes": rec.masks.notes},

@@ -105,6 +105,10 @@ def _group7_register_form(info: InsnInfo) -> bool:
     return info.opcode == 0x101 and info.mod == 3 and info.reg not in (4, 6)
 
 
+def _both_rep_prefixes(info: InsnInfo) -> bool:
+    return 0xF2 in info.prefixes and 0xF3 in info.prefixes
+
+
 def _locked_bit_op_on_register(info: InsnInfo) -> bool:
     return (info.lock and info.mod == 3 and info.row is not None
             and info.row.handler in ("bt_EvGv", "bt_EvIb"))
@@ -161,6 +165,12 @@ EXCLUSIONS: tuple[Exclusion, ...] = (
               "Unicorn's model among them, define VMCALL, MONITOR/MWAIT, XGETBV/XSETBV, "
               "RDTSCP and others there.",
               encoding=_group7_register_form),
+    Exclusion("conflicting-rep-prefixes", frozenset(), ("real", "pm32"),
+              "F2 and F3 on the same string instruction: the SDM defines no meaning for two "
+              "prefixes of one group ('it is only useful to include up to one prefix code "
+              "from each of the four groups', Vol. 2 2.1.1). aero obeys the last one (as "
+              "Bochs does); Unicorn lets REPNE win whatever the order.",
+              encoding=_both_rep_prefixes),
 )
 
 
@@ -209,8 +219,9 @@ def select_rows(mode: str, classes: Sequence[str], skip: frozenset[str] = frozen
 
 # ---- invalid encodings --------------------------------------------------------------------
 
-# (opcode bytes, ModRM reg values or None without ModRM): #UD on every IA-32 processor
-# and in Unicorn, whatever follows.
+# (opcode bytes, ModRM reg values or None without ModRM): #UD on the i686 aero models
+# (undefined in the Intel SDM opcode maps, or reserved group members) and in Unicorn's
+# model, whatever follows.
 INVALID_ENCODINGS: tuple[tuple[bytes, tuple[int, ...] | None], ...] = (
     (b"\x0f\x04", None), (b"\x0f\x0a", None), (b"\x0f\x0c", None), (b"\x0f\x36", None),
     (b"\x0f\x39", None), (b"\x0f\xa6", None), (b"\x0f\xa7", None), (b"\x0f\xff", None),

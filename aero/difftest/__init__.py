@@ -514,6 +514,8 @@ def undefined_masks(info: InsnInfo, regs: dict[str, int], seg_base: Callable[[st
     * BSF/BSR: the destination is undefined when the source is 0.
     * BSWAP with a 16-bit operand: the result is undefined.
     * SMSW with a 32-bit register destination: the upper 16 bits are undefined.
+    * LAR with a 32-bit operand: the access rights are masked with 00FxFF00h, bits 19:16
+      (x) undefined.
     * PUSH of a segment register with a 32-bit operand size: the processor either writes
       the selector zero-extended or writes only its low word (Vol. 2 'PUSH'), so the upper
       word of the stack slot is implementation-dependent.
@@ -561,6 +563,10 @@ def undefined_masks(info: InsnInfo, regs: dict[str, int], seg_base: Callable[[st
     elif h == "bswap" and not info.osz32:
         m.regs[GPRS[info.reg]] = 0xFFFF
         m.notes.append("BSWAP r16: result undefined")
+    elif h == "lar" and info.osz32:
+        # The access-rights doubleword is masked with 00FxFF00h: bits 19:16 undefined.
+        m.regs[GPRS[info.reg]] = 0x000F0000
+        m.notes.append("LAR r32: bits 19:16 undefined")
     elif h == "smsw" and info.mod == 3 and info.osz32:
         m.regs[GPRS[info.rm]] = 0xFFFF0000
         m.notes.append("SMSW r32: upper 16 bits undefined")

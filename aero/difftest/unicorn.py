@@ -78,6 +78,7 @@ class UnicornCPU:
         self._accesses: list[tuple[str, int, int]] = []
         self._size: int | None = None
         self._start, self._fires = 0, 0
+        self._soft_int = False
         self.uc.hook_add(UC_HOOK_INTR, self._on_intr)
         self.uc.hook_add(UC_HOOK_CODE, self._on_code)
         self.uc.hook_add(UC_HOOK_MEM_WRITE, self._on_mem)
@@ -227,10 +228,10 @@ class UnicornCPU:
             res = self._step_once()
             self._apply_writes(res.accesses, undo)
             res.accesses = accesses + res.accesses
-        if res.exception == EXC_DB:
-            # Vector 1 can only be a single-step trap here (DR7 is clear and INT1 is #UD
-            # in Unicorn): the instruction completed. aero takes a trap at the next
-            # instruction boundary, so it is reported by the next step.
+        if res.exception == EXC_DB and before["eflags"] & 0x100 and not self._soft_int:
+            # A single-step trap (TF was set; DR7 is clear, INT1 is #UD in Unicorn, and
+            # INT n/INT3/INTO report their own vector): the instruction completed. aero
+            # takes the trap at the next instruction boundary, so the next step reports it.
             res.exception = None
             self._pending_trap = True
         self._undo = undo
@@ -244,7 +245,10 @@ class UnicornCPU:
         cs_base = 0 if self.mode == "pm32" else (cs & 0xFFFF) << 4
         start = cs_base + eip
         window = bytes(uc.mem_read(start, max(0, min(15, RAM_SIZE - start))))
-        length = decode(window, self.mode == "pm32").length or 1
+        info = decode(window, self.mode == "pm32")
+        length = info.length or 1
+        self._soft_int = info.row is not None and info.row.handler in (
+            "int_Ib", "int3", "into", "int1")
         self._start, self._fires = start, 0
         error: str | None = None
         try:
@@ -252,6 +256,10 @@ class UnicornCPU:
         except UcError as exc:
             if exc.errno == UC_ERR_INSN_INVALID:
                 self._vector = EXC_UD
+                if info.row is not None and info.row.handler == "int_Ib" and info.imm == 6:
+                    # Unicorn reports any vector 6 as an invalid instruction and leaves
+                    # EIP on it; INT 6 is a valid software interrupt (EIP after it).
+                    uc.reg_write(X.UC_X86_REG_EIP, (eip + length) & 0xFFFFFFFF)
             elif exc.errno == UC_ERR_FETCH_UNMAPPED and (
                     uc.reg_read(X.UC_X86_REG_EIP) != eip or uc.reg_read(X.UC_X86_REG_CS) != cs):
                 pass  # a completed branch whose target Unicorn began to translate
@@ -362,7 +370,9 @@ def _segment_violations(rec: StepRecord) -> set[int]:
 
 
 def _no_segment_checks(rec: StepRecord) -> bool:
-    return rec.ref.exception is None and rec.aero.exception in _segment_violations(rec)
+    # Unicorn may fault afterwards for another reason (#DE on the value it read).
+    return (rec.ref.exception != rec.aero.exception
+            and rec.aero.exception in _segment_violations(rec))
 
 
 def _icebp(rec: StepRecord) -> bool:
