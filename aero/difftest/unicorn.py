@@ -470,9 +470,15 @@ def _locked_neg(rec: StepRecord) -> bool:
 
 
 def _test_alias(rec: StepRecord) -> bool:
+    # aero executes TEST, including any exception TEST raises (a memory operand beyond a
+    # limit, an instruction longer than 15 bytes); Unicorn refuses the encoding first.
     info = rec.info
     return (info.opcode in (0xF6, 0xF7) and info.reg == 1 and rec.ref.exception == EXC_UD
-            and rec.aero.exception is None)
+            and rec.aero.exception != EXC_UD)
+
+
+def _length_limit(rec: StepRecord) -> bool:
+    return rec.info.length is None and rec.aero.exception == 13 and rec.ref.exception == EXC_UD
 
 
 KNOWN_DIVERGENCES: tuple[KnownDivergence, ...] = (
@@ -489,6 +495,15 @@ KNOWN_DIVERGENCES: tuple[KnownDivergence, ...] = (
         "for a null segment selector. Unicorn performs the access (or reports unmapped "
         "memory when the linear address leaves RAM).",
         _no_segment_checks),
+    KnownDivergence(
+        "length-limit",
+        "An invalid encoding longer than 15 bytes is #UD in Unicorn",
+        "Intel SDM Vol. 2 2.1 ('The maximum length of an Intel 64 and IA-32 instruction "
+        "remains 15 bytes') and Vol. 3A 6.9 'Priority Among Simultaneous Exceptions and "
+        "Interrupts': among the faults from decoding the next instruction, 'instruction "
+        "length > 15 bytes' (#GP) comes before 'invalid opcode' (#UD). Unicorn rejects the "
+        "opcode before it has fetched the bytes that exceed the limit.",
+        _length_limit),
     KnownDivergence(
         "icebp",
         "INT1 (F1, ICEBP) raises #UD in Unicorn",
