@@ -21,6 +21,7 @@ from dataclasses import dataclass, field, fields
 import numpy as np
 
 from aero._core_loader import load_core
+from aero.events import EVENT_DTYPE
 
 ffi, lib = load_core()
 
@@ -45,6 +46,7 @@ class StopReason(enum.IntEnum):
     SHUTDOWN = lib.AERO_STOP_SHUTDOWN
     OUTPUT = lib.AERO_STOP_OUTPUT
     EXCEPTION = lib.AERO_STOP_EXCEPTION
+    EVENTS = lib.AERO_STOP_EVENTS  # the event log is nearly full: take_events() and run on
 
 
 @dataclass(frozen=True)
@@ -61,6 +63,13 @@ class MachineConfig:
     # A triple fault resets the CPU (RAM kept) and runs on, as a PC does; otherwise run()
     # stops with StopReason.SHUTDOWN.
     reset_on_triple_fault: bool = False
+    # The PC platform: 8259A pair, 8254, COM1/COM2 16550A, RTC/CMOS, 8042 + keyboard,
+    # port 92h, POST ports, a PCI host bridge. Without it only the debug ports exist.
+    devices: bool = True
+    # Guest ticks per guest second: the time base of every device (and of realtime replay).
+    tick_hz: int = 100_000_000
+    # POST-code ports besides 80h (at most four).
+    post_ports: tuple[int, ...] = ()
 
     def __post_init__(self) -> None:
         if self.ram_size <= 0 or self.ram_size % 4096 or self.ram_size > 0xF000_0000:
@@ -74,6 +83,10 @@ class MachineConfig:
                              f"known: {', '.join(FEATURE_BITS)}")
         if self.tsc_per_tick < 1:
             raise ValueError("tsc_per_tick must be at least 1")
+        if not 1_000 <= self.tick_hz <= 10**12:
+            raise ValueError(f"tick_hz must be between 1000 and 10**12, not {self.tick_hz}")
+        if len(self.post_ports) > 4 or any(not 0 < p <= 0xFFFF for p in self.post_ports):
+            raise ValueError(f"post_ports takes up to four ports in 1-FFFFh: {self.post_ports}")
 
     @property
     def features_edx(self) -> int:
@@ -93,8 +106,9 @@ class MachineConfig:
         if extra:
             raise ValueError(f"unknown machine configuration keys: {', '.join(sorted(extra))}")
         values = dict(data)
-        if "features" in values:
-            values["features"] = tuple(values["features"])  # type: ignore[arg-type]
+        for key in ("features", "post_ports"):
+            if key in values:
+                values[key] = tuple(values[key])  # type: ignore[arg-type]
         return cls(**values)  # type: ignore[arg-type]
 
 
@@ -172,6 +186,10 @@ class Machine:
         c.a20_enabled = 1 if self.config.a20_enabled else 0
         c.debug_ports = 1 if self.config.debug_ports else 0
         c.reset_on_triple_fault = 1 if self.config.reset_on_triple_fault else 0
+        c.pc_devices = 1 if self.config.devices else 0
+        c.tick_hz = self.config.tick_hz
+        for i, port in enumerate(self.config.post_ports):
+            c.post_ports[i] = port
         ptr = lib.aero_machine_new(c)
         if ptr == ffi.NULL:
             raise MemoryError(f"cannot allocate a machine with {self.config.ram_size} bytes of RAM")
@@ -262,6 +280,56 @@ class Machine:
         its IRET). It wakes the CPU from HLT."""
         lib.aero_raise_nmi(self._m)
 
+    # ---- inputs and the event log -----------------------------------------------------
+    def inject(self, kind: int, a: int = 0, b: int = 0) -> None:
+        """Apply an input event now, at :attr:`ticks`, and log it (kinds: aero.events).
+
+        This is the one entry point for nondeterministic input: a run is a pure function of
+        the configuration, the guest images and the injected events with their ticks."""
+        if lib.aero_inject(self._m, kind, a & 0xFFFFFFFF, b & 0xFFFFFFFFFFFFFFFF) != 0:
+            raise ValueError(f"invalid input event: kind {kind:#x}, a={a:#x}, b={b:#x}")
+
+    def take_events(self) -> np.ndarray:
+        """The events logged since the last call (inputs and device events, oldest first),
+        as a structured array of dtype :data:`aero.events.EVENT_DTYPE`."""
+        n = ffi.new("uint32_t *")
+        p = lib.aero_event_log(self._m, n)
+        if lib.aero_event_log_lost(self._m):
+            raise RuntimeError("the core's event log overflowed: events were lost")
+        raw = bytes(ffi.buffer(p, n[0] * ffi.sizeof("aero_event")))
+        lib.aero_event_log_clear(self._m)
+        return np.frombuffer(raw, dtype=EVENT_DTYPE).copy()
+
+    @property
+    def next_deadline(self) -> int | None:
+        """The tick of the earliest armed device timer, or None."""
+        d = int(lib.aero_next_deadline(self._m))
+        return None if d == (1 << 64) - 1 else d
+
+    def port_read(self, port: int, size: int = 1) -> int:
+        """Read an I/O port as the CPU would (no permission check)."""
+        if size not in (1, 2, 4) or not 0 <= port <= 0xFFFF:
+            raise ValueError(f"bad port access: port {port:#x}, size {size}")
+        return int(lib.aero_port_read(self._m, port, size))
+
+    def port_write(self, port: int, value: int, size: int = 1) -> None:
+        """Write an I/O port as the CPU would (no permission check)."""
+        if size not in (1, 2, 4) or not 0 <= port <= 0xFFFF:
+            raise ValueError(f"bad port access: port {port:#x}, size {size}")
+        lib.aero_port_write(self._m, port, size, value & ((1 << (8 * size)) - 1))
+
+    def devices_state_bytes(self) -> bytes:
+        """Canonical serialized device state (part of fingerprints and snapshots)."""
+        out = ffi.new("uint8_t[]", lib.AERO_DEV_STATE_BYTES)
+        lib.aero_devices_save(self._m, out)
+        return bytes(ffi.buffer(out, lib.AERO_DEV_STATE_BYTES))
+
+    def page_hashes(self) -> np.ndarray:
+        """Per-page RAM hashes as of the last :meth:`fingerprint` (uint64, one per 4 KB)."""
+        out = np.empty(self.config.ram_size // 4096, dtype=np.uint64)
+        lib.aero_page_hashes(self._m, ffi.cast("uint64_t *", ffi.from_buffer(out)))
+        return out
+
     def set_stop_on_exception(self, enable: bool) -> None:
         lib.aero_set_stop_on_exception(self._m, 1 if enable else 0)
 
@@ -328,7 +396,7 @@ class Machine:
         return bytes(ffi.buffer(out, lib.AERO_CPU_STATE_BYTES))
 
     def fingerprint(self) -> int:
-        """64-bit hash of CPU state, the clock and RAM."""
+        """64-bit hash of CPU state, device state, the clock and RAM."""
         return int(lib.aero_fingerprint(self._m))
 
     def snapshot(self) -> bytes:

@@ -185,7 +185,7 @@ class Env:
     DATA1|1:STACK1."""
 
     def __init__(self, *, stop_on_exception: bool = True) -> None:
-        self.m = Machine(MachineConfig(ram_size=RAM))
+        self.m = Machine(MachineConfig(ram_size=RAM, devices=False))
         self.m.set_stop_on_exception(stop_on_exception)
         self.gdt: dict[int, bytes] = {
             CODE0: flat(A_CODE0), DATA0: flat(A_DATA0), CODE3: flat(A_CODE3),

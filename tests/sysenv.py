@@ -151,7 +151,7 @@ class Frame:
 
 def new_machine(ram: int = 16 << 20, **config: object) -> Machine:
     """A machine with the GDT, IDT, stubs and TSS in memory (the CPU is still in real mode)."""
-    m = Machine(MachineConfig(ram_size=ram, **config))  # type: ignore[arg-type]
+    m = Machine(MachineConfig(ram_size=ram, **{"devices": False, **config}))  # type: ignore[arg-type]
     gdt = [
         bytes(8),
         descriptor(0, 0xFFFFF, 0x9A, 0xC),          # 08 code, DPL 0

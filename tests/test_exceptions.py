@@ -543,7 +543,7 @@ def test_nmi_waits_for_the_mov_ss_shadow() -> None:
 # ---- real mode ---------------------------------------------------------------------------
 
 def test_interrupt_in_real_mode_through_the_ivt() -> None:
-    m = Machine(MachineConfig(ram_size=1 << 20))
+    m = Machine(MachineConfig(ram_size=1 << 20, devices=False))
     r = m.get_regs()
     r.cs = Segment(0, 0, 0xFFFF, 0x9B)
     r.eip, r.esp, r.eflags = 0x1000, 0x8000, 0x2 | F_IF

@@ -33,7 +33,7 @@ def real_mode(m: Machine, ip: int = CODE, sp: int = STACK, cs: int = 0, flags: i
 
 
 def machine(code: bytes, **kw: int) -> Machine:
-    m = Machine(MachineConfig(ram_size=1 << 20))
+    m = Machine(MachineConfig(ram_size=1 << 20, devices=False))
     m.write(CODE, code)
     real_mode(m, **kw)
     return m
@@ -422,7 +422,7 @@ FLAT_CODE0, FLAT_DATA0, FLAT_CODE3, FLAT_DATA3 = 0x08, 0x10, 0x18, 0x20
 
 def protected_mode(code: bytes, esp: int = STACK) -> Machine:
     """Flat 32-bit protected mode at CPL 0 with ring-0 and ring-3 code/data descriptors."""
-    m = Machine(MachineConfig(ram_size=1 << 20))
+    m = Machine(MachineConfig(ram_size=1 << 20, devices=False))
     descs = [0, 0x00CF9A000000FFFF, 0x00CF92000000FFFF, 0x00CFFA000000FFFF, 0x00CFF2000000FFFF]
     m.write(GDT, b"".join(d.to_bytes(8, "little") for d in descs))
     m.write(CODE, code)

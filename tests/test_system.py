@@ -42,7 +42,7 @@ EAX, ECX, EDX, EBX = 0, 1, 2, 3
 
 
 def new_machine(**config: object) -> Machine:
-    m = Machine(MachineConfig(ram_size=1 << 20, **config))  # type: ignore[arg-type]
+    m = Machine(MachineConfig(ram_size=1 << 20, **{"devices": False, **config}))  # type: ignore[arg-type]
     m.set_stop_on_exception(True)
     return m
 

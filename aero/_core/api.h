@@ -12,6 +12,7 @@
 #define AERO_STOP_SHUTDOWN 3  /* triple fault: the CPU entered shutdown */
 #define AERO_STOP_OUTPUT 4    /* the debug-console buffer is full: drain it and run on */
 #define AERO_STOP_EXCEPTION 5 /* an exception was raised and stop_on_exception is set */
+#define AERO_STOP_EVENTS 6    /* the event log is nearly full: drain it and run on */
 
 /* Segment register indices in aero_regs.seg. */
 #define AERO_ES 0
@@ -70,7 +71,53 @@ typedef struct aero_config {
     uint32_t debug_ports;        /* 1: debug console (0xE9) and debug exit (0xF4) present */
     uint32_t reset_on_triple_fault; /* 1: a triple fault resets the CPU (RAM kept) and runs on,
                                        as a PC does; 0: run() stops with AERO_STOP_SHUTDOWN */
+    uint32_t pc_devices;         /* 1: the PC platform (8259A pair, 8254, two 16550A, RTC/CMOS,
+                                    8042 + keyboard, port 92h, POST ports, PCI host bridge) */
+    uint64_t tick_hz;            /* guest ticks per guest second: the time base of every device */
+    uint16_t post_ports[4];      /* extra POST-code ports besides 80h (0: unused) */
 } aero_config;
+
+/* ---- the event log ----
+ * Every nondeterministic input enters through aero_inject, stamped with the current tick;
+ * every device-produced event is appended as it happens. Both go to one ordered log that the
+ * host drains (aero_event_log / aero_event_log_clear): a recording is this log. */
+typedef struct aero_event {
+    uint64_t tick;  /* guest clock when it happened */
+    uint32_t kind;  /* AERO_EV_* */
+    uint32_t a;     /* first argument (see the kind) */
+    uint64_t b;     /* second argument */
+} aero_event;
+
+/* Inputs (kinds below 0x40): what aero_inject accepts. */
+#define AERO_EV_SERIAL_RX 0x01 /* a = UART (0 COM1, 1 COM2), b = the received byte */
+#define AERO_EV_KEY 0x02       /* a = key (set-2 make code, E0h-prefixed keys as E0xxh), b = 1 press, 0 release */
+#define AERO_EV_RTC_TIME 0x03  /* b = the wall-clock time at this tick, Unix seconds (two's complement) */
+#define AERO_EV_RESET 0x04     /* the reset button */
+#define AERO_EV_NMI 0x05       /* an NMI from outside (front panel) */
+#define AERO_EV_INTR 0x06      /* a = a vector raised on INTR directly (aero_raise_interrupt) */
+/* Device-produced (0x40 and above): logged by the core. */
+#define AERO_EV_INTA 0x40      /* a = vector: the CPU acknowledged an external interrupt */
+#define AERO_EV_IRQ 0x41       /* a = IRQ line 0-15, b = its new level */
+#define AERO_EV_TIMER 0x42     /* a = device (AERO_DEV_* in platform.h) whose deadline fired */
+#define AERO_EV_OUTPUT 0x43    /* a = channel (AERO_CH_*), b = the byte */
+#define AERO_EV_EXIT 0x44      /* b = the exit status ((value << 1) | 1) */
+#define AERO_EV_GUEST_RESET 0x45 /* a = cause (AERO_RESET_*) */
+#define AERO_EV_SHUTDOWN 0x46  /* a triple fault stopped the CPU */
+
+/* Output channels. */
+#define AERO_CH_DEBUGCON 0 /* port E9h */
+#define AERO_CH_COM1 1
+#define AERO_CH_COM2 2
+#define AERO_CH_POST 3     /* POST codes */
+
+/* Reset causes. */
+#define AERO_RESET_BUTTON 1  /* AERO_EV_RESET */
+#define AERO_RESET_KBC 2     /* 8042 command FEh (pulse the reset line) */
+#define AERO_RESET_PORT92 3  /* port 92h bit 0 */
+#define AERO_RESET_TRIPLE 4  /* triple fault with reset_on_triple_fault */
+
+#define AERO_EVENT_CAP 65536   /* events held before run() stops with AERO_STOP_EVENTS */
+#define AERO_DEV_STATE_BYTES 4096 /* room for the serialized device state */
 
 /* Build stamp: a hash of the C sources and the instruction table this core was built from. */
 const char *aero_core_stamp(void);
@@ -123,6 +170,26 @@ void aero_set_stop_on_exception(aero_machine *m, int enable);
 /* The last exception raised: vector (-1 if none since the last clear) and error code. */
 int aero_last_exception(aero_machine *m, uint32_t *error_code);
 void aero_clear_exception(aero_machine *m);
+
+/* Apply an input event now (at aero_ticks) and log it. Returns 0, or -1 when the kind or its
+ * arguments are invalid (nothing is logged then). */
+int aero_inject(aero_machine *m, uint32_t kind, uint32_t a, uint64_t b);
+/* The events logged since the last clear, oldest first. */
+const aero_event *aero_event_log(aero_machine *m, uint32_t *count);
+void aero_event_log_clear(aero_machine *m);
+/* Events dropped because the log overflowed its slack (nonzero: the log is incomplete). */
+uint32_t aero_event_log_lost(aero_machine *m);
+/* The earliest device deadline (tick), or UINT64_MAX when no timer is armed. */
+uint64_t aero_next_deadline(aero_machine *m);
+/* Port I/O from the host, as the CPU would do it (no permission check): tests and tools. */
+uint32_t aero_port_read(aero_machine *m, uint16_t port, int size);
+void aero_port_write(aero_machine *m, uint16_t port, int size, uint32_t val);
+/* Canonical serialization of every device's state (AERO_DEV_STATE_BYTES, zero-padded). */
+void aero_devices_save(aero_machine *m, uint8_t *out);
+int aero_devices_load(aero_machine *m, const uint8_t *in);
+/* Per-page RAM hashes (ram_size / 4096 of them) as of the last aero_fingerprint: the
+ * content addresses keyframes store pages under. */
+void aero_page_hashes(aero_machine *m, uint64_t *out);
 
 /* Canonical, layout-independent serialization of the CPU state (AERO_CPU_STATE_BYTES). */
 void aero_cpu_serialize(aero_machine *m, uint8_t *out);

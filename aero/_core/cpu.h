@@ -184,6 +184,7 @@ typedef struct aero_tlb_entry {
 #define AERO_ATTN_DEBUG 2u /* data breakpoint hits or a #DB trap to deliver */
 #define AERO_ATTN_NMI 4u   /* an NMI is pending, or its handler's IRET is awaited */
 #define AERO_ATTN_AC 8u    /* alignment checking was armed: re-check it */
+#define AERO_ATTN_RESET 16u /* a device asked for a CPU reset (reset_pending) */
 
 /* The interrupt-acknowledge cycle of an interrupt controller: returns the vector, or -1
  * when the request went away (see aero_set_intr). */
@@ -250,6 +251,13 @@ struct aero_machine {
     uint32_t dr_seen[5];        /* DR0-DR3 and DR7 the TLB was last prepared for */
     int paid;                   /* 1: the tick of the executing instruction or event is paid */
     aero_insn step_insn;        /* the instruction the run loop executes alone */
+    /* --- the platform (platform.c) --- */
+    struct aero_pc *pc;         /* the PC devices, NULL without cfg.pc_devices */
+    uint64_t deadline;          /* earliest device deadline (tick), AERO_NEVER: none */
+    uint32_t reset_pending;     /* AERO_RESET_* cause of a reset to take between instructions */
+    aero_event *events;         /* the event log: AERO_EVENT_CAP entries and some slack */
+    uint32_t ev_len;            /* events in the log */
+    uint32_t ev_lost;           /* events dropped because the slack ran out (an error) */
 };
 
 /* ---- fault delivery ---- */
@@ -426,6 +434,10 @@ AERO_INLINE uint32_t aero_bp_match(const aero_machine *m, uint32_t mask, uint32_
  * instruction runs ends the decoded block, so the run loop sees it at the next boundary. */
 void aero_set_intr(aero_machine *m, int asserted);
 void aero_set_intr_controller(aero_machine *m, aero_intr_ack_fn ack, void *ctx);
+/* aero_raise_interrupt / aero_raise_nmi without logging them as inputs (aero_inject logs). */
+void aero_raise_interrupt_internal(aero_machine *m, uint32_t vector);
+void aero_raise_nmi_internal(aero_machine *m);
+
 
 /* ---- segmentation ---- */
 __attribute__((noreturn)) void aero_seg_fault(aero_machine *m, int seg);

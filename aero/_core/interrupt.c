@@ -5,7 +5,7 @@
  * architecture's benign/contributory/page-fault rules. Software interrupts and traps are
  * delivered directly with the EIP of the next instruction.
  */
-#include "cpu.h"
+#include "platform.h"
 
 void aero_fault(aero_machine *m, int vector, uint32_t code, int has_code) {
     m->fault_vector = vector;
@@ -190,9 +190,10 @@ static int contributory(int v) { return v == EXC_DE || (v >= EXC_TS && v <= EXC_
 static void triple_fault(aero_machine *m) {
     m->delivering = -1;
     if (m->cfg.reset_on_triple_fault) {
-        aero_reset(m);
+        aero_pc_do_reset(m, AERO_RESET_TRIPLE);
         return;
     }
+    aero_log_event(m, AERO_EV_SHUTDOWN, 0, 0);
     m->cpu.shutdown = 1;
     m->stop = AERO_STOP_SHUTDOWN;
 }

@@ -2,9 +2,10 @@
  *
  * The debug console (0xE9) and the debug-exit port (0xF4) follow QEMU's isa-debugcon and
  * isa-debug-exit, so one guest binary runs unchanged under aero and qemu-system-i386.
- * Unclaimed ports read as all ones and ignore writes, as on an ISA bus.
+ * With the PC platform the port map below dispatches to the device models. Unclaimed ports
+ * read as all ones and ignore writes, as on an ISA bus.
  */
-#include "cpu.h"
+#include "platform.h"
 
 #define PORT_DEBUGCON 0xE9
 #define PORT_DEBUG_EXIT 0xF4
@@ -32,10 +33,91 @@ void aero_io_check(aero_machine *m, uint16_t port, int size) {
     if (bits & mask) aero_fault(m, EXC_GP, 0, 1);
 }
 
+/* One byte from the PC platform's port map (pc_devices), or FFh where nothing answers. */
+static uint8_t pc_read8(aero_machine *m, uint16_t port) {
+    switch (port) {
+    case 0x20: case 0x21: case 0xA0: case 0xA1: case 0x4D0: case 0x4D1:
+        return aero_pic_read(m, port);
+    case 0x40: case 0x41: case 0x42: case 0x43: case 0x61:
+        return aero_pit_read(m, port);
+    case 0x60: case 0x64:
+        return aero_kbc_read(m, port);
+    case 0x70: case 0x71:
+        return aero_rtc_read(m, port);
+    case 0x92:
+        return aero_port92_read(m);
+    case 0x80:
+        return m->pc->post_code;
+    default:
+        break;
+    }
+    if (port >= 0x3F8 && port <= 0x3FF) return aero_uart_read(m, 0, port & 7);
+    if (port >= 0x2F8 && port <= 0x2FF) return aero_uart_read(m, 1, port & 7);
+    return 0xFF;
+}
+
+static int is_post_port(const aero_machine *m, uint16_t port) {
+    if (port == 0x80) return 1;
+    for (int i = 0; i < 4; i++)
+        if (m->cfg.post_ports[i] && m->cfg.post_ports[i] == port) return 1;
+    return 0;
+}
+
+static void pc_write8(aero_machine *m, uint16_t port, uint8_t val) {
+    if (is_post_port(m, port)) {
+        aero_post_write(m, val);
+        return;
+    }
+    switch (port) {
+    case 0x20: case 0x21: case 0xA0: case 0xA1: case 0x4D0: case 0x4D1:
+        aero_pic_write(m, port, val);
+        return;
+    case 0x40: case 0x41: case 0x42: case 0x43: case 0x61:
+        aero_pit_write(m, port, val);
+        return;
+    case 0x60: case 0x64:
+        aero_kbc_write(m, port, val);
+        return;
+    case 0x70: case 0x71:
+        aero_rtc_write(m, port, val);
+        return;
+    case 0x92:
+        aero_port92_write(m, val);
+        return;
+    default:
+        break;
+    }
+    if (port >= 0x3F8 && port <= 0x3FF) aero_uart_write(m, 0, port & 7, val);
+    else if (port >= 0x2F8 && port <= 0x2FF) aero_uart_write(m, 1, port & 7, val);
+}
+
+/* Wider accesses reach consecutive byte ports, low byte first, as on the ISA bus; the PCI
+ * configuration ports take 16- and 32-bit accesses whole. */
+static uint32_t pc_read(aero_machine *m, uint16_t port, int size) {
+    uint32_t v;
+    if (port >= 0xCF8 && port <= 0xCFF) {
+        v = aero_pci_read(m, port, size);
+    } else {
+        v = 0;
+        for (int i = 0; i < size; i++) v |= (uint32_t)pc_read8(m, (uint16_t)(port + i)) << (8 * i);
+    }
+    aero_pc_reschedule(m);
+    return v;
+}
+
+static void pc_write(aero_machine *m, uint16_t port, int size, uint32_t val) {
+    if (port >= 0xCF8 && port <= 0xCFF) {
+        aero_pci_write(m, port, size, val);
+    } else {
+        for (int i = 0; i < size; i++) pc_write8(m, (uint16_t)(port + i), (uint8_t)(val >> (8 * i)));
+    }
+    aero_pc_reschedule(m);
+}
+
 uint32_t aero_io_read(aero_machine *m, uint16_t port, int size) {
-    (void)m;
     uint32_t ones = size == 1 ? 0xFFu : size == 2 ? 0xFFFFu : 0xFFFFFFFFu;
     if (port == PORT_DEBUGCON && m->cfg.debug_ports) return 0xE9u | (ones & ~0xFFu); /* debugcon read-back */
+    if (m->pc) return pc_read(m, port, size);
     return ones;
 }
 
@@ -43,8 +125,8 @@ void aero_io_write(aero_machine *m, uint16_t port, int size, uint32_t val) {
     if (port == PORT_DEBUGCON && m->cfg.debug_ports) {
         /* Only the low byte goes out: QEMU's debugcon is a one-byte port, and the bytes
          * above it land on the next ports. The run stops before the buffer is full. */
-        (void)size;
         m->out[m->out_len++] = (uint8_t)val;
+        aero_log_output(m, AERO_CH_DEBUGCON, (uint8_t)val);
         if (m->out_len >= AERO_OUTPUT_CAP - 1) {
             m->stop = AERO_STOP_OUTPUT;
             m->exit_block = 1;
@@ -54,8 +136,10 @@ void aero_io_write(aero_machine *m, uint16_t port, int size, uint32_t val) {
     if (port == PORT_DEBUG_EXIT && m->cfg.debug_ports) {
         uint32_t mask = size == 1 ? 0xFFu : size == 2 ? 0xFFFFu : 0xFFFFFFFFu;
         m->exit_status = (((int64_t)(val & mask)) << 1) | 1;
+        aero_log_event(m, AERO_EV_EXIT, 0, (uint64_t)m->exit_status);
         m->stop = AERO_STOP_EXIT;
         m->exit_block = 1;
         return;
     }
+    if (m->pc) pc_write(m, port, size, val);
 }

@@ -6,7 +6,7 @@
  */
 #include <stdlib.h>
 
-#include "cpu.h"
+#include "platform.h"
 
 #ifndef AERO_CORE_STAMP
 #define AERO_CORE_STAMP "unstamped"
@@ -53,6 +53,7 @@ void aero_reset(aero_machine *m) {
 
 aero_machine *aero_machine_new(const aero_config *cfg) {
     if (cfg->ram_size == 0 || (cfg->ram_size & 0xFFF) || cfg->ram_size > 0xF0000000u) return NULL;
+    if (cfg->tick_hz == 0) return NULL;
     aero_machine *m = calloc(1, sizeof *m);
     if (!m) return NULL;
     m->cfg = *cfg;
@@ -73,7 +74,12 @@ aero_machine *aero_machine_new(const aero_config *cfg) {
     m->exit_status = -1;
     m->last_exc = -1;
     m->delivering = -1;
+    if (aero_pc_init(m) != 0) {
+        aero_machine_free(m);
+        return NULL;
+    }
     aero_reset(m);
+    if (m->pc) m->cpu.a20 = m->pc->a20_kbc || (m->pc->port92 & 0x02);
     return m;
 }
 
@@ -86,6 +92,7 @@ void aero_machine_free(aero_machine *m) {
     free(m->dirty);
     free(m->page_hash);
     free(m->blocks);
+    aero_pc_free(m);
     free(m);
 }
 
@@ -186,7 +193,7 @@ static uint32_t io_bps(const aero_machine *m) {
 }
 
 static void attn_update(aero_machine *m) {
-    uint32_t a = m->attn & (AERO_ATTN_AC | AERO_ATTN_INTR);
+    uint32_t a = m->attn & (AERO_ATTN_AC | AERO_ATTN_INTR | AERO_ATTN_RESET);
     if (m->dbg_hits || m->cpu.dbg_pending) a |= AERO_ATTN_DEBUG;
     if (m->cpu.nmi_pending || m->cpu.nmi_blocked) a |= AERO_ATTN_NMI;
     m->attn = a;
@@ -240,6 +247,7 @@ static int intr_ack(aero_machine *m) {
         v = m->intr_ack(m, m->intr_ctx);
     }
     intr_update(m);
+    if (v >= 0) aero_log_event(m, AERO_EV_INTA, (uint32_t)v, 0);
     return v;
 }
 
@@ -343,6 +351,14 @@ AERO_INLINE void exec_block(aero_machine *m, aero_block *b) {
 
 static __attribute__((noinline, cold)) void attend(aero_machine *m) {
     aero_cpu *c = &m->cpu;
+    if (m->reset_pending) {
+        /* A device pulsed RESET during the last instruction: the CPU restarts now. */
+        uint32_t cause = m->reset_pending;
+        m->reset_pending = 0;
+        m->attn &= ~AERO_ATTN_RESET;
+        aero_pc_do_reset(m, cause);
+        return;
+    }
     if (c->inhibit_irq == 1 && m->cur && is_ss_load(m->cur)) c->inhibit_irq = 2;
     if (m->dbg_hits) {
         c->dbg_pending |= m->dbg_hits;
@@ -411,7 +427,7 @@ static __attribute__((noinline)) void run_loop(aero_machine *m) {
     }
 }
 
-int aero_run(aero_machine *m, uint64_t until_tick) {
+static int cpu_run(aero_machine *m, uint64_t until_tick) {
     m->stop = -1;
     if (until_tick <= m->ticks) return AERO_STOP_TICKS;
     if (m->cpu.shutdown) return AERO_STOP_SHUTDOWN;
@@ -451,6 +467,35 @@ int aero_run(aero_machine *m, uint64_t until_tick) {
     return m->stop;
 }
 
+/* Can anything wake a halted CPU? An interrupt when IF = 1 (a device timer or an input may
+ * raise one), or an NMI already latched. */
+static int may_wake(const aero_machine *m) {
+    return (m->cpu.eflags & F_IF) || (m->cpu.nmi_pending && !m->cpu.nmi_blocked);
+}
+
+/* The platform's loop around the CPU: slices end at device deadlines, where the timers run;
+ * a halted CPU that an interrupt may wake skips to the next deadline (idle time costs no
+ * host time). Without devices, HLT stops the run as before. */
+int aero_run(aero_machine *m, uint64_t until_tick) {
+    for (;;) {
+        if (m->ev_len >= AERO_EVENT_CAP) return AERO_STOP_EVENTS;
+        if (m->deadline <= m->ticks) {
+            aero_pc_fire_timers(m); /* each timer moves its deadline past now */
+            continue;
+        }
+        if (until_tick <= m->ticks) return AERO_STOP_TICKS;
+        uint64_t end = m->deadline < until_tick ? m->deadline : until_tick;
+        int r = cpu_run(m, end);
+        if (r == AERO_STOP_TICKS) continue;
+        if (r == AERO_STOP_HALT && m->pc && may_wake(m)) {
+            m->ticks = end; /* nothing happens before the next deadline or the slice's end */
+            m->slice_end = end;
+            continue;
+        }
+        return r;
+    }
+}
+
 uint64_t aero_ticks(aero_machine *m) { return m->ticks; }
 
 /* ---- interrupts ---- */
@@ -466,17 +511,21 @@ void aero_set_intr_controller(aero_machine *m, aero_intr_ack_fn ack, void *ctx) 
     m->intr_ctx = ctx;
 }
 
-int aero_raise_interrupt(aero_machine *m, uint32_t vector) {
-    if (vector > 0xFF || m->intr_count >= AERO_INTR_QUEUE) return -1;
+void aero_raise_interrupt_internal(aero_machine *m, uint32_t vector) {
     m->intr_queue[m->intr_count++] = (uint8_t)vector;
     intr_update(m);
     m->exit_block = 1;
-    return 0;
+}
+
+int aero_raise_interrupt(aero_machine *m, uint32_t vector) {
+    return aero_inject(m, AERO_EV_INTR, vector, 0);
 }
 
 uint32_t aero_pending_interrupts(aero_machine *m) { return m->intr_count; }
 
-void aero_raise_nmi(aero_machine *m) {
+void aero_raise_nmi(aero_machine *m) { (void)aero_inject(m, AERO_EV_NMI, 0, 0); }
+
+void aero_raise_nmi_internal(aero_machine *m) {
     m->cpu.nmi_pending = 1;
     attn_update(m);
     m->exit_block = 1;
@@ -670,10 +719,10 @@ int aero_cpu_deserialize(aero_machine *m, const uint8_t *in) {
 
 /* ---- snapshots ---- */
 
-#define SNAPSHOT_MAGIC 0x50414E53u /* "SNAP" */
+#define SNAPSHOT_MAGIC 0x32504E53u /* "SNP2": CPU, devices, RAM */
 
 uint64_t aero_snapshot_size(aero_machine *m) {
-    return 16 + AERO_CPU_STATE_BYTES + (uint64_t)m->ram_size;
+    return 16 + AERO_CPU_STATE_BYTES + AERO_DEV_STATE_BYTES + (uint64_t)m->ram_size;
 }
 
 int aero_snapshot_save(aero_machine *m, uint8_t *out, uint64_t cap) {
@@ -684,7 +733,8 @@ int aero_snapshot_save(aero_machine *m, uint8_t *out, uint64_t cap) {
     put32(&w, (uint32_t)m->ticks);
     put32(&w, (uint32_t)(m->ticks >> 32));
     aero_cpu_serialize(m, w.p);
-    memcpy(w.p + AERO_CPU_STATE_BYTES, m->ram, m->ram_size);
+    aero_devices_save(m, w.p + AERO_CPU_STATE_BYTES);
+    memcpy(w.p + AERO_CPU_STATE_BYTES + AERO_DEV_STATE_BYTES, m->ram, m->ram_size);
     return 0;
 }
 
@@ -695,10 +745,12 @@ int aero_snapshot_load(aero_machine *m, const uint8_t *in, uint64_t len) {
     uint64_t ticks = get32(&r);
     ticks |= (uint64_t)get32(&r) << 32;
     if (aero_cpu_deserialize(m, r.p) != 0) return -1;
-    memcpy(m->ram, r.p + AERO_CPU_STATE_BYTES, m->ram_size);
+    if (aero_devices_load(m, r.p + AERO_CPU_STATE_BYTES) != 0) return -1;
+    memcpy(m->ram, r.p + AERO_CPU_STATE_BYTES + AERO_DEV_STATE_BYTES, m->ram_size);
     m->ticks = ticks;
     m->slice_end = ticks;
     m->countdown = 0;
+    aero_pc_reschedule(m);
     memset(m->dirty, 1, m->ram_pages);
     memset(m->code_page, 0, m->ram_pages);
     for (uint32_t i = 0; i < m->ram_pages; i++) m->page_gen[i]++;
@@ -747,9 +799,10 @@ uint64_t aero_hash64(const uint8_t *p, uint64_t len, uint64_t seed) {
 }
 
 uint64_t aero_fingerprint(aero_machine *m) {
-    uint8_t st[AERO_CPU_STATE_BYTES + 8];
+    uint8_t st[AERO_CPU_STATE_BYTES + AERO_DEV_STATE_BYTES + 8];
     aero_cpu_serialize(m, st);
-    for (int i = 0; i < 8; i++) st[AERO_CPU_STATE_BYTES + i] = (uint8_t)(m->ticks >> (8 * i));
+    aero_devices_save(m, st + AERO_CPU_STATE_BYTES);
+    for (int i = 0; i < 8; i++) st[AERO_CPU_STATE_BYTES + AERO_DEV_STATE_BYTES + i] = (uint8_t)(m->ticks >> (8 * i));
     for (uint32_t i = 0; i < m->ram_pages; i++) {
         if (m->dirty[i]) {
             m->page_hash[i] = aero_hash64(m->ram + ((uint64_t)i << 12), 4096, i);
@@ -760,4 +813,8 @@ uint64_t aero_fingerprint(aero_machine *m) {
     aero_tlb_flush_writes(m);
     uint64_t h = aero_hash64(st, sizeof st, 0);
     return aero_hash64((const uint8_t *)m->page_hash, (uint64_t)m->ram_pages * 8, h);
+}
+
+void aero_page_hashes(aero_machine *m, uint64_t *out) {
+    memcpy(out, m->page_hash, (size_t)m->ram_pages * sizeof *out);
 }

@@ -170,7 +170,7 @@ class SSTRunner:
 
     def __init__(self) -> None:
         # The test rig had no devices: no debug ports either (unclaimed ports read all ones).
-        self.machine = Machine(MachineConfig(ram_size=16 << 20, debug_ports=False))
+        self.machine = Machine(MachineConfig(ram_size=16 << 20, debug_ports=False, devices=False))
 
     def run_test(self, test: dict, flags_mask: int) -> dict | None:
         """None when the test passes; otherwise a description of the mismatch."""

@@ -201,7 +201,7 @@ class AeroCPU:
     def __init__(self) -> None:
         from aero.machine import Machine, MachineConfig  # the core loads on first use
 
-        self.machine = Machine(MachineConfig(ram_size=RAM_SIZE))
+        self.machine = Machine(MachineConfig(ram_size=RAM_SIZE, devices=False))
         self.machine.set_stop_on_exception(True)
         self.mode = "real"
 
