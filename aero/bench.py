@@ -274,7 +274,7 @@ def run_cli(args: argparse.Namespace) -> int:
     try:
         report = run(settings, reference=not args.no_reference, log=log)
     except ToolchainError as exc:
-        from aero.cli import CliError
+        from aero.cli_common import CliError
 
         raise CliError(str(exc)) from exc
     if args.json:

@@ -15,25 +15,30 @@ import json
 import sys
 from collections.abc import Callable, Sequence
 
-EXIT_OK, EXIT_FAIL, EXIT_ERROR = 0, 1, 2
+from aero.cli_common import EXIT_ERROR, EXIT_FAIL, EXIT_OK, CliError
+
+__all__ = ["EXIT_ERROR", "EXIT_FAIL", "EXIT_OK", "CliError", "main"]
 
 OVERVIEW = """\
 aero — deterministic IA-32 PC emulation with record/replay
 
 Commands:
+  aero demo                 record and replay the bundled demo guest, show what happened
   aero run GUEST            run a guest image (flat, ROM or Multiboot ELF)
+  aero record GUEST         run a guest and record it into a trace (--input, --interactive)
+  aero replay [TRACE]       re-execute a trace, verifying every event and checkpoint
+  aero info [TRACE]         a trace's metadata, counts, tick range and integrity
+  aero pack [TRACE]         embed the guest image so the trace replays on another machine
+  aero seek TRACE TICK      the machine state at a tick, through keyframes (--save)
   aero conformance sst DIR  check the CPU against hardware-captured SingleStepTests
   aero fuzz cpu             differential fuzzing of the CPU against Unicorn
   aero bench                guest MIPS, side by side with Unicorn and QEMU
 
 Every data command takes --json. `aero COMMAND --help` for details.
 Exit codes: 0 success, 1 check failed / divergence, 2 usage or input error;
-`aero run` exits like qemu-system-i386 when the guest writes port 0xF4: (value << 1) | 1.
+`aero run` and `aero record` exit like qemu-system-i386 when the guest writes port 0xF4:
+(value << 1) | 1; `aero replay --check` exits 125 when a trace cannot be evaluated.
 """
-
-
-class CliError(Exception):
-    """A user-facing error: printed as one line, exit code 2."""
 
 
 def _add_run(sub: argparse._SubParsersAction) -> None:
@@ -204,8 +209,10 @@ def cmd_bench(args: argparse.Namespace) -> int:
     return run_cli(args)
 
 
-COMMANDS: Sequence[Callable[[argparse._SubParsersAction], None]] = (
-    _add_run, _add_conformance, _add_fuzz, _add_bench)
+def _commands() -> Sequence[Callable[[argparse._SubParsersAction], None]]:
+    from aero import cli_trace
+
+    return (_add_run, *cli_trace.COMMANDS, _add_conformance, _add_fuzz, _add_bench)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -213,7 +220,7 @@ def build_parser() -> argparse.ArgumentParser:
         prog="aero", description=OVERVIEW, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--version", action="version", version="aero 0.1.0")
     sub = parser.add_subparsers(dest="command")
-    for add in COMMANDS:
+    for add in _commands():
         add(sub)
     return parser
 

@@ -60,9 +60,11 @@ class FrameKind:
     KEYFRAME = 5  # a machine snapshot for seeking
     SUMMARY = 6  # the final summary of a run
     INDEX = 7  # offsets of every frame, written at a clean close
+    PAGES = 8  # RAM pages stored by content hash, referenced by keyframes
+    IMAGE = 9  # an embedded guest image (``aero pack``)
 
     NAMES = {1: "input", 2: "device", 3: "output", 4: "checkpoint", 5: "keyframe",
-             6: "summary", 7: "index"}
+             6: "summary", 7: "index", 8: "pages", 9: "image"}
 
 
 class TraceError(Exception):
@@ -71,13 +73,15 @@ class TraceError(Exception):
 
 @dataclass(frozen=True)
 class Frame:
-    """One frame. ``payload`` is decompressed and verified."""
+    """One frame's header; :meth:`TraceFile.read` gives its verified payload."""
 
     kind: int
     first_tick: int
     last_tick: int
-    payload: bytes
     offset: int
+    codec: int
+    raw_len: int
+    stored_len: int
 
     @property
     def kind_name(self) -> str:
@@ -119,6 +123,11 @@ class TraceWriter:
             n = os.write(self._fd, view)
             view = view[n:]
         self._offset += len(data)
+
+    @property
+    def frame_count(self) -> int:
+        """Frames appended so far (the next frame's ordinal)."""
+        return len(self._index)
 
     def append(self, kind: int, first_tick: int, last_tick: int, payload: bytes) -> None:
         """Append one frame (compressed when that makes it smaller)."""
@@ -168,7 +177,10 @@ class TraceWriter:
 
 @dataclass
 class TraceFile:
-    """An opened trace: metadata, its frames, and whether it was closed cleanly."""
+    """An opened trace: metadata, its frames, and whether it was closed cleanly.
+
+    Frames are read on demand (:meth:`read`), so opening costs one pass over frame headers
+    (and checksums when verified), and seeking does not read what it skips."""
 
     path: Path
     version: int
@@ -179,6 +191,19 @@ class TraceFile:
 
     def of_kind(self, kind: int) -> Iterator[Frame]:
         return (f for f in self.frames if f.kind == kind)
+
+    def read(self, frame: Frame) -> bytes:
+        """The frame's payload, checksum-verified and decompressed (TraceError on damage)."""
+        try:
+            with open(self.path, "rb") as f:
+                size = os.fstat(f.fileno()).st_size
+                return _read_frame(f, frame.offset, size, zstandard.ZstdDecompressor(),
+                                   payload=True)[1]
+        except OSError as exc:
+            raise TraceError(f"{self.path}: cannot read ({exc.strerror})") from None
+        except _Damaged as exc:
+            raise TraceError(f"{self.path}: damaged frame at offset {frame.offset}: "
+                             f"{exc}") from None
 
 
 def _read_header(f: BinaryIO, size: int, name: str) -> tuple[int, dict, int]:
@@ -211,7 +236,9 @@ class _Damaged(Exception):
     """A frame at some offset is damaged (internal: turned into TraceError or recovery)."""
 
 
-def _read_frame(f: BinaryIO, offset: int, size: int, dctx: zstandard.ZstdDecompressor) -> Frame:
+def _read_frame(f: BinaryIO, offset: int, size: int, dctx: zstandard.ZstdDecompressor, *,
+                payload: bool = False, check: bool = True) -> tuple[Frame, bytes | None]:
+    """Read the frame at offset. check: verify the checksum; payload: also decompress it."""
     if offset + _FRAME.size > size:
         raise _Damaged("truncated frame header")
     f.seek(offset)
@@ -223,30 +250,38 @@ def _read_frame(f: BinaryIO, offset: int, size: int, dctx: zstandard.ZstdDecompr
         raise _Damaged(f"frame length {max(stored_len, raw_len)} exceeds the limit")
     if offset + _FRAME.size + stored_len > size:
         raise _Damaged("truncated frame payload")
-    stored = f.read(stored_len)
-    if crc != _crc(raw[:-4], stored):
+    stored = f.read(stored_len) if (check or payload) else b""
+    if (check or payload) and crc != _crc(raw[:-4], stored):
         raise _Damaged("frame checksum mismatch")
     if kind not in FrameKind.NAMES:
         raise _Damaged(f"unknown frame kind {kind}")
     if last < first:
         raise _Damaged("frame tick range is reversed")
+    if codec not in (CODEC_RAW, CODEC_ZSTD):
+        raise _Damaged(f"unknown frame codec {codec}")
+    if codec == CODEC_RAW and raw_len != stored_len:
+        raise _Damaged("raw frame with two different lengths")
+    frame = Frame(kind, first, last, offset, codec, raw_len, stored_len)
+    if not payload:
+        return frame, None
     if codec == CODEC_RAW:
-        payload = stored
-    elif codec == CODEC_ZSTD:
+        data = stored
+    else:
         try:
-            payload = dctx.decompress(stored, max_output_size=raw_len)
+            data = dctx.decompress(stored, max_output_size=raw_len)
         except zstandard.ZstdError as exc:
             raise _Damaged(f"frame does not decompress ({exc})") from None
-    else:
-        raise _Damaged(f"unknown frame codec {codec}")
-    if len(payload) != raw_len:
+    if len(data) != raw_len:
         raise _Damaged("frame decompresses to the wrong size")
-    return Frame(kind, first, last, payload, offset)
+    return frame, data
 
 
-def open_trace(path: str | os.PathLike[str]) -> TraceFile:
-    """Open and verify a trace. Damage inside a cleanly closed file is an error; a file
-    without an index (the writer crashed) is recovered up to its last complete frame."""
+def open_trace(path: str | os.PathLike[str], *, verify: bool = True) -> TraceFile:
+    """Open a trace. Damage inside a cleanly closed file is an error; a file without an
+    index (the writer crashed) is recovered up to its last complete frame.
+
+    verify: check every frame's checksum now (one pass over the file). Without it a clean
+    file is opened from its index alone and each frame is checked when it is read."""
     p = Path(path)
     name = str(p)
     try:
@@ -268,24 +303,28 @@ def open_trace(path: str | os.PathLike[str]) -> TraceFile:
                 raise TraceError(f"{name}: damaged trailer (index offset {index_offset} "
                                  "is outside the file)")
             try:
-                index = _read_frame(f, index_offset, size - _TRAILER.size, dctx)
+                index, index_payload = _read_frame(f, index_offset, size - _TRAILER.size, dctx,
+                                                   payload=True)
             except _Damaged as exc:
                 raise TraceError(f"{name}: damaged index frame at {index_offset}: {exc}") from None
-            if index.kind != FrameKind.INDEX or len(index.payload) % 25:
+            assert index_payload is not None
+            if index.kind != FrameKind.INDEX or len(index_payload) % 25:
                 raise TraceError(f"{name}: damaged index frame at {index_offset}")
             expect = pos
-            for i in range(0, len(index.payload), 25):
-                off, kind, first, last = struct.unpack_from("<QBQQ", index.payload, i)
+            for i in range(0, len(index_payload), 25):
+                off, kind, first, last = struct.unpack_from("<QBQQ", index_payload, i)
                 if off != expect:
                     raise TraceError(f"{name}: index does not match the frames (offset {off})")
                 try:
-                    fr = _read_frame(f, off, index_offset, dctx)
+                    fr, _ = _read_frame(f, off, index_offset, dctx, check=verify)
                 except _Damaged as exc:
                     raise TraceError(f"{name}: damaged frame at offset {off}: {exc}") from None
                 if (fr.kind, fr.first_tick, fr.last_tick) != (kind, first, last):
                     raise TraceError(f"{name}: index does not match the frame at {off}")
+                if fr.kind == FrameKind.INDEX:
+                    raise TraceError(f"{name}: an index frame inside the file at {off}")
                 frames.append(fr)
-                expect = off + _FRAME.size + _stored_len(f, off)
+                expect = off + _FRAME.size + fr.stored_len
             if expect != index_offset:
                 raise TraceError(f"{name}: bytes between the last frame and the index")
             return TraceFile(p, version, metadata, frames, True, 0)
@@ -293,16 +332,11 @@ def open_trace(path: str | os.PathLike[str]) -> TraceFile:
         off = pos
         while off < size:
             try:
-                fr = _read_frame(f, off, size, dctx)
+                fr, _ = _read_frame(f, off, size, dctx)
             except _Damaged:
                 break
             if fr.kind == FrameKind.INDEX:
                 break
             frames.append(fr)
-            off += _FRAME.size + _stored_len(f, off)
+            off += _FRAME.size + fr.stored_len
         return TraceFile(p, version, metadata, frames, False, size - off)
-
-
-def _stored_len(f: BinaryIO, offset: int) -> int:
-    f.seek(offset + _FRAME.size - 8)
-    return struct.unpack("<I", f.read(4))[0]

@@ -425,7 +425,7 @@ def print_explained(console: object, divs: list[Divergence]) -> None:
 def run_cli(args: object) -> int:
     """``aero fuzz cpu``: exit 0 when no unexplained divergence, 1 otherwise, 2 on bad
     arguments."""
-    from aero.cli import EXIT_FAIL, EXIT_OK, CliError
+    from aero.cli_common import EXIT_FAIL, EXIT_OK, CliError
 
     examples = int(args.examples)  # type: ignore[attr-defined]
     if examples < 1:

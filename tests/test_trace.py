@@ -38,7 +38,7 @@ def write_trace(path: Path, close: bool = True) -> None:
 
 
 def as_tuples(trace) -> list[tuple[int, int, int, bytes]]:
-    return [(f.kind, f.first_tick, f.last_tick, f.payload) for f in trace.frames]
+    return [(f.kind, f.first_tick, f.last_tick, trace.read(f)) for f in trace.frames]
 
 
 def test_round_trip(tmp_path: Path) -> None:

@@ -1,0 +1,331 @@
+"""Recording: run a guest, feed it input, and write everything replay needs to a trace.
+
+The recorder is the only part of aero that looks at the host (terminal, wall clock). Every
+input it decides on goes through :meth:`aero.machine.Machine.inject` and so into the core's
+event log with its tick; the log is written out as it grows, with a checkpoint (tick and
+state fingerprint) every ``checkpoint_interval`` ticks and a keyframe (a seekable snapshot)
+every ``keyframe_interval`` ticks.
+
+Invariants:
+
+* The trace is a function of (configuration, guest image, the inputs with their ticks):
+  recording the same inputs twice gives byte-identical frames; only the metadata's
+  ``created`` field differs.
+* Frames are flushed at every checkpoint: a recorder killed at any point leaves a trace
+  that replays up to its last complete frame, losing at most one checkpoint interval.
+"""
+
+from __future__ import annotations
+
+import datetime
+import hashlib
+import json
+import os
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+import aero
+from aero import tracecodec as codec
+from aero.events import EVENTS_VERSION, INPUT_LIMIT, Channel, Kind
+from aero.launch import GuestRef
+from aero.machine import Machine, StopReason
+from aero.script import ScriptRunner
+from aero.trace import FrameKind, TraceWriter
+
+DEFAULT_CHECKPOINT_INTERVAL = 10_000_000
+DEFAULT_KEYFRAME_INTERVAL = 200_000_000
+
+
+def trace_dir() -> Path:
+    """Where traces go without ``-o``: $AERO_TRACE_DIR, else the user data directory."""
+    env = os.environ.get("AERO_TRACE_DIR")
+    if env:
+        return Path(env)
+    base = os.environ.get("XDG_DATA_HOME") or str(Path.home() / ".local" / "share")
+    return Path(base) / "aero" / "traces"
+
+
+def default_trace_path(guest: str) -> Path:
+    """``<trace dir>/<guest>-<n>.aerotrace`` with the first free n, as rr numbers traces."""
+    root = trace_dir()
+    root.mkdir(parents=True, exist_ok=True)
+    stem = "".join(c if c.isalnum() or c in "-_." else "_" for c in guest) or "guest"
+    n = 0
+    while (root / f"{stem}-{n}.aerotrace").exists():
+        n += 1
+    return root / f"{stem}-{n}.aerotrace"
+
+
+def update_latest(path: Path) -> None:
+    """Point ``<trace dir>/latest`` at ``path`` (replaced atomically)."""
+    root = trace_dir()
+    link = root / "latest"
+    tmp = root / f".latest-{os.getpid()}"
+    try:
+        tmp.unlink(missing_ok=True)
+        tmp.symlink_to(path.resolve())
+        os.replace(tmp, link)
+    except OSError:
+        tmp.unlink(missing_ok=True)
+
+
+def replay_digest(config: dict, guest: GuestRef) -> hashlib._Hash:
+    """The running hash behind a trace's ``digest``: everything that determines a replay
+    (configuration, the guest image's identity, the event vocabulary), to be updated with
+    every input event in order. Creation time and file names are not part of it."""
+    h = hashlib.sha256()
+    ident = {"machine": config, "events_version": EVENTS_VERSION,
+             "guest": {"fmt": guest.fmt, "load_addr": guest.load_addr, "sha256": guest.sha256,
+                       "size": guest.size}}
+    h.update(json.dumps(ident, sort_keys=True, separators=(",", ":")).encode())
+    return h
+
+
+def digest_update(h: hashlib._Hash, inputs: np.ndarray) -> None:
+    rows = np.zeros(len(inputs), dtype=[("tick", "<u8"), ("kind", "<u4"), ("a", "<u4"),
+                                        ("b", "<u8")])
+    for k in ("tick", "kind", "a", "b"):
+        rows[k] = inputs[k]
+    h.update(rows.tobytes())
+
+
+@dataclass
+class RecordOptions:
+    checkpoint_interval: int = DEFAULT_CHECKPOINT_INTERVAL
+    keyframe_interval: int = DEFAULT_KEYFRAME_INTERVAL
+    max_ticks: int | None = None  # stop recording at this tick
+    realtime: bool = False  # pace guest time to wall time
+    rtc_time: int | None = None  # wall-clock seconds for the RTC; None: the host's now
+    script: ScriptRunner | None = None
+    interactive: Callable[[], bytes] | None = None  # polls terminal bytes for COM1
+    stop_requested: Callable[[], bool] = field(default=lambda: False)
+
+
+@dataclass
+class RecordResult:
+    path: Path
+    ticks: int
+    stop: str  # exit, shutdown, halt, idle, limit, script-stalled, interrupted
+    exit_status: int | None
+    inputs: int
+    device_events: int
+    output_events: int
+    checkpoints: int
+    keyframes: int
+    digest: str
+    output: bytes  # COM1 and debug-console bytes, in order
+    elapsed: float
+
+
+class _FrameBuffer:
+    """Events waiting to be written, one list per frame kind."""
+
+    def __init__(self) -> None:
+        self.parts: dict[int, list[np.ndarray]] = {FrameKind.INPUT: [], FrameKind.DEVICE: [],
+                                                   FrameKind.OUTPUT: []}
+
+    def add(self, events: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        kinds = events["kind"]
+        inputs = events[kinds < INPUT_LIMIT]
+        outputs = events[kinds == Kind.OUTPUT]
+        device = events[(kinds >= INPUT_LIMIT) & (kinds != Kind.OUTPUT)]
+        for kind, part in ((FrameKind.INPUT, inputs), (FrameKind.DEVICE, device),
+                           (FrameKind.OUTPUT, outputs)):
+            if len(part):
+                self.parts[kind].append(part)
+        return inputs, device, outputs
+
+    def flush(self, w: TraceWriter, first_tick: int) -> None:
+        for kind, parts in self.parts.items():
+            if not parts:
+                continue
+            ev = np.concatenate(parts)
+            parts.clear()
+            w.append(kind, first_tick, int(ev["tick"][-1]), codec.encode_events(ev, first_tick))
+
+
+class Recorder:
+    """Records one run of ``machine`` (freshly loaded, at tick 0) into ``path``."""
+
+    def __init__(self, machine: Machine, guest: GuestRef, path: Path,
+                 options: RecordOptions, *, on_output: Callable[[int, bytes], None] | None = None,
+                 on_progress: Callable[[int], None] | None = None,
+                 extra_metadata: dict | None = None) -> None:
+        if options.checkpoint_interval <= 0 or options.keyframe_interval <= 0:
+            raise ValueError("checkpoint and keyframe intervals must be positive")
+        if options.keyframe_interval % options.checkpoint_interval:
+            raise ValueError("the keyframe interval must be a multiple of the checkpoint interval")
+        self.m = machine
+        self.guest = guest
+        self.path = Path(path)
+        self.opt = options
+        self.on_output = on_output
+        self.on_progress = on_progress
+        config = machine.config.to_dict()
+        self.metadata = {
+            "aero": aero.__version__, "events_version": EVENTS_VERSION,
+            "created": datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
+            "machine": config, "guest": guest.to_dict(),
+            "checkpoint_interval": options.checkpoint_interval,
+            "keyframe_interval": options.keyframe_interval,
+            **(extra_metadata or {}),
+        }
+        self._digest = replay_digest(config, guest)
+        self._known_pages: set[int] = set()
+        self._page_frames: dict[int, int] = {}  # page hash -> ordinal of its pages frame
+        self._pages_frames = 0
+        self._inputs_logged = 0
+
+    # ---- frames -----------------------------------------------------------------------
+    def _keyframe(self, w: TraceWriter) -> None:
+        m = self.m
+        m.fingerprint()  # brings the page hashes up to date
+        hashes = m.page_hashes()
+        new = [i for i, h in enumerate(hashes.tolist()) if h not in self._page_frames]
+        ram = m.ram
+        for start in range(0, len(new), codec.PAGES_PER_FRAME):
+            chunk = new[start:start + codec.PAGES_PER_FRAME]
+            hs = [int(hashes[i]) for i in chunk]
+            data = [ram[i * codec.PAGE:(i + 1) * codec.PAGE].tobytes() for i in chunk]
+            w.append(FrameKind.PAGES, m.ticks, m.ticks, codec.encode_pages(hs, data))
+            for h in hs:
+                self._page_frames[h] = self._pages_frames
+            self._pages_frames += 1
+        frames = np.array([self._page_frames[int(h)] for h in hashes.tolist()], dtype=np.uint32)
+        k = codec.Keyframe(m.ticks, m.config.ram_size, m.cpu_state_bytes(),
+                           m.devices_state_bytes(), hashes, frames, self._inputs_logged)
+        w.append(FrameKind.KEYFRAME, m.ticks, m.ticks, codec.encode_keyframe(k))
+
+    # ---- the loop ---------------------------------------------------------------------
+    def run(self) -> RecordResult:
+        m, opt = self.m, self.opt
+        start = time.monotonic()
+        tick_hz = m.config.tick_hz
+        buf = _FrameBuffer()
+        cp_ticks: list[int] = []
+        cp_fps: list[int] = []
+        counts = {"inputs": 0, "device": 0, "output": 0, "checkpoints": 0, "keyframes": 0}
+        output = bytearray()
+        next_cp = opt.checkpoint_interval
+        frame_start = 0
+        stop_name = "limit"
+        script = opt.script
+        w = TraceWriter(self.path, self.metadata)
+        try:
+            if m.config.devices:
+                rtc = opt.rtc_time if opt.rtc_time is not None else int(time.time())
+                m.inject(Kind.RTC_TIME, 0, rtc & 0xFFFFFFFFFFFFFFFF)
+            self._drain(buf, counts, output, script)
+            self._keyframe(w)
+            counts["keyframes"] += 1
+            while True:
+                now = m.ticks
+                if opt.stop_requested():
+                    stop_name = "interrupted"
+                    break
+                if script is not None:
+                    for kind, a, b in script.due(now):
+                        m.inject(kind, a, b)
+                if opt.interactive is not None:
+                    for byte in opt.interactive():
+                        m.inject(Kind.SERIAL_RX, 0, byte)
+                target = next_cp
+                if opt.max_ticks is not None:
+                    target = min(target, opt.max_ticks)
+                if script is not None:
+                    nt = script.next_tick(now)
+                    if nt is not None:
+                        target = min(target, max(nt, now + 1))
+                    elif script.waiting_for_output:
+                        target = min(target, now + max(tick_hz // 1000, 1))
+                if opt.interactive is not None or opt.realtime:
+                    target = min(target, now + max(tick_hz // 200, 1))
+                if target <= now:
+                    stop_name = "limit"
+                    break
+                stop = m.run(target)
+                m.take_output()  # the debug console's bytes are in the event log too
+                self._drain(buf, counts, output, script)
+                if m.ticks >= next_cp:
+                    cp_ticks.append(m.ticks)
+                    cp_fps.append(m.fingerprint())
+                    counts["checkpoints"] += 1
+                    buf.flush(w, frame_start)
+                    w.append(FrameKind.CHECKPOINT, cp_ticks[0], cp_ticks[-1],
+                             codec.encode_checkpoints(cp_ticks, cp_fps))
+                    cp_ticks.clear()
+                    cp_fps.clear()
+                    frame_start = m.ticks
+                    if m.ticks % opt.keyframe_interval == 0:
+                        self._keyframe(w)
+                        counts["keyframes"] += 1
+                    next_cp += opt.checkpoint_interval
+                    if self.on_progress:
+                        self.on_progress(m.ticks)
+                if opt.realtime:
+                    ahead = m.ticks / tick_hz - (time.monotonic() - start)
+                    if ahead > 0:
+                        time.sleep(min(ahead, 0.02))
+                if stop in (StopReason.EXIT, StopReason.SHUTDOWN, StopReason.HALT):
+                    stop_name = stop.name.lower()
+                    break
+                if opt.max_ticks is not None and m.ticks >= opt.max_ticks:
+                    stop_name = "limit"
+                    break
+                if stop == StopReason.TICKS and m.next_deadline is None and m.get_regs().halted:
+                    # Idle: only input can wake the guest now.
+                    if opt.interactive is None and (script is None or script.finished):
+                        stop_name = "idle"
+                        break
+                    if script is not None and script.waiting_for_output:
+                        stop_name = "script-stalled"
+                        break
+            # The final state: a checkpoint at the last tick, then the summary.
+            final_fp = m.fingerprint()
+            if not cp_ticks or cp_ticks[-1] != m.ticks:
+                cp_ticks.append(m.ticks)
+                cp_fps.append(final_fp)
+                counts["checkpoints"] += 1
+            buf.flush(w, frame_start)
+            w.append(FrameKind.CHECKPOINT, cp_ticks[0], cp_ticks[-1],
+                     codec.encode_checkpoints(cp_ticks, cp_fps))
+            digest = self._digest.hexdigest()
+            summary = {"ticks": m.ticks, "stop": stop_name, "exit_status": m.exit_status,
+                       "inputs": counts["inputs"], "device_events": counts["device"],
+                       "output_events": counts["output"], "checkpoints": counts["checkpoints"],
+                       "keyframes": counts["keyframes"], "final_fingerprint": f"{final_fp:016x}",
+                       "digest": digest}
+            w.append(FrameKind.SUMMARY, m.ticks, m.ticks, codec.encode_json(summary))
+            w.close()
+        except BaseException:
+            w.abandon()
+            raise
+        return RecordResult(self.path, m.ticks, stop_name, m.exit_status, counts["inputs"],
+                            counts["device"], counts["output"], counts["checkpoints"],
+                            counts["keyframes"], digest, bytes(output),
+                            time.monotonic() - start)
+
+    def _drain(self, buf: _FrameBuffer, counts: dict[str, int], output: bytearray,
+               script: ScriptRunner | None) -> None:
+        events = self.m.take_events()
+        if not len(events):
+            return
+        inputs, device, outputs = buf.add(events)
+        if len(inputs):
+            digest_update(self._digest, inputs)
+            self._inputs_logged += len(inputs)
+        counts["inputs"] += len(inputs)
+        counts["device"] += len(device)
+        counts["output"] += len(outputs)
+        shown = outputs[(outputs["a"] == Channel.COM1) | (outputs["a"] == Channel.DEBUGCON)]
+        if len(shown):
+            data = shown["b"].astype(np.uint8).tobytes()
+            output += data
+            if script is not None:
+                script.feed(data)
+            if self.on_output is not None:
+                self.on_output(int(shown["tick"][-1]), data)

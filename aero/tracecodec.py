@@ -1,0 +1,195 @@
+"""Payload encodings of trace frames: events, checkpoints, keyframes, RAM pages, images.
+
+Both directions live here, next to each other, so that an encoder and its decoder change
+together (the container around them is :mod:`aero.trace`; the byte layouts are specified in
+docs/trace-format.md).
+
+Invariants:
+
+* Decoders trust nothing: every count is checked against the payload length before any
+  array is built, and every inconsistency raises :class:`aero.trace.TraceError` with a
+  one-line message.
+* Event frames are columnar (ticks delta-encoded, then kinds, then both arguments), which
+  compresses several times better than rows.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import struct
+from dataclasses import dataclass
+
+import numpy as np
+
+from aero.events import EVENT_DTYPE
+from aero.trace import Frame, TraceError
+
+PAGE = 4096
+PAGES_PER_FRAME = 1024  # 4 MB of RAM per pages frame at most
+CPU_STATE_BYTES = 512
+DEV_STATE_BYTES = 4096
+SNAPSHOT_MAGIC = 0x32504E53  # the core's "SNP2"
+
+
+def _need(cond: bool, frame: Frame | None, what: str) -> None:
+    if not cond:
+        where = f" at offset {frame.offset}" if frame is not None else ""
+        raise TraceError(f"damaged {what} frame{where}")
+
+
+# ---- events -------------------------------------------------------------------------------
+
+def encode_events(events: np.ndarray, first_tick: int) -> bytes:
+    """count:u32 | tick deltas:u64[n] | kinds:u8[n] | a:u32[n] | b:u64[n]."""
+    n = len(events)
+    ticks = events["tick"].astype(np.uint64)
+    deltas = np.diff(ticks, prepend=np.uint64(first_tick))
+    kinds = events["kind"]
+    if n and int(kinds.max()) > 0xFF:
+        raise ValueError("event kind does not fit in a byte")
+    return b"".join((struct.pack("<I", n), deltas.astype("<u8").tobytes(),
+                     kinds.astype("u1").tobytes(), events["a"].astype("<u4").tobytes(),
+                     events["b"].astype("<u8").tobytes()))
+
+
+def decode_events(payload: bytes, frame: Frame) -> np.ndarray:
+    _need(len(payload) >= 4, frame, "event")
+    (n,) = struct.unpack_from("<I", payload)
+    _need(len(payload) == 4 + 21 * n, frame, "event")
+    off = 4
+    deltas = np.frombuffer(payload, "<u8", n, off)
+    off += 8 * n
+    kinds = np.frombuffer(payload, "u1", n, off)
+    off += n
+    a = np.frombuffer(payload, "<u4", n, off)
+    off += 4 * n
+    b = np.frombuffer(payload, "<u8", n, off)
+    out = np.zeros(n, dtype=EVENT_DTYPE)
+    with np.errstate(over="ignore"):
+        ticks = np.cumsum(deltas, dtype=np.uint64) + np.uint64(frame.first_tick)
+    if n:
+        # Deltas are non-negative by construction: a wrapped sum means damage.
+        _need(bool(np.all(ticks >= np.uint64(frame.first_tick))) and
+              int(ticks[-1]) <= frame.last_tick and bool(np.all(np.diff(ticks) < 1 << 63)),
+              frame, "event")
+    out["tick"], out["kind"], out["a"], out["b"] = ticks, kinds, a, b
+    return out
+
+
+# ---- checkpoints --------------------------------------------------------------------------
+
+def encode_checkpoints(ticks: list[int], fingerprints: list[int]) -> bytes:
+    n = len(ticks)
+    return (struct.pack("<I", n) + np.asarray(ticks, "<u8").tobytes()
+            + np.asarray(fingerprints, "<u8").tobytes())
+
+
+def decode_checkpoints(payload: bytes, frame: Frame) -> tuple[np.ndarray, np.ndarray]:
+    _need(len(payload) >= 4, frame, "checkpoint")
+    (n,) = struct.unpack_from("<I", payload)
+    _need(len(payload) == 4 + 16 * n, frame, "checkpoint")
+    ticks = np.frombuffer(payload, "<u8", n, 4)
+    fps = np.frombuffer(payload, "<u8", n, 4 + 8 * n)
+    _need(n == 0 or (int(ticks[0]) >= frame.first_tick and int(ticks[-1]) <= frame.last_tick
+                     and bool(np.all(np.diff(ticks.astype(np.int64)) > 0))), frame, "checkpoint")
+    return ticks.astype(np.uint64), fps.astype(np.uint64)
+
+
+# ---- keyframes and pages ------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class Keyframe:
+    """The machine at one tick: CPU and device state plus, per RAM page, the content hash
+    (XXH64 seeded with the page number, the core's page hash) and the ordinal of the pages
+    frame holding that content."""
+
+    tick: int
+    ram_size: int
+    cpu: bytes
+    devices: bytes
+    hashes: np.ndarray  # uint64 per page
+    page_frames: np.ndarray  # uint32 per page: ordinal among the trace's pages frames
+    inputs_before: int  # input events logged before this keyframe (replay skips them)
+
+
+def encode_keyframe(k: Keyframe) -> bytes:
+    n = k.ram_size // PAGE
+    return b"".join((struct.pack("<QIIQ", k.tick, k.ram_size, n, k.inputs_before), k.cpu,
+                     k.devices,
+                     np.asarray(k.hashes, "<u8").tobytes(),
+                     np.asarray(k.page_frames, "<u4").tobytes()))
+
+
+def decode_keyframe(payload: bytes, frame: Frame) -> Keyframe:
+    head = struct.calcsize("<QIIQ")
+    _need(len(payload) >= head, frame, "keyframe")
+    tick, ram_size, n, inputs_before = struct.unpack_from("<QIIQ", payload)
+    _need(ram_size % PAGE == 0 and n == ram_size // PAGE and tick == frame.first_tick, frame,
+          "keyframe")
+    _need(len(payload) == head + CPU_STATE_BYTES + DEV_STATE_BYTES + 12 * n, frame, "keyframe")
+    off = head
+    cpu = payload[off:off + CPU_STATE_BYTES]
+    off += CPU_STATE_BYTES
+    dev = payload[off:off + DEV_STATE_BYTES]
+    off += DEV_STATE_BYTES
+    hashes = np.frombuffer(payload, "<u8", n, off).astype(np.uint64)
+    frames = np.frombuffer(payload, "<u4", n, off + 8 * n).astype(np.uint32)
+    return Keyframe(tick, ram_size, cpu, dev, hashes, frames, inputs_before)
+
+
+def encode_pages(hashes: list[int], pages: list[bytes]) -> bytes:
+    return (struct.pack("<I", len(hashes)) + np.asarray(hashes, "<u8").tobytes()
+            + b"".join(pages))
+
+
+def decode_pages(payload: bytes, frame: Frame) -> dict[int, bytes]:
+    _need(len(payload) >= 4, frame, "pages")
+    (n,) = struct.unpack_from("<I", payload)
+    _need(len(payload) == 4 + n * (8 + PAGE), frame, "pages")
+    hashes = np.frombuffer(payload, "<u8", n, 4)
+    base = 4 + 8 * n
+    return {int(h): payload[base + i * PAGE: base + (i + 1) * PAGE] for i, h in enumerate(hashes)}
+
+
+def snapshot_bytes(k: Keyframe, ram: bytes) -> bytes:
+    """The core's snapshot layout (aero_snapshot_load) for a keyframe and its RAM."""
+    head = struct.pack("<IIII", SNAPSHOT_MAGIC, k.ram_size, k.tick & 0xFFFFFFFF, k.tick >> 32)
+    return head + k.cpu + k.devices + ram
+
+
+# ---- images (aero pack) -------------------------------------------------------------------
+
+def encode_image(name: str, data: bytes) -> bytes:
+    head = json.dumps({"name": name, "sha256": hashlib.sha256(data).hexdigest(),
+                       "size": len(data)}, sort_keys=True).encode()
+    return struct.pack("<I", len(head)) + head + data
+
+
+def decode_image(payload: bytes, frame: Frame) -> tuple[dict, bytes]:
+    _need(len(payload) >= 4, frame, "image")
+    (hl,) = struct.unpack_from("<I", payload)
+    _need(4 + hl <= len(payload), frame, "image")
+    try:
+        head = json.loads(payload[4:4 + hl].decode())
+    except (UnicodeDecodeError, json.JSONDecodeError):
+        raise TraceError(f"damaged image frame at offset {frame.offset}") from None
+    data = payload[4 + hl:]
+    _need(isinstance(head, dict) and head.get("size") == len(data)
+          and head.get("sha256") == hashlib.sha256(data).hexdigest(), frame, "image")
+    return head, data
+
+
+# ---- summary ------------------------------------------------------------------------------
+
+def encode_json(obj: dict) -> bytes:
+    return json.dumps(obj, sort_keys=True, separators=(",", ":")).encode()
+
+
+def decode_json(payload: bytes, frame: Frame, what: str) -> dict:
+    try:
+        obj = json.loads(payload.decode())
+    except (UnicodeDecodeError, json.JSONDecodeError):
+        raise TraceError(f"damaged {what} frame at offset {frame.offset}") from None
+    _need(isinstance(obj, dict), frame, what)
+    return obj
