@@ -271,8 +271,17 @@ def run_cli(args: argparse.Namespace) -> int:
     settings = QUICK if args.quick else FULL
     log: Callable[[str], None] = (lambda _m: None) if args.json or not sys.stderr.isatty() \
         else (lambda m: print(m, file=sys.stderr))
+    from aero import bench_trace
+
+    only_trace = getattr(args, "trace_only", False)
+    with_trace = not getattr(args, "no_trace", False)
+    report: dict[str, object] = {}
     try:
-        report = run(settings, reference=not args.no_reference, log=log)
+        if not only_trace:
+            report = run(settings, reference=not args.no_reference, log=log)
+        if with_trace or only_trace:
+            report["record_replay"] = bench_trace.run(
+                100_000_000 if args.quick else 1_000_000_000, settings.repetitions, log)
     except ToolchainError as exc:
         from aero.cli_common import CliError
 
@@ -280,6 +289,9 @@ def run_cli(args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps(report))
     else:
-        print_table(report)
+        if not only_trace:
+            print_table(report)
+        if "record_replay" in report:
+            bench_trace.print_report(report["record_replay"])  # type: ignore[arg-type]
     return 0
 

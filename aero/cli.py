@@ -200,6 +200,11 @@ def _add_bench(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--quick", action="store_true", help="shorter workloads")
     p.add_argument("--no-reference", action="store_true",
                    help="measure aero only (skip Unicorn and QEMU)")
+    p.add_argument("--no-trace", action="store_true",
+                   help="skip the record/replay figures (overhead, replay speed, trace "
+                        "size, seek time)")
+    p.add_argument("--trace-only", action="store_true",
+                   help="only the record/replay figures")
     p.set_defaults(func=cmd_bench)
 
 

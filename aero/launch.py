@@ -90,7 +90,7 @@ def find_image(ref: GuestRef) -> bytes | None:
 def resolve_guest(spec: str, fmt: str = "auto", load_addr: int = 0x7C00) -> tuple[GuestRef, bytes]:
     """A bundled guest name (built on demand) or an image file, as (reference, bytes)."""
     path = Path(spec)
-    if not path.exists() and spec in guests.GUESTS:
+    if not path.exists() and (spec in guests.GUESTS or spec in guests.BENCH_GUESTS):
         try:
             image = guests.build(spec)
         except guests.ToolchainError as exc:

@@ -336,3 +336,47 @@ def test_damaged_recordings_end_in_a_clear_error_or_a_verified_prefix(
     # replay of what is there is either verified or a reported divergence.
     assert t.complete or t.recovered_bytes >= 0
     assert result.diverged or result.checkpoints_verified >= 0
+
+
+# ---- a recorder killed with SIGKILL ---------------------------------------------------------
+
+def test_sigkill_leaves_a_trace_that_replays_up_to_its_last_frame(tmp_path: Path) -> None:
+    """Kill the recorder at several points: each trace opens (recovered, not complete) and
+    replays without divergence up to its last complete frame."""
+    import random
+    import signal
+    import time
+
+    # A flat real-mode loop that keeps counting in memory: inc word [1000h]; jmp back.
+    image = tmp_path / "counter.bin"
+    image.write_bytes(bytes([0xFF, 0x06, 0x00, 0x10, 0xEB, 0xFA]))
+    rng = random.Random(20261123)
+    lengths = []
+    for i in range(4):
+        out = tmp_path / f"killed{i}.aerotrace"
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "aero.cli", "record", str(image), "-o", str(out), "--quiet",
+             "--rtc", "0", "--checkpoint-interval", "2000000", "--keyframe-interval",
+             "20000000", "--ticks", "100000000000"],
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True,
+            env={**os.environ})
+        try:
+            deadline = time.monotonic() + 60
+            while (not out.exists() or out.stat().st_size < 200_000) and \
+                    time.monotonic() < deadline and proc.poll() is None:
+                time.sleep(0.02)
+            time.sleep(rng.uniform(0.0, 0.5))
+            os.killpg(proc.pid, signal.SIGKILL)
+        finally:
+            proc.wait(timeout=30)
+        assert proc.returncode == -signal.SIGKILL
+        t = open_trace(out)
+        assert not t.complete
+        c = load_contents(t)
+        assert c.summary is None and len(c.cp_ticks) >= 1
+        rep = Replayer(c).run()
+        assert not rep.diverged, rep.divergence
+        assert rep.checkpoints_verified == len(c.cp_ticks)
+        assert rep.ticks == int(c.cp_ticks[-1])
+        lengths.append(rep.ticks)
+    assert len(set(lengths)) > 1  # killed at different points

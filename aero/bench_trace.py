@@ -1,0 +1,179 @@
+"""``aero bench`` figures for record and replay: recording overhead against a plain run,
+replay speed against recording, trace bytes per input event and per million ticks, and the
+time to seek to a tick.
+
+Method (also in the JSON report under ``"method"``):
+
+* CPU-bound: the ``bench_memcpy`` kernel sized to about ``ticks`` instructions. A plain run
+  is ``Machine.run`` to the end; a recording is :class:`aero.record.Recorder` with the default
+  checkpoint and keyframe intervals; a replay is :class:`aero.replay.Replayer` verifying it.
+  Each figure is the best of ``repetitions`` runs (perf_counter).
+* Input-heavy: the ``demo`` guest driven by ``guests/demo.script``: trace bytes per input
+  event (stored bytes of input frames / input events) and per million ticks (whole file).
+* Seek: :func:`aero.replay.seek` to a tick right after a keyframe and to the tick just before
+  the next keyframe (the worst case: a whole keyframe interval to execute), on the CPU-bound
+  trace opened from its index.
+"""
+
+from __future__ import annotations
+
+import tempfile
+import time
+from pathlib import Path
+
+from aero import guests
+from aero.launch import GuestRef, resolve_guest, start_machine, store_image
+from aero.machine import MachineConfig, StopReason
+from aero.record import Recorder, RecordOptions
+from aero.replay import Replayer, load_contents, seek
+from aero.script import ScriptRunner, load
+from aero.trace import FrameKind, open_trace
+
+RAM = 32 << 20
+RTC = 1_790_000_000
+
+
+def _memcpy_image(ticks: int) -> tuple[GuestRef, bytes]:
+    from aero.bench import instruction_model
+
+    a, b = instruction_model("bench_memcpy")
+    iters = max(1, (ticks - a) // b)
+    image = guests.build("bench_memcpy", {"ITERS": iters})
+    return resolve_guest(str(image.path), "multiboot")
+
+
+def _plain(ref: GuestRef, data: bytes) -> tuple[float, int]:
+    m = start_machine(MachineConfig(ram_size=RAM), ref, data)
+    t = time.perf_counter()
+    while m.run(1 << 62) in (StopReason.EVENTS, StopReason.OUTPUT):
+        m.take_events()
+        m.take_output()
+    return time.perf_counter() - t, m.ticks
+
+
+def _record(ref: GuestRef, data: bytes, path: Path, script: ScriptRunner | None = None,
+            opts: dict | None = None) -> tuple[float, object]:
+    m = start_machine(MachineConfig(ram_size=RAM), ref, data)
+    rec = Recorder(m, ref, path, RecordOptions(rtc_time=RTC, script=script, **(opts or {})))
+    t = time.perf_counter()
+    res = rec.run()
+    return time.perf_counter() - t, res
+
+
+def _replay(path: Path) -> tuple[float, object]:
+    c = load_contents(open_trace(path))
+    rep = Replayer(c)
+    t = time.perf_counter()
+    res = rep.run()
+    elapsed = time.perf_counter() - t
+    if res.diverged:
+        raise RuntimeError(f"bench replay diverged: {res.divergence}")
+    return elapsed, res
+
+
+def run(ticks: int, repetitions: int, log=lambda _m: None) -> dict[str, object]:
+    ref, data = _memcpy_image(ticks)
+    store_image(data)
+    out: dict[str, object] = {}
+    with tempfile.TemporaryDirectory(prefix="aero-bench-") as tmp:
+        root = Path(tmp)
+        log(f"record/replay: plain run, recording and replay of {ticks:,} ticks")
+        plain = min(_plain(ref, data)[0] for _ in range(repetitions))
+        trace = root / "cpu.aerotrace"
+        recs = []
+        for _ in range(repetitions):
+            recs.append(_record(ref, data, trace)[0])
+        rec_t = min(recs)
+        rep_t = min(_replay(trace)[0] for _ in range(repetitions))
+        info = open_trace(trace)
+        c = load_contents(info)
+        size = trace.stat().st_size
+        out["cpu"] = {
+            "guest": "bench_memcpy", "ticks": c.end_tick, "plain_seconds": round(plain, 4),
+            "record_seconds": round(rec_t, 4), "replay_seconds": round(rep_t, 4),
+            "record_overhead_percent": round(100 * (rec_t / plain - 1), 2),
+            "replay_speed_percent_of_record": round(100 * rec_t / rep_t, 1),
+            "plain_mips": round(c.end_tick / plain / 1e6, 1),
+            "trace_bytes": size, "bytes_per_million_ticks": round(size / (c.end_tick / 1e6), 1),
+            "checkpoints": len(c.cp_ticks), "keyframes": len(c.keyframes),
+        }
+        # Seek: right after a keyframe, and just before the next one.
+        kf = [f.first_tick for f in c.keyframes]
+        if len(kf) >= 2:
+            fast_c = load_contents(open_trace(trace, verify=False))
+            seeks = {}
+            for label, tick in (("after_keyframe", kf[1] + 1), ("before_next_keyframe",
+                                                                  kf[1] + (kf[1] - kf[0]) - 1)):
+                tick = min(tick, c.end_tick)
+                best = None
+                for _ in range(repetitions):
+                    t = time.perf_counter()
+                    m, _ = seek(fast_c, tick)
+                    e = time.perf_counter() - t
+                    best = e if best is None else min(best, e)
+                    assert m.ticks == tick
+                seeks[label] = {"tick": tick, "seconds": round(best or 0.0, 4)}
+            out["seek"] = {"keyframe_interval": kf[1] - kf[0], **seeks}
+        # Input-heavy: the demo guest and its script.
+        script_path = guests.SOURCE_DIR / "demo.script"
+        if "demo" in guests.GUESTS and script_path.exists():
+            log("record/replay: the demo guest with its script")
+            dref, ddata = resolve_guest("demo")
+            store_image(ddata)
+            dtrace = root / "demo.aerotrace"
+            tick_hz = MachineConfig().tick_hz
+            runner = ScriptRunner(load(script_path), byte_gap=tick_hz * 10 // 115200,
+                                  key_gap=tick_hz // 100)
+            drec_t, dres = _record(dref, ddata, dtrace, runner,
+                                   {"max_ticks": 20_000_000_000})
+            drep_t, _ = _replay(dtrace)
+            t = open_trace(dtrace)
+            input_bytes = sum(f.stored_len + 36 for f in t.of_kind(FrameKind.INPUT))
+            dc = load_contents(t)
+            out["demo"] = {
+                "ticks": dc.end_tick, "inputs": len(dc.inputs),
+                "device_events": len(dc.device), "output_events": len(dc.output),
+                "trace_bytes": dtrace.stat().st_size,
+                "bytes_per_input_event": round(input_bytes / max(1, len(dc.inputs)), 2),
+                "bytes_per_million_ticks": round(dtrace.stat().st_size / (dc.end_tick / 1e6), 1),
+                "record_seconds": round(drec_t, 3), "replay_seconds": round(drep_t, 3),
+                "stop": getattr(dres, "stop", None),
+            }
+    out["method"] = __doc__.split("Method (also in the JSON report under ``\"method\"``):")[1] \
+        .strip()
+    out["targets"] = {"record_overhead_percent": "<= 5", "replay_speed_percent_of_record": ">= 95"}
+    return out
+
+
+def print_report(report: dict) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    console = Console()
+    t = Table(title="aero bench: record and replay")
+    t.add_column("figure")
+    t.add_column("value", justify="right")
+    t.add_column("target", justify="right")
+    cpu = report.get("cpu")
+    if cpu:
+        t.add_row(f"plain run ({cpu['ticks']:,} ticks)", f"{cpu['plain_seconds']:.3f} s "
+                  f"({cpu['plain_mips']} MIPS)", "")
+        t.add_row("recording", f"{cpu['record_seconds']:.3f} s", "")
+        t.add_row("record overhead", f"{cpu['record_overhead_percent']:.2f} %", "<= 5 %")
+        t.add_row("replay", f"{cpu['replay_seconds']:.3f} s", "")
+        t.add_row("replay speed / record speed", f"{cpu['replay_speed_percent_of_record']} %",
+                  ">= 95 %")
+        t.add_row("trace bytes per million ticks (CPU-bound)",
+                  f"{cpu['bytes_per_million_ticks']:,}", "")
+    demo = report.get("demo")
+    if demo:
+        t.add_row("trace bytes per input event (demo)", f"{demo['bytes_per_input_event']}", "")
+        t.add_row("trace bytes per million ticks (demo)",
+                  f"{demo['bytes_per_million_ticks']:,}", "")
+    seek_r = report.get("seek")
+    if seek_r:
+        t.add_row(f"seek, just after a keyframe (interval {seek_r['keyframe_interval']:,})",
+                  f"{seek_r['after_keyframe']['seconds'] * 1000:.1f} ms", "")
+        t.add_row("seek, just before the next keyframe",
+                  f"{seek_r['before_next_keyframe']['seconds'] * 1000:.1f} ms", "")
+    console.print(t)
