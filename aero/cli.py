@@ -85,15 +85,22 @@ def cmd_run(args: argparse.Namespace) -> int:
         raise CliError(str(exc)) from exc
     except OSError as exc:
         raise CliError(f"{path}: {exc.strerror}") from exc
+    from aero.events import Channel, Kind
+
     out = bytearray()
     while True:
         stop = machine.run(args.ticks)
-        chunk = machine.take_output()
+        machine.take_output()
+        # The debug console and COM1, in the order the guest wrote them.
+        ev = machine.take_events()
+        shown = ev[(ev["kind"] == Kind.OUTPUT) &
+                   ((ev["a"] == Channel.DEBUGCON) | (ev["a"] == Channel.COM1))]
+        chunk = shown["b"].astype("u1").tobytes()
         out += chunk
         if not args.json and chunk:
             sys.stdout.buffer.write(chunk)
             sys.stdout.flush()
-        if stop != StopReason.OUTPUT:
+        if stop not in (StopReason.OUTPUT, StopReason.EVENTS):
             break
     status = machine.exit_status
     if args.json:
