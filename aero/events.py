@@ -35,7 +35,7 @@ class Kind(enum.IntEnum):
     """Event kinds (``a`` and ``b`` as documented per member)."""
 
     SERIAL_RX = _lib.AERO_EV_SERIAL_RX  # a = UART (0 COM1, 1 COM2), b = byte received
-    KEY = _lib.AERO_EV_KEY  # a = key (set-2 make code; E0xxh extended), b = 1 down / 0 up
+    KEY = _lib.AERO_EV_KEY  # a = set-2 code (E0xxh extended, Pause E077h, PrtSc E07Ch), b = 1/0
     RTC_TIME = _lib.AERO_EV_RTC_TIME  # b = wall-clock time at this tick (Unix seconds)
     RESET = _lib.AERO_EV_RESET  # the reset button
     NMI = _lib.AERO_EV_NMI  # an external NMI

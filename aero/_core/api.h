@@ -90,7 +90,8 @@ typedef struct aero_event {
 
 /* Inputs (kinds below 0x40): what aero_inject accepts. */
 #define AERO_EV_SERIAL_RX 0x01 /* a = UART (0 COM1, 1 COM2), b = the received byte */
-#define AERO_EV_KEY 0x02       /* a = key (set-2 make code, E0h-prefixed keys as E0xxh), b = 1 press, 0 release */
+#define AERO_EV_KEY 0x02       /* a = key (set-2 make code, E0h-prefixed keys as E0xxh; Pause as
+                                  E077h, Print Screen as E07Ch), b = 1 press, 0 release */
 #define AERO_EV_RTC_TIME 0x03  /* b = the wall-clock time at this tick, Unix seconds (two's complement) */
 #define AERO_EV_RESET 0x04     /* the reset button */
 #define AERO_EV_NMI 0x05       /* an NMI from outside (front panel) */

@@ -36,7 +36,9 @@ void aero_pc_reset_devices(aero_machine *m) {
     aero_uart_reset(m, 1);
     aero_rtc_reset(m);
     aero_kbc_reset(m);
-    pc->port92 = m->cfg.a20_enabled ? 0x02 : 0x00;
+    /* Port 92h's A20 bit reads 0 at power-on; the 8042's output port carries the
+     * configured initial state, so either source can turn A20 off later. */
+    pc->port92 = 0;
     pc->a20_kbc = m->cfg.a20_enabled ? 1 : 0;
     pc->post_code = 0;
     pc->pci_addr = 0;
