@@ -488,8 +488,12 @@ int aero_run(aero_machine *m, uint64_t until_tick) {
         int r = cpu_run(m, end);
         if (r == AERO_STOP_TICKS) continue;
         if (r == AERO_STOP_HALT && m->pc && may_wake(m)) {
-            m->ticks = end; /* nothing happens before the next deadline or the slice's end */
-            m->slice_end = end;
+            /* Nothing happens before the next deadline or the slice's end; the slice may
+             * have moved the deadline earlier (a handler programmed a device, then HLT). */
+            uint64_t wake = m->deadline < end ? m->deadline : end;
+            if (wake < m->ticks) wake = m->ticks;
+            m->ticks = wake;
+            m->slice_end = wake;
             continue;
         }
         return r;
