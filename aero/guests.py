@@ -93,6 +93,8 @@ GUESTS: dict[str, GuestSpec] = {s.name: s for s in (
           "single step, instruction/data/I/O breakpoints"),
     _spec("sys_paging", "flat", "4 KB/4 MB pages, A/D bits, #PF codes and CR2, U/S, R/W, WP, "
           "INVLPG, MOV CR3, global pages"),
+    _spec("demo", "flat", "interactive shell on COM1 and the keyboard; PIT, RTC and PIC "
+          "interrupts (recorded and replayed by `aero demo`)"),
 )}
 
 BENCH_GUESTS: dict[str, GuestSpec] = {s.name: s for s in (

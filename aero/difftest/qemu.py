@@ -27,14 +27,17 @@ QEMU process outlives :func:`run_qemu`.
 from __future__ import annotations
 
 import ctypes
+import json
 import os
 import select
 import shutil
 import signal
+import socket
 import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -224,3 +227,245 @@ def run_qemu(path: str | os.PathLike[str], fmt: str, *, load_addr: int = 0x7C00,
         raise QemuError(f"{QEMU} failed (exit code {rc}): {errors[0]}")
     status = rc if rc > 0 and rc & 1 else None
     return QemuResult(output, status, rc, False, elapsed, stderr, proc.pid)
+
+
+# ---- Interactive runs: input on the first serial port (and the keyboard) ----
+#
+# run_qemu_serial() connects COM1 to a Unix socket that the runner serves itself: QEMU
+# waits for the connection before it starts the machine (server=on,wait=on), so no output is
+# lost, and every byte the guest transmits is read as it comes (the socket never fills up).
+# Input follows a script of steps: each waits until COM1 output, searched after the previous
+# step's match, shows a text, then sends bytes to COM1 and/or presses keys through QMP
+# (send-key). The process discipline is run_qemu's: own session and process group,
+# stdin /dev/null, stdout/stderr to files, a wall-clock timeout, SIGTERM then SIGKILL to the
+# group, PR_SET_PDEATHSIG, and the group killed before the leader is reaped.
+
+SERIAL_POLL = 0.05  # seconds between checks for output, a match or the end of QEMU
+
+
+@dataclass(frozen=True)
+class SerialStep:
+    """One step of serial input: wait for ``wait`` in COM1 output (after the previous
+    step's match; empty: do not wait), then ``delay`` more wall-clock seconds (output is
+    read meanwhile), then send ``send`` to COM1, then press and release ``keys`` (QEMU key
+    names, "qcodes": ``a``, ``1``, ``ret``, ``spc``, ``minus``) in order."""
+
+    wait: bytes = b""
+    send: bytes = b""
+    keys: tuple[str, ...] = ()
+    delay: float = 0.0
+
+
+@dataclass(frozen=True)
+class QemuSerialResult:
+    """The outcome of :func:`run_qemu_serial`: ``serial`` is everything the guest sent on
+    COM1, ``output`` the debug console; ``steps_done`` how many steps ran (fewer than given
+    when a wait was never satisfied). The other fields are those of :class:`QemuResult`."""
+
+    serial: bytes
+    output: bytes
+    exit_status: int | None
+    returncode: int
+    timed_out: bool
+    elapsed: float
+    stderr: str
+    pid: int
+    steps_done: int
+
+
+def _connect_unix(path: Path, proc: subprocess.Popen[bytes], deadline: float) -> socket.socket:
+    """Connect to QEMU's listening socket at ``path`` once it exists (QemuError if QEMU
+    exits first, TimeoutError at the deadline)."""
+    while True:
+        if path.exists():
+            sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+            try:
+                sock.connect(str(path))
+                return sock
+            except OSError:
+                sock.close()
+        if _wait_exit(proc.pid, 0):
+            raise QemuError(f"{QEMU} exited before opening {path.name}")
+        if time.monotonic() >= deadline:
+            raise TimeoutError(f"{QEMU} did not open {path.name}")
+        time.sleep(0.01)
+
+
+class _Qmp:
+    """A minimal QMP client: capabilities negotiation and synchronous commands."""
+
+    def __init__(self, sock: socket.socket, deadline: float) -> None:
+        self.sock = sock
+        self.deadline = deadline
+        self.buf = b""
+        self._reply()  # the greeting
+        self.execute("qmp_capabilities")
+
+    def _line(self) -> dict[str, object]:
+        while b"\n" not in self.buf:
+            self.sock.settimeout(max(0.01, self.deadline - time.monotonic()))
+            data = self.sock.recv(4096)
+            if not data:
+                raise QemuError("QMP connection closed")
+            self.buf += data
+        line, self.buf = self.buf.split(b"\n", 1)
+        msg = json.loads(line)
+        if not isinstance(msg, dict):
+            raise QemuError(f"unexpected QMP message {line!r}")
+        return msg
+
+    def _reply(self) -> dict[str, object]:
+        while True:
+            msg = self._line()
+            if "event" not in msg:
+                return msg
+
+    def execute(self, name: str, **arguments: object) -> None:
+        req: dict[str, object] = {"execute": name}
+        if arguments:
+            req["arguments"] = arguments
+        self.sock.sendall(json.dumps(req).encode() + b"\n")
+        reply = self._reply()
+        if "error" in reply:
+            raise QemuError(f"QMP {name} failed: {reply['error']}")
+
+
+def run_qemu_serial(path: str | os.PathLike[str], fmt: str, steps: Sequence[SerialStep], *,
+                    load_addr: int = 0x7C00, timeout: float = 30.0, ram_mb: int = 32,
+                    icount: bool = False, extra: tuple[str, ...] = ()) -> QemuSerialResult:
+    """Run guest image ``path`` with COM1 connected to the runner and feed it ``steps``.
+
+    The run ends when the guest exits (debug-exit port) or stops, or after ``timeout``
+    wall-clock seconds (``timed_out=True``). Raises QemuError when QEMU is missing or
+    rejects the machine.
+    """
+    if fmt not in ("flat", "rom", "multiboot"):
+        raise QemuError(f"unknown guest format {fmt!r}")
+    need_qmp = any(s.keys for s in steps)
+    data = Path(path).read_bytes()
+    with tempfile.TemporaryDirectory(prefix="aero-qemu-") as tmp:
+        t = Path(tmp)
+        firmware = kernel = None
+        if fmt == "rom":
+            firmware = t / "guest.rom"
+            firmware.write_bytes(pad_rom(data))
+        elif fmt == "flat":
+            firmware = t / "flat.rom"
+            firmware.write_bytes(wrap_flat(data, load_addr))
+        else:
+            kernel = Path(path).resolve()
+        debugcon = t / "debugcon.out"
+        serial_path, qmp_path = t / "serial.sock", t / "qmp.sock"
+        if len(str(serial_path)) > 100:  # sun_path holds 108 bytes
+            raise QemuError(f"temporary directory {t} is too long for a Unix socket path "
+                            f"(set TMPDIR to a shorter directory)")
+        io = ["-chardev", f"socket,id=aero_com1,path={serial_path},server=on,wait=on"]
+        if need_qmp:
+            io += ["-qmp", f"unix:{qmp_path},server=on,wait=off"]
+        cmd = command(firmware, kernel, debugcon, ram_mb=ram_mb, icount=icount,
+                      extra=(*io, *extra))
+        # Each -serial takes the next port, "none" included: COM1 replaces command()'s.
+        at = cmd.index("-serial")
+        cmd[at + 1] = "chardev:aero_com1"
+        serial = bytearray()
+        done = 0
+        with open(t / "stdout", "wb") as out, open(t / "stderr", "wb") as err:
+            start = time.perf_counter()
+            deadline = time.monotonic() + timeout
+            proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=out, stderr=err,
+                                    start_new_session=True, cwd=t,
+                                    preexec_fn=_die_with_parent if sys.platform == "linux"
+                                    else None)
+            exited = False
+            socks: list[socket.socket] = []
+            try:
+                try:
+                    com1 = _connect_unix(serial_path, proc, deadline)
+                    socks.append(com1)
+                    qmp = None
+                    if need_qmp:
+                        qsock = _connect_unix(qmp_path, proc, deadline)
+                        socks.append(qsock)
+                        qmp = _Qmp(qsock, deadline)
+                    done, exited = _serial_session(proc, com1, qmp, steps, serial, deadline)
+                except (QemuError, TimeoutError, OSError):
+                    exited = _wait_exit(proc.pid, 0)
+                    if not exited and time.monotonic() < deadline:
+                        raise
+            finally:
+                for s in socks:
+                    s.close()
+                elapsed = time.perf_counter() - start
+                _end_group(proc, exited)
+            timed_out = not exited
+        stderr = (t / "stderr").read_text(errors="replace")
+        output = debugcon.read_bytes() if debugcon.exists() else b""
+    rc = proc.returncode
+    status = None
+    if not timed_out:
+        errors = [ln for ln in stderr.splitlines() if ln.strip()
+                  and "warning" not in ln.lower() and " info: " not in ln]
+        if rc != 0 and errors:
+            raise QemuError(f"{QEMU} failed (exit code {rc}): {errors[0]}")
+        status = rc if rc > 0 and rc & 1 else None
+    return QemuSerialResult(bytes(serial), output, status, rc, timed_out, elapsed, stderr,
+                            proc.pid, done)
+
+
+def _serial_session(proc: subprocess.Popen[bytes], com1: socket.socket, qmp: _Qmp | None,
+                    steps: Sequence[SerialStep], serial: bytearray,
+                    deadline: float) -> tuple[int, bool]:
+    """Read COM1 into ``serial`` and run ``steps`` until QEMU exits or the deadline.
+    Returns (steps run, whether QEMU exited)."""
+    done = 0
+    pos = 0
+    eof = False
+    ready_at: float | None = None  # when the current step's wait was met: it runs after delay
+    poller = select.poll()
+    poller.register(com1, select.POLLIN)
+    while True:
+        while done < len(steps):
+            step = steps[done]
+            if ready_at is None:
+                if step.wait:
+                    at = serial.find(step.wait, pos)
+                    if at < 0:
+                        break
+                    pos = at + len(step.wait)
+                ready_at = time.monotonic() + step.delay
+            if time.monotonic() < ready_at:
+                break
+            ready_at = None
+            if step.send:
+                com1.settimeout(max(0.01, deadline - time.monotonic()))
+                com1.sendall(step.send)
+            for key in step.keys:
+                if qmp is None:
+                    raise QemuError("key steps need the QMP connection")
+                qmp.execute("send-key", keys=[{"type": "qcode", "data": key}])
+            done += 1
+        now = time.monotonic()
+        if now >= deadline:
+            return done, _wait_exit(proc.pid, 0)
+        if eof:
+            # COM1 is closed only when QEMU goes away: wait for the process itself.
+            return done, _wait_exit(proc.pid, deadline - now)
+        if poller.poll(min(SERIAL_POLL, deadline - now) * 1000):
+            com1.settimeout(0)
+            try:
+                chunk = com1.recv(65536)
+            except BlockingIOError:
+                continue
+            if chunk:
+                serial += chunk
+                continue
+            eof = True
+        elif _wait_exit(proc.pid, 0):
+            # Exited: collect what is still buffered in the socket.
+            com1.settimeout(0.2)
+            try:
+                while chunk := com1.recv(65536):
+                    serial += chunk
+            except OSError:
+                pass
+            return done, True
