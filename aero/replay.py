@@ -17,6 +17,7 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Protocol
 
 import numpy as np
 
@@ -219,6 +220,27 @@ def seek(c: TraceContents, tick: int) -> tuple[Machine, int]:
     return m, i
 
 
+class ReplayObserver(Protocol):
+    """Watches a replay (invariant oracles, exporters). Calls come from the replay loop with
+    the machine stopped between instructions; an observer must not change the machine.
+
+    ``per_instruction``: when true the replay runs one tick at a time and calls
+    :meth:`instruction` after each: exact but slow (one Python call per instruction)."""
+
+    per_instruction: bool
+
+    def start(self, m: Machine, contents: TraceContents) -> None: ...
+
+    def events(self, m: Machine, events: np.ndarray) -> None:
+        """Every event logged in the last slice (inputs included), in log order."""
+
+    def instruction(self, m: Machine) -> None: ...
+
+    def checkpoint(self, m: Machine, tick: int) -> None: ...
+
+    def end(self, m: Machine, result: ReplayResult) -> None: ...
+
+
 class Replayer:
     """Re-executes a trace from tick 0 and verifies it as it goes."""
 
@@ -229,9 +251,12 @@ class Replayer:
     def run(self, *, until: int | None = None, speed: float | None = None,
             on_output: Callable[[int, bytes], None] | None = None,
             on_progress: Callable[[int], None] | None = None,
-            config: MachineConfig | None = None) -> ReplayResult:
+            config: MachineConfig | None = None,
+            observer: ReplayObserver | None = None) -> ReplayResult:
         """speed: None for as fast as possible, else guest seconds per wall second.
-        config: replay under another configuration (bisecting configurations)."""
+        config: replay under another configuration (bisecting configurations).
+        observer: called at the start, after every slice, at every checkpoint (and after
+        every instruction when it asks for that), and at the end."""
         c = self.c
         start = time.monotonic()
         try:
@@ -247,6 +272,9 @@ class Replayer:
         output = bytearray()
         tick_hz = m.config.tick_hz
         stop = StopReason.TICKS
+        step = observer is not None and observer.per_instruction
+        if observer is not None:
+            observer.start(m, c)
 
         def check(produced: np.ndarray, expected: np.ndarray, pos: int, what: str) -> int:
             nonlocal divergence, verified
@@ -286,10 +314,17 @@ class Replayer:
                 target = min(target, int(cp_ticks[i_cp]))
             if speed is not None:
                 target = min(target, now + max(int(tick_hz * speed) // 100, 1))
+            if step:
+                target = min(target, now + 1)
             if target > now:
                 stop = m.run(target)
             m.take_output()
             ev = m.take_events()
+            if observer is not None:
+                if len(ev):
+                    observer.events(m, ev)
+                if step and m.ticks > now:
+                    observer.instruction(m)
             produced = ev[ev["kind"] >= INPUT_LIMIT]
             dev = produced[produced["kind"] != Kind.OUTPUT]
             out = produced[produced["kind"] == Kind.OUTPUT]
@@ -311,6 +346,8 @@ class Replayer:
                                             f"{int(cp_fps[i_cp]):016x}")
                     break
                 i_cp += 1
+                if observer is not None:
+                    observer.checkpoint(m, m.ticks)
                 if on_progress:
                     on_progress(m.ticks)
             if divergence is not None:
@@ -339,9 +376,12 @@ class Replayer:
                 divergence = Divergence(m.ticks, "stop",
                                         f"the replay stopped ({stop.name.lower()}) at tick "
                                         f"{m.ticks}; the recording ran to {c.end_tick}")
-        return ReplayResult(m.ticks, i_cp, verified, i_in, divergence,
-                            stop.name.lower(), m.exit_status, time.monotonic() - start,
-                            bytes(output), complete=until is None or until >= c.end_tick)
+        result = ReplayResult(m.ticks, i_cp, verified, i_in, divergence,
+                              stop.name.lower(), m.exit_status, time.monotonic() - start,
+                              bytes(output), complete=until is None or until >= c.end_tick)
+        if observer is not None:
+            observer.end(m, result)
+        return result
 
 
 def _show(e: np.void | None) -> str:
