@@ -211,6 +211,7 @@ class Recorder:
         counts = {"inputs": 0, "device": 0, "output": 0, "checkpoints": 0, "keyframes": 0}
         output = bytearray()
         next_cp = opt.checkpoint_interval
+        last_cp = -1  # the tick of the last checkpoint taken (the frames are flushed by then)
         frame_start = 0
         stop_name = "limit"
         script = opt.script
@@ -251,6 +252,7 @@ class Recorder:
                 m.take_output()  # the debug console's bytes are in the event log too
                 self._drain(buf, counts, output, script)
                 if m.ticks >= next_cp:
+                    last_cp = m.ticks
                     cp_ticks.append(m.ticks)
                     cp_fps.append(m.fingerprint())
                     counts["checkpoints"] += 1
@@ -286,13 +288,14 @@ class Recorder:
                         break
             # The final state: a checkpoint at the last tick, then the summary.
             final_fp = m.fingerprint()
-            if not cp_ticks or cp_ticks[-1] != m.ticks:
+            if last_cp != m.ticks:
                 cp_ticks.append(m.ticks)
                 cp_fps.append(final_fp)
                 counts["checkpoints"] += 1
             buf.flush(w, frame_start)
-            w.append(FrameKind.CHECKPOINT, cp_ticks[0], cp_ticks[-1],
-                     codec.encode_checkpoints(cp_ticks, cp_fps))
+            if cp_ticks:
+                w.append(FrameKind.CHECKPOINT, cp_ticks[0], cp_ticks[-1],
+                         codec.encode_checkpoints(cp_ticks, cp_fps))
             digest = self._digest.hexdigest()
             summary = {"ticks": m.ticks, "stop": stop_name, "exit_status": m.exit_status,
                        "inputs": counts["inputs"], "device_events": counts["device"],

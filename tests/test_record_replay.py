@@ -380,3 +380,13 @@ def test_sigkill_leaves_a_trace_that_replays_up_to_its_last_frame(tmp_path: Path
         assert rep.ticks == int(c.cp_ticks[-1])
         lengths.append(rep.ticks)
     assert len(set(lengths)) > 1  # killed at different points
+
+
+def test_a_recording_that_ends_on_a_checkpoint_tick(tmp_path: Path) -> None:
+    p = tmp_path / "t.aerotrace"
+    res, _, _ = record("sys_paging", p, max_ticks=20_000, checkpoint_interval=5_000,
+                       keyframe_interval=10_000)
+    assert res.stop == "limit" and res.ticks == 20_000
+    c = load_contents(open_trace(p))
+    assert c.cp_ticks.tolist() == [5_000, 10_000, 15_000, 20_000]
+    assert not Replayer(c).run().diverged
