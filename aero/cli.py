@@ -30,7 +30,6 @@ Commands:
   aero info [TRACE]         a trace's metadata, counts, tick range and integrity
   aero pack [TRACE]         embed the guest image so the trace replays on another machine
   aero seek TRACE TICK      the machine state at a tick, through keyframes (--save)
-  aero check [TRACE]        replay with invariant oracles, report violations (--list)
   aero conformance sst DIR  check the CPU against hardware-captured SingleStepTests
   aero fuzz cpu             differential fuzzing of the CPU against Unicorn
   aero bench                guest MIPS, side by side with Unicorn and QEMU
@@ -223,9 +222,9 @@ def cmd_bench(args: argparse.Namespace) -> int:
 
 
 def _commands() -> Sequence[Callable[[argparse._SubParsersAction], None]]:
-    from aero import cli_check, cli_trace
+    from aero import cli_diff, cli_trace
 
-    return (_add_run, *cli_trace.COMMANDS, *cli_check.COMMANDS, _add_conformance, _add_fuzz,
+    return (_add_run, *cli_trace.COMMANDS, *cli_diff.COMMANDS, _add_conformance, _add_fuzz,
             _add_bench)
 
 

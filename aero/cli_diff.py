@@ -1,0 +1,292 @@
+"""The ``aero diff`` and ``aero bisect`` commands (and ``aero fingerprints``, which ``aero
+bisect build`` asks of another installation).
+
+Exit codes: 0 identical (or, for ``bisect inputs``, a minimal trace written), 1 different,
+2 usage or input error.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shlex
+import sys
+from pathlib import Path
+
+from aero.cli_common import EXIT_FAIL, EXIT_OK, CliError
+
+
+def _ticks(s: str) -> list[int]:
+    try:
+        return [int(x.replace("_", ""), 0) for x in s.split(",") if x.strip()]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a comma-separated list of ticks: {s!r}") from None
+
+
+def _int(s: str) -> int:
+    try:
+        return int(s.replace("_", ""), 0)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not an integer: {s!r}") from None
+
+
+# ---- rendering ------------------------------------------------------------------------------
+
+def _hexrow(a: str, b: str, style: str) -> str:
+    out = []
+    for i in range(0, len(a), 2):
+        x, y = a[i:i + 2], b[i:i + 2]
+        out.append(f"[{style}]{x}[/]" if x != y else x)
+    return " ".join(out)
+
+
+def _instruction(ins: dict | None) -> str:
+    if ins is None:
+        return "(none)"
+    text = f"{ins['cs']:04x}:{ins['eip']:08x} (linear {ins['linear']:08x}, {ins['mode']}-bit)  " \
+           f"{ins['bytes']:<16} {ins['text']}"
+    if ins.get("interrupts"):
+        text += "  [interrupt " + ", ".join(f"{v:#04x}" for v in ins["interrupts"]) + " taken]"
+    return text
+
+
+def print_divergence(fd: dict, names: tuple[str, str], title: str) -> None:
+    from rich.console import Console
+    from rich.markup import escape
+    from rich.table import Table
+
+    con = Console()
+    con.print(f"[bold]{title}[/bold]: tick {fd['tick']:,} ({fd['cause']})")
+    if fd.get("instruction"):
+        t = Table(title=f"instruction executed at tick {fd['tick'] - 1:,}", show_header=True)
+        t.add_column("run")
+        t.add_column("instruction")
+        for side, name in zip(("a", "b"), names, strict=True):
+            t.add_row(name, escape(_instruction(fd["instruction"][side])))
+        con.print(t)
+    for side, name in zip(("a", "b"), names, strict=True):
+        for e in fd["inputs"][side]:
+            text = e["text"] if isinstance(e, dict) else str(e)
+            con.print(f"input injected at tick {fd['tick'] - 1:,} in {name}: {escape(text)}")
+    from aero.diff import MAIN_REGS
+
+    regs = Table(title=f"registers at tick {fd['tick']:,}")
+    regs.add_column("register")
+    regs.add_column(names[0], justify="right")
+    regs.add_column(names[1], justify="right")
+    shown = [k for k in fd["all_registers"] if k in MAIN_REGS or k in fd["registers"]]
+    for k in shown:
+        v = fd["all_registers"][k]
+        style = "bold red" if k in fd["registers"] else ""
+        regs.add_row(k, f"[{style}]{v['a']:08x}[/]" if style else f"{v['a']:08x}",
+                     f"[{style}]{v['b']:08x}[/]" if style else f"{v['b']:08x}")
+    con.print(regs)
+    if fd.get("hidden_cpu_state"):
+        con.print("CPU state outside the architectural registers differs")
+    mem = fd["memory"]
+    if mem["rows"]:
+        con.print(f"[bold]memory[/bold]: {len(mem['pages'])} page(s) differ, "
+                  f"{mem['differing_rows']} 16-byte row(s)")
+        for row in mem["rows"]:
+            con.print(f"  {row['address']:08x}  {names[0]}: "
+                      f"{_hexrow(row['a'], row['b'], 'bold red')}")
+            con.print(f"  {'':8}  {names[1]}: {_hexrow(row['b'], row['a'], 'bold red')}")
+        if mem["truncated"]:
+            con.print(f"  ... ({mem['differing_rows'] - len(mem['rows'])} more rows)")
+    else:
+        con.print("memory: identical")
+    if fd["devices"]:
+        for dev, fields in fd["devices"].items():
+            for f, (x, y) in fields.items():
+                con.print(f"device [bold]{dev}[/bold].{f}: {escape(str(x))} -> "
+                          f"{escape(str(y))}")
+    else:
+        con.print("devices: identical")
+
+
+def _print_stream(report: dict) -> None:
+    from rich.console import Console
+    from rich.markup import escape
+
+    con = Console()
+    s = report.get("stream")
+    if s:
+        con.print(f"first stream difference: [bold]{s['stream']}[/bold] at tick {s['tick']:,}: "
+                  f"A has {escape(str(s['a']))}, B has {escape(str(s['b']))}")
+    for k, (x, y) in report.get("config", {}).items():
+        con.print(f"configuration {k}: {x} / {y}")
+
+
+# ---- diff -----------------------------------------------------------------------------------
+
+def add_diff(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("diff", help="the first tick and instruction where two traces differ")
+    p.add_argument("a", help="trace A")
+    p.add_argument("b", help="trace B")
+    p.add_argument("--chunk", type=_int, default=None,
+                   help="ticks between fingerprint comparisons before bisecting (default: the "
+                        "checkpoint interval, at most 10,000,000)")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=cmd_diff)
+
+
+def cmd_diff(args: argparse.Namespace) -> int:
+    from aero.diff import DiffError, diff_traces
+
+    try:
+        report = diff_traces(Path(args.a), Path(args.b), chunk=args.chunk)
+    except DiffError as exc:
+        raise CliError(str(exc)) from None
+    if args.json:
+        print(json.dumps(report))
+    elif report["identical"]:
+        print(f"aero: identical ({report['ticks'][0]:,} ticks)")
+    else:
+        _print_stream(report)
+        fd = report["first_divergence"]
+        if fd is None:
+            print("aero: the streams differ but no state difference was found up to the end")
+        else:
+            print_divergence(fd, ("A", "B"), "first divergent state")
+            if fd.get("consumed"):
+                print_divergence(fd["consumed"], ("A", "B"),
+                                 "the guest first sees the difference")
+    return EXIT_OK if report["identical"] else EXIT_FAIL
+
+
+# ---- bisect ---------------------------------------------------------------------------------
+
+def add_bisect(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("bisect", help="find what another configuration, build or input set "
+                                      "changes in a trace")
+    bsub = p.add_subparsers(dest="what", required=True)
+    c = bsub.add_parser("config", help="replay under another machine configuration")
+    c.add_argument("trace")
+    c.add_argument("--set", dest="settings", action="append", required=True,
+                   metavar="KEY=VALUE", help="a machine configuration field (repeatable)")
+    c.add_argument("--linear", action="store_true",
+                   help="check keyframe intervals in order instead of binary search")
+    c.add_argument("--json", action="store_true")
+    c.set_defaults(func=cmd_bisect_config)
+    b = bsub.add_parser("build", help="have another aero installation replay the trace")
+    b.add_argument("trace")
+    b.add_argument("--other", required=True, metavar="COMMAND",
+                   help="the other installation as a command prefix, e.g. "
+                        "'/opt/aero-old/bin/python -m aero.cli'")
+    b.add_argument("--linear", action="store_true")
+    b.add_argument("--json", action="store_true")
+    b.set_defaults(func=cmd_bisect_build)
+    i = bsub.add_parser("inputs", help="the smallest set of input events on which an oracle "
+                                       "still fails (ddmin)")
+    i.add_argument("trace")
+    i.add_argument("--oracle", required=True,
+                   help="output-contains:TEXT, exit-status:N, or an aero.oracles name")
+    i.add_argument("-o", "--output", required=True, help="the minimal trace to write")
+    i.add_argument("--json", action="store_true")
+    i.set_defaults(func=cmd_bisect_inputs)
+
+
+def _bisect_result(report: dict, args: argparse.Namespace) -> int:
+    if args.json:
+        print(json.dumps(report))
+    else:
+        print(f"aero: {report['probes']} interval probe(s) over {report['intervals']} keyframe "
+              f"interval(s) ({report['search']} search)")
+        _print_stream(report)
+        if report["identical"]:
+            print("aero: no difference (every probed interval reproduces the trace)")
+        else:
+            iv = report["interval"]
+            print(f"aero: first differing keyframe interval: ticks {iv['start']:,} .. "
+                  f"{iv['end']:,}")
+            print_divergence(report["first_divergence"], ("trace", "other"),
+                             "first divergent state")
+    return EXIT_OK if report["identical"] else EXIT_FAIL
+
+
+def cmd_bisect_config(args: argparse.Namespace) -> int:
+    from aero.bisect import bisect_config
+    from aero.diff import DiffError
+
+    try:
+        report = bisect_config(Path(args.trace), args.settings, linear=args.linear)
+    except DiffError as exc:
+        raise CliError(str(exc)) from None
+    return _bisect_result(report, args)
+
+
+def cmd_bisect_build(args: argparse.Namespace) -> int:
+    from aero.bisect import bisect_build
+    from aero.diff import DiffError
+
+    prefix = shlex.split(args.other)
+    if not prefix:
+        raise CliError("--other needs a command")
+    try:
+        report = bisect_build(Path(args.trace), prefix, linear=args.linear)
+    except DiffError as exc:
+        raise CliError(str(exc)) from None
+    return _bisect_result(report, args)
+
+
+def cmd_bisect_inputs(args: argparse.Namespace) -> int:
+    from aero.bisect import minimize_inputs, resolve_oracle
+    from aero.diff import DiffError
+    from aero.trace import TraceError
+
+    try:
+        report = minimize_inputs(Path(args.trace), resolve_oracle(args.oracle),
+                                 Path(args.output))
+    except (DiffError, TraceError) as exc:
+        raise CliError(str(exc)) from None
+    except OSError as exc:
+        raise CliError(f"{args.output}: {exc.strerror}") from None
+    if args.json:
+        print(json.dumps(report))
+    else:
+        print(f"aero: kept {report['kept']} of {report['inputs']} input events "
+              f"({report['tests']} tests); wrote {report['output']} "
+              f"({'replays cleanly' if report['replays_cleanly'] else 'DOES NOT REPLAY'}, "
+              f"{'still fails' if report['still_fails'] else 'no longer fails'})")
+        from aero.events import describe
+
+        for e in report["kept_events"]:
+            print(describe(e["tick"], e["kind"], e["a"], e["b"]))
+    return EXIT_OK if report["replays_cleanly"] and report["still_fails"] else EXIT_FAIL
+
+
+# ---- fingerprints (asked of another installation by `aero bisect build`) --------------------
+
+def add_fingerprints(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("fingerprints", help=argparse.SUPPRESS,
+                       description="State fingerprints at ticks of a trace, each reached from "
+                                   "the latest keyframe strictly before it (used by aero "
+                                   "bisect build)")
+    p.add_argument("trace")
+    p.add_argument("--at", type=_ticks, required=True, metavar="T1,T2,...")
+    p.add_argument("--save-dir", help="also write <tick>.aerosnap snapshot files here")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=cmd_fingerprints)
+
+
+def cmd_fingerprints(args: argparse.Namespace) -> int:
+    from aero.bisect import fingerprints_at
+    from aero.diff import DiffError, open_contents
+
+    try:
+        c = open_contents(Path(args.trace))
+        if any(t < 0 or t > c.end_tick for t in args.at):
+            raise CliError(f"ticks must be within 0..{c.end_tick}")
+        rows = fingerprints_at(c, args.at, save_dir=Path(args.save_dir) if args.save_dir
+                               else None)
+    except DiffError as exc:
+        raise CliError(str(exc)) from None
+    if args.json:
+        print(json.dumps({"fingerprints": rows}))
+    else:
+        for r in rows:
+            print(f"{r['tick']} {r['reached']} {r['fingerprint']}", file=sys.stdout)
+    return EXIT_OK
+
+
+COMMANDS = (add_diff, add_bisect, add_fingerprints)
