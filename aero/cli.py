@@ -1,11 +1,5 @@
-"""The ``aero`` command.
-
-Exit codes, the same for every command:
-
-* 0: success (``run`` exits like qemu-system-i386 when the guest wrote the debug-exit
-  port: ``(value << 1) | 1``)
-* 1: the check failed (test failures, divergences)
-* 2: usage error or bad input (missing file, damaged data)
+"""The ``aero`` command: the parser, the overview, and the commands that are not about
+traces (run, conformance, fuzz, bench). Exit codes are in :mod:`aero.cli_common`.
 """
 
 from __future__ import annotations
@@ -30,12 +24,18 @@ Commands:
   aero info [TRACE]         a trace's metadata, counts, tick range and integrity
   aero pack [TRACE]         embed the guest image so the trace replays on another machine
   aero seek TRACE TICK      the machine state at a tick, through keyframes (--save)
+  aero diff A B             the first tick and instruction where two traces differ
+  aero bisect config|build|inputs
+                            first difference under another configuration or build;
+                            the minimal inputs that still make an oracle fail
+  aero check [TRACE]        replay with invariant oracles and report violations
+  aero export TRACE         Perfetto timeline or Tenet instruction trace
   aero conformance sst DIR  check the CPU against hardware-captured SingleStepTests
   aero fuzz cpu             differential fuzzing of the CPU against Unicorn
   aero bench                guest MIPS, side by side with Unicorn and QEMU
 
 Every data command takes --json. `aero COMMAND --help` for details.
-Exit codes: 0 success, 1 check failed / divergence, 2 usage or input error;
+Exit codes: 0 success, 1 check failed / divergence / violation, 2 usage or input error;
 `aero run` and `aero record` exit like qemu-system-i386 when the guest writes port 0xF4:
 (value << 1) | 1; `aero replay --check` exits 125 when a trace cannot be evaluated.
 """
@@ -222,10 +222,10 @@ def cmd_bench(args: argparse.Namespace) -> int:
 
 
 def _commands() -> Sequence[Callable[[argparse._SubParsersAction], None]]:
-    from aero import cli_diff, cli_trace
+    from aero import cli_check, cli_diff, cli_trace
 
-    return (_add_run, *cli_trace.COMMANDS, *cli_diff.COMMANDS, _add_conformance, _add_fuzz,
-            _add_bench)
+    return (_add_run, *cli_trace.COMMANDS, *cli_diff.COMMANDS, *cli_check.COMMANDS,
+            _add_conformance, _add_fuzz, _add_bench)
 
 
 def build_parser() -> argparse.ArgumentParser:

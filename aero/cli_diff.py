@@ -258,7 +258,8 @@ def cmd_bisect_inputs(args: argparse.Namespace) -> int:
 # ---- fingerprints (asked of another installation by `aero bisect build`) --------------------
 
 def add_fingerprints(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("fingerprints", help=argparse.SUPPRESS,
+    p = sub.add_parser("fingerprints", help="state fingerprints at given ticks of a trace "
+                                             "(what aero bisect build asks of another build)",
                        description="State fingerprints at ticks of a trace, each reached from "
                                    "the latest keyframe strictly before it (used by aero "
                                    "bisect build)")
