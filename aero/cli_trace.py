@@ -355,6 +355,12 @@ def add_pack(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=cmd_pack)
 
 
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
 def pack_trace(path: Path, out: Path) -> dict:
     from aero import tracecodec as codec
     from aero.replay import guest_image, load_contents
@@ -368,6 +374,7 @@ def pack_trace(path: Path, out: Path) -> dict:
     data = guest_image(c)
     fd, tmp = tempfile.mkstemp(dir=out.parent, prefix=".pack-")
     os.close(fd)
+    os.chmod(tmp, 0o666 & ~_umask())  # as a new file would be, not mkstemp's 0600
     try:
         with TraceWriter(tmp, trace.metadata) as w:
             if not already:

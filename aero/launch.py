@@ -72,6 +72,7 @@ def store_image(data: bytes) -> str:
     if not target.exists():
         root.mkdir(parents=True, exist_ok=True)
         fd, tmp = tempfile.mkstemp(dir=root, prefix=".img-")
+        os.fchmod(fd, 0o644)
         with os.fdopen(fd, "wb") as f:
             f.write(data)
         os.replace(tmp, target)

@@ -50,6 +50,7 @@ def save_snapshot(m: Machine, path: Path, guest: GuestRef | None = None) -> None
     data = body + struct.pack("<I", zlib.crc32(body) & 0xFFFFFFFF)
     path = Path(path)
     fd, tmp = tempfile.mkstemp(dir=path.parent or ".", prefix=".snap-")
+    os.fchmod(fd, 0o644)
     with os.fdopen(fd, "wb") as f:
         f.write(data)
     os.replace(tmp, path)
