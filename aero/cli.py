@@ -222,10 +222,10 @@ def cmd_bench(args: argparse.Namespace) -> int:
 
 
 def _commands() -> Sequence[Callable[[argparse._SubParsersAction], None]]:
-    from aero import cli_check, cli_diff, cli_trace
+    from aero import cli_check, cli_diff, cli_export, cli_trace
 
     return (_add_run, *cli_trace.COMMANDS, *cli_diff.COMMANDS, *cli_check.COMMANDS,
-            _add_conformance, _add_fuzz, _add_bench)
+            *cli_export.COMMANDS, _add_conformance, _add_fuzz, _add_bench)
 
 
 def build_parser() -> argparse.ArgumentParser:

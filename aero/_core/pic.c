@@ -134,13 +134,14 @@ static void eoi(aero_pic8259 *p, int rotate) {
 
 static void write_command(aero_pic8259 *p, uint8_t val) {
     if (val & 0x10) { /* ICW1: start initialization */
-        uint8_t elcr = p->elcr, mask = p->elcr_mask, lines = p->lines, irr = p->irr;
+        uint8_t elcr = p->elcr, mask = p->elcr_mask, lines = p->lines;
         chip_reset(p, mask);
         p->elcr = elcr;
         p->lines = lines;
-        p->irr = irr;
         p->icw1 = val;
-        p->irr &= (uint8_t)(p->lines & (uint8_t)((val & 0x08) ? 0xFF : p->elcr)); /* edge latches cleared */
+        /* Edge latches are cleared; a level-triggered request is the line itself, including
+         * a line that was edge-triggered until this ICW1 set LTIM. */
+        p->irr = (uint8_t)(p->lines & ((val & 0x08) ? 0xFF : p->elcr));
         p->init_step = 1;
         return;
     }

@@ -1,0 +1,293 @@
+"""Exports of a trace for external viewers: a Perfetto timeline and a Tenet instruction trace.
+
+* :func:`perfetto_events` turns a trace's streams (inputs, device events, guest output,
+  checkpoints) and optional oracle violations into Chrome trace-event JSON, which
+  Perfetto's UI (ui.perfetto.dev) and chrome://tracing open. It reads the trace only: no
+  execution. Timestamps are guest time, ``tick / tick_hz`` seconds, in microseconds.
+* :func:`write_tenet` re-executes a tick range (seek to its start through keyframes, then
+  one tick at a time with the trace's inputs) and writes one line per instruction in the
+  text format of the Tenet trace explorer: the registers that changed since the previous
+  line and ``eip``. Memory accesses are not included (the core has no per-access hook).
+
+Invariants: both are pure functions of the trace (and, for Tenet, the guest image); the
+output for a given trace and arguments is byte-for-byte the same on every run.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import IO
+
+import numpy as np
+
+from aero.events import Channel, Device, Kind, ResetCause
+from aero.machine import Machine, StopReason
+from aero.replay import ReplayError, TraceContents, seek
+
+TENET_LIMIT = 5_000_000  # ticks a Tenet export may cover without --force
+
+# Process ids of the timeline's groups of tracks (Perfetto shows them in pid order).
+PID_INPUTS, PID_INTERRUPTS, PID_OUTPUT, PID_TIMERS, PID_MACHINE, PID_ORACLES = range(1, 7)
+
+# Input tracks (thread ids inside PID_INPUTS).
+_INPUT_TRACKS = {"com1 rx": 1, "com2 rx": 2, "keys": 3, "rtc time": 4, "reset / nmi / intr": 5}
+_INTA_TID = 100  # inside PID_INTERRUPTS; IRQ lines are counter tracks of the same process
+_MACHINE_TRACKS = {"checkpoints": 1, "guest resets": 2, "stop": 3}
+_LINE_TEXT = 200  # characters of an output line kept in a slice's name
+
+
+class ExportError(Exception):
+    """An export that cannot be produced (bad range, bad violations file)."""
+
+
+@dataclass(frozen=True)
+class Violation:
+    """An oracle violation to mark on the timeline."""
+
+    tick: int
+    message: str
+    oracle: str = "oracle"
+
+
+def load_violations(path: Path) -> list[Violation]:
+    """The ``violations`` list of ``aero check --json`` output (or a bare JSON list): objects
+    with at least ``tick`` and ``message`` (``oracle`` optional)."""
+    try:
+        data = json.loads(path.read_text())
+    except OSError as exc:
+        raise ExportError(f"{path}: {exc.strerror}") from None
+    except ValueError as exc:
+        raise ExportError(f"{path}: not JSON ({exc})") from None
+    items = data.get("violations") if isinstance(data, dict) else data
+    if not isinstance(items, list):
+        raise ExportError(f"{path}: no 'violations' list")
+    out = []
+    for i, v in enumerate(items):
+        if not isinstance(v, dict) or not isinstance(v.get("tick"), int) or v["tick"] < 0 \
+                or "message" not in v:
+            raise ExportError(f"{path}: violation {i} needs an integer 'tick' and a 'message'")
+        out.append(Violation(int(v["tick"]), str(v["message"]), str(v.get("oracle", "oracle"))))
+    return out
+
+
+# ---- Perfetto / Chrome trace-event JSON -----------------------------------------------------
+
+def _channel_name(ch: int) -> str:
+    return Channel(ch).name.lower() if ch in Channel._value2member_map_ else f"channel {ch}"
+
+
+def _device_name(dev: int) -> str:
+    return Device(dev).name.lower() if dev in Device._value2member_map_ else f"device {dev}"
+
+
+def _meta(pid: int, name: str, tid: int | None = None, sort: int | None = None) -> list[dict]:
+    if tid is None:
+        ev = [{"ph": "M", "pid": pid, "tid": 0, "name": "process_name", "args": {"name": name}}]
+        if sort is not None:
+            ev.append({"ph": "M", "pid": pid, "tid": 0, "name": "process_sort_index",
+                       "args": {"sort_index": sort}})
+        return ev
+    return [{"ph": "M", "pid": pid, "tid": tid, "name": "thread_name", "args": {"name": name}}]
+
+
+def _text(data: bytes) -> str:
+    return data.decode("latin-1").translate({c: "." for c in (*range(32), 127)})
+
+
+def perfetto_events(c: TraceContents, violations: Iterable[Violation] = ()) -> list[dict]:
+    """The trace as a list of trace events (metadata events first, then by track)."""
+    hz = c.config.tick_hz
+
+    def ts(tick: int) -> float:
+        return tick * 1_000_000 / hz  # one rounding: exact for whole microseconds
+
+    meta: list[dict] = []
+    body: list[dict] = []
+    for pid, name in ((PID_INPUTS, "inputs"), (PID_INTERRUPTS, "interrupts"),
+                      (PID_OUTPUT, "guest output"), (PID_TIMERS, "timers"),
+                      (PID_MACHINE, "machine"), (PID_ORACLES, "oracles")):
+        meta += _meta(pid, name, sort=pid)
+    for name, tid in _INPUT_TRACKS.items():
+        meta += _meta(PID_INPUTS, name, tid)
+    for name, tid in _MACHINE_TRACKS.items():
+        meta += _meta(PID_MACHINE, name, tid)
+    meta += _meta(PID_INTERRUPTS, "inta", _INTA_TID)
+
+    def instant(pid: int, tid: int, tick: int, name: str, **args: object) -> None:
+        body.append({"ph": "i", "s": "t", "pid": pid, "tid": tid, "ts": ts(tick),
+                     "name": name, "args": {"tick": tick, **args}})
+
+    # Inputs.
+    for e in c.inputs.tolist():
+        tick, kind, a, b = (int(x) for x in e)
+        if kind == Kind.SERIAL_RX:
+            instant(PID_INPUTS, _INPUT_TRACKS["com2 rx" if a else "com1 rx"], tick,
+                    repr(chr(b & 0xFF)), byte=b & 0xFF)
+        elif kind == Kind.KEY:
+            instant(PID_INPUTS, _INPUT_TRACKS["keys"], tick,
+                    f"{a:#06x} {'down' if b else 'up'}", code=a, down=b)
+        elif kind == Kind.RTC_TIME:
+            instant(PID_INPUTS, _INPUT_TRACKS["rtc time"], tick, f"rtc {b}", unix_seconds=b)
+        else:
+            name = {Kind.RESET: "reset", Kind.NMI: "nmi", Kind.INTR: f"intr {a:#04x}"}.get(
+                kind, f"input {kind:#x}")
+            instant(PID_INPUTS, _INPUT_TRACKS["reset / nmi / intr"], tick, name, a=a, b=b)
+
+    # Device events: IRQ levels as counters, acknowledges, timers, resets, exit.
+    timer_tids: dict[int, int] = {}
+    for e in c.device.tolist():
+        tick, kind, a, b = (int(x) for x in e)
+        if kind == Kind.IRQ:
+            body.append({"ph": "C", "pid": PID_INTERRUPTS, "tid": 0, "ts": ts(tick),
+                         "name": f"irq {a}", "args": {"level": b}})
+        elif kind == Kind.INTA:
+            instant(PID_INTERRUPTS, _INTA_TID, tick, f"vector {a:#04x}", vector=a)
+        elif kind == Kind.TIMER:
+            tid = timer_tids.setdefault(a, a)
+            instant(PID_TIMERS, tid, tick, f"{_device_name(a)} timer", device=a)
+        elif kind == Kind.GUEST_RESET:
+            cause = ResetCause(a).name.lower() if a in ResetCause._value2member_map_ else str(a)
+            instant(PID_MACHINE, _MACHINE_TRACKS["guest resets"], tick, f"reset ({cause})",
+                    cause=a)
+        elif kind == Kind.EXIT:
+            instant(PID_MACHINE, _MACHINE_TRACKS["stop"], tick, f"exit {b}", status=b)
+        elif kind == Kind.SHUTDOWN:
+            instant(PID_MACHINE, _MACHINE_TRACKS["stop"], tick, "shutdown")
+        else:
+            instant(PID_MACHINE, _MACHINE_TRACKS["stop"], tick, f"event {kind:#x}", a=a, b=b)
+    for dev in sorted(timer_tids):
+        meta += _meta(PID_TIMERS, _device_name(dev), timer_tids[dev])
+
+    # Guest output: each channel's bytes grouped into lines, a slice from a line's first byte
+    # to its newline (POST codes are single bytes: instants).
+    out = c.output
+    for ch in sorted(set(out["a"].tolist())):
+        tid = int(ch) + 1
+        meta += _meta(PID_OUTPUT, _channel_name(ch), tid)
+        sel = out[out["a"] == ch]
+        ticks = sel["tick"].tolist()
+        data = sel["b"].astype(np.uint8).tobytes()
+        if ch == Channel.POST:
+            for t, v in zip(ticks, data, strict=True):
+                instant(PID_OUTPUT, tid, int(t), f"post {v:#04x}", code=v)
+            continue
+        for first, last, line in _lines(ticks, data):
+            text = _text(line.rstrip(b"\r\n"))
+            body.append({"ph": "X", "pid": PID_OUTPUT, "tid": tid, "ts": ts(first),
+                         "dur": ts(last) - ts(first), "name": text[:_LINE_TEXT] or "(empty)",
+                         "args": {"text": text, "bytes": len(line), "first_tick": first,
+                                  "last_tick": last}})
+
+    for t in c.cp_ticks.tolist():
+        instant(PID_MACHINE, _MACHINE_TRACKS["checkpoints"], int(t), "checkpoint")
+
+    oracle_tids: dict[str, int] = {}
+    for v in violations:
+        tid = oracle_tids.setdefault(v.oracle, len(oracle_tids) + 1)
+        instant(PID_ORACLES, tid, v.tick, v.message, oracle=v.oracle)
+    for name, tid in oracle_tids.items():
+        meta += _meta(PID_ORACLES, name, tid)
+    return meta + body
+
+
+def _lines(ticks: list[int], data: bytes) -> Iterator[tuple[int, int, bytes]]:
+    """(first tick, last tick, bytes) of each line, the newline included; a last line
+    without a newline too."""
+    start = 0
+    while start < len(data):
+        nl = data.find(b"\n", start)
+        end = len(data) if nl < 0 else nl + 1
+        yield int(ticks[start]), int(ticks[end - 1]), data[start:end]
+        start = end
+
+
+def write_perfetto(c: TraceContents, out: IO[str],
+                   violations: Iterable[Violation] = ()) -> int:
+    """Write the JSON document; returns the number of trace events written."""
+    events = perfetto_events(c, violations)
+    json.dump({"traceEvents": events, "displayTimeUnit": "ns",
+               "otherData": {"guest": c.guest.name, "tick_hz": c.config.tick_hz,
+                             "ticks": c.end_tick}}, out, separators=(",", ":"))
+    out.write("\n")
+    return len(events)
+
+
+# ---- Tenet --------------------------------------------------------------------------------
+
+TENET_REGS = ("eax", "ebx", "ecx", "edx", "esi", "edi", "ebp", "esp")
+
+
+def _tenet_state(m: Machine) -> tuple[dict[str, int], bool]:
+    r = m.get_regs()
+    regs = {n: getattr(r, n) for n in TENET_REGS}
+    regs["eip"] = (r.cs.base + r.eip) & 0xFFFFFFFF  # linear: where the code is in memory
+    return regs, r.halted
+
+
+def tenet_lines(c: TraceContents, start: int, end: int, *, force: bool = False) -> Iterator[str]:
+    """One line per instruction executed in ticks [start, end): ``eip`` (linear, CS base
+    + EIP) of the instruction and the registers that changed since the previous line (all
+    of them on the first). Interrupt deliveries show as the first handler instruction's
+    line; ticks spent halted produce no lines."""
+    if start < 0 or end <= start:
+        raise ExportError(f"empty tick range {start}..{end}")
+    if end > c.end_tick:
+        raise ExportError(f"tick {end} is past the trace's end ({c.end_tick})")
+    if end - start > TENET_LIMIT and not force:
+        raise ExportError(f"{end - start:,} ticks is over the Tenet export limit of "
+                          f"{TENET_LIMIT:,} (one line per instruction); narrow the range or "
+                          f"pass --force")
+    m, i = seek(c, start)
+    inputs = c.inputs
+    n = len(inputs)
+    prev: dict[str, int] = {}
+    while m.ticks < end:
+        while i < n and int(inputs["tick"][i]) == m.ticks:
+            m.inject(int(inputs["kind"][i]), int(inputs["a"][i]), int(inputs["b"][i]))
+            i += 1
+        regs, halted = _tenet_state(m)
+        before = m.ticks
+        stop = m.run(before + 1)
+        ev = m.take_events()
+        m.take_output()
+        delivered = bool(np.any(ev["kind"] == Kind.INTA))
+        if not halted and not delivered and m.ticks > before:
+            yield ",".join(f"{k}={v:#x}" for k, v in regs.items() if prev.get(k) != v)
+            prev = regs
+        if stop in (StopReason.EXIT, StopReason.SHUTDOWN):
+            break
+        if m.ticks == before:
+            if stop in (StopReason.EVENTS, StopReason.OUTPUT):
+                continue
+            break  # halted with nothing that can wake it
+        if halted and m.get_regs().halted:
+            # Still halted after a tick, so no interrupt is pending: nothing happens before
+            # the next deadline or input. Run there in one go.
+            target = end
+            if i < n:
+                target = min(target, int(inputs["tick"][i]))
+            d = m.next_deadline
+            if d is not None:
+                target = min(target, max(d, m.ticks))
+            if target > m.ticks:
+                m.run(target)
+                m.take_events()
+                m.take_output()
+
+
+def write_tenet(c: TraceContents, out: IO[str], start: int, end: int, *,
+                force: bool = False) -> int:
+    """Write the Tenet trace; returns the number of lines (instructions) written."""
+    lines = 0
+    for line in tenet_lines(c, start, end, force=force):
+        out.write(line)
+        out.write("\n")
+        lines += 1
+    return lines
+
+
+__all__ = ["TENET_LIMIT", "ExportError", "ReplayError", "Violation", "load_violations",
+           "perfetto_events", "tenet_lines", "write_perfetto", "write_tenet"]
