@@ -185,8 +185,10 @@ def _add_fuzz(sub: argparse._SubParsersAction) -> None:
     c.add_argument("--against", choices=("unicorn",), default="unicorn")
     c.add_argument("--examples", type=int, default=1000)
     c.add_argument("--seed", type=int, default=0)
-    c.add_argument("--mode", choices=("real", "pm32", "all"), default="all",
-                   help="CPU mode of the generated code (default: both)")
+    c.add_argument("--mode", choices=("real", "pm32", "pm32-paging", "all"), default="all",
+                   help="CPU mode of the generated code: real mode, flat 32-bit protected "
+                        "mode, the same with paging on (CPL 0 and 3), or all three "
+                        "(default)")
     c.add_argument("--json", action="store_true")
     c.add_argument("--no-progress", action="store_true")
     c.add_argument("--classes", default=None,

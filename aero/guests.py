@@ -102,6 +102,8 @@ BENCH_GUESTS: dict[str, GuestSpec] = {s.name: s for s in (
     _spec("bench_memcpy", "multiboot", "MOV load/store copy loop"),
     _spec("bench_string", "multiboot", "REP MOVSD/STOSD, LODSB and SCASB loops"),
     _spec("bench_fib", "multiboot", "recursive Fibonacci: CALL/RET/PUSH/POP"),
+    _spec("bench_syscall", "multiboot", "paging on; CPL 3 INT 0x80 through a DPL-3 gate to a "
+          "ring-0 handler and IRET back"),
 )}
 
 

@@ -1,6 +1,7 @@
 """Differential fuzzing campaigns: aero against Unicorn, instruction by instruction.
 
-``aero fuzz cpu --against unicorn --examples N --seed S [--mode real|pm32|all]`` runs
+``aero fuzz cpu --against unicorn --examples N --seed S [--mode real|pm32|pm32-paging|all]``
+runs
 :func:`run_campaign` through :func:`run_cli`.
 
 Invariants:
@@ -65,7 +66,8 @@ class Divergence:
         # the two RAM images of each would cost megabytes.
         image = self.scenario.image()
         rec = self.record
-        self._aero = _state_dict(rec.aero.regs, rec.aero.exception, rec.aero.memory, image)
+        self._aero = _state_dict(rec.aero.regs, rec.aero.exception, rec.aero.memory, image,
+                                 rec.aero.error_code, rec.aero.cr2)
         # Bits the architecture leaves undefined (or that carry host time, as RDTSC's do
         # in Unicorn) show aero's value on both sides, so a record is a pure function of
         # the campaign's seed.
@@ -73,7 +75,8 @@ class Divergence:
         for k, mask in rec.masks.regs.items():
             if k in ref_regs and k in rec.aero.regs:
                 ref_regs[k] = (ref_regs[k] & ~mask) | (rec.aero.regs[k] & mask)
-        self._ref = _state_dict(ref_regs, rec.ref.exception, rec.ref.memory, image)
+        self._ref = _state_dict(ref_regs, rec.ref.exception, rec.ref.memory, image,
+                                rec.ref.error_code, rec.ref.cr2)
         rec.aero.memory = rec.ref.memory = np.zeros(0, dtype=np.uint8)
 
     @property
@@ -110,9 +113,10 @@ class Divergence:
 
 
 def _state_dict(regs: dict[str, int], exception: int | None, memory: np.ndarray,
-                image: np.ndarray) -> dict:
+                image: np.ndarray, error_code: int | None = None,
+                cr2: int | None = None) -> dict:
     return {"regs": {k: regs[k] for k in REG_KEYS}, "exception": exception,
-            "memory": memory_changes(image, memory)}
+            "error_code": error_code, "cr2": cr2, "memory": memory_changes(image, memory)}
 
 
 def memory_changes(before: np.ndarray, after: np.ndarray) -> list[list]:
@@ -276,11 +280,12 @@ def run_campaign(examples: int, seed: int, mode: str,
                  max_runs: int = 1000) -> CampaignResult:
     """Run ``examples`` scenarios (discarded ones not counted) and collect divergences.
 
-    ``mode`` is ``real``, ``pm32`` or ``all``; ``classes`` defaults to every comparable
-    class. Handlers the core has not implemented yet are left out and listed.
+    ``mode`` is ``real``, ``pm32``, ``pm32-paging`` or ``all`` (the three); ``classes``
+    defaults to every comparable class. Handlers the core has not implemented yet are left
+    out and listed.
     ``progress`` is called with the number of examples run so far.
     """
-    modes = ["real", "pm32"] if mode == "all" else [mode]
+    modes = ["real", "pm32", "pm32-paging"] if mode == "all" else [mode]
     classes = list(classes or DEFAULT_CLASSES)
     pending = pending_handlers()
     strategy = scenarios(modes, classes, pending)
@@ -330,7 +335,7 @@ def reduce_memory(checker: Checker, div: Divergence) -> Scenario:
             runs[-1] = (runs[-1][0], runs[-1][1] + bytes([sparse[a]]))
         else:
             runs.append((a, bytes([sparse[a]])))
-    small = Scenario(sc.mode, dict(sc.regs), list(sc.code), 0, runs)
+    small = Scenario(sc.mode, dict(sc.regs), list(sc.code), 0, runs, sc.paging)
     try:
         rec = checker.run(small).divergence
     except NotComparable:
@@ -364,6 +369,8 @@ def regression_case(checker: Checker, div: Divergence, expected: str,
         "expected": {
             "regs": {k: side.regs[k] for k in REG_KEYS},
             "exception": side.exception,
+            "error_code": side.error_code,
+            "cr2": side.cr2,
             "memory": memory_changes(image, side.memory),
             "undefined": {"flags": rec.masks.flags, "regs": rec.masks.regs,
                           "memory": [list(x) for x in rec.masks.memory]},
@@ -491,6 +498,9 @@ def replay_regression(case: dict) -> list[str]:
     out: list[str] = []
     if res.exception != exp["exception"]:
         out.append(f"exception: aero {res.exception}, expected {exp['exception']}")
+    for k in ("error_code", "cr2"):
+        if exp.get(k) is not None and getattr(res, k) != exp[k]:
+            out.append(f"{k}: aero {getattr(res, k)}, expected {exp[k]}")
     und = exp.get("undefined", {})
     faulted = exp["exception"] is not None
     for k in REG_KEYS:
@@ -565,6 +575,13 @@ KNOWN_DIVERGENCE_SEARCH: tuple[tuple[str, str, tuple[str, ...], int | None], ...
     ("enter-mixed-sizes", "pm32", ("enter",), None),
     ("ret-imm16-sign", "pm32", ("ret_Iw",), None),
     ("locked-neg-flags", "pm32", ("neg_Eb", "neg_Ev"), None),
+    ("fetch-fault-report", "pm32-paging", ("nop", "inc_Zv", "mov_ZvIv"), None),
+    ("arpl-write", "pm32-paging", ("arpl",), None),
+    ("cmps-operand-order", "pm32-paging", ("cmps",), None),
+    ("faulting-rotate-flags", "pm32-paging", ("rot_Ev1", "rot_EvCL", "rot_EbCL"), None),
+    ("ud-operand-read", "pm32-paging", ("bt_EvIb", "inc_Ev"), None),
+    ("pusha-order", "pm32-paging", ("pusha",), None),
+    ("push-sreg-width", "pm32-paging", ("push_sreg",), None),
 )
 
 
@@ -576,7 +593,7 @@ def write_known_regressions(directory: Path, seed: int = 1,
     from aero import isa
 
     titles = {k.key: k.title for k in KNOWN_DIVERGENCES}
-    checkers = {m: Checker([m]) for m in ("real", "pm32")}
+    checkers = {m: Checker([m]) for m in ("real", "pm32", "pm32-paging")}
     written = []
     for key, mode, handlers, reg in KNOWN_DIVERGENCE_SEARCH:
         rows = [r for r in isa.INSTRUCTIONS

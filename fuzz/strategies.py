@@ -2,7 +2,8 @@
 instruction table (:data:`aero.isa.INSTRUCTIONS`).
 
 A drawn :class:`~aero.difftest.Scenario` is one to four instructions in 16-bit real-mode
-or flat 32-bit protected-mode code, with a register file biased toward boundary values,
+or flat 32-bit protected-mode code (``pm32``; ``pm32-paging`` adds paging, see
+:func:`draw_paging`), with a register file biased toward boundary values,
 random arithmetic flags and DF, and memory filled with a seeded pattern. Registers that
 address memory (ModRM base/index, the stack pointer, string pointers) are drawn so that
 effective addresses land in the RAM both backends map.
@@ -20,6 +21,7 @@ Invariants:
 
 from __future__ import annotations
 
+import hashlib
 import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -31,12 +33,23 @@ from aero import isa
 from aero.difftest import (
     GPRS,
     INTERESTING32,
+    PAGING_CODE_MIN,
+    PTE_A,
+    PTE_D,
+    PTE_P,
+    PTE_U,
+    PTE_W,
+    RAM_PAGES,
     RAM_SIZE,
     SEGS,
+    USER_CODE_SEL,
+    USER_DATA_SEL,
     InsnInfo,
+    Paging,
     Scenario,
     decode,
     initial_regs,
+    is_pm,
 )
 
 # ---- instruction classes ------------------------------------------------------------------
@@ -114,63 +127,77 @@ def _locked_bit_op_on_register(info: InsnInfo) -> bool:
             and info.row.handler in ("bt_EvGv", "bt_EvIb"))
 
 
+ALL_MODES = ("real", "pm32", "pm32-paging")
+PM_MODES = ("pm32", "pm32-paging")
+
+def _nested_enter(info: InsnInfo) -> bool:
+    return info.row is not None and info.row.handler == "enter" and (info.imm2 & 31) >= 2
+
+
 EXCLUSIONS: tuple[Exclusion, ...] = (
-    Exclusion("hlt", frozenset({"hlt"}), ("real", "pm32"),
+    Exclusion("hlt", frozenset({"hlt"}), ALL_MODES,
               "HLT stops the CPU until an interrupt: Unicorn ends the emulation, aero "
               "reports a halt; there is no post-instruction state to compare."),
-    Exclusion("io", _CLASS_HANDLERS["io"], ("real", "pm32"),
+    Exclusion("io", _CLASS_HANDLERS["io"], ALL_MODES,
               "Port I/O reaches devices; Unicorn has none (IN/OUT only reach a hook)."),
-    Exclusion("x87", frozenset({"fpu_esc"}), ("real", "pm32"),
+    Exclusion("x87", frozenset({"fpu_esc"}), ALL_MODES,
               "x87 escapes (D8-DF): aero models an i686 without an x87 unit while Unicorn "
               "always emulates one, and the x87 state is outside the comparison."),
-    Exclusion("msr", frozenset({"rdmsr", "wrmsr", "sysenter", "sysexit"}), ("real", "pm32"),
+    Exclusion("msr", frozenset({"rdmsr", "wrmsr", "sysenter", "sysexit"}), ALL_MODES,
               "Model-specific registers differ between aero's CPU model and Unicorn's; "
               "SYSENTER/SYSEXIT are far transfers defined by those MSRs."),
     Exclusion("control-registers",
               frozenset({"mov_CdRd", "mov_RdCd", "mov_DdRd", "mov_RdDd", "lmsw", "clts"}),
-              ("real", "pm32"),
+              ALL_MODES,
               "MOV to/from CRn/DRn, LMSW and CLTS read model-specific values or change "
               "paging, protection and mode state (CR0, CR3, CR4, DR6/DR7) that the "
               "register comparison does not cover."),
-    Exclusion("descriptor-tables", frozenset({"lldt", "ltr"}), ("pm32",),
+    Exclusion("descriptor-tables", frozenset({"lldt", "ltr"}), PM_MODES,
               "LLDT and LTR need LDT/TSS descriptors and change LDTR/TR caches; the flat "
               "test environment has neither (in real mode they are #UD and compared)."),
     Exclusion("interrupts-pm", frozenset({"int_Ib", "int3", "into", "int1", "iret"}),
-              ("pm32",),
+              PM_MODES,
               "INT n/INT3/INTO/INT1 and IRET in protected mode go through IDT gates, "
               "privilege checks and task state that Unicorn does not model at instruction "
               "level (it reports the vector without any gate check)."),
     Exclusion("far-transfers-pm",
-              frozenset({"jmpf_Ap", "jmpf_Mp", "callf_Ap", "callf_Mp", "retf"}), ("pm32",),
+              frozenset({"jmpf_Ap", "jmpf_Mp", "callf_Ap", "callf_Mp", "retf"}), PM_MODES,
               "Far JMP/CALL/RET in protected mode load CS from descriptor tables (call "
               "gates, conforming segments, privilege changes) beyond the flat environment."),
-    Exclusion("prefetch-register-form", frozenset(), ("real", "pm32"),
+    Exclusion("prefetch-register-form", frozenset(), ALL_MODES,
               "0F 18 /0-/3 with a register operand: a reserved encoding (Intel SDM Vol. 2, "
               "PREFETCHh: 'Use of any ModRM value other than the specified ones will lead "
               "to unpredictable behavior'); Unicorn raises #UD, aero executes a hint NOP.",
               encoding=_prefetch_register_form),
-    Exclusion("locked-bit-test-register", frozenset(), ("real", "pm32"),
+    Exclusion("locked-bit-test-register", frozenset(), ALL_MODES,
               "LOCK BTS/BTR/BTC with a register operand (#UD on hardware and in aero) "
               "aborts the whole Unicorn process (a failed assertion in QEMU's TCG code "
               "generator), so it cannot be run in-process.",
               encoding=_locked_bit_op_on_register),
-    Exclusion("vex-prefix", frozenset(), ("pm32",),
+    Exclusion("vex-prefix", frozenset(), PM_MODES,
               "C4/C5 with a register ModRM in protected mode: LES/LDS with a register "
               "operand, #UD on the i686 aero models; a VEX prefix on processors with AVX "
               "such as Unicorn's CPU model, which then decodes a different instruction.",
               encoding=_vex_in_protected_mode),
-    Exclusion("group7-register-forms", frozenset(), ("real", "pm32"),
+    Exclusion("group7-register-forms", frozenset(), ALL_MODES,
               "0F 01 /0, /1, /2, /3, /5, /7 with a register ModRM: #UD on the i686 aero "
               "models (SGDT/SIDT/LGDT/LIDT/INVLPG take memory only); later processors, "
               "Unicorn's model among them, define VMCALL, MONITOR/MWAIT, XGETBV/XSETBV, "
               "RDTSCP and others there.",
               encoding=_group7_register_form),
-    Exclusion("conflicting-rep-prefixes", frozenset(), ("real", "pm32"),
+    Exclusion("conflicting-rep-prefixes", frozenset(), ALL_MODES,
               "F2 and F3 on the same string instruction: the SDM defines no meaning for two "
               "prefixes of one group ('it is only useful to include up to one prefix code "
               "from each of the four groups', Vol. 2 2.1.1). aero obeys the last one (as "
               "Bochs does); Unicorn lets REPNE win whatever the order.",
               encoding=_both_rep_prefixes),
+    Exclusion("nested-enter-paging", frozenset(), ("pm32-paging",),
+              "ENTER with a nesting level of 2 or more copies frame pointers from the old "
+              "frame after pushing (E)BP. When one of those reads raises #PF, whether the "
+              "push has already been written (stack bytes below ESP and the dirty bit of "
+              "their page) is not architecturally defined: aero checks every access before "
+              "the first write, QEMU writes the push first. Levels 0 and 1 are compared.",
+              encoding=_nested_enter),
 )
 
 
@@ -310,7 +337,7 @@ def _disp(n: int, mode: str, absolute: bool) -> st.SearchStrategy[bytes]:
         return INTERESTING_U8.map(_LE[1])
     if n == 2:
         return U16.map(_LE[2])
-    if mode == "pm32":
+    if is_pm(mode):
         if absolute:
             return ARENA.map(_LE[4])
         small = st.integers(-0x800, 0x800).map(_LE[4])
@@ -375,7 +402,7 @@ def _imm_for(row: isa.Insn, osz32: bool, asz32: bool, mode: str) -> st.SearchStr
         return st.tuples(U32, U16).map(lambda t: _LE[n](t[0]) + _LE[2](t[1]))
     if kind == isa.IMM_O:
         if asz32:
-            return (ARENA if mode == "pm32" else st.one_of(U16, U32)).map(_LE[4])
+            return (ARENA if is_pm(mode) else st.one_of(U16, U32)).map(_LE[4])
         return U16.map(_LE[2])
     if kind == isa.IMM_WB:
         return st.tuples(st.integers(0, 64).map(lambda v: v * 2),
@@ -388,7 +415,7 @@ _N_PREFIXES = st.sampled_from((0, 0, 0, 0, 1, 1, 2, 3))
 _PREFIX_KIND = st.sampled_from(("seg", "seg", "osize", "osize", "asize", "rep", "lock"))
 _SEG = st.sampled_from(_SEG_PREFIXES)
 _REP = st.sampled_from((0xF2, 0xF3))
-_ONE_IN = {n: st.integers(0, n - 1) for n in (20, 50, 200)}
+_ONE_IN = {n: st.integers(0, n - 1) for n in (5, 20, 50, 200)}
 _LONG = st.integers(4, 14)
 _INVALID = st.sampled_from(INVALID_ENCODINGS)
 
@@ -407,7 +434,7 @@ def instruction(mode: str, rows: Sequence[isa.Insn],
 @cache
 def _instruction(mode: str, rows: tuple[isa.Insn, ...],
                  with_invalid: bool) -> st.SearchStrategy[bytes]:
-    code32 = mode == "pm32"
+    code32 = is_pm(mode)
     row_strategy = st.sampled_from(rows) if rows else st.nothing()
 
     @st.composite
@@ -523,7 +550,7 @@ _QUARTER = st.integers(0, 3)
 def scenario(mode: str, rows: Sequence[isa.Insn], with_invalid: bool = True,
              max_len: int = 4) -> st.SearchStrategy[Scenario]:
     """Scenarios of 1 to ``max_len`` instructions in ``mode``."""
-    code32 = mode == "pm32"
+    code32 = is_pm(mode)
     insn = instruction(mode, rows, with_invalid)
     length = st.integers(1, max_len)
 
@@ -551,12 +578,73 @@ def scenario(mode: str, rows: Sequence[isa.Insn], with_invalid: bool = True,
                 regs[s] = draw(_SELECTOR)
             regs["cs"] = draw(_CODE_SEG)
             regs["eip"] = draw(U16) % (0xFFFF - 64 - total)
+        elif mode == "pm32-paging":
+            regs["eip"] = PAGING_CODE_MIN + draw(U32) % (RAM_SIZE - PAGING_CODE_MIN - 0x1000)
         else:
             regs["eip"] = 0x1000 + draw(U32) % (RAM_SIZE - 0x2000)
         regs["eflags"] = draw(_EFLAGS)
-        return Scenario(mode, regs, code, draw(_FILL))
+        pg = None
+        if mode == "pm32-paging":
+            pg = draw_paging(draw, regs["eip"], total)
+            if pg.cpl == 3:
+                regs.update({s: USER_DATA_SEL for s in SEGS})
+                regs["cs"] = USER_CODE_SEL
+        return Scenario(mode, regs, code, draw(_FILL), paging=pg)
 
     return draw_scenario()
+
+
+# ---- paging (pm32-paging) ------------------------------------------------------------------
+
+_URW = PTE_P | PTE_W | PTE_U
+# Page rights by weight: most pages usable from every ring, the rest read-only,
+# supervisor-only, both, or not present.
+_RIGHTS = (_URW,) * 13 + (PTE_P | PTE_U,) * 2 + (PTE_P | PTE_W,) * 2 + (PTE_P,) + (0,) * 2
+
+
+def page_flags(seed: int) -> bytes:
+    """The page-table flags of every RAM page for a rights seed (0: every page present,
+    writable and user, accessed and dirty clear). A pure function of the seed; A and D
+    start set or clear at random. The paging-structure pages (1, 2) are not present."""
+    if seed == 0:
+        flags = bytearray([_URW]) * RAM_PAGES
+    else:
+        raw = hashlib.shake_256(b"aero-pages" + seed.to_bytes(8, "little")).digest(
+            2 * RAM_PAGES)
+        flags = bytearray(
+            _RIGHTS[raw[2 * i] % len(_RIGHTS)]
+            | (PTE_A if raw[2 * i + 1] & 1 else 0) | (PTE_D if raw[2 * i + 1] & 2 else 0)
+            for i in range(RAM_PAGES))
+    flags[1] = flags[2] = 0
+    return bytes(flags)
+
+
+# The code pages' rights: mostly executable at any CPL.
+_CODE_RIGHTS = st.sampled_from((_URW, _URW, _URW, _URW, _URW, PTE_P | PTE_U, PTE_P | PTE_W,
+                                PTE_P, 0))
+_PDE_RIGHTS = st.sampled_from((_URW, _URW, _URW, _URW, PTE_P | PTE_U, PTE_P | PTE_W, _URW | PTE_A))
+_AD = st.sampled_from((0, PTE_A, PTE_A | PTE_D, PTE_D))
+_CPL = st.sampled_from((0, 3))
+_PAGE_SEED = st.one_of(st.just(0), st.integers(1, (1 << 63) - 1))
+
+
+def draw_paging(draw: st.DrawFn, eip: int, length: int) -> Paging:
+    """Paging for code at ``eip`` (``length`` bytes), drawn inside a scenario: CPL 0 or 3,
+    CR0.WP on or off, 4 KB pages with mixed rights (:func:`page_flags`) and the code pages
+    drawn on their own, or (one time in five, with CR4.PSE) one 4 MB page with drawn
+    rights."""
+    cpl = draw(_CPL)
+    wp = draw(st.booleans())
+    large = draw(_ONE_IN[5]) == 0
+    pse = large or draw(st.booleans())
+    pde = draw(_PDE_RIGHTS) | draw(_AD)
+    flags = bytearray(page_flags(draw(_PAGE_SEED)))
+    for page in range(eip >> 12, ((eip + max(length, 1) - 1) >> 12) + 1):
+        if page < RAM_PAGES:
+            flags[page] = draw(_CODE_RIGHTS) | draw(_AD)
+    if large:
+        pde = draw(_CODE_RIGHTS) | draw(_AD)
+    return Paging(cpl, wp, pse, large, pde, bytes(flags))
 
 
 def scenarios(modes: Sequence[str], classes: Sequence[str],

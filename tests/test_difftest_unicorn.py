@@ -22,10 +22,15 @@ from hypothesis import HealthCheck, Phase, given, seed, settings
 
 from aero import isa
 from aero.difftest import (
+    PD_ADDR,
+    PT_ADDR,
     REG_KEYS,
+    USER_CODE_SEL,
+    USER_DATA_SEL,
     AeroCPU,
     Masks,
     NotComparable,
+    Paging,
     Scenario,
     StepResult,
     compare_step,
@@ -34,7 +39,7 @@ from aero.difftest import (
     run_pair,
     undefined_masks,
 )
-from aero.difftest.unicorn import KNOWN_DIVERGENCES, UnicornCPU, explain
+from aero.difftest.unicorn import KNOWN_DIVERGENCES, UnicornCPU, error_code_offset, explain
 
 ROOT = Path(__file__).resolve().parent.parent
 REGRESSIONS = sorted((Path(__file__).parent / "regressions").glob("*.json"))
@@ -46,7 +51,7 @@ QUICK = settings(max_examples=150, database=None, deadline=None,
 @cache
 def shared_backends() -> tuple[AeroCPU, dict[str, UnicornCPU]]:
     """One aero machine and one Unicorn per mode, reused (each scenario resets them)."""
-    return AeroCPU(), {m: UnicornCPU(m) for m in ("real", "pm32")}
+    return AeroCPU(), {m: UnicornCPU(m) for m in ("real", "pm32", "pm32-paging")}
 
 
 @pytest.fixture
@@ -66,6 +71,22 @@ def pm_scenario(code: str, **regs: int) -> Scenario:
     r.update(eip=0x2000, esp=0x8000)
     r.update(regs)
     return Scenario("pm32", r, [bytes.fromhex(c) for c in code.split()], 0)
+
+
+def paging_scenario(code: str, cpl: int = 0, wp: bool = False, pages: dict[int, int] | None = None,
+                    **regs: int) -> Scenario:
+    """pm32-paging: code at 0x3000, stack at 0x8000; ``pages`` overrides PTE flags."""
+    r = initial_regs("pm32-paging")
+    r.update(eip=0x3000, esp=0x8000)
+    if cpl == 3:
+        r.update({s: USER_DATA_SEL for s in ("es", "ss", "ds", "fs", "gs")}, cs=USER_CODE_SEL)
+    r.update(regs)
+    ptes = bytearray(Paging().ptes)
+    ptes[1] = ptes[2] = 0
+    for page, flags in (pages or {}).items():
+        ptes[page] = flags
+    return Scenario("pm32-paging", r, [bytes.fromhex(c) for c in code.split()], 0,
+                    paging=Paging(cpl, wp, False, False, 7, bytes(ptes)))
 
 
 # ---- regressions ---------------------------------------------------------------------------
@@ -285,6 +306,103 @@ def test_rep_iterations_and_self_modifying_code(backends) -> None:
 
         c = Checker(["pm32"])
         c.check(pm_scenario("d11500200000"))
+
+
+# ---- protected mode with paging ------------------------------------------------------------
+
+def test_error_codes_can_be_read_from_unicorn() -> None:
+    assert error_code_offset() is not None
+
+
+@pytest.mark.parametrize("code, cpl, wp, flags, vector, err", [
+    ("8903", 3, False, 0x05, 14, 7),     # user write to a read-only page: P|W|U
+    ("8b03", 3, False, 0x03, 14, 5),     # user read of a supervisor page: P|U
+    ("8b03", 0, False, 0x00, 14, 0),     # supervisor read, not present
+    ("8903", 0, True, 0x05, 14, 3),      # CR0.WP: supervisor write to a read-only page
+    ("8903", 0, False, 0x05, None, None),  # WP clear: the write succeeds
+    ("1003", 0, True, 0x05, 14, 3),      # ADC to a read-only page: #PF, EFLAGS intact
+])
+def test_page_faults_agree(backends, code, cpl, wp, flags, vector, err) -> None:
+    aero, refs = backends
+    sc = paging_scenario(code, cpl, wp, {0x50: flags}, ebx=0x50010, eax=0x1234,
+                         eflags=0x2 | 0x41)
+    res = run_pair(sc, aero, refs["pm32-paging"])
+    assert res.divergence is None
+    st = res.steps[0]
+    assert st.aero.exception == vector and st.ref.exception == vector
+    if vector is not None:
+        assert st.aero.error_code == st.ref.error_code == err
+        assert st.aero.cr2 == st.ref.cr2 == 0x50010
+        assert st.aero.regs["eflags"] == 0x43
+    assert st.aero.regs["cs"] == (USER_CODE_SEL if cpl == 3 else 0x08)
+
+
+def test_accessed_and_dirty_bits_are_compared(backends) -> None:
+    """A store sets A and D in the PTE (and A in the PDE) on both sides; a corrupted
+    dirty bit is reported as a memory difference."""
+    aero, refs = backends
+    sc = paging_scenario("8903", ebx=0x50010)
+    res = run_pair(sc, aero, refs["pm32-paging"])
+    assert res.divergence is None
+    mem = res.steps[0].aero.memory
+    assert mem[PT_ADDR + 0x50 * 4] == 0x67 and mem[PD_ADDR] & 0x20
+    ref = res.steps[0].ref
+    other = ref.memory.copy()
+    other[PT_ADDR + 0x50 * 4] = 0x27
+    diff = compare_step(res.steps[0].aero, StepResult(ref.regs, None, other), Masks())
+    assert [m.field for m in diff] == [f"mem:{PT_ADDR + 0x50 * 4:#x}"]
+
+
+def test_fetch_faults_are_explained(backends) -> None:
+    """Code in a supervisor page at CPL 3: aero reports #PF(P|U) at the first byte, Unicorn
+    another byte and code 0 (known divergence fetch-fault-report)."""
+    aero, refs = backends
+    res = run_pair(paging_scenario("b801000000", 3, pages={3: 0x03}), aero,
+                   refs["pm32-paging"])
+    rec = res.divergence
+    assert rec is not None and rec.aero.exception == 14
+    assert (rec.aero.error_code, rec.aero.cr2) == (5, 0x3000)
+    known = explain(rec)
+    assert known is not None and known.key == "fetch-fault-report"
+
+
+def test_block_decoding_does_not_touch_the_next_page(backends) -> None:
+    """An instruction near a page end followed by one that straddles into a not-present
+    page: decoding ahead must not raise that page's #PF for the first instruction."""
+    aero, refs = backends
+    sc = paging_scenario("40", pages={4: 0x00}, eip=0x3FF0)
+    sc.memory = [(0x3FF1, bytes([0x90]) * 14 + b"\xb8")]  # NOPs, then MOV EAX across
+    res = run_pair(sc, aero, refs["pm32-paging"])
+    assert res.divergence is None and res.steps[0].aero.exception is None
+
+
+@seed(20240604)
+@QUICK
+@given(scenarios(["pm32-paging"], ALL_CLASSES))
+def test_paging_scenarios_follow_their_invariants(sc: Scenario) -> None:
+    pg = sc.paging
+    assert pg is not None and sc.regs["eip"] >= 0x3000
+    assert pg.ptes[1] == pg.ptes[2] == 0
+    assert (sc.regs["cs"] & 3) == pg.cpl and (sc.regs["ss"] & 3) == pg.cpl
+    assert not pg.large or pg.pse
+    assert Scenario.from_dict(sc.to_dict()) == sc
+    for code in sc.code:
+        assert excluded_encoding(decode(code, True), sc.mode) is None
+
+
+def test_short_paging_campaign() -> None:
+    result = run_campaign(200, 5, "pm32-paging")
+    assert result.examples == 200
+    assert [d.signature for d in result.unexplained] == []
+
+
+def test_paging_campaign_is_deterministic() -> None:
+    """Unicorn's TLB and translations are flushed per scenario: same seed, same record."""
+    a = run_campaign(100, 7, "pm32-paging").to_dict()
+    b = run_campaign(100, 7, "pm32-paging").to_dict()
+    a.pop("elapsed_seconds")
+    b.pop("elapsed_seconds")
+    assert a == b
 
 
 # ---- campaigns ----------------------------------------------------------------------------

@@ -25,6 +25,7 @@ from sysenv import (
     CR0_TS,
     CR0_WP,
     DATA0,
+    DB,
     DE,
     DF,
     EAX,
@@ -118,6 +119,33 @@ def test_breakpoint_and_overflow_are_traps() -> None:
     enter_pm(m, mov_r_imm(EAX, 0x7FFFFFFF) + INC_EAX + INTO + HLT)
     f = expect(m, OF, None, CODE + 7)
     assert f.eflags & F_OF and not f.eflags & F_RF
+
+
+ICEBP = b"\xF1"
+
+
+def test_int1_ignores_the_gate_dpl() -> None:
+    """INT1 (F1) delivers #DB like a debug trap: from CPL 3 through a DPL-0 gate, with the
+    next instruction's EIP; INT 1 (CD 01) is an ordinary INT n and fails the DPL check."""
+    m = new_machine()
+    enter_pm(m, ICEBP + HLT, cpl=3)
+    f = expect(m, DB, None, CODE + 1)
+    assert f.cs == CODE3 and not f.eflags & F_RF
+    m = new_machine()
+    enter_pm(m, b"\xCD\x01" + HLT, cpl=3)
+    expect(m, GP, 1 * 8 + 2, CODE)  # #GP(IDT entry 1, EXT = 0)
+
+
+@pytest.mark.parametrize("kind, vector", [(0x0E, NP), (0x80, GP)])
+def test_int1_delivery_errors_carry_ext(kind: int, vector: int) -> None:
+    """An exception raised while delivering INT1 reports EXT = 1 (an event the program did
+    not request as INT n); the same gate reached by INT 1 reports EXT = 0. Gate 1 not
+    present: #NP; not a gate type (present, type 0): #GP."""
+    for code, ext in ((ICEBP, 1), (b"\xCD\x01", 0)):
+        m = new_machine()
+        m.write(IDT + 8, gate(STUBS + 32, kind=kind))
+        enter_pm(m, code + HLT)
+        expect(m, vector, 1 * 8 + 2 + ext, CODE)
 
 
 def test_into_without_overflow_does_nothing() -> None:

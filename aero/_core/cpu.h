@@ -267,6 +267,9 @@ __attribute__((noreturn)) void aero_fault_ud(aero_machine *m);
 void aero_interrupt(aero_machine *m, int vector, uint32_t ret_eip, int has_code, uint32_t code);
 /* INT n / INT3 / INTO / INT1: a trap delivered with the next instruction's EIP. */
 void aero_soft_int(aero_machine *m, int vector, uint32_t ret_eip);
+/* INT1 (ICEBP): #DB delivered with the next instruction's EIP, without the gate DPL check
+ * and with EXT = 1 in delivery error codes. */
+void aero_icebp(aero_machine *m, uint32_t ret_eip);
 /* Deliver the fault recorded by aero_fault (called by the run loop after the longjmp). */
 void aero_handle_fault(aero_machine *m);
 
@@ -393,6 +396,16 @@ AERO_INLINE void lin_wr(aero_machine *m, uint32_t lin, int size, uint32_t v) {
 /* Check that the linear page(s) of [lin, lin+size) are writable, faulting if not, so that
  * multi-write instructions can validate before committing any state. */
 void aero_probe_write(aero_machine *m, uint32_t lin, uint32_t size);
+/* The read of a read-modify-write: read (a not-present page faults as a read, as the
+ * access is one), then make sure the write cannot fault, so that no register or flag
+ * changes before a #PF on the write (the instruction must leave no trace). */
+AERO_INLINE uint32_t lin_rd_w(aero_machine *m, uint32_t lin, int size) {
+    uint32_t v = lin_rd(m, lin, size);
+    aero_tlb_entry *e = aero_tlb_entry_for(m, lin);
+    if (!(e->tag_w == tlb_key(m, lin, size) && (lin & 0xFFF) <= 0x1000u - (uint32_t)size))
+        aero_probe_write(m, lin, (uint32_t)size);
+    return v;
+}
 /* Implicit supervisor-mode accesses (descriptor tables, TSS): checked with supervisor
  * rights whatever the CPL, never alignment-checked; page faults are raised as usual. */
 uint32_t aero_rd_sys(aero_machine *m, uint32_t lin, int size);

@@ -18,6 +18,7 @@ typedef struct fetcher {
     int err;           /* DEC_* */
     uint32_t page_lin; /* linear page the block lives on */
     int crossed;       /* 1: a byte came from another linear page */
+    int first;         /* 1: the block's first instruction, which may cross a page */
 } fetcher;
 
 static uint8_t fetch8(fetcher *f) {
@@ -31,7 +32,13 @@ static uint8_t fetch8(fetcher *f) {
         return 0;
     }
     uint32_t lin = cs->base + eip;
-    if ((lin & ~0xFFFu) != f->page_lin) f->crossed = 1;
+    if ((lin & ~0xFFFu) != f->page_lin) {
+        f->crossed = 1;
+        /* A later instruction of the block ends it instead: fetching its bytes from the
+         * next page now could raise that page's #PF (or set its accessed bit) before the
+         * instructions ahead of it have run. */
+        if (!f->first) return 0;
+    }
     f->eip = eip + 1;
     return (uint8_t)lin_rd(m, lin, 1);
 }
@@ -189,6 +196,7 @@ static void decode_block(aero_machine *m, aero_block *b, uint32_t phys, uint32_t
         uint32_t ins_lin = m->cpu.seg[S_CS].base + f.eip;
         fetcher save = f;
         f.crossed = 0;
+        f.first = b->n == 0;
         uint8_t fl = decode_insn(&f, in, pm);
         if (f.err || f.crossed) {
             if (b->n > 0) { f = save; break; }  /* end the block before it */
@@ -243,6 +251,7 @@ void aero_decode_one(aero_machine *m, aero_insn *in) {
     f.m = m;
     f.eip = m->cpu.eip;
     f.page_lin = (m->cpu.seg[S_CS].base + m->cpu.eip) & ~0xFFFu;
+    f.first = 1;
     (void)decode_insn(&f, in, aero_pm(m));
     if (f.err) {
         in->fn = op_fetch_gp;

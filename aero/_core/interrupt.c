@@ -164,7 +164,12 @@ void aero_interrupt(aero_machine *m, int vector, uint32_t ret_eip, int has_code,
     deliver(m, vector, ret_eip, has_code, code, 0);
 }
 
-void aero_soft_int(aero_machine *m, int vector, uint32_t ret_eip) {
+/* INT n, INT3 and INTO are software interrupts (gate DPL checked against CPL, EXT = 0);
+ * INT1 (ICEBP) delivers #DB as a privileged software exception, like a hardware debug
+ * trap: no gate DPL check, and EXT = 1 in the error code of an exception raised while
+ * delivering it (SDM Vol. 2 'INT n/INTO/INT3/INT1': the gate DPL check 'does not apply to
+ * INT1'; Vol. 3A 6.13 'Error Code', EXT). */
+static void software_event(aero_machine *m, int vector, uint32_t ret_eip, int software) {
     m->soft_int = 1;
     if (m->stop_on_exception) {
         m->last_exc = vector;
@@ -174,8 +179,12 @@ void aero_soft_int(aero_machine *m, int vector, uint32_t ret_eip) {
         m->exit_block = 1;
         return;
     }
-    deliver(m, vector, ret_eip, 0, 0, 1);
+    deliver(m, vector, ret_eip, 0, 0, software);
 }
+
+void aero_soft_int(aero_machine *m, int vector, uint32_t ret_eip) { software_event(m, vector, ret_eip, 1); }
+
+void aero_icebp(aero_machine *m, uint32_t ret_eip) { software_event(m, EXC_DB, ret_eip, 0); }
 
 /* Exception classes for the double-fault rules (SDM Vol. 3, "Interrupt 8 — Double Fault
  * Exception", tables "Interrupt and Exception Classes" and "Conditions for Generating a

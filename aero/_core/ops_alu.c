@@ -38,7 +38,7 @@ AERO_INLINE void alu_E(aero_machine *m, const aero_insn *in, const int op, int s
     } else {
         uint32_t lin = op == OP_CMP ? seg_lin(m, in->seg, ea(m, in), (uint32_t)size)
                                     : seg_lin_w(m, in->seg, ea(m, in), (uint32_t)size);
-        uint32_t r = alu(m, op, lin_rd(m, lin, size), b, size);
+        uint32_t r = alu(m, op, op == OP_CMP ? lin_rd(m, lin, size) : lin_rd_w(m, lin, size), b, size);
         if (op != OP_CMP) lin_wr(m, lin, size, r);
     }
     next(m, in);
@@ -107,7 +107,7 @@ AERO_INLINE void incdec_E(aero_machine *m, const aero_insn *in, int size, int de
         set_reg(m, in->rm, size, incdec(m, get_reg(m, in->rm, size), size, dec));
     } else {
         uint32_t lin = seg_lin_w(m, in->seg, ea(m, in), (uint32_t)size);
-        lin_wr(m, lin, size, incdec(m, lin_rd(m, lin, size), size, dec));
+        lin_wr(m, lin, size, incdec(m, lin_rd_w(m, lin, size), size, dec));
     }
     next(m, in);
 }
@@ -135,7 +135,7 @@ AERO_INLINE void neg_E(aero_machine *m, const aero_insn *in, int size) {
         set_reg(m, in->rm, size, alu(m, OP_SUB, 0, get_reg(m, in->rm, size), size));
     } else {
         uint32_t lin = seg_lin_w(m, in->seg, ea(m, in), (uint32_t)size);
-        lin_wr(m, lin, size, alu(m, OP_SUB, 0, lin_rd(m, lin, size), size));
+        lin_wr(m, lin, size, alu(m, OP_SUB, 0, lin_rd_w(m, lin, size), size));
     }
     next(m, in);
 }
@@ -330,7 +330,7 @@ AERO_INLINE void shift_E(aero_machine *m, const aero_insn *in, int size, uint32_
         set_reg(m, in->rm, size, shift(m, in->reg, get_reg(m, in->rm, size), count, size));
     } else {
         uint32_t lin = seg_lin_w(m, in->seg, ea(m, in), (uint32_t)size);
-        uint32_t v = lin_rd(m, lin, size);
+        uint32_t v = lin_rd_w(m, lin, size);
         uint32_t r = shift(m, in->reg, v, count, size);
         lin_wr(m, lin, size, r);
     }
@@ -356,7 +356,7 @@ void aero_op_shxd(aero_machine *m, const aero_insn *in) {
         d = get_reg(m, in->rm, size);
     } else {
         lin = seg_lin_w(m, in->seg, ea(m, in), (uint32_t)size);
-        d = lin_rd(m, lin, size);
+        d = lin_rd_w(m, lin, size);
     }
     if (count) {
         uint32_t r, cf;
@@ -381,9 +381,9 @@ void aero_op_shxd(aero_machine *m, const aero_insn *in) {
         uint32_t f = (get_flags(m) & ~F_ARITH) | szp_flags(r, sidx(size));
         if (cf) f |= F_CF;
         if ((r ^ d) & ssign(size)) f |= F_OF;
+        if (in->mod != 3) lin_wr(m, lin, size, r); /* a #PF here must leave EFLAGS alone */
         m->cpu.eflags = f;
         if (in->mod == 3) set_reg(m, in->rm, size, r);
-        else lin_wr(m, lin, size, r);
     }
     next(m, in);
 }
@@ -409,7 +409,7 @@ static void bit_op(aero_machine *m, const aero_insn *in, int kind, uint32_t offs
         }
         bit = offset & (bits - 1);
         lin = kind ? seg_lin_w(m, in->seg, off, (uint32_t)size) : seg_lin(m, in->seg, off, (uint32_t)size);
-        v = lin_rd(m, lin, size);
+        v = kind ? lin_rd_w(m, lin, size) : lin_rd(m, lin, size);
     }
     uint32_t f = get_flags(m) & ~F_CF;
     if ((v >> bit) & 1) f |= F_CF;
@@ -474,7 +474,7 @@ AERO_INLINE void cmpxchg(aero_machine *m, const aero_insn *in, int size) {
         d = get_reg(m, in->rm, size);
     } else {
         lin = seg_lin_w(m, in->seg, ea(m, in), (uint32_t)size);
-        d = lin_rd(m, lin, size);
+        d = lin_rd_w(m, lin, size);
     }
     (void)alu(m, OP_CMP, acc, d, size);
     if (acc == d) {
@@ -495,6 +495,7 @@ void aero_op_cmpxchg8b(aero_machine *m, const aero_insn *in) {
     uint32_t off = ea(m, in);
     uint32_t lin = seg_lin_w(m, in->seg, off, 8);
     uint32_t lo = lin_rd(m, lin, 4), hi = lin_rd(m, lin + 4, 4);
+    aero_probe_write(m, lin, 8); /* CMPXCHG8B writes either way: fault before EDX:EAX changes */
     uint32_t f = get_flags(m) & ~F_ZF;
     aero_probe_write(m, lin, 8);
     if (lo == m->cpu.r[R_EAX] && hi == m->cpu.r[R_EDX]) {
@@ -520,7 +521,7 @@ AERO_INLINE void xadd(aero_machine *m, const aero_insn *in, int size) {
         set_reg(m, in->rm, size, r);
     } else {
         uint32_t lin = seg_lin_w(m, in->seg, ea(m, in), (uint32_t)size);
-        uint32_t d = lin_rd(m, lin, size);
+        uint32_t d = lin_rd_w(m, lin, size);
         uint32_t r = alu(m, OP_ADD, d, src, size);
         lin_wr(m, lin, size, r);
         set_reg(m, in->reg, size, d);

@@ -51,7 +51,7 @@ AERO_INLINE void xchg(aero_machine *m, const aero_insn *in, int size) {
         set_reg(m, in->reg, size, v);
     } else {
         uint32_t lin = seg_lin_w(m, in->seg, ea(m, in), (uint32_t)size);
-        uint32_t v = lin_rd(m, lin, size);
+        uint32_t v = lin_rd_w(m, lin, size);
         lin_wr(m, lin, size, r);
         set_reg(m, in->reg, size, v);
     }
@@ -86,7 +86,7 @@ void aero_op_lxs(aero_machine *m, const aero_insn *in) {
     int s = sz_v(in);
     uint32_t off = ea(m, in);
     uint32_t v = rdn(m, in->seg, off, s);
-    uint32_t noff = (off + (uint32_t)s) & (in->asz ? 0xFFFFFFFFu : 0xFFFFu);
+    uint32_t noff = off + (uint32_t)s; /* one m16:16/32 operand: only its EA wraps */
     uint16_t sel = (uint16_t)rd16(m, in->seg, noff);
     aero_load_seg(m, seg, sel);
     if (seg == S_SS) m->cpu.inhibit_irq = 1;

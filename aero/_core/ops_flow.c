@@ -249,7 +249,7 @@ void aero_op_jmpf_Mp(aero_machine *m, const aero_insn *in) {
     int size = osize(in);
     uint32_t a = ea(m, in);
     uint32_t off = rdn(m, in->seg, a, size);
-    uint16_t sel = (uint16_t)rd16(m, in->seg, (a + (uint32_t)size) & (in->asz ? 0xFFFFFFFFu : 0xFFFFu));
+    uint16_t sel = (uint16_t)rd16(m, in->seg, a + (uint32_t)size); /* one m16:16/32 operand */
     far_transfer(m, in, sel, off, 0);
 }
 
@@ -271,7 +271,7 @@ void aero_op_callf_Mp(aero_machine *m, const aero_insn *in) {
     int size = osize(in);
     uint32_t a = ea(m, in);
     uint32_t off = rdn(m, in->seg, a, size);
-    uint16_t sel = (uint16_t)rd16(m, in->seg, (a + (uint32_t)size) & (in->asz ? 0xFFFFFFFFu : 0xFFFFu));
+    uint16_t sel = (uint16_t)rd16(m, in->seg, a + (uint32_t)size); /* one m16:16/32 operand */
     far_transfer(m, in, sel, off, 1);
 }
 
@@ -415,7 +415,7 @@ void aero_op_into(aero_machine *m, const aero_insn *in) {
     if (get_flags(m) & F_OF) aero_soft_int(m, EXC_OF, next_eip(m, in));
     else next(m, in);
 }
-void aero_op_int1(aero_machine *m, const aero_insn *in) { aero_soft_int(m, EXC_DB, next_eip(m, in)); }
+void aero_op_int1(aero_machine *m, const aero_insn *in) { aero_icebp(m, next_eip(m, in)); }
 
 /* ---- loops ---- */
 
@@ -446,7 +446,7 @@ void aero_op_bound(aero_machine *m, const aero_insn *in) {
     int size = osize(in);
     uint32_t a = ea(m, in);
     uint32_t lo = rdn(m, in->seg, a, size);
-    uint32_t hi = rdn(m, in->seg, (a + (uint32_t)size) & (in->asz ? 0xFFFFFFFFu : 0xFFFFu), size);
+    uint32_t hi = rdn(m, in->seg, a + (uint32_t)size, size); /* one operand: no 64 KB wrap */
     int32_t idx, l, h;
     if (size == 2) {
         idx = (int16_t)get_r16(m, in->reg);

@@ -345,12 +345,13 @@ void aero_op_mov_RdDd(aero_machine *m, const aero_insn *in) {
 /* ---- descriptor-table registers ---- */
 
 /* LGDT/LIDT: 16-bit limit, then the base; with a 16-bit operand size only 24 bits of the
- * base are loaded (the high byte becomes 0). */
+ * base are loaded (the high byte becomes 0). The operand is one 6-byte memory location:
+ * with 16-bit addressing only its effective address wraps at 64 KB, not its bytes. */
 static void load_dtr(aero_machine *m, const aero_insn *in, aero_table_reg *t) {
     need_cpl0(m);
     uint32_t off = ea(m, in);
     uint32_t limit = rd16(m, in->seg, off);
-    uint32_t base = rd32(m, in->seg, (off + 2) & amask(in));
+    uint32_t base = rd32(m, in->seg, off + 2);
     if (!in->osz) base &= 0x00FFFFFFu;
     t->limit = limit;
     t->base = base;
@@ -366,7 +367,7 @@ static void load_dtr(aero_machine *m, const aero_insn *in, aero_table_reg *t) {
 static void store_dtr(aero_machine *m, const aero_insn *in, const aero_table_reg *t) {
     uint32_t off = ea(m, in);
     uint32_t lin_limit = seg_lin_w(m, in->seg, off, 2);
-    uint32_t lin_base = seg_lin_w(m, in->seg, (off + 2) & amask(in), 4);
+    uint32_t lin_base = seg_lin_w(m, in->seg, off + 2, 4); /* one 6-byte operand, as LGDT */
     aero_probe_write(m, lin_limit, 2);
     aero_probe_write(m, lin_base, 4);
     lin_wr(m, lin_limit, 2, t->limit & 0xFFFF);

@@ -11,8 +11,14 @@ Invariants:
   selectors (real mode: base = selector << 4; ``pm32``: flat 4 GB code and data segments
   described by a three-entry GDT at :data:`GDT_BASE`, present in both memories), and the
   same :data:`RAM_SIZE` bytes of memory at physical 0.
+* ``pm32-paging`` is ``pm32`` with CR0.PG set: a page directory and one page table (at
+  :data:`PD_ADDR` and :data:`PT_ADDR`, in the scenario's memory) identity-map the
+  scenario's RAM with the page rights :class:`Paging` gives (read-only, supervisor-only and
+  not-present pages, or one 4 MB page with CR4.PSE), at CPL 0 or 3, with CR0.WP on or off.
+  The accessed and dirty bits the processor writes are part of the memory comparison.
 * After every instruction everything architectural is compared: the eight general
-  registers, EIP, EFLAGS, the six selectors, GDTR/IDTR and every byte of memory. The only
+  registers, EIP, EFLAGS, the six selectors, GDTR/IDTR and every byte of memory; for an
+  exception with an error code also the error code, and CR2 for #PF. The only
   bits left out are those the architecture leaves undefined for that instruction
   (:func:`undefined_masks`), each with its Intel SDM justification.
 * An exception is compared by vector (the reference does not deliver through the IVT/IDT;
@@ -34,7 +40,9 @@ from aero import isa
 if TYPE_CHECKING:
     from aero.machine import Segment
 
-MODES = ("real", "pm32")
+MODES = ("real", "pm32", "pm32-paging")
+# Modes whose code is 32-bit flat protected-mode code.
+PM_MODES = ("pm32", "pm32-paging")
 GPRS = ("eax", "ecx", "edx", "ebx", "esp", "ebp", "esi", "edi")
 SEGS = ("es", "cs", "ss", "ds", "fs", "gs")
 TABLE_REGS = ("gdtr_base", "gdtr_limit", "idtr_base", "idtr_limit")
@@ -57,6 +65,28 @@ REAL_CODE_ATTR = 0x9B
 REAL_DATA_ATTR = 0x93
 CR0_REAL = 0x60000010
 CR0_PM = 0x60000011
+CR0_WP = 0x10000
+CR0_PG = 0x80000000
+CR4_PSE = 0x10
+
+# pm32-paging: the GDT adds ring-3 code (0x1B) and data (0x23) descriptors, accessed bits
+# set (so no descriptor load writes memory); the paging structures follow it.
+GDT_PAGING_BYTES = GDT_BYTES + bytes.fromhex("ffff000000fbcf00") + bytes.fromhex(
+    "ffff000000f3cf00")
+USER_CODE_SEL = 0x1B
+USER_DATA_SEL = 0x23
+SEG_ATTRS = {0x08: CODE_ATTR_32, 0x10: DATA_ATTR_32, 0x18: 0xC0FB, 0x20: 0xC0F3}
+PD_ADDR = 0x1000
+PT_ADDR = 0x2000
+# Code is placed at or above this address in pm32-paging (pages 1 and 2 hold the tables).
+PAGING_CODE_MIN = 0x3000
+RAM_PAGES = RAM_SIZE // 4096
+# Page-table entry bits.
+PTE_P, PTE_W, PTE_U, PTE_A, PTE_D, PTE_PS = 0x1, 0x2, 0x4, 0x20, 0x40, 0x80
+PTE_FLAGS = PTE_P | PTE_W | PTE_U | PTE_A | PTE_D
+# Vectors that push an error code (#DF, #TS, #NP, #SS, #GP, #PF, #AC).
+ERROR_CODE_VECTORS = frozenset({8, 10, 11, 12, 13, 14, 17})
+EXC_PF = 14
 
 # EFLAGS bits that exist on an i686 (bits 3, 5, 15 and 22-31 are reserved).
 EFLAGS_DEFINED = 0x003F7FD7
@@ -72,6 +102,63 @@ INTERESTING32 = (0, 1, 2, 0x7F, 0x80, 0xFF, 0x100, 0x7FFF, 0x8000, 0xFFFF, 0x100
 class NotComparable(Exception):
     """The example leaves the part of the machine both backends model identically
     (e.g. an access to memory the reference does not map)."""
+
+
+def is_pm(mode: str) -> bool:
+    """Does ``mode`` run 32-bit flat protected-mode code?"""
+    return mode in PM_MODES
+
+
+@dataclass(frozen=True)
+class Paging:
+    """The paging set-up of a ``pm32-paging`` scenario.
+
+    ``ptes`` holds the flag bits (P, R/W, U/S, A, D) of the page-table entries of RAM pages
+    0 .. RAM_PAGES - 1, each mapping its own page (identity); the entries beyond RAM are
+    zero (not present), as are the page-directory entries beyond the first. ``pde`` is the
+    first page-directory entry's flags; with ``large`` (which needs ``pse``) it maps 0-4 MB
+    as one 4 MB page (PS set) and the page table is unused.
+
+    Invariant: the entries of the pages holding the paging structures (1 and 2) are not
+    present, so no instruction can write a paging structure (the TLB would then be allowed
+    to hold a stale translation) unless a 4 MB page maps them.
+    """
+
+    cpl: int = 0
+    wp: bool = False
+    pse: bool = False
+    large: bool = False
+    pde: int = PTE_P | PTE_W | PTE_U
+    ptes: bytes = bytes([PTE_P | PTE_W | PTE_U]) * RAM_PAGES
+
+    @property
+    def cr0(self) -> int:
+        return CR0_PM | CR0_PG | (CR0_WP if self.wp else 0)
+
+    @property
+    def cr4(self) -> int:
+        return CR4_PSE if self.pse else 0
+
+    @property
+    def cr3(self) -> int:
+        return PD_ADDR
+
+    def tables(self) -> list[tuple[int, bytes]]:
+        """The page directory and the page table as (address, bytes)."""
+        pde0 = (self.pde & PTE_FLAGS) | (PTE_PS if self.large else PT_ADDR)
+        pd = pde0.to_bytes(4, "little") + bytes(4092)
+        pt = b"".join(((i << 12) | (self.ptes[i] & PTE_FLAGS)).to_bytes(4, "little")
+                      for i in range(RAM_PAGES))
+        return [(PD_ADDR, pd), (PT_ADDR, pt + bytes(4096 - len(pt)))]
+
+    def to_dict(self) -> dict:
+        return {"cpl": self.cpl, "wp": self.wp, "pse": self.pse, "large": self.large,
+                "pde": self.pde, "ptes": self.ptes.hex()}
+
+    @classmethod
+    def from_dict(cls, d: dict) -> Paging:
+        return cls(int(d["cpl"]), bool(d["wp"]), bool(d["pse"]), bool(d["large"]),
+                   int(d["pde"]), bytes.fromhex(d["ptes"]))
 
 
 # ---- memory images --------------------------------------------------------------------
@@ -102,10 +189,11 @@ def initial_regs(mode: str) -> dict[str, int]:
         raise ValueError(f"unknown mode {mode!r}; known: {', '.join(MODES)}")
     regs = {k: 0 for k in REG_KEYS}
     regs["eflags"] = 2
-    if mode == "pm32":
+    if is_pm(mode):
         regs.update({s: DATA_SEL for s in SEGS})
         regs["cs"] = CODE_SEL
-        regs.update(gdtr_base=GDT_BASE, gdtr_limit=GDT_LIMIT, idtr_base=0, idtr_limit=0x7FF)
+        limit = GDT_LIMIT if mode == "pm32" else len(GDT_PAGING_BYTES) - 1
+        regs.update(gdtr_base=GDT_BASE, gdtr_limit=limit, idtr_base=0, idtr_limit=0x7FF)
     else:
         regs.update(gdtr_base=0, gdtr_limit=0xFFFF, idtr_base=0, idtr_limit=0x3FF)
     return regs
@@ -117,8 +205,9 @@ class Scenario:
 
     Invariants: ``regs`` has every key of :data:`REG_KEYS`; the instructions of ``code``
     are placed back to back at the linear address of CS:EIP; memory is the fill pattern of
-    ``fill_seed`` tiled over RAM, then ``memory`` (sparse writes), then the GDT (``pm32``),
-    then the code.
+    ``fill_seed`` tiled over RAM, then ``memory`` (sparse writes), then the GDT (``pm32``,
+    ``pm32-paging``) and the paging structures (``pm32-paging``: ``paging``, which is None
+    in the other modes), then the code.
     """
 
     mode: str
@@ -126,13 +215,18 @@ class Scenario:
     code: list[bytes]
     fill_seed: int = 0
     memory: list[tuple[int, bytes]] = field(default_factory=list)
+    paging: Paging | None = None
+
+    def __post_init__(self) -> None:
+        if self.mode == "pm32-paging" and self.paging is None:
+            self.paging = Paging()
 
     @property
     def code32(self) -> bool:
-        return self.mode == "pm32"
+        return is_pm(self.mode)
 
     def seg_base(self, seg: str) -> int:
-        return 0 if self.mode == "pm32" else (self.regs[seg] & 0xFFFF) << 4
+        return 0 if is_pm(self.mode) else (self.regs[seg] & 0xFFFF) << 4
 
     @property
     def code_address(self) -> int:
@@ -145,21 +239,29 @@ class Scenario:
             _put(ram, addr, data)
         if self.mode == "pm32":
             _put(ram, GDT_BASE, GDT_BYTES)
+        if self.paging is not None:
+            _put(ram, GDT_BASE, GDT_PAGING_BYTES)
+            for addr, data in self.paging.tables():
+                ram[addr:addr + len(data)] = np.frombuffer(data, dtype=np.uint8)
         _put(ram, self.code_address, b"".join(self.code))
         return ram
 
     def to_dict(self) -> dict:
-        return {"mode": self.mode, "regs": {k: self.regs[k] for k in REG_KEYS},
-                "code": [c.hex() for c in self.code], "fill_seed": self.fill_seed,
-                "memory": [[a, d.hex()] for a, d in self.memory]}
+        d = {"mode": self.mode, "regs": {k: self.regs[k] for k in REG_KEYS},
+             "code": [c.hex() for c in self.code], "fill_seed": self.fill_seed,
+             "memory": [[a, d.hex()] for a, d in self.memory]}
+        if self.paging is not None:
+            d["paging"] = self.paging.to_dict()
+        return d
 
     @classmethod
     def from_dict(cls, d: dict) -> Scenario:
         regs = initial_regs(d["mode"])
         regs.update({k: int(v) for k, v in d["regs"].items()})
+        paging = Paging.from_dict(d["paging"]) if d.get("paging") else None
         return cls(d["mode"], regs, [bytes.fromhex(c) for c in d["code"]],
                    int(d.get("fill_seed", 0)),
-                   [(int(a), bytes.fromhex(h)) for a, h in d.get("memory", [])])
+                   [(int(a), bytes.fromhex(h)) for a, h in d.get("memory", [])], paging)
 
 
 def _put(ram: np.ndarray, addr: int, data: bytes) -> None:
@@ -178,6 +280,8 @@ class StepResult:
     accesses: list[tuple[str, int, int]] = field(default_factory=list)  # (r|w, linear, size)
     length: int | None = None  # instruction length as the backend decoded it, when known
     error: str | None = None  # the backend could not model the step (e.g. "unmapped")
+    error_code: int | None = None  # of an exception that has one, when the backend tells
+    cr2: int | None = None  # after a #PF, when the backend tells
 
 
 class Backend(Protocol):
@@ -221,10 +325,15 @@ class AeroCPU:
             if scenario.mode == "pm32":
                 attr = CODE_ATTR_32 if s == "cs" else DATA_ATTR_32
                 setattr(r, s, Segment(sel, 0, 0xFFFFFFFF, attr))
+            elif scenario.mode == "pm32-paging":
+                setattr(r, s, Segment(sel, 0, 0xFFFFFFFF, SEG_ATTRS[sel & 0xFFF8]))
             else:
                 attr = REAL_CODE_ATTR if s == "cs" else REAL_DATA_ATTR
                 setattr(r, s, Segment(sel, sel << 4, 0xFFFF, attr))
         r.cr0 = CR0_PM if scenario.mode == "pm32" else CR0_REAL
+        if scenario.paging is not None:
+            p = scenario.paging
+            r.cr0, r.cr3, r.cr4, r.cpl = p.cr0, p.cr3, p.cr4, p.cpl
         m.set_regs(r)
         m.clear_exception()
 
@@ -247,13 +356,17 @@ class AeroCPU:
         m = self.machine
         m.clear_exception()
         stop = m.step()
-        exc = None
+        exc = code = cr2 = None
         if stop == StopReason.EXCEPTION:
             last = m.last_exception()
             exc = last[0] if last else None
+            if last and last[0] in ERROR_CODE_VECTORS:
+                code = last[1]
+            if exc == EXC_PF:
+                cr2 = m.get_regs().cr2
         elif stop not in (StopReason.TICKS,):
             raise NotComparable(f"aero stopped with {stop.name}")
-        return StepResult(self.regs(), exc, m.ram[:RAM_SIZE])
+        return StepResult(self.regs(), exc, m.ram[:RAM_SIZE], error_code=code, cr2=cr2)
 
 
 # ---- instruction decoding (lengths, operands, masks) ------------------------------------
@@ -484,6 +597,9 @@ class Masks:
     regs: dict[str, int] = field(default_factory=dict)
     memory: list[tuple[int, int]] = field(default_factory=list)  # (linear, length)
     notes: list[str] = field(default_factory=list)
+    # pm32-paging: after a #PF, the accessed bit of the page-directory entry that maps CR2
+    # is not compared (see compare_step).
+    paging: bool = False
 
 
 def _shift_count(info: InsnInfo, regs: dict[str, int]) -> int | None:
@@ -619,6 +735,10 @@ def compare_step(aero: StepResult, ref: StepResult, masks: Masks,
     if aero.exception != ref.exception:
         out.append(Mismatch("exception", aero.exception, ref.exception))
         return out
+    if None not in (aero.error_code, ref.error_code) and aero.error_code != ref.error_code:
+        out.append(Mismatch("error_code", aero.error_code, ref.error_code))
+    if None not in (aero.cr2, ref.cr2) and aero.cr2 != ref.cr2:
+        out.append(Mismatch("cr2", aero.cr2, ref.cr2))
     faulted = aero.exception is not None
     flag_mask = 0 if faulted else masks.flags
     for k in REG_KEYS:
@@ -633,6 +753,16 @@ def compare_step(aero: StepResult, ref: StepResult, masks: Masks,
     if np.array_equal(am, rm):
         return out
     diff = am != rm
+    if masks.paging and aero.exception == EXC_PF:
+        # A walk that ends in a #PF below a present page-directory entry: whether that
+        # entry's accessed bit is set is not specified (Intel SDM Vol. 3A 4.8 sets it for
+        # entries 'used as part of linear-address translation', and no translation results;
+        # Bochs and aero set accessed bits only for a translation that succeeds, QEMU as
+        # soon as it has read a present entry).
+        for c in {aero.cr2, ref.cr2} - {None}:
+            a = PD_ADDR + (c >> 22) * 4
+            if int(am[a]) ^ int(rm[a]) == PTE_A:
+                diff[a] = False
     if not faulted:
         for lin, n in masks.memory:
             lo, hi = max(lin, 0), min(lin + n, len(diff))
@@ -641,6 +771,43 @@ def compare_step(aero: StepResult, ref: StepResult, masks: Masks,
     for addr in np.flatnonzero(diff)[:max_memory]:
         out.append(Mismatch(f"mem:{int(addr):#x}", int(am[addr]), int(rm[addr])))
     return out
+
+
+# ---- paging model (for explaining divergences) ---------------------------------------------
+
+def u32(memory: np.ndarray, addr: int) -> int:
+    return int.from_bytes(memory[addr:addr + 4].tobytes(), "little")
+
+
+def page_fault_code(memory: np.ndarray, paging: Paging, lin: int, user: bool,
+                    write: bool) -> int | None:
+    """The #PF error code of an access to ``lin`` under the paging structures in ``memory``
+    (Intel SDM Vol. 3A 4.6 access rights, 4.7 error code), or None when it is allowed."""
+    err = (2 if write else 0) | (4 if user else 0)
+    pde = u32(memory, PD_ADDR + (lin >> 22) * 4)
+    if not pde & PTE_P:
+        return err
+    if pde & PTE_PS and paging.pse:
+        rights = pde
+    else:
+        pte = u32(memory, (pde & ~0xFFF) + ((lin >> 12) & 0x3FF) * 4)
+        if not pte & PTE_P:
+            return err
+        rights = pde & pte
+    if user and not rights & PTE_U:
+        return err | 1
+    if write and not rights & PTE_W and (user or paging.wp):
+        return err | 1
+    return None
+
+
+def paging_entries(memory: np.ndarray, paging: Paging, lin: int) -> list[int]:
+    """Addresses of the page-directory and page-table entries that map ``lin``."""
+    pde_addr = PD_ADDR + (lin >> 22) * 4
+    pde = u32(memory, pde_addr)
+    if pde & PTE_PS and paging.pse:
+        return [pde_addr]
+    return [pde_addr, (pde & ~0xFFF) + ((lin >> 12) & 0x3FF) * 4]
 
 
 # ---- running a scenario on two backends ------------------------------------------------------
@@ -657,6 +824,7 @@ class StepRecord:
     ref: StepResult
     masks: Masks
     mismatches: list[Mismatch]
+    paging: Paging | None = None  # the scenario's paging (pm32-paging)
 
 
 @dataclass
@@ -697,6 +865,9 @@ def run_pair(scenario: Scenario, aero: AeroCPU, ref: Backend) -> PairResult:
         bases = {s: seg.base for s, seg in segs.items()}
         attrs = {s: seg.attr for s, seg in segs.items()}
         masks = undefined_masks(info, before, bases.__getitem__, aero.read, attrs.__getitem__)
+        masks.paging = scenario.paging is not None
+        if masks.paging:
+            _mask_paging_entries(masks, segs)
         ra = aero.step()
         rr = ref.step()
         if rr.error is not None:
@@ -709,11 +880,25 @@ def run_pair(scenario: Scenario, aero: AeroCPU, ref: Backend) -> PairResult:
             ra.memory, rr.memory = ra.memory.copy(), rr.memory.copy()
             if hasattr(ref, "retrace"):
                 rr.accesses = ref.retrace()  # reads included, for explaining it
-        steps.append(StepRecord(i, info, before, segs, ra, rr, masks, mism))
+        steps.append(StepRecord(i, info, before, segs, ra, rr, masks, mism, scenario.paging))
         if mism or ra.exception is not None:
             break
         _resync(ra, ref, masks)
     return PairResult(steps)
+
+
+def _mask_paging_entries(masks: Masks, segs: dict[str, Segment]) -> None:
+    """Memory whose writing is optional (the upper word of a 32-bit PUSH Sreg, the word
+    right above the selector's) may reach a page the selector's word does not touch:
+    whether that page's accessed and dirty bits get set is then optional too, so its
+    page-table entry is not compared either."""
+    for lin, n in list(masks.memory):
+        upper = {p for p in range(lin >> 12, ((lin + n - 1) >> 12) + 1)}
+        lower = {p for p in range((lin - 2) >> 12, ((lin - 1) >> 12) + 1)}
+        for page in sorted(upper - lower):
+            if page < RAM_PAGES:
+                masks.memory.append((PT_ADDR + page * 4, 4))
+                masks.notes.append("optional write alone on its page: its PTE not compared")
 
 
 def _resync(aero: StepResult, ref: Backend, masks: Masks) -> None:
