@@ -16,3 +16,17 @@ EXIT_OK, EXIT_FAIL, EXIT_ERROR, EXIT_SKIP = 0, 1, 2, 125
 
 class CliError(Exception):
     """A user-facing error: printed as one line, exit code 2."""
+
+
+def working(args: object, text: str):  # noqa: ANN201 - a context manager
+    """A spinner with ``text`` on stderr while long work runs: only on a terminal, and not
+    with --json or --no-progress."""
+    import contextlib
+    import sys
+
+    if getattr(args, "json", False) or getattr(args, "no_progress", False) or \
+            not sys.stderr.isatty():
+        return contextlib.nullcontext()
+    from rich.console import Console
+
+    return Console(stderr=True).status(text)

@@ -13,7 +13,7 @@ import shlex
 import sys
 from pathlib import Path
 
-from aero.cli_common import EXIT_FAIL, EXIT_OK, CliError
+from aero.cli_common import EXIT_FAIL, EXIT_OK, CliError, working
 
 
 def _ticks(s: str) -> list[int]:
@@ -127,6 +127,7 @@ def add_diff(sub: argparse._SubParsersAction) -> None:
                    help="ticks between fingerprint comparisons before bisecting (default: the "
                         "checkpoint interval, at most 10,000,000)")
     p.add_argument("--json", action="store_true")
+    p.add_argument("--no-progress", action="store_true")
     p.set_defaults(func=cmd_diff)
 
 
@@ -134,7 +135,8 @@ def cmd_diff(args: argparse.Namespace) -> int:
     from aero.diff import DiffError, diff_traces
 
     try:
-        report = diff_traces(Path(args.a), Path(args.b), chunk=args.chunk)
+        with working(args, "diffing: aligning the streams, then narrowing to the tick"):
+            report = diff_traces(Path(args.a), Path(args.b), chunk=args.chunk)
     except DiffError as exc:
         raise CliError(str(exc)) from None
     if args.json:
@@ -167,6 +169,7 @@ def add_bisect(sub: argparse._SubParsersAction) -> None:
     c.add_argument("--linear", action="store_true",
                    help="check keyframe intervals in order instead of binary search")
     c.add_argument("--json", action="store_true")
+    c.add_argument("--no-progress", action="store_true")
     c.set_defaults(func=cmd_bisect_config)
     b = bsub.add_parser("build", help="have another aero installation replay the trace")
     b.add_argument("trace")
@@ -175,6 +178,7 @@ def add_bisect(sub: argparse._SubParsersAction) -> None:
                         "'/opt/aero-old/bin/python -m aero.cli'")
     b.add_argument("--linear", action="store_true")
     b.add_argument("--json", action="store_true")
+    b.add_argument("--no-progress", action="store_true")
     b.set_defaults(func=cmd_bisect_build)
     i = bsub.add_parser("inputs", help="the smallest set of input events on which an oracle "
                                        "still fails (ddmin)")
@@ -183,6 +187,7 @@ def add_bisect(sub: argparse._SubParsersAction) -> None:
                    help="output-contains:TEXT, exit-status:N, or an aero.oracles name")
     i.add_argument("-o", "--output", required=True, help="the minimal trace to write")
     i.add_argument("--json", action="store_true")
+    i.add_argument("--no-progress", action="store_true")
     i.set_defaults(func=cmd_bisect_inputs)
 
 
@@ -209,7 +214,8 @@ def cmd_bisect_config(args: argparse.Namespace) -> int:
     from aero.diff import DiffError
 
     try:
-        report = bisect_config(Path(args.trace), args.settings, linear=args.linear)
+        with working(args, "bisecting over keyframes"):
+            report = bisect_config(Path(args.trace), args.settings, linear=args.linear)
     except DiffError as exc:
         raise CliError(str(exc)) from None
     return _bisect_result(report, args)
@@ -223,7 +229,8 @@ def cmd_bisect_build(args: argparse.Namespace) -> int:
     if not prefix:
         raise CliError("--other needs a command")
     try:
-        report = bisect_build(Path(args.trace), prefix, linear=args.linear)
+        with working(args, "bisecting over keyframes (asking the other build)"):
+            report = bisect_build(Path(args.trace), prefix, linear=args.linear)
     except DiffError as exc:
         raise CliError(str(exc)) from None
     return _bisect_result(report, args)
@@ -235,8 +242,9 @@ def cmd_bisect_inputs(args: argparse.Namespace) -> int:
     from aero.trace import TraceError
 
     try:
-        report = minimize_inputs(Path(args.trace), resolve_oracle(args.oracle),
-                                 Path(args.output))
+        with working(args, "minimising the inputs (each test replays a candidate)"):
+            report = minimize_inputs(Path(args.trace), resolve_oracle(args.oracle),
+                                     Path(args.output))
     except (DiffError, TraceError) as exc:
         raise CliError(str(exc)) from None
     except OSError as exc:

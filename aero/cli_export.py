@@ -13,7 +13,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import IO
 
-from aero.cli_common import EXIT_OK, CliError
+from aero.cli_common import EXIT_OK, CliError, working
 from aero.cli_trace import _int, _trace_arg
 
 
@@ -31,6 +31,7 @@ def add_export(sub: argparse._SubParsersAction) -> None:
                    help="tenet: end tick of the range (exclusive)")
     p.add_argument("--force", action="store_true",
                    help="tenet: allow ranges over the limit of 5,000,000 ticks")
+    p.add_argument("--no-progress", action="store_true")
     p.add_argument("--json", action="store_true", help="print a JSON summary on stdout "
                                                        "(needs -o)")
     p.set_defaults(func=cmd_export)
@@ -51,8 +52,8 @@ def _open_output(path: str | None) -> Iterator[IO[str]]:
 
 def cmd_export(args: argparse.Namespace) -> int:
     from aero import export
-    from aero.replay import ReplayError, load_contents
-    from aero.trace import TraceError, open_trace
+    from aero.replay import ReplayError
+    from aero.trace import TraceError
 
     if args.json and not args.output:
         raise CliError("--json prints a summary on stdout: give the export a file with -o")
@@ -64,28 +65,11 @@ def cmd_export(args: argparse.Namespace) -> int:
     elif args.start is not None or args.end is not None:
         raise CliError("--from/--to apply to --format tenet only")
     path = _trace_arg(None if args.trace == "latest" else args.trace)
+    spinner = working(args, f"exporting ({args.format})") if args.output else \
+        contextlib.nullcontext()
     try:
-        c = load_contents(open_trace(path))
-        violations = export.load_violations(Path(args.violations)) if args.violations else []
-        if args.format == "tenet":
-            # Check the range before creating the output file.
-            lines = iter(export.tenet_lines(c, args.start, args.end, force=args.force))
-            first = next(lines, None)
-            count = 0
-            with _open_output(args.output) as out:
-                for line in ([first] if first is not None else []):
-                    out.write(line + "\n")
-                    count += 1
-                for line in lines:
-                    out.write(line + "\n")
-                    count += 1
-            summary = {"file": args.output, "format": "tenet", "from": args.start,
-                       "to": args.end, "instructions": count, "events": count}
-        else:
-            with _open_output(args.output) as out:
-                count = export.write_perfetto(c, out, violations)
-            summary = {"file": args.output, "format": "perfetto", "events": count,
-                       "violations": len(violations), "ticks": c.end_tick}
+        with spinner:
+            summary = _export(args, path)
     except (TraceError, ReplayError, export.ExportError) as exc:
         raise CliError(str(exc)) from None
     if args.json:
@@ -95,6 +79,35 @@ def cmd_export(args: argparse.Namespace) -> int:
               f"{'lines' if args.format == 'tenet' else 'events'} to {args.output}",
               file=sys.stderr)
     return EXIT_OK
+
+
+def _export(args: argparse.Namespace, path: Path) -> dict:
+    from aero import export
+    from aero.replay import load_contents
+    from aero.trace import open_trace
+
+    c = load_contents(open_trace(path))
+    violations = export.load_violations(Path(args.violations)) if args.violations else []
+    if args.format == "tenet":
+        # Check the range before creating the output file.
+        lines = iter(export.tenet_lines(c, args.start, args.end, force=args.force))
+        first = next(lines, None)
+        count = 0
+        with _open_output(args.output) as out:
+            for line in ([first] if first is not None else []):
+                out.write(line + "\n")
+                count += 1
+            for line in lines:
+                out.write(line + "\n")
+                count += 1
+        summary = {"file": args.output, "format": "tenet", "from": args.start,
+                   "to": args.end, "instructions": count, "events": count}
+    else:
+        with _open_output(args.output) as out:
+            count = export.write_perfetto(c, out, violations)
+        summary = {"file": args.output, "format": "perfetto", "events": count,
+                   "violations": len(violations), "ticks": c.end_tick}
+    return summary
 
 
 COMMANDS = (add_export,)
