@@ -40,6 +40,7 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import IO
 
 QEMU = "qemu-system-i386"
 FLAT_PAYLOAD_OFFSET = 0x1000
@@ -190,26 +191,14 @@ def run_qemu(path: str | os.PathLike[str], fmt: str, *, load_addr: int = 0x7C00,
     """
     if fmt not in ("flat", "rom", "multiboot"):
         raise QemuError(f"unknown guest format {fmt!r}")
-    data = Path(path).read_bytes()
     with tempfile.TemporaryDirectory(prefix="aero-qemu-") as tmp:
         t = Path(tmp)
-        firmware = kernel = None
-        if fmt == "rom":
-            firmware = t / "guest.rom"
-            firmware.write_bytes(pad_rom(data))
-        elif fmt == "flat":
-            firmware = t / "flat.rom"
-            firmware.write_bytes(wrap_flat(data, load_addr))
-        else:
-            kernel = Path(path).resolve()
+        firmware, kernel = _stage_guest(t, path, fmt, load_addr)
         debugcon = t / "debugcon.out"
         cmd = command(firmware, kernel, debugcon, ram_mb=ram_mb, icount=icount, extra=extra)
         with open(t / "stdout", "wb") as out, open(t / "stderr", "wb") as err:
             start = time.perf_counter()
-            proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=out, stderr=err,
-                                    start_new_session=True, cwd=t,
-                                    preexec_fn=_die_with_parent if sys.platform == "linux"
-                                    else None)
+            proc = _spawn(cmd, t, out, err)
             exited = False
             try:
                 exited = _wait_exit(proc.pid, timeout)
@@ -220,13 +209,42 @@ def run_qemu(path: str | os.PathLike[str], fmt: str, *, load_addr: int = 0x7C00,
         stderr = (t / "stderr").read_text(errors="replace")
         output = debugcon.read_bytes() if debugcon.exists() else b""
     rc = proc.returncode
-    if timed_out:
-        return QemuResult(output, None, rc, True, elapsed, stderr, proc.pid)
-    errors = [ln for ln in stderr.splitlines() if ln.strip() and "warning" not in ln.lower()]
+    status = None if timed_out else _exit_status(rc, stderr)
+    return QemuResult(output, status, rc, timed_out, elapsed, stderr, proc.pid)
+
+
+def _stage_guest(t: Path, path: str | os.PathLike[str], fmt: str,
+                 load_addr: int) -> tuple[Path | None, Path | None]:
+    """(firmware, kernel) for QEMU: a ROM padded, a flat binary wrapped in a boot ROM (both
+    written into ``t``), or the Multiboot kernel itself."""
+    if fmt == "multiboot":
+        return None, Path(path).resolve()
+    data = Path(path).read_bytes()
+    if fmt == "rom":
+        firmware = t / "guest.rom"
+        firmware.write_bytes(pad_rom(data))
+    else:
+        firmware = t / "flat.rom"
+        firmware.write_bytes(wrap_flat(data, load_addr))
+    return firmware, None
+
+
+def _spawn(cmd: list[str], cwd: Path, out: IO[bytes], err: IO[bytes]) -> subprocess.Popen[bytes]:
+    """QEMU in its own session and process group, stdin closed, output to files, killed
+    with its parent (Linux)."""
+    return subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=out, stderr=err,
+                            start_new_session=True, cwd=cwd,
+                            preexec_fn=_die_with_parent if sys.platform == "linux" else None)
+
+
+def _exit_status(rc: int, stderr: str) -> int | None:
+    """The debug-exit status of a QEMU that exited, or None; QemuError when QEMU itself
+    failed (a nonzero exit with an error message: warnings and info lines do not count)."""
+    errors = [ln for ln in stderr.splitlines() if ln.strip()
+              and "warning" not in ln.lower() and " info: " not in ln]
     if rc != 0 and errors:
         raise QemuError(f"{QEMU} failed (exit code {rc}): {errors[0]}")
-    status = rc if rc > 0 and rc & 1 else None
-    return QemuResult(output, status, rc, False, elapsed, stderr, proc.pid)
+    return rc if rc > 0 and rc & 1 else None
 
 
 # ---- Interactive runs: input on the first serial port (and the keyboard) ----
@@ -342,18 +360,9 @@ def run_qemu_serial(path: str | os.PathLike[str], fmt: str, steps: Sequence[Seri
     if fmt not in ("flat", "rom", "multiboot"):
         raise QemuError(f"unknown guest format {fmt!r}")
     need_qmp = any(s.keys for s in steps)
-    data = Path(path).read_bytes()
     with tempfile.TemporaryDirectory(prefix="aero-qemu-") as tmp:
         t = Path(tmp)
-        firmware = kernel = None
-        if fmt == "rom":
-            firmware = t / "guest.rom"
-            firmware.write_bytes(pad_rom(data))
-        elif fmt == "flat":
-            firmware = t / "flat.rom"
-            firmware.write_bytes(wrap_flat(data, load_addr))
-        else:
-            kernel = Path(path).resolve()
+        firmware, kernel = _stage_guest(t, path, fmt, load_addr)
         debugcon = t / "debugcon.out"
         serial_path, qmp_path = t / "serial.sock", t / "qmp.sock"
         if len(str(serial_path)) > 100:  # sun_path holds 108 bytes
@@ -372,10 +381,7 @@ def run_qemu_serial(path: str | os.PathLike[str], fmt: str, steps: Sequence[Seri
         with open(t / "stdout", "wb") as out, open(t / "stderr", "wb") as err:
             start = time.perf_counter()
             deadline = time.monotonic() + timeout
-            proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=out, stderr=err,
-                                    start_new_session=True, cwd=t,
-                                    preexec_fn=_die_with_parent if sys.platform == "linux"
-                                    else None)
+            proc = _spawn(cmd, t, out, err)
             exited = False
             socks: list[socket.socket] = []
             try:
@@ -401,13 +407,7 @@ def run_qemu_serial(path: str | os.PathLike[str], fmt: str, steps: Sequence[Seri
         stderr = (t / "stderr").read_text(errors="replace")
         output = debugcon.read_bytes() if debugcon.exists() else b""
     rc = proc.returncode
-    status = None
-    if not timed_out:
-        errors = [ln for ln in stderr.splitlines() if ln.strip()
-                  and "warning" not in ln.lower() and " info: " not in ln]
-        if rc != 0 and errors:
-            raise QemuError(f"{QEMU} failed (exit code {rc}): {errors[0]}")
-        status = rc if rc > 0 and rc & 1 else None
+    status = None if timed_out else _exit_status(rc, stderr)
     return QemuSerialResult(bytes(serial), output, status, rc, timed_out, elapsed, stderr,
                             proc.pid, done)
 
