@@ -92,8 +92,7 @@ def pinpoint(ticks: int = 100_000_000, root: Path | None = None) -> dict[str, ob
         _, res = _record(ref, data, a)
         late = res.ticks * 9 // 10  # type: ignore[attr-defined]
         tick_hz = MachineConfig().tick_hz
-        runner = ScriptRunner(parse(f'at {late} serial "x"'), byte_gap=tick_hz * 10 // 115200,
-                              key_gap=tick_hz // 100)
+        runner = ScriptRunner.paced(parse(f'at {late} serial "x"'), tick_hz)
         _record(ref, data, b, runner)
         env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parent.parent)}
         t = time.perf_counter()
@@ -159,8 +158,7 @@ def run(ticks: int, repetitions: int, log=lambda _m: None) -> dict[str, object]:
             store_image(ddata)
             dtrace = root / "demo.aerotrace"
             tick_hz = MachineConfig().tick_hz
-            runner = ScriptRunner(load(script_path), byte_gap=tick_hz * 10 // 115200,
-                                  key_gap=tick_hz // 100)
+            runner = ScriptRunner.paced(load(script_path), tick_hz)
             drec_t, dres = _record(dref, ddata, dtrace, runner,
                                    {"max_ticks": 20_000_000_000})
             drep_t, _ = _replay(dtrace)

@@ -110,8 +110,7 @@ def do_record(args: argparse.Namespace, *, script_text: str | None = None,
         raise CliError(str(exc)) from None
     tick_hz = machine.config.tick_hz
     if directives is not None:
-        opt.script = script.ScriptRunner(directives, byte_gap=tick_hz * 10 // 115200,
-                                         key_gap=tick_hz // 100)
+        opt.script = script.ScriptRunner.paced(directives, tick_hz)
     speed = args.speed or ("realtime" if args.interactive else "max")
     opt.realtime = speed == "realtime"
     path = Path(args.output) if args.output else record.default_trace_path(ref.name)

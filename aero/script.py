@@ -157,6 +157,12 @@ class ScriptRunner:
     _search_from: int = 0
     _queue: list[tuple[int, int, int, int]] = field(default_factory=list)
 
+    @classmethod
+    def paced(cls, directives: list[Directive], tick_hz: int) -> ScriptRunner:
+        """A runner at the default pace: one character time at 115200 baud 8N1 (10 bits)
+        between bytes, keys held 10 ms of guest time."""
+        return cls(directives, byte_gap=tick_hz * 10 // 115200, key_gap=tick_hz // 100)
+
     @property
     def finished(self) -> bool:
         return self._pos >= len(self.directives) and not self._queue

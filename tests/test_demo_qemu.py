@@ -6,9 +6,9 @@ from __future__ import annotations
 import json
 import re
 import shutil
-from pathlib import Path
 
 import pytest
+from procenv import assert_gone
 
 from aero.guests import SOURCE_DIR, build
 
@@ -35,25 +35,6 @@ HELP = [
 ]
 
 
-def group_members(pgid: int) -> list[int]:
-    """Live processes whose process group is ``pgid`` (Linux /proc)."""
-    members = []
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
-            continue
-        try:
-            stat = (entry / "stat").read_text()
-        except OSError:
-            continue
-        fields = stat[stat.rindex(")") + 2:].split()
-        if int(fields[2]) == pgid:
-            members.append(int(entry.name))
-    return members
-
-
-def assert_gone(pid: int) -> None:
-    assert not Path(f"/proc/{pid}").exists(), f"QEMU process {pid} is still there"
-    assert group_members(pid) == []
 
 
 def run_demo(steps: list, *, defines: dict[str, int] | None = None, rtc: str = RTC_BASE,

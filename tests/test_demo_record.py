@@ -11,16 +11,11 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from traceenv import alter_inputs, record_demo
 
-from aero import guests
-from aero import tracecodec as codec
 from aero.events import Channel, Kind
-from aero.launch import resolve_guest, start_machine, store_image
-from aero.machine import MachineConfig
-from aero.record import Recorder, RecordOptions
 from aero.replay import Replayer, load_contents
-from aero.script import ScriptRunner, load
-from aero.trace import FrameKind, TraceWriter, open_trace
+from aero.trace import open_trace
 
 RTC = 1_709_214_350  # 2024-02-29 13:45:50 UTC
 
@@ -29,15 +24,8 @@ RTC = 1_709_214_350  # 2024-02-29 13:45:50 UTC
 def demo_trace(tmp_path_factory: pytest.TempPathFactory) -> Path:
     base = tmp_path_factory.mktemp("demo")
     os.environ["AERO_IMAGE_STORE"] = str(base / "images")
-    ref, data = resolve_guest("demo")
-    store_image(data)
-    m = start_machine(MachineConfig(ram_size=32 << 20), ref, data)
-    hz = m.config.tick_hz
-    runner = ScriptRunner(load(guests.SOURCE_DIR / "demo.script"), byte_gap=hz * 10 // 115200,
-                          key_gap=hz // 100)
     p = base / "demo.aerotrace"
-    res = Recorder(m, ref, p, RecordOptions(rtc_time=RTC, script=runner,
-                                            max_ticks=20_000_000_000)).run()
+    res = record_demo(p, rtc=RTC)
     assert res.stop == "exit" and res.exit_status == 7
     return p
 
@@ -76,15 +64,6 @@ def test_demo_replays_bit_exactly(demo_trace: Path) -> None:
     assert r.exit_status == 7
 
 
-def _alter_inputs(src: Path, dst: Path, edit) -> None:
-    t = open_trace(src)
-    with TraceWriter(dst, t.metadata) as w:
-        for f in t.frames:
-            payload = t.read(f)
-            if f.kind == FrameKind.INPUT:
-                payload = codec.encode_events(edit(codec.decode_events(payload, f)),
-                                              f.first_tick)
-            w.append(f.kind, f.first_tick, f.last_tick, payload)
 
 
 def test_one_changed_input_byte_is_detected_where_it_is_consumed(demo_trace: Path,
@@ -106,7 +85,7 @@ def test_one_changed_input_byte_is_detected_where_it_is_consumed(demo_trace: Pat
         return ev
 
     q = tmp_path / "altered.aerotrace"
-    _alter_inputs(demo_trace, q, edit)
+    alter_inputs(demo_trace, q, edit)
     assert sum(hits) == 1
     r = Replayer(load_contents(open_trace(q))).run()
     assert r.diverged

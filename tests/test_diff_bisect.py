@@ -11,9 +11,9 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from traceenv import alter_inputs
 
 from aero import guests
-from aero import tracecodec as codec
 from aero.bisect import (
     BisectError,
     bisect_config,
@@ -30,7 +30,7 @@ from aero.machine import MachineConfig
 from aero.record import Recorder, RecordOptions
 from aero.replay import Replayer, load_contents
 from aero.script import ScriptRunner, load, parse
-from aero.trace import FrameKind, TraceWriter, open_trace
+from aero.trace import open_trace
 
 RTC = 1_709_214_350
 HZ = MachineConfig().tick_hz
@@ -42,18 +42,9 @@ def _record(ref, data, path: Path, script: ScriptRunner | None, **opts) -> objec
 
 
 def _runner(directives) -> ScriptRunner:
-    return ScriptRunner(directives, byte_gap=HZ * 10 // 115200, key_gap=HZ // 100)
+    return ScriptRunner.paced(directives, HZ)
 
 
-def _alter_inputs(src: Path, dst: Path, edit) -> None:
-    t = open_trace(src)
-    with TraceWriter(dst, t.metadata) as w:
-        for f in t.frames:
-            payload = t.read(f)
-            if f.kind == FrameKind.INPUT:
-                payload = codec.encode_events(edit(codec.decode_events(payload, f)),
-                                              f.first_tick)
-            w.append(f.kind, f.first_tick, f.last_tick, payload)
 
 
 @pytest.fixture(scope="module")
@@ -85,7 +76,7 @@ def demo(env: Path) -> tuple[Path, Path, int]:
         return ev
 
     b = env / "altered.aerotrace"
-    _alter_inputs(a, b, edit)
+    alter_inputs(a, b, edit)
     return a, b, tick
 
 
@@ -182,7 +173,7 @@ def test_diff_late_difference_costs_a_keyframe_interval(demo, tmp_path: Path) ->
         return ev
 
     b = tmp_path / "late.aerotrace"
-    _alter_inputs(a, b, edit)
+    alter_inputs(a, b, edit)
     r = diff_traces(a, b)
     kf = max(f.first_tick for f in c.keyframes if f.first_tick <= last)
     assert r["start_tick"] == kf and kf > 0

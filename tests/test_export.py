@@ -11,8 +11,8 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from traceenv import record_demo
 
-from aero import guests
 from aero.events import Channel, Kind
 from aero.export import (
     PID_INPUTS,
@@ -26,11 +26,8 @@ from aero.export import (
     perfetto_events,
     tenet_lines,
 )
-from aero.launch import resolve_guest, start_machine, store_image
-from aero.machine import MachineConfig
-from aero.record import Recorder, RecordOptions
+from aero.launch import resolve_guest, start_machine
 from aero.replay import load_contents
-from aero.script import ScriptRunner, load
 from aero.trace import open_trace
 
 RTC = 1_709_214_350
@@ -40,17 +37,9 @@ RTC = 1_709_214_350
 def demo_trace(tmp_path_factory: pytest.TempPathFactory) -> Path:
     base = tmp_path_factory.mktemp("export")
     os.environ["AERO_IMAGE_STORE"] = str(base / "images")
-    ref, data = resolve_guest("demo")
-    store_image(data)
-    m = start_machine(MachineConfig(ram_size=32 << 20), ref, data)
-    hz = m.config.tick_hz
-    runner = ScriptRunner(load(guests.SOURCE_DIR / "demo.script"), byte_gap=hz * 10 // 115200,
-                          key_gap=hz // 100)
     p = base / "demo.aerotrace"
     # Short intervals: several keyframes, so a Tenet range starts from one past tick 0.
-    opt = RecordOptions(rtc_time=RTC, script=runner, max_ticks=20_000_000_000,
-                        checkpoint_interval=2_000_000, keyframe_interval=10_000_000)
-    res = Recorder(m, ref, p, opt).run()
+    res = record_demo(p, rtc=RTC, checkpoint_interval=2_000_000, keyframe_interval=10_000_000)
     assert res.stop == "exit"
     return p
 

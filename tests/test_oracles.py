@@ -27,17 +27,16 @@ from aero.oracles import (
 from aero.oracles.builtin_cpu import check_regs
 from aero.oracles.builtin_devices import check_devices
 from aero.oracles.builtin_memory import parse_region
+from traceenv import alter_inputs, record_demo
 
-from aero import cli, guests
-from aero import tracecodec as codec
+from aero import cli
 from aero.devstate import decode
 from aero.events import Channel, Kind
 from aero.launch import resolve_guest, start_machine, store_image
 from aero.machine import MachineConfig, Regs, Segment
 from aero.record import Recorder, RecordOptions
 from aero.replay import load_contents
-from aero.script import ScriptRunner, load
-from aero.trace import FrameKind, TraceWriter, open_trace
+from aero.trace import open_trace
 
 RTC = 1_709_214_350
 CP = 1_000_000  # checkpoint interval of the small traces
@@ -89,15 +88,8 @@ def rules(result) -> list[str]:
 
 @pytest.fixture(scope="module")
 def demo_trace(tmp_path_factory: pytest.TempPathFactory, _stores: None) -> Path:
-    ref, data = resolve_guest("demo")
-    store_image(data)
-    m = start_machine(MachineConfig(ram_size=32 << 20), ref, data)
-    hz = m.config.tick_hz
-    runner = ScriptRunner(load(guests.SOURCE_DIR / "demo.script"), byte_gap=hz * 10 // 115200,
-                          key_gap=hz // 100)
     p = tmp_path_factory.mktemp("demo") / "demo.aerotrace"
-    res = Recorder(m, ref, p, RecordOptions(rtc_time=RTC, script=runner,
-                                            max_ticks=20_000_000_000)).run()
+    res = record_demo(p, rtc=RTC)
     assert res.stop == "exit"
     return p
 
@@ -131,15 +123,6 @@ def test_builtins_are_registered_with_descriptions() -> None:
 
 # ---- replay-determinism -----------------------------------------------------------------------
 
-def _alter_inputs(src: Path, dst: Path, edit) -> None:
-    t = open_trace(src)
-    with TraceWriter(dst, t.metadata) as w:
-        for f in t.frames:
-            payload = t.read(f)
-            if f.kind == FrameKind.INPUT:
-                payload = codec.encode_events(edit(codec.decode_events(payload, f)),
-                                              f.first_tick)
-            w.append(f.kind, f.first_tick, f.last_tick, payload)
 
 
 def test_demo_trace_is_clean_under_every_default_oracle(demo_trace: Path) -> None:
@@ -161,7 +144,7 @@ def test_replay_determinism_reports_the_divergence_tick(demo_trace: Path,
         return ev
 
     bad = tmp_path / "altered.aerotrace"
-    _alter_inputs(demo_trace, bad, edit)
+    alter_inputs(demo_trace, bad, edit)
     r = run(bad, get("replay-determinism")())
     assert r.replay.diverged
     [v] = r.violations

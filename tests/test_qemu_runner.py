@@ -8,6 +8,7 @@ import shutil
 from pathlib import Path
 
 import pytest
+from procenv import assert_gone
 
 from aero.difftest import qemu
 from aero.difftest.qemu import QemuError, pad_rom, run_qemu, wrap_flat
@@ -26,25 +27,6 @@ def rom_with_reset_code(code: bytes, size: int = 0x10000) -> bytes:
     return bytes(rom)
 
 
-def group_members(pgid: int) -> list[int]:
-    """Live processes whose process group is ``pgid`` (Linux /proc)."""
-    members = []
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
-            continue
-        try:
-            stat = (entry / "stat").read_text()
-        except OSError:
-            continue
-        fields = stat[stat.rindex(")") + 2:].split()
-        if int(fields[2]) == pgid:
-            members.append(int(entry.name))
-    return members
-
-
-def assert_gone(pid: int) -> None:
-    assert not Path(f"/proc/{pid}").exists(), f"QEMU process {pid} is still there"
-    assert group_members(pid) == []
 
 
 @needs_qemu

@@ -13,16 +13,16 @@ import numpy as np
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from traceenv import alter_inputs
 
 from aero import guests
-from aero import tracecodec as codec
 from aero.events import Kind
 from aero.launch import resolve_guest, start_machine, store_image
 from aero.machine import MachineConfig, StopReason
 from aero.record import Recorder, RecordOptions
 from aero.replay import Replayer, ReplayError, load_contents, seek
 from aero.snapshot import SnapshotError, load_snapshot, save_snapshot
-from aero.trace import FrameKind, TraceError, TraceWriter, open_trace
+from aero.trace import TraceError, open_trace
 
 RAM = 4 << 20
 
@@ -123,16 +123,6 @@ def test_traces_are_byte_identical_across_processes_load_env_and_time_zones(
 
 # ---- inputs change the run, and replay notices ----------------------------------------------
 
-def _rewrite(src: Path, dst: Path, edit) -> None:
-    t = open_trace(src)
-    with TraceWriter(dst, t.metadata) as w:
-        for f in t.frames:
-            payload = t.read(f)
-            if f.kind == FrameKind.INPUT:
-                ev = codec.decode_events(payload, f)
-                ev = edit(ev)
-                payload = codec.encode_events(ev, f.first_tick)
-            w.append(f.kind, f.first_tick, f.last_tick, payload)
 
 
 def test_an_altered_input_is_a_divergence_at_its_tick(tmp_path: Path) -> None:
@@ -145,7 +135,7 @@ def test_an_altered_input_is_a_divergence_at_its_tick(tmp_path: Path) -> None:
         return ev
 
     q = tmp_path / "altered.aerotrace"
-    _rewrite(p, q, later_rtc)
+    alter_inputs(p, q, later_rtc)
     rep = replay(q)
     # The RTC's time is device state: the first checkpoint after it differs.
     assert rep.diverged and rep.divergence.what == "checkpoint"
@@ -276,7 +266,7 @@ def test_replay_check_exit_codes(tmp_path: Path) -> None:
         ev["b"] += 5
         return ev
 
-    _rewrite(p, q, shift)
+    alter_inputs(p, q, shift)
     assert aero("replay", "--check", str(q)).returncode == 1
     r = aero("replay", "--check", str(p), env={"AERO_IMAGE_STORE": str(tmp_path / "none")})
     assert r.returncode == 125
