@@ -37,10 +37,8 @@ from aero.machine import (
     MachineConfig,
     Regs,
     StopReason,
-    ffi,
-    lib,
 )
-from aero.replay import ReplayError, TraceContents, _restore_keyframe, load_contents
+from aero.replay import ReplayError, TraceContents, restore_keyframe, load_contents
 from aero.trace import TraceError, open_trace
 
 TERMINAL = (StopReason.EXIT, StopReason.SHUTDOWN, StopReason.HALT)
@@ -66,8 +64,7 @@ class Runner:
         self.stopped = False
         self.events: list[np.ndarray] = []  # logged events since the last take_logged()
         self._ticks = inputs["tick"].astype(np.int64) if len(inputs) else np.zeros(0, np.int64)
-        self._buf = None
-        self._size = 0
+        self._buf: bytearray | None = None
         self._saved = (index, False)
 
     def advance(self, target: int) -> None:
@@ -99,18 +96,16 @@ class Runner:
     def save(self) -> None:
         """Remember the current state (one saved state per runner, in a buffer reused from
         save to save: a fresh 32 MB allocation per save would cost more than the copy)."""
-        handle = self.m._m
         if self._buf is None:
-            self._size = lib.aero_snapshot_size(handle)
-            self._buf = ffi.new("uint8_t[]", self._size)
-        if lib.aero_snapshot_save(handle, self._buf, self._size) != 0:
-            raise RuntimeError("snapshot buffer too small")
+            self._buf = bytearray(self.m.snapshot_size)
+        self.m.snapshot_into(self._buf)
         self._saved = (self.i, self.stopped)
 
     def load(self) -> None:
         """Back to the state of the last :meth:`save`."""
-        if self._buf is None or lib.aero_snapshot_load(self.m._m, self._buf, self._size) != 0:
+        if self._buf is None:
             raise RuntimeError("no saved state to go back to")
+        self.m.restore(self._buf)
         self.i, self.stopped = self._saved
         self.events = []
 
@@ -430,7 +425,7 @@ def open_contents(path: Path) -> TraceContents:
 def restore_at_keyframe(c: TraceContents, frame, config: MachineConfig | None = None) -> Runner:
     """A runner in the state of a keyframe of ``c`` (under ``config``, default the trace's)."""
     try:
-        m, k = _restore_keyframe(c, frame, Machine(config or c.config))
+        m, k = restore_keyframe(c, frame, Machine(config or c.config))
     except TraceError as exc:
         raise DiffError(str(exc)) from None
     return Runner(m, c.inputs, k.inputs_before)

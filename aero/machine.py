@@ -399,16 +399,26 @@ class Machine:
         """64-bit hash of CPU state, device state, the clock and RAM."""
         return int(lib.aero_fingerprint(self._m))
 
+    @property
+    def snapshot_size(self) -> int:
+        """Bytes of a snapshot of this machine."""
+        return int(lib.aero_snapshot_size(self._m))
+
     def snapshot(self) -> bytes:
         """The whole machine state as bytes; :meth:`restore` brings it back bit-exactly."""
-        size = lib.aero_snapshot_size(self._m)
-        out = ffi.new("uint8_t[]", size)
-        if lib.aero_snapshot_save(self._m, out, size) != 0:
-            raise RuntimeError("snapshot buffer too small")
-        return bytes(ffi.buffer(out, size))
+        out = bytearray(self.snapshot_size)
+        self.snapshot_into(out)
+        return bytes(out)
 
-    def restore(self, snapshot: bytes) -> None:
-        if lib.aero_snapshot_load(self._m, snapshot, len(snapshot)) != 0:
+    def snapshot_into(self, buf: bytearray) -> None:
+        """:meth:`snapshot` into a buffer of :attr:`snapshot_size` bytes, which callers that
+        save often reuse (a fresh allocation per save costs more than the copy)."""
+        if len(buf) != self.snapshot_size or \
+                lib.aero_snapshot_save(self._m, ffi.from_buffer(buf), len(buf)) != 0:
+            raise ValueError(f"a snapshot needs a buffer of {self.snapshot_size} bytes")
+
+    def restore(self, snapshot: bytes | bytearray) -> None:
+        if lib.aero_snapshot_load(self._m, ffi.from_buffer(snapshot), len(snapshot)) != 0:
             raise ValueError("snapshot does not match this machine (size, RAM or version)")
 
 

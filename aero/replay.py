@@ -162,7 +162,7 @@ def guest_image(c: TraceContents) -> bytes:
     return data
 
 
-def _restore_keyframe(c: TraceContents, kf_frame, machine: Machine | None = None) -> tuple[
+def restore_keyframe(c: TraceContents, kf_frame, machine: Machine | None = None) -> tuple[
         Machine, codec.Keyframe]:
     """A machine in the state of a keyframe."""
     k = codec.decode_keyframe(c.trace.read(kf_frame), kf_frame)
@@ -201,7 +201,7 @@ def seek(c: TraceContents, tick: int) -> tuple[Machine, int]:
     kfs = [f for f in c.keyframes if f.first_tick <= tick]
     if not kfs:
         raise ReplayError(f"no keyframe at or before tick {tick}")
-    m, k = _restore_keyframe(c, kfs[-1])
+    m, k = restore_keyframe(c, kfs[-1])
     i = k.inputs_before
     inputs = c.inputs
     n = len(inputs)
