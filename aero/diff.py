@@ -38,7 +38,7 @@ from aero.machine import (
     Regs,
     StopReason,
 )
-from aero.replay import ReplayError, TraceContents, restore_keyframe, load_contents
+from aero.replay import ReplayError, TraceContents, load_contents, restore_keyframe
 from aero.trace import TraceError, open_trace
 
 TERMINAL = (StopReason.EXIT, StopReason.SHUTDOWN, StopReason.HALT)
