@@ -23,6 +23,9 @@ from aero import guests
 from aero.loader import FORMATS, GuestError, detect_format, load_flat, load_multiboot, load_rom
 from aero.machine import Machine, MachineConfig
 
+__all__ = ["GuestRef", "LaunchError", "find_image", "image_store", "resolve_guest",
+           "start_machine", "store_image"]
+
 
 class LaunchError(Exception):
     """A guest that cannot be found, built or loaded; one line for the user."""

@@ -11,10 +11,8 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from traceenv import record_demo
-
-from aero.events import Channel, Kind
-from aero.export import (
+from aero.traces.container import open_trace
+from aero.traces.export import (
     PID_INPUTS,
     PID_INTERRUPTS,
     PID_MACHINE,
@@ -26,9 +24,11 @@ from aero.export import (
     perfetto_events,
     tenet_lines,
 )
+from aero.traces.replay import load_contents
+from traceenv import record_demo
+
+from aero.events import Channel, Kind
 from aero.launch import resolve_guest, start_machine
-from aero.replay import load_contents
-from aero.trace import open_trace
 
 RTC = 1_709_214_350
 
