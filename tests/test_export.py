@@ -123,6 +123,15 @@ def _by_hand(c, start: int, end: int) -> list[tuple[int, dict[str, int]]]:
     inputs = c.inputs.tolist()
     i = 0
     seen = []
+    # Up to the range, run between inputs (no stepping needed there); then step by hand.
+    while m.ticks < start:
+        while i < len(inputs) and inputs[i][0] == m.ticks:
+            m.inject(inputs[i][1], inputs[i][2], inputs[i][3])
+            i += 1
+        target = min(start, inputs[i][0]) if i < len(inputs) else start
+        m.run(target)
+        m.take_events()
+        m.take_output()
     while m.ticks < end:
         while i < len(inputs) and inputs[i][0] == m.ticks:
             m.inject(inputs[i][1], inputs[i][2], inputs[i][3])
