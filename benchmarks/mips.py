@@ -17,8 +17,12 @@ Method (also printed with ``--json`` under ``"method"``):
   firmware boots it). Start-up and firmware time are removed by also timing a run with
   ITERS = 1: MIPS = (T(N) - T(1)) / (t(N) - t(1)). QEMU gets a larger N than aero so that the
   loop dominates its run time.
-* Every figure is the best (shortest time) of ``repetitions`` runs; aero's median is also
-  reported. Timing uses ``time.perf_counter``.
+* Repetitions are interleaved: each one runs aero, then Unicorn, then QEMU, so the three
+  see the same machine conditions. Every figure is the median of the repetitions, with its
+  spread; a ratio is the median of the per-repetition ratios. A spread above 10 % marks the
+  figure untrusted (:mod:`aero.bench.stats`). Timing uses ``time.perf_counter``.
+* ``memcpy`` and ``string`` also report bytes stored per second: most of ``string``'s ticks
+  are REP iterations (one tick each), so its MIPS alone would overstate the work.
 * ``syscall`` runs with paging on and enters ring 0 through an IDT gate once per iteration;
   it also reports system calls per second (ITERS per second of the loop). Unicorn does not
   deliver interrupts through the IDT (its interrupt hook only reports the vector), so it
@@ -29,11 +33,11 @@ from __future__ import annotations
 
 import os
 import platform
-import statistics
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 
+from aero.bench import stats
 from aero.bench.workloads import RAM_SIZE, bench_image, instruction_model, run_on_aero
 
 from aero.guests import BENCH_GUESTS, GuestImage
@@ -42,7 +46,13 @@ __all__ = ["ALU_TARGET_MIPS", "FULL", "QUICK", "Result", "Settings", "UNICORN_NO
            "Workload", "bench_workload", "method", "print_table", "qemu_seconds", "run",
            "unicorn_run"]
 
-ALU_TARGET_MIPS = 150
+ALU_TARGET_MIPS = 300
+
+# Bytes stored per loop iteration, read off the guest sources: bench_string.s stores 16 KB
+# with REP STOSD (ECX = 4096 dwords) and copies 16 KB with REP MOVSD (LODSB and SCASB only
+# read); bench_memcpy.s copies 2048 x 8 bytes.
+STRING_BYTES = 4096 * 4 + 4096 * 4
+MEMCPY_BYTES = 2048 * 8
 
 
 UNICORN_NO_IDT = ("Unicorn does not deliver interrupts or exceptions through the IDT (its "
@@ -60,12 +70,17 @@ class Workload:
     # QEMU's run size relative to Settings.qemu_target: QEMU delivers interrupts through
     # its slow path, so the syscall loop gets fewer instructions to stay within a minute.
     qemu_scale: float = 1.0
+    bytes_per_iter: int = 0  # bytes the loop stores per iteration (0: not a copying workload)
 
 
 WORKLOADS = (
     Workload("alu", "bench_alu", BENCH_GUESTS["bench_alu"].description),
-    Workload("memcpy", "bench_memcpy", BENCH_GUESTS["bench_memcpy"].description),
-    Workload("string", "bench_string", BENCH_GUESTS["bench_string"].description),
+    Workload("memcpy", "bench_memcpy", BENCH_GUESTS["bench_memcpy"].description,
+             bytes_per_iter=MEMCPY_BYTES),
+    # Most of this workload's ticks are REP iterations (one tick each): bytes per second says
+    # what the instruction count alone does not.
+    Workload("string", "bench_string", BENCH_GUESTS["bench_string"].description,
+             bytes_per_iter=STRING_BYTES),
     Workload("fib", "bench_fib", BENCH_GUESTS["bench_fib"].description),
     Workload("syscall", "bench_syscall", BENCH_GUESTS["bench_syscall"].description,
              unicorn_na=UNICORN_NO_IDT, syscalls=True, qemu_scale=0.05),
@@ -81,30 +96,38 @@ class Settings:
     repetitions: int
 
 
-FULL = Settings(target=200_000_000, qemu_target=2_000_000_000, repetitions=3)
+FULL = Settings(target=200_000_000, qemu_target=2_000_000_000, repetitions=5)
 QUICK = Settings(target=5_000_000, qemu_target=200_000_000, repetitions=1)
 
 
 @dataclass
 class Result:
-    """One workload's figures; None where a reference was skipped or unavailable."""
+    """One workload's figures; None where a reference was skipped or unavailable. Times are
+    medians of the interleaved repetitions; each ``*_timing`` / ratio dict also carries the
+    spread and whether it is trusted (:mod:`aero.bench.stats`)."""
 
     name: str
     description: str
     iters: int
     instructions: int
-    seconds: float
-    mips: float
-    mips_median: float
+    seconds: float  # median
+    mips: float  # instructions / median seconds
+    aero_timing: dict = field(default_factory=dict)
     unicorn_mips: float | None = None
     unicorn_match: bool | None = None
+    unicorn_timing: dict | None = None
     qemu_iters: int | None = None
     qemu_instructions: int | None = None
     qemu_mips: float | None = None
+    qemu_timing: dict | None = None  # of the loop time t(N) - t(1)
     aero_unicorn_ratio: float | None = None
+    aero_unicorn: dict | None = None  # the per-pair ratio of MIPS, with its spread
     aero_qemu_ratio: float | None = None
+    aero_qemu: dict | None = None
     syscalls_per_second: float | None = None  # aero, for the syscall workload
     qemu_syscalls_per_second: float | None = None
+    bytes_per_second: float | None = None  # aero, for workloads that move bytes
+    qemu_bytes_per_second: float | None = None
     unicorn_na: str | None = None  # why Unicorn has no figure (not applicable)
     note: str = ""
 
@@ -133,72 +156,94 @@ def unicorn_run(image: GuestImage) -> tuple[float, list[int]]:
     return seconds, [int(uc.reg_read(r)) for r in order]
 
 
-def qemu_seconds(image: GuestImage, reps: int) -> float:
-    """Best wall time of whole QEMU runs of the kernel ``image``."""
+def qemu_seconds(image: GuestImage) -> float:
+    """Wall time of one whole QEMU run of the kernel ``image``."""
     from aero.fuzz.qemu import run_qemu
 
-    best = float("inf")
-    for _ in range(reps):
-        res = run_qemu(image.path, "multiboot", timeout=600.0)
-        if res.exit_status != 1:
-            raise RuntimeError(f"{image.name}: QEMU ended with status {res.exit_status} "
-                               f"(timed out: {res.timed_out})")
-        best = min(best, res.elapsed)
-    return best
-
-
-def _ratio(a: float | None, b: float | None) -> float | None:
-    return a / b if a and b else None
+    res = run_qemu(image.path, "multiboot", timeout=600.0)
+    if res.exit_status != 1:
+        raise RuntimeError(f"{image.name}: QEMU ended with status {res.exit_status} "
+                           f"(timed out: {res.timed_out})")
+    return res.elapsed
 
 
 def bench_workload(w: Workload, s: Settings, reference: bool,
                    log: Callable[[str], None] = lambda _m: None) -> Result:
-    """Measure one workload (see the module docstring for the method)."""
+    """Measure one workload (see the module docstring for the method): aero, Unicorn and
+    QEMU run in turn within each repetition, so every ratio compares back-to-back runs."""
     a, b = instruction_model(w.guest)
     iters = max(2, (s.target - a) // b)
     image = bench_image(w.guest, iters)
-    log(f"{w.name}: aero, {a + b * iters:,} instructions x {s.repetitions}")
-    times, ticks, regs = [], 0, []
-    for _ in range(s.repetitions):
-        ticks, sec, regs = run_on_aero(image)
-        times.append(sec)
-    if ticks != a + b * iters:
-        raise RuntimeError(f"{w.guest}: {ticks} ticks, the model predicts {a + b * iters}")
-    best = min(times)
-    res = Result(w.name, w.description, iters, ticks, best, ticks / best / 1e6,
-                 ticks / statistics.median(times) / 1e6, unicorn_na=w.unicorn_na)
-    if w.syscalls:
-        res.syscalls_per_second = iters / best
-    if not reference:
-        return res
-    notes = []
-    if w.unicorn_na is None:
+    ticks = a + b * iters
+    notes: list[str] = []
+    use_unicorn = reference and w.unicorn_na is None
+    if use_unicorn:
         try:
-            log(f"{w.name}: unicorn")
-            runs = [unicorn_run(image) for _ in range(s.repetitions)]
-            res.unicorn_mips = (ticks - 1) / min(r[0] for r in runs) / 1e6
-            res.unicorn_match = all(r[1][:4] + r[1][5:] == regs[:4] + regs[5:] for r in runs)
+            import unicorn  # noqa: F401
         except ImportError:
+            use_unicorn = False
             notes.append("unicorn is not installed")
-    from aero.fuzz.qemu import qemu_binary
+    use_qemu = False
+    q_iters = iters
+    if reference:
+        from aero.fuzz.qemu import qemu_binary
 
-    if qemu_binary() is None:
-        notes.append("qemu-system-i386 is not installed")
-    else:
+        use_qemu = qemu_binary() is not None
+        if not use_qemu:
+            notes.append("qemu-system-i386 is not installed")
         q_iters = max(iters, (int(s.qemu_target * w.qemu_scale) - a) // b)
-        log(f"{w.name}: qemu, {a + b * q_iters:,} instructions x {s.repetitions}")
-        base = qemu_seconds(bench_image(w.guest, 1), s.repetitions)
-        full = qemu_seconds(bench_image(w.guest, q_iters), s.repetitions)
-        res.qemu_iters = q_iters
-        res.qemu_instructions = a + b * q_iters
-        if full > base:
-            res.qemu_mips = b * (q_iters - 1) / (full - base) / 1e6
-            if w.syscalls:
-                res.qemu_syscalls_per_second = (q_iters - 1) / (full - base)
-        else:
+    base_image = bench_image(w.guest, 1) if use_qemu else None
+    full_image = bench_image(w.guest, q_iters) if use_qemu else None
+    aero_t: list[float] = []
+    uc_t: list[float] = []
+    q_loop: list[float] = []
+    matches: list[bool] = []
+    for rep in range(s.repetitions):
+        log(f"{w.name}: repetition {rep + 1}/{s.repetitions}: aero ({ticks:,} instructions)")
+        got, sec, regs = run_on_aero(image)
+        if got != ticks:
+            raise RuntimeError(f"{w.guest}: {got} ticks, the model predicts {ticks}")
+        aero_t.append(sec)
+        if use_unicorn:
+            log(f"{w.name}: repetition {rep + 1}/{s.repetitions}: unicorn")
+            usec, uregs = unicorn_run(image)
+            uc_t.append(usec)
+            matches.append(uregs[:4] + uregs[5:] == regs[:4] + regs[5:])
+        if use_qemu:
+            assert base_image is not None and full_image is not None
+            log(f"{w.name}: repetition {rep + 1}/{s.repetitions}: qemu "
+                f"({a + b * q_iters:,} instructions)")
+            q_loop.append(qemu_seconds(full_image) - qemu_seconds(base_image))
+    timing = stats.sample(aero_t)
+    res = Result(w.name, w.description, iters, ticks, timing.median, ticks / timing.median / 1e6,
+                 aero_timing=timing.to_dict(), unicorn_na=w.unicorn_na)
+    if w.syscalls:
+        res.syscalls_per_second = iters / timing.median
+    if w.bytes_per_iter:
+        res.bytes_per_second = w.bytes_per_iter * iters / timing.median
+    aero_mips = [ticks / t / 1e6 for t in aero_t]
+    if uc_t:
+        ut = stats.sample(uc_t)
+        res.unicorn_timing = ut.to_dict()
+        res.unicorn_mips = (ticks - 1) / ut.median / 1e6
+        res.unicorn_match = all(matches)
+        r = stats.ratio(aero_mips, [(ticks - 1) / t / 1e6 for t in uc_t])
+        res.aero_unicorn, res.aero_unicorn_ratio = r.to_dict(), r.median
+    if q_loop:
+        if min(q_loop) <= 0:
             notes.append("QEMU loop time below start-up noise")
-    res.aero_unicorn_ratio = _ratio(res.mips, res.unicorn_mips)
-    res.aero_qemu_ratio = _ratio(res.mips, res.qemu_mips)
+        else:
+            qt = stats.sample(q_loop)
+            loop_instr = b * (q_iters - 1)
+            res.qemu_iters, res.qemu_instructions = q_iters, a + b * q_iters
+            res.qemu_timing = qt.to_dict()
+            res.qemu_mips = loop_instr / qt.median / 1e6
+            if w.syscalls:
+                res.qemu_syscalls_per_second = (q_iters - 1) / qt.median
+            if w.bytes_per_iter:
+                res.qemu_bytes_per_second = w.bytes_per_iter * (q_iters - 1) / qt.median
+            r = stats.ratio(aero_mips, [loop_instr / t / 1e6 for t in q_loop])
+            res.aero_qemu, res.aero_qemu_ratio = r.to_dict(), r.median
     res.note = "; ".join(notes)
     return res
 
@@ -207,10 +252,15 @@ def method() -> dict[str, str]:
     return {
         "instructions": "aero guest-clock ticks (one per instruction, one per REP iteration); "
                         "exact for any ITERS from T(n) = a + b*n measured on aero",
-        "aero": "ticks / seconds of Machine.run, best of the repetitions (median also given)",
-        "unicorn": "(ticks - 1) / seconds of emu_start from the entry to the final OUT, best",
+        "aero": "ticks / seconds of Machine.run, median of the repetitions",
+        "unicorn": "(ticks - 1) / seconds of emu_start from the entry to the final OUT, median",
         "qemu": "whole qemu-system-i386 runs (-kernel, TCG) with ITERS = N and ITERS = 1; "
-                "(T(N) - T(1)) / (t(N) - t(1)), best of the repetitions",
+                "(T(N) - T(1)) / median of (t(N) - t(1))",
+        "interleaving": "each repetition runs aero, then Unicorn, then QEMU (A B C A B C ...); "
+                        "a ratio is the median of the per-repetition ratios; a figure whose "
+                        "spread (max - min) / median exceeds 10 % is marked untrusted",
+        "bytes": "bytes moved per second, for workloads that move bytes: bytes per "
+                 "iteration (from the guest source) x iterations / loop seconds",
         "syscalls": "system calls per second: ITERS / seconds (aero), "
                     "(N - 1) / (t(N) - t(1)) (QEMU); one INT 0x80 and IRET per iteration",
     }
@@ -234,28 +284,46 @@ def _fmt(v: float | None, digits: int = 1) -> str:
     return "-" if v is None else f"{v:.{digits}f}"
 
 
+def _spread(d: dict | None) -> str:
+    """' ±x %' and a mark when the figure is not trusted."""
+    if not d:
+        return ""
+    mark = "" if d["trusted"] else " [yellow](noisy)[/yellow]"
+    return f" ±{d['spread_percent'] / 2:.1f}%{mark}"
+
+
+def _ratio_cell(value: float | None, d: dict | None) -> str:
+    return "-" if value is None else f"{value:.2f}{_spread(d)}"
+
+
 def print_table(report: dict[str, object]) -> None:
     from rich.console import Console
     from rich.table import Table
 
-    console = Console(width=max(110, Console().width))
-    table = Table(title="aero bench: guest MIPS (best of "
-                        f"{report['settings']['repetitions']})")  # type: ignore[index]
+    console = Console(width=max(120, Console().width))
+    reps = report["settings"]["repetitions"]  # type: ignore[index]
+    table = Table(title=f"aero bench: guest MIPS (median of {reps} interleaved repetitions)")
     for col in ("workload", "instructions", "aero MIPS", "Unicorn MIPS", "QEMU MIPS",
                 "aero/Unicorn", "aero/QEMU"):
         table.add_column(col, justify="left" if col == "workload" else "right")
     for r in report["workloads"]:  # type: ignore[attr-defined]
         na = r.get("unicorn_na") is not None
-        table.add_row(r["name"], f"{r['instructions']:,}", _fmt(r["mips"]),
+        table.add_row(r["name"], f"{r['instructions']:,}",
+                      _fmt(r["mips"]) + _spread(r.get("aero_timing")),
                       "n/a" if na else _fmt(r["unicorn_mips"]), _fmt(r["qemu_mips"]),
-                      "n/a" if na else _fmt(r["aero_unicorn_ratio"], 2),
-                      _fmt(r["aero_qemu_ratio"], 2))
+                      "n/a" if na else _ratio_cell(r["aero_unicorn_ratio"], r["aero_unicorn"]),
+                      _ratio_cell(r["aero_qemu_ratio"], r["aero_qemu"]))
     console.print(table)
     for r in report["workloads"]:  # type: ignore[attr-defined]
         if r.get("syscalls_per_second") is not None:
             console.print(f"{r['name']}: system calls per second: aero "
                           f"{r['syscalls_per_second']:,.0f}, QEMU "
                           f"{_fmt(r.get('qemu_syscalls_per_second'), 0)}")
+        if r.get("bytes_per_second") is not None:
+            q = r.get("qemu_bytes_per_second")
+            console.print(f"{r['name']}: bytes stored per second: aero "
+                          f"{r['bytes_per_second'] / 1e6:,.0f} MB/s, QEMU "
+                          f"{'-' if q is None else f'{q / 1e6:,.0f} MB/s'}")
         if r.get("unicorn_na"):
             console.print(f"{r['name']}: Unicorn n/a: {r['unicorn_na']}")
         if r["note"]:

@@ -232,7 +232,7 @@ def test_bench_instruction_model_matches_unicorn() -> None:
 def test_bench_cli_quick_json(capsys: pytest.CaptureFixture[str]) -> None:
     from aero.cli import main
 
-    assert main(["bench", "--quick", "--no-reference", "--json"]) == 0
+    assert main(["bench", "--quick", "--no-reference", "--no-trace", "--json"]) == 0
     report = json.loads(capsys.readouterr().out)
     names = [w["name"] for w in report["workloads"]]
     assert names == ["alu", "memcpy", "string", "fib", "syscall"]
@@ -243,7 +243,12 @@ def test_bench_cli_quick_json(capsys: pytest.CaptureFixture[str]) -> None:
     sc = report["workloads"][-1]
     assert sc["syscalls_per_second"] == pytest.approx(sc["iters"] / sc["seconds"])
     assert "IDT" in sc["unicorn_na"]
-    assert set(report["method"]) == {"instructions", "aero", "unicorn", "qemu", "syscalls"}
+    assert set(report["method"]) == {"instructions", "aero", "unicorn", "qemu", "syscalls",
+                                     "interleaving", "bytes"}
+    string = next(w for w in report["workloads"] if w["name"] == "string")
+    assert string["bytes_per_second"] == pytest.approx(32768 * string["iters"] /
+                                                       string["seconds"])
+    assert "record_replay" not in report
 
 
 def test_bench_syscall_guest_runs_at_ring3_with_paging() -> None:

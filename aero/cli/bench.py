@@ -1,19 +1,37 @@
-"""``aero bench``: guest MIPS beside Unicorn and QEMU, and the record/replay figures."""
+"""``aero bench``: guest MIPS beside Unicorn and QEMU, and the record/replay figures; saved
+runs and comparisons with them (:mod:`aero.bench.history`)."""
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import sys
+import time
 from collections.abc import Callable
+from pathlib import Path
 
 from aero.cli.common import CliError
 
 
+def _repetitions(s: str) -> int:
+    try:
+        n = int(s)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not an integer: {s!r}") from None
+    if not 1 <= n <= 100:
+        raise argparse.ArgumentTypeError("repetitions must be between 1 and 100")
+    return n
+
+
 def _add_bench(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("bench", help="guest MIPS with Unicorn and QEMU side by side")
-    p.add_argument("--json", action="store_true")
-    p.add_argument("--quick", action="store_true", help="shorter workloads")
+    p.add_argument("--json", action="store_true", help="print the report as JSON on stdout")
+    p.add_argument("--quick", action="store_true",
+                   help="short workloads and one repetition (a smoke test, not figures)")
+    p.add_argument("--repetitions", type=_repetitions, default=None,
+                   help="interleaved repetitions of every measurement (default 5; 1 with "
+                        "--quick)")
     p.add_argument("--no-reference", action="store_true",
                    help="measure aero only (skip Unicorn and QEMU)")
     p.add_argument("--no-trace", action="store_true",
@@ -21,17 +39,67 @@ def _add_bench(sub: argparse._SubParsersAction) -> None:
                         "size, seek time)")
     p.add_argument("--trace-only", action="store_true",
                    help="only the record/replay figures")
+    p.add_argument("--save", nargs="?", const="", default=None, metavar="FILE",
+                   help="save the report with the commit and the machine description "
+                        "(default file: benchmarks/results/DATE-COMMIT.json)")
+    p.add_argument("--compare", metavar="FILE",
+                   help="print today's figures next to a saved run, with the ratio")
+    p.add_argument("--quiet", action="store_true",
+                   help="no progress lines on stderr")
     p.set_defaults(func=cmd_bench)
 
 
+def _progress_log(quiet: bool) -> Callable[[str], None]:
+    """Progress on stderr: every step on a terminal; otherwise at most a line every few
+    seconds (the bench runs for minutes), so a log file shows it is alive."""
+    if quiet:
+        return lambda _m: None
+    if sys.stderr.isatty():
+        return lambda m: print(m, file=sys.stderr, flush=True)
+    last = [0.0]
+
+    def log(m: str) -> None:
+        now = time.monotonic()
+        if now - last[0] >= 3.0:
+            last[0] = now
+            print(f"aero bench: {m}", file=sys.stderr, flush=True)
+
+    return log
+
+
+def _print_comparison(rows: list, saved: dict) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    title = f"today next to {saved.get('commit') or 'a saved run'}"
+    if saved.get("date"):
+        title += f" ({saved['date']})"
+    t = Table(title=title)
+    for col in ("figure", "saved", "today", "today/saved"):
+        t.add_column(col, justify="left" if col == "figure" else "right")
+    for r in rows:
+        style = None if r.better is None else ("green" if r.better else "red")
+        t.add_row(r.name, "-" if r.saved is None else f"{r.saved:,.2f}",
+                  "-" if r.today is None else f"{r.today:,.2f}",
+                  "-" if r.ratio is None else f"{r.ratio:.3f}", style=style)
+    Console().print(t)
+
+
 def cmd_bench(args: argparse.Namespace) -> int:
-    """``aero bench [--json] [--quick] [--no-reference]``; returns the exit code."""
-    from aero.bench import mips, recordreplay
+    """``aero bench``; returns the exit code."""
+    from aero.bench import history, mips, recordreplay
     from aero.guests import ToolchainError
 
+    saved = None
+    if args.compare:
+        try:
+            saved = history.load(Path(args.compare))
+        except ValueError as exc:
+            raise CliError(str(exc)) from None
     settings = mips.QUICK if args.quick else mips.FULL
-    log: Callable[[str], None] = (lambda _m: None) if args.json or not sys.stderr.isatty() \
-        else (lambda m: print(m, file=sys.stderr))
+    if args.repetitions:
+        settings = dataclasses.replace(settings, repetitions=args.repetitions)
+    log = _progress_log(args.quiet)
     only_trace = getattr(args, "trace_only", False)
     with_trace = not getattr(args, "no_trace", False)
     report: dict[str, object] = {}
@@ -43,13 +111,23 @@ def cmd_bench(args: argparse.Namespace) -> int:
                 100_000_000 if args.quick else 1_000_000_000, settings.repetitions, log)
     except ToolchainError as exc:
         raise CliError(str(exc)) from exc
+    if args.save is not None:
+        path = history.save(report, Path(args.save) if args.save else None)
+        print(f"aero bench: saved to {path}", file=sys.stderr)
     if args.json:
-        print(json.dumps(report))
+        out = dict(report)
+        if saved is not None:
+            out["comparison"] = [
+                {"figure": r.name, "saved": r.saved, "today": r.today, "ratio": r.ratio,
+                 "better": r.better} for r in history.compare(saved["report"], report)]
+        print(json.dumps(out))
     else:
         if not only_trace:
             mips.print_table(report)
         if "record_replay" in report:
             recordreplay.print_report(report["record_replay"])  # type: ignore[arg-type]
+        if saved is not None:
+            _print_comparison(history.compare(saved["report"], report), saved)
     return 0
 
 
