@@ -5,7 +5,7 @@ and its replay) is only worth quoting when both sides were measured under the sa
 conditions. The harness therefore runs them interleaved (A B A B ...), and this module
 reduces the pairs:
 
-* a :class:`Sample` is the median of n timings with their spread, ``(max - min) / median``;
+* a sample is the median of n timings with their spread, ``(max - min) / median``;
 * a ratio is the median of the per-pair ratios (each pair ran back to back), with the spread
   of those ratios;
 * a figure whose spread exceeds :data:`TRUST_SPREAD` is marked untrusted: the machine was
@@ -18,14 +18,14 @@ import statistics
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 
-__all__ = ["TRUST_SPREAD", "Ratio", "Sample", "ratio", "sample"]
+__all__ = ["TRUST_SPREAD", "Summary", "ratio", "sample"]
 
 TRUST_SPREAD = 0.10  # a spread above 10 % of the median: not trusted
 
 
 @dataclass(frozen=True)
-class Sample:
-    """n timings (seconds) of one configuration."""
+class Summary:
+    """n values (timings in seconds, or per-pair ratios): their median and range."""
 
     median: float
     minimum: float
@@ -34,11 +34,12 @@ class Sample:
 
     @property
     def spread(self) -> float:
-        """(max - min) / median: 0 for identical timings."""
+        """(max - min) / median: 0 for identical values."""
         return (self.maximum - self.minimum) / self.median if self.median else 0.0
 
     @property
     def trusted(self) -> bool:
+        """At least two values, within :data:`TRUST_SPREAD` of each other."""
         return self.n >= 2 and self.spread <= TRUST_SPREAD
 
     def to_dict(self) -> dict[str, float | int | bool]:
@@ -46,40 +47,18 @@ class Sample:
                 "trusted": self.trusted}
 
 
-@dataclass(frozen=True)
-class Ratio:
-    """The median of per-pair ratios a_i / b_i, with their spread."""
-
-    median: float
-    minimum: float
-    maximum: float
-    n: int
-
-    @property
-    def spread(self) -> float:
-        return (self.maximum - self.minimum) / self.median if self.median else 0.0
-
-    @property
-    def trusted(self) -> bool:
-        return self.n >= 2 and self.spread <= TRUST_SPREAD
-
-    def to_dict(self) -> dict[str, float | int | bool]:
-        return {**asdict(self), "spread_percent": round(100 * self.spread, 2),
-                "trusted": self.trusted}
-
-
-def sample(times: Sequence[float]) -> Sample:
+def sample(times: Sequence[float]) -> Summary:
     """The median and spread of ``times`` (at least one, all positive)."""
     if not times or min(times) <= 0:
         raise ValueError("a sample needs at least one positive timing")
-    return Sample(statistics.median(times), min(times), max(times), len(times))
+    return Summary(statistics.median(times), min(times), max(times), len(times))
 
 
-def ratio(a: Sequence[float], b: Sequence[float]) -> Ratio:
+def ratio(a: Sequence[float], b: Sequence[float]) -> Summary:
     """The ratio of paired values ``a[i] / b[i]`` (pairs measured back to back)."""
     if len(a) != len(b) or not a:
         raise ValueError("a ratio needs the same positive number of values on both sides")
     if min(b) <= 0:
         raise ValueError("a ratio needs positive denominators")
     rs = [x / y for x, y in zip(a, b, strict=True)]
-    return Ratio(statistics.median(rs), min(rs), max(rs), len(rs))
+    return Summary(statistics.median(rs), min(rs), max(rs), len(rs))
