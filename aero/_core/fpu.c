@@ -131,12 +131,12 @@ static sf80 load_operand(aero_machine *m, const aero_insn *in, int fmt, sf_env *
     uint8_t b[10];
     mem_read(m, in, ea(m, in), b, fmt_size[fmt]);
     switch (fmt) {
-    case M_F32: return sf_from_f32(e, load_le(b, 4));
-    case M_F64: return sf_from_f64(e, le64(b));
-    case M_I16: return sf_from_i64((int16_t)load_le(b, 2));
-    case M_I32: return sf_from_i64((int32_t)load_le(b, 4));
-    case M_I64: return sf_from_i64((int64_t)le64(b));
-    case M_BCD: return sf_from_bcd(b);
+    case M_F32: return aero_sf_from_f32(e, load_le(b, 4));
+    case M_F64: return aero_sf_from_f64(e, le64(b));
+    case M_I16: return aero_sf_from_i64((int16_t)load_le(b, 2));
+    case M_I32: return aero_sf_from_i64((int32_t)load_le(b, 4));
+    case M_I64: return aero_sf_from_i64((int64_t)le64(b));
+    case M_BCD: return aero_sf_from_bcd(b);
     default: return get80(b);
     }
 }
@@ -159,12 +159,12 @@ enum { A_ADD, A_MUL, A_COM, A_COMP, A_SUB, A_SUBR, A_DIV, A_DIVR };
 
 static sf80 arith(sf_env *e, int op, sf80 a, sf80 b) {
     switch (op) {
-    case A_ADD: return sf_add(e, a, b);
-    case A_MUL: return sf_mul(e, a, b);
-    case A_SUB: return sf_sub(e, a, b);
-    case A_SUBR: return sf_sub(e, b, a);
-    case A_DIV: return sf_div(e, a, b);
-    default: return sf_div(e, b, a);
+    case A_ADD: return aero_sf_add(e, a, b);
+    case A_MUL: return aero_sf_mul(e, a, b);
+    case A_SUB: return aero_sf_sub(e, a, b);
+    case A_SUBR: return aero_sf_sub(e, b, a);
+    case A_DIV: return aero_sf_div(e, a, b);
+    default: return aero_sf_div(e, b, a);
     }
 }
 
@@ -174,17 +174,16 @@ static void compare_cc(aero_fpu *f, int r) {
     set_cc(f, FSW_CC, cc[r < 0 ? 0 : r == 0 ? 1 : r == 1 ? 2 : 3]);
 }
 
-/* FCOM family on ST(0) and b (b_empty: the second operand is an empty register). pops:
- * registers to pop afterwards. */
-static void do_compare(aero_fpu *f, sf80 b, int b_empty, int quiet, int pops) {
+/* FCOM family on ST(0) and b (b_empty: the second operand is an empty register). e holds
+ * the flags of loading b (a memory operand). pops: registers to pop afterwards. */
+static void do_compare(aero_fpu *f, sf_env *e, sf80 b, int b_empty, int quiet, int pops) {
     if (st_empty(f, 0) || b_empty) {
         if (!stack_fault(f, 0)) return;
         compare_cc(f, 2);
     } else {
-        sf_env e = make_env(f);
-        int r = sf_compare(&e, st_get(f, 0), b, quiet);
-        if (!result_ok(f, &e)) return;
-        raise_flags(f, e.flags);
+        int r = aero_sf_compare(e, st_get(f, 0), b, quiet);
+        if (!result_ok(f, e)) return;
+        raise_flags(f, e->flags);
         compare_cc(f, r);
     }
     while (pops--) fpu_pop(f);
@@ -196,9 +195,7 @@ static void op_arith_mem(aero_machine *m, const aero_insn *in, const fpu_op *op)
     sf_env e = make_env(f);
     sf80 b = load_operand(m, in, op->arg, &e);
     if (in->reg == A_COM || in->reg == A_COMP) {
-        if (e.flags & ~f->fcw & (SF_IE | SF_DE) && !st_empty(f, 0)) { raise_flags(f, e.flags); return; }
-        raise_flags(f, e.flags & ~SF_IE); /* an SNaN source: the compare raises IE itself */
-        do_compare(f, b, 0, 0, in->reg == A_COMP);
+        do_compare(f, &e, b, 0, 0, in->reg == A_COMP);
         return;
     }
     if (st_empty(f, 0)) {
@@ -238,7 +235,8 @@ static void op_arith_reg(aero_machine *m, const aero_insn *in, const fpu_op *op)
 static void op_com_reg(aero_machine *m, const aero_insn *in, const fpu_op *op) {
     aero_fpu *f = F(m);
     int i = (op->arg & 8) ? 1 : in->rm; /* FCOMPP / FUCOMPP compare with ST(1) */
-    do_compare(f, st_get(f, i), st_empty(f, i), (op->arg >> 2) & 1, op->arg & 3);
+    sf_env e = make_env(f);
+    do_compare(f, &e, st_get(f, i), st_empty(f, i), (op->arg >> 2) & 1, op->arg & 3);
 }
 
 /* FCOMI/FCOMIP/FUCOMI/FUCOMIP: ZF PF CF; OF SF AF cleared. arg: pop | quiet << 2. */
@@ -251,7 +249,7 @@ static void op_comi(aero_machine *m, const aero_insn *in, const fpu_op *op) {
         r = 2;
     } else {
         sf_env e = make_env(f);
-        r = sf_compare(&e, st_get(f, 0), st_get(f, in->rm), (op->arg >> 2) & 1);
+        r = aero_sf_compare(&e, st_get(f, 0), st_get(f, in->rm), (op->arg >> 2) & 1);
         if (!result_ok(f, &e)) return;
         raise_flags(f, e.flags);
     }
@@ -287,12 +285,12 @@ static void op_fst_mem(aero_machine *m, const aero_insn *in, const fpu_op *op) {
         e.flags = 0;
         sf80 ind = sf_indefinite();
         switch (fmt) {
-        case M_F32: store_le(b, 4, sf_to_f32(&e, ind)); break;
-        case M_F64: put_le64(b, sf_to_f64(&e, ind)); break;
+        case M_F32: store_le(b, 4, aero_sf_to_f32(&e, ind)); break;
+        case M_F64: put_le64(b, aero_sf_to_f64(&e, ind)); break;
         case M_I16: store_le(b, 2, 0x8000u); break;
         case M_I32: store_le(b, 4, 0x80000000u); break;
         case M_I64: put_le64(b, 0x8000000000000000ull); break;
-        case M_BCD: sf_to_bcd(&e, ind, b); break;
+        case M_BCD: aero_sf_to_bcd(&e, ind, b); break;
         default: put80(b, ind); break;
         }
         mem_write(m, in, ea(m, in), b, fmt_size[fmt]);
@@ -302,12 +300,12 @@ static void op_fst_mem(aero_machine *m, const aero_insn *in, const fpu_op *op) {
     }
     sf80 v = st_get(f, 0);
     switch (fmt) {
-    case M_F32: store_le(b, 4, sf_to_f32(&e, v)); break;
-    case M_F64: put_le64(b, sf_to_f64(&e, v)); break;
-    case M_I16: store_le(b, 2, (uint32_t)sf_to_int(&e, v, 16)); break;
-    case M_I32: store_le(b, 4, (uint32_t)sf_to_int(&e, v, 32)); break;
-    case M_I64: put_le64(b, (uint64_t)sf_to_int(&e, v, 64)); break;
-    case M_BCD: sf_to_bcd(&e, v, b); break;
+    case M_F32: store_le(b, 4, aero_sf_to_f32(&e, v)); break;
+    case M_F64: put_le64(b, aero_sf_to_f64(&e, v)); break;
+    case M_I16: store_le(b, 2, (uint32_t)aero_sf_to_int(&e, v, 16)); break;
+    case M_I32: store_le(b, 4, (uint32_t)aero_sf_to_int(&e, v, 32)); break;
+    case M_I64: put_le64(b, (uint64_t)aero_sf_to_int(&e, v, 64)); break;
+    case M_BCD: aero_sf_to_bcd(&e, v, b); break;
     default: put80(b, v); break;
     }
     /* Unmasked invalid, denormal, overflow or underflow: nothing is stored or popped. */
@@ -405,7 +403,7 @@ static void op_unary(aero_machine *m, const aero_insn *in, const fpu_op *op) {
         static const uint16_t cls[] = {
             [SFC_ZERO] = FSW_C3, [SFC_NORMAL] = FSW_C2, [SFC_DENORMAL] = FSW_C3 | FSW_C2,
             [SFC_INF] = FSW_C2 | FSW_C0, [SFC_QNAN] = FSW_C0, [SFC_SNAN] = FSW_C0, [SFC_UNSUPPORTED] = 0};
-        uint16_t cc = st_empty(f, 0) ? (FSW_C3 | FSW_C0) : cls[sf_class(v)];
+        uint16_t cc = st_empty(f, 0) ? (FSW_C3 | FSW_C0) : cls[aero_sf_class(v)];
         set_cc(f, FSW_CC, cc | (sf_sign(v) ? FSW_C1 : 0));
         return;
     }
@@ -421,18 +419,18 @@ static void op_unary(aero_machine *m, const aero_insn *in, const fpu_op *op) {
     case U_CHS: r = v; r.se ^= 0x8000; st_set(f, 0, r); set_cc(f, FSW_C1, 0); return;
     case U_ABS: r = v; r.se &= 0x7FFF; st_set(f, 0, r); set_cc(f, FSW_C1, 0); return;
     case U_TST: {
-        int c = sf_compare(&e, v, sf_make(0, 0), 0);
+        int c = aero_sf_compare(&e, v, sf_make(0, 0), 0);
         if (!result_ok(f, &e)) return;
         raise_flags(f, e.flags);
         compare_cc(f, c);
         return;
     }
-    case U_SQRT: r = sf_sqrt(&e, v); break;
-    case U_RNDINT: r = sf_round_int(&e, v); break;
-    case U_F2XM1: r = sf_f2xm1(&e, v); break;
+    case U_SQRT: r = aero_sf_sqrt(&e, v); break;
+    case U_RNDINT: r = aero_sf_round_int(&e, v); break;
+    case U_F2XM1: r = aero_sf_f2xm1(&e, v); break;
     default: {
         sf80 s, c;
-        if (sf_sin_cos(&e, v, &s, &c)) { set_cc(f, FSW_C2, FSW_C2); return; }
+        if (aero_sf_sin_cos(&e, v, &s, &c)) { set_cc(f, FSW_C2, FSW_C2); return; }
         if (!result_ok(f, &e)) return;
         set_cc(f, FSW_C2, 0);
         st_set(f, 0, op->arg == U_SIN ? s : c);
@@ -465,10 +463,10 @@ static void op_push_two(aero_machine *m, const aero_insn *in, const fpu_op *op) 
     sf80 a, b;
     int out_of_range;
     if (op->arg) {
-        out_of_range = sf_sin_cos(&e, st_get(f, 0), &a, &b);
+        out_of_range = aero_sf_sin_cos(&e, st_get(f, 0), &a, &b);
     } else {
-        out_of_range = sf_tan(&e, st_get(f, 0), &a);
-        b = sf_from_i64(1);
+        out_of_range = aero_sf_tan(&e, st_get(f, 0), &a);
+        b = aero_sf_from_i64(1);
         if (sf_is_nan(a)) b = a;
     }
     if (out_of_range) { set_cc(f, FSW_C2, FSW_C2); return; }
@@ -496,12 +494,12 @@ static void op_binary(aero_machine *m, const aero_insn *in, const fpu_op *op) {
     sf80 a = st_get(f, 0), b = st_get(f, 1), r;
     uint32_t cc = 0;
     switch (op->arg) {
-    case B_PREM: r = sf_rem(&e, a, b, 0, &cc); break;
-    case B_PREM1: r = sf_rem(&e, a, b, 1, &cc); break;
-    case B_SCALE: r = sf_scale(&e, a, b); break;
-    case B_ATAN: r = sf_atan2(&e, b, a); break;
-    case B_YL2X: r = sf_yl2x(&e, b, a); break;
-    default: r = sf_yl2xp1(&e, b, a); break;
+    case B_PREM: r = aero_sf_rem(&e, a, b, 0, &cc); break;
+    case B_PREM1: r = aero_sf_rem(&e, a, b, 1, &cc); break;
+    case B_SCALE: r = aero_sf_scale(&e, a, b); break;
+    case B_ATAN: r = aero_sf_atan2(&e, b, a); break;
+    case B_YL2X: r = aero_sf_yl2x(&e, b, a); break;
+    default: r = aero_sf_yl2xp1(&e, b, a); break;
     }
     if (!result_ok(f, &e)) return;
     if (op->arg <= B_PREM1) {
@@ -528,9 +526,9 @@ static void op_fxtract(aero_machine *m, const aero_insn *in, const fpu_op *op) {
     }
     sf80 v = st_get(f, 0), ex, sig;
     sf_env e = make_env64(f);
-    int c = sf_class(v);
+    int c = aero_sf_class(v);
     if (c == SFC_UNSUPPORTED) { e.flags |= SF_IE; ex = sig = sf_indefinite(); }
-    else if (c == SFC_QNAN || c == SFC_SNAN) { ex = sig = sf_propagate_nan(&e, v, v); }
+    else if (c == SFC_QNAN || c == SFC_SNAN) { ex = sig = aero_sf_propagate_nan(&e, v, v); }
     else if (c == SFC_INF) { ex = sf_make(0x7FFF, 0x8000000000000000ull); sig = v; }
     else if (c == SFC_ZERO) {
         e.flags |= SF_ZE;
@@ -540,8 +538,8 @@ static void op_fxtract(aero_machine *m, const aero_insn *in, const fpu_op *op) {
         if (c == SFC_DENORMAL) e.flags |= SF_DE;
         int32_t exp;
         uint64_t s;
-        sf_unpack(v, &exp, &s);
-        ex = sf_from_i64(exp - 16383);
+        aero_sf_unpack(v, &exp, &s);
+        ex = aero_sf_from_i64(exp - 16383);
         sig = sf_make((uint16_t)((v.se & 0x8000) | 0x3FFF), s);
     }
     if (!result_ok(f, &e)) return;
@@ -571,7 +569,7 @@ static void op_fldconst(aero_machine *m, const aero_insn *in, const fpu_op *op) 
         return;
     }
     sf_env e = make_env64(f);
-    sf80 v = op->arg == 6 ? sf_make(0, 0) : sf_const(&e, 0, constants[op->arg].exp, constants[op->arg].hi, constants[op->arg].lo);
+    sf80 v = op->arg == 6 ? sf_make(0, 0) : aero_sf_const(&e, 0, constants[op->arg].exp, constants[op->arg].hi, constants[op->arg].lo);
     fpu_push(f, v);
     set_cc(f, FSW_C1, 0); /* the constants never raise: PE is not reported */
 }
@@ -643,7 +641,7 @@ static uint16_t full_tags(const aero_fpu *f) {
         uint16_t tag;
         if ((f->empty >> p) & 1) tag = 3;
         else {
-            int c = sf_class(sf_make(f->se[p], f->sig[p]));
+            int c = aero_sf_class(sf_make(f->se[p], f->sig[p]));
             tag = c == SFC_ZERO ? 1 : c == SFC_NORMAL ? 0 : 2;
         }
         t |= (uint16_t)(tag << (2 * p));

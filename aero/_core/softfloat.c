@@ -17,7 +17,7 @@ static sf_u128 shr_jam128(sf_u128 v, int n) {
     return (v >> n) | ((v & (((sf_u128)1 << n) - 1)) != 0);
 }
 
-int sf_class(sf80 a) {
+int aero_sf_class(sf80 a) {
     uint32_t e = a.se & EXP_MAX;
     int j = (int)(a.sig >> 63);
     if (e == 0) return a.sig == 0 ? SFC_ZERO : SFC_DENORMAL;
@@ -29,7 +29,7 @@ int sf_class(sf80 a) {
     return j ? SFC_NORMAL : SFC_UNSUPPORTED;
 }
 
-void sf_unpack(sf80 a, int32_t *exp, uint64_t *sig) {
+void aero_sf_unpack(sf80 a, int32_t *exp, uint64_t *sig) {
     int32_t e = a.se & EXP_MAX;
     if (e == 0) e = 1; /* denormals and pseudo-denormals: 2^(1 - bias) */
     int s = clz64(a.sig);
@@ -40,8 +40,8 @@ void sf_unpack(sf80 a, int32_t *exp, uint64_t *sig) {
 static sf80 inf(int sign) { return sf_make((uint16_t)((sign << 15) | EXP_MAX), 0x8000000000000000ull); }
 static sf80 zero(int sign) { return sf_make((uint16_t)(sign << 15), 0); }
 
-sf80 sf_propagate_nan(sf_env *env, sf80 a, sf80 b) {
-    int ca = sf_class(a), cb = sf_class(b);
+sf80 aero_sf_propagate_nan(sf_env *env, sf80 a, sf80 b) {
+    int ca = aero_sf_class(a), cb = aero_sf_class(b);
     int an = ca == SFC_QNAN || ca == SFC_SNAN, bn = cb == SFC_QNAN || cb == SFC_SNAN;
     if (ca == SFC_SNAN || cb == SFC_SNAN) env->flags |= SF_IE;
     const uint64_t q = 0x4000000000000000ull;
@@ -67,10 +67,10 @@ static sf80 invalid(sf_env *env) {
 /* Operand screening common to the arithmetic operations: unsupported encodings and NaNs
  * give their result (returns 1); denormal operands raise DE. */
 static int screen2(sf_env *env, sf80 a, sf80 b, sf80 *out) {
-    int ca = sf_class(a), cb = sf_class(b);
+    int ca = aero_sf_class(a), cb = aero_sf_class(b);
     if (ca == SFC_UNSUPPORTED || cb == SFC_UNSUPPORTED) { *out = invalid(env); return 1; }
     if (ca == SFC_QNAN || ca == SFC_SNAN || cb == SFC_QNAN || cb == SFC_SNAN) {
-        *out = sf_propagate_nan(env, a, b);
+        *out = aero_sf_propagate_nan(env, a, b);
         return 1;
     }
     if (ca == SFC_DENORMAL || cb == SFC_DENORMAL) env->flags |= SF_DE;
@@ -157,7 +157,7 @@ static sf_u128 round_format(sf_env *env, int sign, int32_t exp, sf_u128 v, int p
     return v;
 }
 
-sf80 sf_round_pack(sf_env *env, int sign, int32_t exp, uint64_t sig0, uint64_t sig1) {
+sf80 aero_sf_round_pack(sf_env *env, int sign, int32_t exp, uint64_t sig0, uint64_t sig1) {
     sf_u128 v = ((sf_u128)sig0 << 64) | sig1;
     int32_t e;
     v = round_format(env, sign, exp, v, (int)env->prec, EXP_MAX - 1, WRAP, &e);
@@ -166,7 +166,7 @@ sf80 sf_round_pack(sf_env *env, int sign, int32_t exp, uint64_t sig0, uint64_t s
 
 /* Round a 128-bit significand with its integer bit at 127 (value = v / 2^127 x 2^(exp - bias)). */
 static sf80 pack128(sf_env *env, int sign, int32_t exp, sf_u128 v) {
-    return sf_round_pack(env, sign, exp, (uint64_t)(v >> 64), (uint64_t)v);
+    return aero_sf_round_pack(env, sign, exp, (uint64_t)(v >> 64), (uint64_t)v);
 }
 
 /* ---- arithmetic ---- */
@@ -175,7 +175,7 @@ static sf80 add_sub(sf_env *env, sf80 a, sf80 b, int negate) {
     sf80 r;
     if (screen2(env, a, b, &r)) return r;
     int sa = sf_sign(a), sb = sf_sign(b) ^ negate;
-    int ca = sf_class(a), cb = sf_class(b);
+    int ca = aero_sf_class(a), cb = aero_sf_class(b);
     if (ca == SFC_INF || cb == SFC_INF) {
         if (ca == SFC_INF && cb == SFC_INF && sa != sb) return invalid(env);
         return ca == SFC_INF ? inf(sa) : inf(sb);
@@ -186,10 +186,10 @@ static sf80 add_sub(sf_env *env, sf80 a, sf80 b, int negate) {
     }
     int32_t ea, eb;
     uint64_t ma, mb;
-    if (cb == SFC_ZERO) { sf_unpack(a, &ea, &ma); return pack128(env, sa, ea, (sf_u128)ma << 64); }
-    if (ca == SFC_ZERO) { sf_unpack(b, &eb, &mb); return pack128(env, sb, eb, (sf_u128)mb << 64); }
-    sf_unpack(a, &ea, &ma);
-    sf_unpack(b, &eb, &mb);
+    if (cb == SFC_ZERO) { aero_sf_unpack(a, &ea, &ma); return pack128(env, sa, ea, (sf_u128)ma << 64); }
+    if (ca == SFC_ZERO) { aero_sf_unpack(b, &eb, &mb); return pack128(env, sb, eb, (sf_u128)mb << 64); }
+    aero_sf_unpack(a, &ea, &ma);
+    aero_sf_unpack(b, &eb, &mb);
     /* Two free bits on top, 62 guard bits below: value = A x 2^(e + 2 - bias - 127). */
     sf_u128 A = (sf_u128)ma << 62, B = (sf_u128)mb << 62;
     int32_t e;
@@ -211,14 +211,14 @@ static sf80 add_sub(sf_env *env, sf80 a, sf80 b, int negate) {
     return pack128(env, sign, e + 2, S);
 }
 
-sf80 sf_add(sf_env *env, sf80 a, sf80 b) { return add_sub(env, a, b, 0); }
-sf80 sf_sub(sf_env *env, sf80 a, sf80 b) { return add_sub(env, a, b, 1); }
+sf80 aero_sf_add(sf_env *env, sf80 a, sf80 b) { return add_sub(env, a, b, 0); }
+sf80 aero_sf_sub(sf_env *env, sf80 a, sf80 b) { return add_sub(env, a, b, 1); }
 
-sf80 sf_mul(sf_env *env, sf80 a, sf80 b) {
+sf80 aero_sf_mul(sf_env *env, sf80 a, sf80 b) {
     sf80 r;
     if (screen2(env, a, b, &r)) return r;
     int sign = sf_sign(a) ^ sf_sign(b);
-    int ca = sf_class(a), cb = sf_class(b);
+    int ca = aero_sf_class(a), cb = aero_sf_class(b);
     if (ca == SFC_INF || cb == SFC_INF) {
         if (ca == SFC_ZERO || cb == SFC_ZERO) return invalid(env);
         return inf(sign);
@@ -226,17 +226,17 @@ sf80 sf_mul(sf_env *env, sf80 a, sf80 b) {
     if (ca == SFC_ZERO || cb == SFC_ZERO) return zero(sign);
     int32_t ea, eb;
     uint64_t ma, mb;
-    sf_unpack(a, &ea, &ma);
-    sf_unpack(b, &eb, &mb);
+    aero_sf_unpack(a, &ea, &ma);
+    aero_sf_unpack(b, &eb, &mb);
     sf_u128 P = (sf_u128)ma * mb; /* value = P x 2^(ea + eb - 2 bias - 126) */
     return pack128(env, sign, ea + eb - BIAS + 1, P);
 }
 
-sf80 sf_div(sf_env *env, sf80 a, sf80 b) {
+sf80 aero_sf_div(sf_env *env, sf80 a, sf80 b) {
     sf80 r;
     if (screen2(env, a, b, &r)) return r;
     int sign = sf_sign(a) ^ sf_sign(b);
-    int ca = sf_class(a), cb = sf_class(b);
+    int ca = aero_sf_class(a), cb = aero_sf_class(b);
     if (ca == SFC_INF) return cb == SFC_INF ? invalid(env) : inf(sign);
     if (cb == SFC_INF) return zero(sign);
     if (cb == SFC_ZERO) {
@@ -247,8 +247,8 @@ sf80 sf_div(sf_env *env, sf80 a, sf80 b) {
     if (ca == SFC_ZERO) return zero(sign);
     int32_t ea, eb;
     uint64_t ma, mb;
-    sf_unpack(a, &ea, &ma);
-    sf_unpack(b, &eb, &mb);
+    aero_sf_unpack(a, &ea, &ma);
+    aero_sf_unpack(b, &eb, &mb);
     sf_u128 N = (sf_u128)ma << 64;
     sf_u128 Q = N / mb, R = N % mb; /* Q in [2^63, 2^65) */
     int s = clz128(Q);
@@ -267,17 +267,17 @@ static uint64_t isqrt128(sf_u128 x, sf_u128 *rem) {
     return r;
 }
 
-sf80 sf_sqrt(sf_env *env, sf80 a) {
-    int c = sf_class(a);
+sf80 aero_sf_sqrt(sf_env *env, sf80 a) {
+    int c = aero_sf_class(a);
     if (c == SFC_UNSUPPORTED) return invalid(env);
-    if (c == SFC_QNAN || c == SFC_SNAN) return sf_propagate_nan(env, a, a);
+    if (c == SFC_QNAN || c == SFC_SNAN) return aero_sf_propagate_nan(env, a, a);
     if (c == SFC_ZERO) return a;
     if (sf_sign(a)) return invalid(env);
     if (c == SFC_INF) return a;
     if (c == SFC_DENORMAL) env->flags |= SF_DE;
     int32_t ea;
     uint64_t ma;
-    sf_unpack(a, &ea, &ma);
+    aero_sf_unpack(a, &ea, &ma);
     int32_t E = ea - BIAS;
     int odd = E & 1;
     sf_u128 X = (sf_u128)ma << (odd ? 64 : 63);
@@ -288,15 +288,15 @@ sf80 sf_sqrt(sf_env *env, sf80 a) {
     return pack128(env, 0, k + 63 + BIAS, V);
 }
 
-sf80 sf_round_int(sf_env *env, sf80 a) {
-    int c = sf_class(a);
+sf80 aero_sf_round_int(sf_env *env, sf80 a) {
+    int c = aero_sf_class(a);
     if (c == SFC_UNSUPPORTED) return invalid(env);
-    if (c == SFC_QNAN || c == SFC_SNAN) return sf_propagate_nan(env, a, a);
+    if (c == SFC_QNAN || c == SFC_SNAN) return aero_sf_propagate_nan(env, a, a);
     if (c == SFC_ZERO || c == SFC_INF) return a;
     if (c == SFC_DENORMAL) env->flags |= SF_DE;
     int32_t e;
     uint64_t m;
-    sf_unpack(a, &e, &m);
+    aero_sf_unpack(a, &e, &m);
     int32_t E = e - BIAS;
     if (E >= 63) return a;
     int sign = sf_sign(a);
@@ -318,10 +318,10 @@ sf80 sf_round_int(sf_env *env, sf80 a) {
     return sf_make((uint16_t)((sign << 15) | (BIAS + 63 - s)), ip << s);
 }
 
-sf80 sf_scale(sf_env *env, sf80 a, sf80 b) {
+sf80 aero_sf_scale(sf_env *env, sf80 a, sf80 b) {
     sf80 r;
     if (screen2(env, a, b, &r)) return r;
-    int ca = sf_class(a), cb = sf_class(b);
+    int ca = aero_sf_class(a), cb = aero_sf_class(b);
     if (cb == SFC_INF) {
         if (sf_sign(b)) {
             if (ca == SFC_INF) return invalid(env);
@@ -336,7 +336,7 @@ sf80 sf_scale(sf_env *env, sf80 a, sf80 b) {
     if (cb != SFC_ZERO) {
         int32_t eb;
         uint64_t mb;
-        sf_unpack(b, &eb, &mb);
+        aero_sf_unpack(b, &eb, &mb);
         int32_t E = eb - BIAS;
         if (E > 16) n = 1 << 17;
         else if (E >= 0) n = (int32_t)(mb >> (63 - E));
@@ -344,7 +344,7 @@ sf80 sf_scale(sf_env *env, sf80 a, sf80 b) {
     }
     int32_t ea;
     uint64_t ma;
-    sf_unpack(a, &ea, &ma);
+    aero_sf_unpack(a, &ea, &ma);
     sf_env e2 = *env;
     e2.prec = 64;
     r = pack128(&e2, sf_sign(a), ea + n, (sf_u128)ma << 64);
@@ -352,18 +352,18 @@ sf80 sf_scale(sf_env *env, sf80 a, sf80 b) {
     return r;
 }
 
-sf80 sf_rem(sf_env *env, sf80 a, sf80 b, int ieee, uint32_t *cc) {
+sf80 aero_sf_rem(sf_env *env, sf80 a, sf80 b, int ieee, uint32_t *cc) {
     sf80 r;
     *cc = 0;
     if (screen2(env, a, b, &r)) return r;
-    int ca = sf_class(a), cb = sf_class(b);
+    int ca = aero_sf_class(a), cb = aero_sf_class(b);
     if (ca == SFC_INF || cb == SFC_ZERO) return invalid(env);
     if (cb == SFC_INF || ca == SFC_ZERO) return a;
     int sign = sf_sign(a);
     int32_t ea, eb;
     uint64_t ma, mb;
-    sf_unpack(a, &ea, &ma);
-    sf_unpack(b, &eb, &mb);
+    aero_sf_unpack(a, &ea, &ma);
+    aero_sf_unpack(b, &eb, &mb);
     int32_t d = ea - eb;
     uint64_t q = 0;
     sf_u128 rem;
@@ -412,8 +412,8 @@ sf80 sf_rem(sf_env *env, sf80 a, sf80 b, int ieee, uint32_t *cc) {
     return r;
 }
 
-int sf_compare(sf_env *env, sf80 a, sf80 b, int quiet) {
-    int ca = sf_class(a), cb = sf_class(b);
+int aero_sf_compare(sf_env *env, sf80 a, sf80 b, int quiet) {
+    int ca = aero_sf_class(a), cb = aero_sf_class(b);
     if (ca == SFC_UNSUPPORTED || cb == SFC_UNSUPPORTED) { env->flags |= SF_IE; return 2; }
     if (ca == SFC_QNAN || ca == SFC_SNAN || cb == SFC_QNAN || cb == SFC_SNAN) {
         if (!quiet || ca == SFC_SNAN || cb == SFC_SNAN) env->flags |= SF_IE;
@@ -427,15 +427,15 @@ int sf_compare(sf_env *env, sf80 a, sf80 b, int quiet) {
     if (sa != sb) return sa ? -1 : 1;
     int32_t ea, eb;
     uint64_t ma, mb;
-    if (ca == SFC_INF) { ea = 0x10000; ma = 0; } else sf_unpack(a, &ea, &ma);
-    if (cb == SFC_INF) { eb = 0x10000; mb = 0; } else sf_unpack(b, &eb, &mb);
+    if (ca == SFC_INF) { ea = 0x10000; ma = 0; } else aero_sf_unpack(a, &ea, &ma);
+    if (cb == SFC_INF) { eb = 0x10000; mb = 0; } else aero_sf_unpack(b, &eb, &mb);
     int mag = ea != eb ? (ea > eb ? 1 : -1) : ma != mb ? (ma > mb ? 1 : -1) : 0;
     return sa ? -mag : mag;
 }
 
 /* ---- conversions ---- */
 
-sf80 sf_from_i64(int64_t v) {
+sf80 aero_sf_from_i64(int64_t v) {
     if (v == 0) return zero(0);
     int sign = v < 0;
     uint64_t m = sign ? (uint64_t)0 - (uint64_t)v : (uint64_t)v;
@@ -448,7 +448,7 @@ sf80 sf_from_i64(int64_t v) {
 static int to_uint_mag(sf_env *env, sf80 a, uint64_t *mag) {
     int32_t e;
     uint64_t m;
-    sf_unpack(a, &e, &m);
+    aero_sf_unpack(a, &e, &m);
     int32_t E = e - BIAS;
     if (E > 63) return -1;
     int sign = sf_sign(a);
@@ -469,9 +469,9 @@ static int to_uint_mag(sf_env *env, sf80 a, uint64_t *mag) {
     return 0;
 }
 
-int64_t sf_to_int(sf_env *env, sf80 a, int bits) {
+int64_t aero_sf_to_int(sf_env *env, sf80 a, int bits) {
     const int64_t indefinite = (int64_t)((uint64_t)1 << (bits - 1)) * -1;
-    int c = sf_class(a);
+    int c = aero_sf_class(a);
     if (c == SFC_UNSUPPORTED || c == SFC_QNAN || c == SFC_SNAN || c == SFC_INF) {
         env->flags |= SF_IE;
         return indefinite;
@@ -512,15 +512,15 @@ static sf80 from_ieee(sf_env *env, uint64_t v, int fbits, int ebits) {
                    0x8000000000000000ull | (f << (63 - fbits)));
 }
 
-sf80 sf_from_f32(sf_env *env, uint32_t v) { return from_ieee(env, v, 23, 8); }
-sf80 sf_from_f64(sf_env *env, uint64_t v) { return from_ieee(env, v, 52, 11); }
+sf80 aero_sf_from_f32(sf_env *env, uint32_t v) { return from_ieee(env, v, 23, 8); }
+sf80 aero_sf_from_f64(sf_env *env, uint64_t v) { return from_ieee(env, v, 52, 11); }
 
 static uint64_t to_ieee(sf_env *env, sf80 a, int fbits, int ebits) {
     int sign = sf_sign(a);
     uint64_t emax = ((uint64_t)1 << ebits) - 1;
     int32_t bias = (1 << (ebits - 1)) - 1;
     uint64_t sbit = (uint64_t)sign << (fbits + ebits);
-    int c = sf_class(a);
+    int c = aero_sf_class(a);
     switch (c) {
     case SFC_UNSUPPORTED:
         env->flags |= SF_IE;
@@ -537,7 +537,7 @@ static uint64_t to_ieee(sf_env *env, sf80 a, int fbits, int ebits) {
     }
     int32_t e;
     uint64_t m;
-    sf_unpack(a, &e, &m);
+    aero_sf_unpack(a, &e, &m);
     int32_t te = e - BIAS + bias, oe;
     sf_u128 v = round_format(env, sign, te, (sf_u128)m << 64, fbits + 1, (int32_t)emax - 1, 0, &oe);
     if (env->flags & ~env->masks & (SF_OE | SF_UE)) return 0; /* unmasked: nothing to store */
@@ -545,19 +545,19 @@ static uint64_t to_ieee(sf_env *env, sf80 a, int fbits, int ebits) {
     return sbit | ((uint64_t)oe << fbits) | frac;
 }
 
-uint32_t sf_to_f32(sf_env *env, sf80 a) { return (uint32_t)to_ieee(env, a, 23, 8); }
-uint64_t sf_to_f64(sf_env *env, sf80 a) { return to_ieee(env, a, 52, 11); }
+uint32_t aero_sf_to_f32(sf_env *env, sf80 a) { return (uint32_t)to_ieee(env, a, 23, 8); }
+uint64_t aero_sf_to_f64(sf_env *env, sf80 a) { return to_ieee(env, a, 52, 11); }
 
-sf80 sf_from_bcd(const uint8_t bcd[10]) {
+sf80 aero_sf_from_bcd(const uint8_t bcd[10]) {
     uint64_t v = 0;
     for (int i = 8; i >= 0; i--) v = v * 100 + (uint64_t)(bcd[i] >> 4) * 10 + (bcd[i] & 15);
-    sf80 r = sf_from_i64((int64_t)v);
+    sf80 r = aero_sf_from_i64((int64_t)v);
     if (bcd[9] & 0x80) r.se |= 0x8000;
     return r;
 }
 
-void sf_to_bcd(sf_env *env, sf80 a, uint8_t out[10]) {
-    int c = sf_class(a);
+void aero_sf_to_bcd(sf_env *env, sf80 a, uint8_t out[10]) {
+    int c = aero_sf_class(a);
     uint64_t mag = 0;
     int bad = c == SFC_UNSUPPORTED || c == SFC_QNAN || c == SFC_SNAN || c == SFC_INF;
     if (!bad && c != SFC_ZERO) {
@@ -582,10 +582,10 @@ void sf_to_bcd(sf_env *env, sf80 a, uint8_t out[10]) {
     out[9] = sf_sign(a) ? 0x80 : 0;
 }
 
-sf80 sf_const(sf_env *env, int sign, int32_t exp, uint64_t hi, uint64_t lo) {
+sf80 aero_sf_const(sf_env *env, int sign, int32_t exp, uint64_t hi, uint64_t lo) {
     sf_env e2 = *env;
     e2.prec = 64;
-    sf80 r = sf_round_pack(&e2, sign, exp, hi, lo);
+    sf80 r = aero_sf_round_pack(&e2, sign, exp, hi, lo);
     env->flags |= e2.flags & SF_PE;
     return r;
 }

@@ -95,7 +95,7 @@ static xf from_sf(sf80 a) {
     int32_t e;
     uint64_t s;
     if ((a.se & 0x7FFF) == 0 && a.sig == 0) return xzero();
-    sf_unpack(a, &e, &s);
+    aero_sf_unpack(a, &e, &s);
     xf r = {sf_sign(a), e - BIAS, (sf_u128)s << 64};
     return r;
 }
@@ -104,7 +104,7 @@ static sf80 to_sf(sf_env *env, xf a) {
     /* Low bit forced on: the wide value is never exact, so the rounding sees it inexact. */
     sf_env e2 = *env;
     e2.prec = 64;
-    sf80 r = sf_round_pack(&e2, a.sign, a.exp + BIAS, (uint64_t)(a.m >> 64), (uint64_t)a.m | 1);
+    sf80 r = aero_sf_round_pack(&e2, a.sign, a.exp + BIAS, (uint64_t)(a.m >> 64), (uint64_t)a.m | 1);
     env->flags = e2.flags;
     return r;
 }
@@ -154,7 +154,7 @@ static void sincos_series(xf r, xf *s, xf *c) {
 static int reduce(sf80 a, xf *r) {
     int32_t e;
     uint64_t s;
-    sf_unpack(a, &e, &s);
+    aero_sf_unpack(a, &e, &s);
     int32_t E = e - BIAS;
     if (E < -1) { *r = from_sf(a); return 0; }
     /* x / (pi66/2) = s x 2^(E - 63) / (PI66 x 2^-65) = (s << (E + 2)) / PI66. */
@@ -171,19 +171,19 @@ static int reduce(sf80 a, xf *r) {
 /* NaN / unsupported / infinity handling of the one-operand functions: returns 1 with *out
  * set when a is not finite. */
 static int special1(sf_env *env, sf80 a, sf80 *out) {
-    int c = sf_class(a);
+    int c = aero_sf_class(a);
     if (c == SFC_UNSUPPORTED || c == SFC_INF) { env->flags |= SF_IE; *out = sf_indefinite(); return 1; }
-    if (c == SFC_QNAN || c == SFC_SNAN) { *out = sf_propagate_nan(env, a, a); return 1; }
+    if (c == SFC_QNAN || c == SFC_SNAN) { *out = aero_sf_propagate_nan(env, a, a); return 1; }
     if (c == SFC_DENORMAL) env->flags |= SF_DE;
     return 0;
 }
 
 static int out_of_range(sf80 a) { return (a.se & 0x7FFF) >= BIAS + 63 && (a.se & 0x7FFF) != 0x7FFF; }
 
-int sf_sin_cos(sf_env *env, sf80 a, sf80 *sin_out, sf80 *cos_out) {
+int aero_sf_sin_cos(sf_env *env, sf80 a, sf80 *sin_out, sf80 *cos_out) {
     if (out_of_range(a)) return 1;
     if (special1(env, a, sin_out)) { *cos_out = *sin_out; return 0; }
-    if (sf_class(a) == SFC_ZERO) { *sin_out = a; *cos_out = sf_from_i64(1); return 0; }
+    if (aero_sf_class(a) == SFC_ZERO) { *sin_out = a; *cos_out = aero_sf_from_i64(1); return 0; }
     xf r, s, c;
     int q = reduce(a, &r);
     sincos_series(r, &s, &c);
@@ -196,10 +196,10 @@ int sf_sin_cos(sf_env *env, sf80 a, sf80 *sin_out, sf80 *cos_out) {
     return 0;
 }
 
-int sf_tan(sf_env *env, sf80 a, sf80 *out) {
+int aero_sf_tan(sf_env *env, sf80 a, sf80 *out) {
     if (out_of_range(a)) return 1;
     if (special1(env, a, out)) return 0;
-    if (sf_class(a) == SFC_ZERO) { *out = a; return 0; }
+    if (aero_sf_class(a) == SFC_ZERO) { *out = a; return 0; }
     xf r, s, c;
     int q = reduce(a, &r);
     sincos_series(r, &s, &c);
@@ -218,22 +218,22 @@ static xf expm1_series(xf y) {
     return sum;
 }
 
-sf80 sf_f2xm1(sf_env *env, sf80 a) {
+sf80 aero_sf_f2xm1(sf_env *env, sf80 a) {
     sf80 out;
-    int c = sf_class(a);
-    if (c == SFC_INF) return sf_sign(a) ? sf_from_i64(-1) : a;
+    int c = aero_sf_class(a);
+    if (c == SFC_INF) return sf_sign(a) ? aero_sf_from_i64(-1) : a;
     if (special1(env, a, &out)) return out;
     if (c == SFC_ZERO) return a;
     int32_t e;
     uint64_t s;
-    sf_unpack(a, &e, &s);
+    aero_sf_unpack(a, &e, &s);
     int32_t E = e - BIAS;
     if (E < 0) return to_sf(env, expm1_series(xmul(from_sf(a), X_LN2)));
     /* Outside [-1, 1] (undefined on the P6): 2^n (1 + expm1(f ln2)) - 1, x = n + f. */
     if (E > 15) {
         if (sf_sign(a)) return to_sf(env, xint(-1));
         env->flags |= SF_OE | SF_PE;
-        return sf_round_pack(env, 0, 0x7FFF + 100, 0x8000000000000000ull, 0);
+        return aero_sf_round_pack(env, 0, 0x7FFF + 100, 0x8000000000000000ull, 0);
     }
     int64_t n = (int64_t)(s >> (63 - E));
     if (sf_sign(a)) n = -n;
@@ -278,10 +278,10 @@ static xf ln1p_x(xf x) {
 /* Special cases of y * log2(x) shared by FYL2X and FYL2XP1 (x given as 1 + x for the
  * latter: xc is the class of the logarithm's argument relative to 1). Returns 1 with *out. */
 static int log_nan(sf_env *env, sf80 y, sf80 x, sf80 *out) {
-    int cx = sf_class(x), cy = sf_class(y);
+    int cx = aero_sf_class(x), cy = aero_sf_class(y);
     if (cx == SFC_UNSUPPORTED || cy == SFC_UNSUPPORTED) { env->flags |= SF_IE; *out = sf_indefinite(); return 1; }
     if (cx == SFC_QNAN || cx == SFC_SNAN || cy == SFC_QNAN || cy == SFC_SNAN) {
-        *out = sf_propagate_nan(env, x, y);
+        *out = aero_sf_propagate_nan(env, x, y);
         return 1;
     }
     if (cx == SFC_DENORMAL || cy == SFC_DENORMAL) env->flags |= SF_DE;
@@ -290,10 +290,10 @@ static int log_nan(sf_env *env, sf80 y, sf80 x, sf80 *out) {
 
 static sf80 signed_inf(int sign) { return sf_make((uint16_t)((sign << 15) | 0x7FFF), 0x8000000000000000ull); }
 
-sf80 sf_yl2x(sf_env *env, sf80 y, sf80 x) {
+sf80 aero_sf_yl2x(sf_env *env, sf80 y, sf80 x) {
     sf80 out;
     if (log_nan(env, y, x, &out)) return out;
-    int cx = sf_class(x), cy = sf_class(y);
+    int cx = aero_sf_class(x), cy = aero_sf_class(y);
     if (sf_sign(x) && cx != SFC_ZERO) { env->flags |= SF_IE; return sf_indefinite(); }
     if (cx == SFC_ZERO) {
         if (cy == SFC_ZERO) { env->flags |= SF_IE; return sf_indefinite(); }
@@ -304,7 +304,11 @@ sf80 sf_yl2x(sf_env *env, sf80 y, sf80 x) {
         if (cy == SFC_ZERO) { env->flags |= SF_IE; return sf_indefinite(); }
         return signed_inf(sf_sign(y));
     }
-    xf lx = xmul(ln_x(from_sf(x)), X_LOG2E);
+    int32_t xe;
+    uint64_t xs;
+    aero_sf_unpack(x, &xe, &xs);
+    int pow2 = xs == 0x8000000000000000ull; /* log2 is the exponent, exactly */
+    xf lx = pow2 ? xint(xe - BIAS) : xmul(ln_x(from_sf(x)), X_LOG2E);
     if (cy == SFC_INF) {
         if (!lx.m) { env->flags |= SF_IE; return sf_indefinite(); }
         return signed_inf(sf_sign(y) ^ lx.sign);
@@ -312,20 +316,20 @@ sf80 sf_yl2x(sf_env *env, sf80 y, sf80 x) {
     if (cy == SFC_ZERO || !lx.m) return sf_make((uint16_t)((sf_sign(y) ^ (lx.m ? lx.sign : 0)) << 15), 0);
     /* log2 of a power of two is exact: round the product as exact. */
     xf p = xmul(from_sf(y), lx);
-    if (x.sig == 0x8000000000000000ull) {
+    if (pow2) {
         sf_env e2 = *env;
         e2.prec = 64;
-        sf80 r = sf_round_pack(&e2, p.sign, p.exp + BIAS, (uint64_t)(p.m >> 64), (uint64_t)p.m);
+        sf80 r = aero_sf_round_pack(&e2, p.sign, p.exp + BIAS, (uint64_t)(p.m >> 64), (uint64_t)p.m);
         env->flags = e2.flags;
         return r;
     }
     return to_sf(env, p);
 }
 
-sf80 sf_yl2xp1(sf_env *env, sf80 y, sf80 x) {
+sf80 aero_sf_yl2xp1(sf_env *env, sf80 y, sf80 x) {
     sf80 out;
     if (log_nan(env, y, x, &out)) return out;
-    int cx = sf_class(x), cy = sf_class(y);
+    int cx = aero_sf_class(x), cy = aero_sf_class(y);
     xf X = from_sf(x);
     if (cx == SFC_INF || (sf_sign(x) && xadd(X, xint(1)).m && xadd(X, xint(1)).sign)) {
         if (!sf_sign(x) && cy != SFC_ZERO) return signed_inf(sf_sign(y));
@@ -376,10 +380,10 @@ static xf atan01(xf t) {
     return xadd(base, sum);
 }
 
-sf80 sf_atan2(sf_env *env, sf80 y, sf80 x) {
+sf80 aero_sf_atan2(sf_env *env, sf80 y, sf80 x) {
     sf80 out;
     if (log_nan(env, y, x, &out)) return out;
-    int cx = sf_class(x), cy = sf_class(y), sy = sf_sign(y), sx = sf_sign(x);
+    int cx = aero_sf_class(x), cy = aero_sf_class(y), sy = sf_sign(y), sx = sf_sign(x);
     xf pi = X_PI, half = xldexp(X_PI, -1);
     xf a;
     if (cy == SFC_ZERO) {
