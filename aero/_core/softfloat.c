@@ -251,9 +251,14 @@ sf80 aero_sf_div(sf_env *env, sf80 a, sf80 b) {
     aero_sf_unpack(b, &eb, &mb);
     sf_u128 N = (sf_u128)ma << 64;
     sf_u128 Q = N / mb, R = N % mb; /* Q in [2^63, 2^65) */
+    for (int i = 0; i < 2; i++) { /* two more quotient bits: Q ~ ma/mb x 2^66 */
+        R <<= 1;
+        Q <<= 1;
+        if (R >= mb) { R -= mb; Q |= 1; }
+    }
     int s = clz128(Q);
     sf_u128 V = (Q << s) | (R != 0);
-    return pack128(env, sign, ea - eb + BIAS + 63 - s, V);
+    return pack128(env, sign, ea - eb + BIAS + 61 - s, V);
 }
 
 /* Integer square root of a 128-bit value: floor root and remainder. */
