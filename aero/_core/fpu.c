@@ -726,6 +726,7 @@ static void env_load(aero_machine *m, const aero_insn *in, const uint8_t *b) {
             f->fcs = f->fds = 0;
         } else {
             f->fip = load_le(b + 6, 2);
+            f->fop = 0; /* this layout has no opcode field */
             f->fcs = (uint16_t)load_le(b + 8, 2);
             f->fdp = load_le(b + 10, 2);
             f->fds = (uint16_t)load_le(b + 12, 2);
