@@ -130,7 +130,8 @@ def _round_int(q: Fraction, sign: int, rc: int) -> int:
     return n
 
 
-def round_format(x: Fraction, prec: int, rc: int, bias: int, emax: int) -> tuple[int, int, int, bool]:
+def round_format(x: Fraction, prec: int, rc: int, bias: int,
+                 emax: int) -> tuple[int, int, int, bool]:
     """Round x to `prec` significant bits with biased exponents 1..emax (denormals below,
     tininess before rounding, masked responses). Returns (sign, biased exponent,
     significand with its integer bit at bit prec-1 (0 for denormals), inexact); overflow

@@ -6,10 +6,24 @@ from __future__ import annotations
 import struct
 
 import pytest
+from fpuenv import (
+    CODE,
+    CR0_EM,
+    CR0_MP,
+    CR0_NE,
+    CR0_TS,
+    DATA,
+    MF,
+    NM,
+    assemble,
+    from_value,
+    load,
+    needs_as,
+    new_machine,
+    x80,
+)
 
 from aero.machine import Machine, Segment, StopReason
-from fpuenv import (CODE, CR0_EM, CR0_MP, CR0_NE, CR0_TS, DATA, MF, NM, assemble, from_value,
-                    load, needs_as, new_machine, x80)
 
 pytestmark = needs_as
 
@@ -54,7 +68,8 @@ def flds_address(real: bool) -> int:
     return CODE + len(before)
 
 
-@pytest.mark.parametrize("real, osz32", [(False, True), (False, False), (True, True), (True, False)])
+@pytest.mark.parametrize("real, osz32", [(False, True), (False, False), (True, True),
+                                         (True, False)])
 def test_fnsave_layout_and_frstor_round_trip(real: bool, osz32: bool) -> None:
     prefix = ".byte 0x66\n" if osz32 == real else ""  # the other operand size needs 66h
     save = f"{prefix}fnsave {DATA + 0x100}"
@@ -100,12 +115,13 @@ def test_fnstenv_masks_exceptions_and_fldenv_restores(real: bool) -> None:
     m = halt(machine(PROLOGUE + f"fnstenv {DATA + 0x100}\nfstcw {DATA + 0x180}", real=real))
     assert m.read(DATA + 0x180, 2) == struct.pack("<H", 0x077F | 0x3F)
     ref = halt(machine(PROLOGUE, real=real)).get_fpu()
-    m = halt(machine(PROLOGUE + f"fnstenv {DATA + 0x100}\nfninit\nfldenv {DATA + 0x100}", real=real))
+    m = halt(machine(PROLOGUE + f"fnstenv {DATA + 0x100}\nfninit\nfldenv {DATA + 0x100}",
+                     real=real))
     f = m.get_fpu()
     # FLDENV restores the control, status and tag words and the pointers, not the registers
     # (FNINIT left their contents in place, so the values are still those).
-    assert (f.fcw, f.fsw, f.ftw, f.fip, f.fop, f.fdp) == (ref.fcw, ref.fsw, ref.ftw, ref.fip, ref.fop,
-                                                          ref.fdp)
+    fields = ("fcw", "fsw", "ftw", "fip", "fop", "fdp")
+    assert [getattr(f, k) for k in fields] == [getattr(ref, k) for k in fields]
 
 
 def test_fstsw_ax_and_fclex() -> None:

@@ -11,8 +11,7 @@ from decimal import Decimal, localcontext
 from fractions import Fraction
 
 import pytest
-
-from fpuenv import DATA, from_value, needs_as, round_x80, run_code, to_fraction, x80, x80_bytes
+from fpuenv import DATA, from_value, needs_as, run_code, to_fraction, x80, x80_bytes
 
 pytestmark = needs_as
 

@@ -481,8 +481,7 @@ int64_t aero_sf_to_int(sf_env *env, sf80 a, int bits) {
         env->flags |= SF_IE;
         return indefinite;
     }
-    if (c == SFC_ZERO) return 0;
-    if (c == SFC_DENORMAL) env->flags |= SF_DE;
+    if (c == SFC_ZERO) return 0; /* FIST raises no denormal exception (SDM: #IS, #IA, #P) */
     sf_env e2 = *env;
     uint64_t mag;
     uint64_t limit = (uint64_t)1 << (bits - 1); /* |negative| may reach it, positive not */
@@ -566,7 +565,6 @@ void aero_sf_to_bcd(sf_env *env, sf80 a, uint8_t out[10]) {
     uint64_t mag = 0;
     int bad = c == SFC_UNSUPPORTED || c == SFC_QNAN || c == SFC_SNAN || c == SFC_INF;
     if (!bad && c != SFC_ZERO) {
-        if (c == SFC_DENORMAL) env->flags |= SF_DE;
         sf_env e2 = *env;
         if (to_uint_mag(&e2, a, &mag) != 0 || mag > 999999999999999999ull) bad = 1;
         else env->flags = e2.flags;
