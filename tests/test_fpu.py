@@ -439,3 +439,26 @@ def test_reserved_encodings_are_ud_and_p6_aliases_work() -> None:
     assert m.run(m.ticks + 10) == StopReason.HALT
     f = m.get_fpu()
     assert f.st[0] == from_value(1) and f.st[1] == 0
+
+
+@pytest.mark.parametrize("a, b, prec", [
+    (Fraction(1), Fraction(1, 2 ** 64), 64),          # exact tie, even below: stays 1
+    (Fraction(1), Fraction(3, 2 ** 64), 64),          # tie above an odd significand: up
+    (Fraction(1), Fraction(1, 2 ** 24), 24),
+    (Fraction(1), Fraction(3, 2 ** 53), 53)])
+def test_round_to_nearest_ties_to_even(a: Fraction, b: Fraction, prec: int) -> None:
+    for rc in (RN, RD, RU, RZ):
+        f = binary("add", from_value(a), from_value(b), fcw(rc, prec))
+        want, inexact = round_x80(a + b, prec, rc)
+        assert f.st[0] == want and inexact and f.fsw & PE
+
+
+def test_fscale_far_out_of_range() -> None:
+    """Scaling by +-2^20 saturates: masked, infinity and zero; unmasked, the wrapped exponent
+    cannot bring the value back into range, so the masked response is delivered (OE / UE)."""
+    src = f"fninit\nfldcw {DATA}\nfldt {DATA + 0x10}\nfld1\nfscale"
+    for scale, masks, want, flag in ((2 ** 20, 0x3F, PINF, OE), (-(2 ** 20), 0x3F, 0, UE),
+                                     (2 ** 20, 0x37, PINF, OE), (-(2 ** 20), 0x2F, 0, UE)):
+        data = fcw(masks=masks).to_bytes(2, "little") + bytes(14) + x80_bytes(from_value(scale))
+        f = run_bin(src, data).get_fpu()
+        assert f.st[0] == want and f.fsw & flag

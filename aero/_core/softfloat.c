@@ -122,8 +122,10 @@ static sf_u128 round_format(sf_env *env, int sign, int32_t exp, sf_u128 v, int p
             env->flags |= SF_UE;
             if (!wrap) { *oexp = 0; return 0; }
             exp += wrap;
-        } else {
-            /* Tiny (detected before rounding): denormalize, then round. */
+        }
+        if (exp <= 0) {
+            /* Masked (tininess is detected before rounding), or still tiny after the wrap
+             * (FSCALE by a huge amount): denormalize, then round. */
             v = shr_jam128(v, 1 - exp);
             v = round_sig(env, sign, v, prec, &carry, &inexact);
             if (carry) v = (sf_u128)1 << 127; /* cannot happen below 2^127 */
@@ -140,7 +142,8 @@ static sf_u128 round_format(sf_env *env, int sign, int32_t exp, sf_u128 v, int p
             env->flags |= SF_OE;
             if (!wrap) { *oexp = 0; return 0; }
             exp -= wrap;
-        } else {
+        }
+        if (exp > emax) { /* masked, or still too large after the wrap: infinity or max */
             env->flags |= SF_OE | SF_PE;
             int to_inf = env->rc == SF_RN || (env->rc == SF_RU && !sign) || (env->rc == SF_RD && sign);
             if (to_inf) {
