@@ -462,3 +462,27 @@ def test_fscale_far_out_of_range() -> None:
         data = fcw(masks=masks).to_bytes(2, "little") + bytes(14) + x80_bytes(from_value(scale))
         f = run_bin(src, data).get_fpu()
         assert f.st[0] == want and f.fsw & flag
+
+
+def test_unmasked_store_exceptions_store_nothing_and_keep_the_stack() -> None:
+    marker = b"\xAA" * 8
+    # FISTP m32 of 2^40 with IE unmasked; FSTP m32 of 2^200 with OE unmasked.
+    for insn, value, masks, flag in (("fistpl", from_value(2 ** 40), 0x3E, 0x1),
+                                     ("fstps", x80(0, 16383 + 200, 1 << 63), 0x37, 0x8)):
+        src = f"fninit\nfldcw {DATA}\nfldt {DATA + 0x10}\n{insn} {DATA + 0x20}"
+        data = fcw(masks=masks).to_bytes(2, "little") + bytes(14) + x80_bytes(value) + \
+            bytes(6) + marker
+        m = run_bin(src, data)
+        f = m.get_fpu()
+        assert m.read(DATA + 0x20, 8) == marker
+        assert f.st[0] == value and f.top == 7 and f.fsw & (flag | ES) == flag | ES
+
+
+def test_unmasked_invalid_compare_leaves_eflags_and_the_stack() -> None:
+    src = (f"fninit\nfldcw {DATA}\nfldt {DATA + 0x10}\nfld1\nxor %eax, %eax\n"
+           "fcomip %st(1), %st\npushf\npop %ebx")
+    data = fcw(masks=0x3E).to_bytes(2, "little") + bytes(14) + x80_bytes(SNAN)
+    m = run_bin(src, data)
+    f = m.get_fpu()
+    assert m.get_regs().ebx & 0x45 == 0x44  # ZF PF from the XOR, not the compare's CF
+    assert f.top == 6 and f.fsw & (IE | ES) == IE | ES
