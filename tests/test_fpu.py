@@ -486,3 +486,40 @@ def test_unmasked_invalid_compare_leaves_eflags_and_the_stack() -> None:
     f = m.get_fpu()
     assert m.get_regs().ebx & 0x45 == 0x44  # ZF PF from the XOR, not the compare's CF
     assert f.top == 6 and f.fsw & (IE | ES) == IE | ES
+
+
+def _undefined_register_forms() -> set[tuple[int, int]]:
+    ud: set[tuple[int, int]] = set()
+    ud |= {(0xD9, m) for m in range(0xD1, 0xD8)}
+    ud |= {(0xD9, m) for m in (0xE2, 0xE3, 0xE6, 0xE7, 0xEF)}
+    ud |= {(0xDA, m) for m in range(0xE0, 0x100) if m != 0xE9}
+    ud |= {(0xDB, m) for m in (0xE5, 0xE6, 0xE7)} | {(0xDB, m) for m in range(0xF8, 0x100)}
+    ud |= {(0xDD, m) for m in range(0xF0, 0x100)}
+    ud |= {(0xDE, m) for m in range(0xD8, 0xE0) if m != 0xD9}
+    ud |= {(0xDF, m) for m in range(0xE1, 0xE8)} | {(0xDF, m) for m in range(0xF8, 0x100)}
+    return ud
+
+
+def test_the_register_form_map() -> None:
+    """Every register-form encoding (ModRM C0-FF) of D8-DF either runs or is #UD, exactly as
+    the opcode map says, on a full stack of ordinary values."""
+    ud = _undefined_register_forms()
+    prologue = bytes([0xDB, 0xE3]) + bytes([0xD9, 0xE8]) * 8  # fninit, fld1 x 8
+    for esc in range(0xD8, 0xE0):
+        for modrm in range(0xC0, 0x100):
+            m = new_machine()
+            load(m, prologue + bytes([esc, modrm, 0xF4]))
+            stop = m.run(m.ticks + 20)
+            if (esc, modrm) in ud:
+                assert stop == StopReason.EXCEPTION and m.last_exception() == (6, 0), \
+                    f"{esc:02X} {modrm:02X}"
+            else:
+                assert stop == StopReason.HALT, f"{esc:02X} {modrm:02X}: {m.last_exception()}"
+
+
+@pytest.mark.parametrize("esc, reg", [(0xD9, 1), (0xDB, 1), (0xDB, 4), (0xDB, 6), (0xDD, 1),
+                                      (0xDD, 5), (0xDF, 1)])
+def test_undefined_memory_forms(esc: int, reg: int) -> None:
+    m = new_machine()
+    load(m, bytes([esc, 0x05 | (reg << 3)]) + DATA.to_bytes(4, "little") + b"\xF4")
+    assert m.run(m.ticks + 5) == StopReason.EXCEPTION and m.last_exception() == (6, 0)
