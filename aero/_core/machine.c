@@ -669,9 +669,9 @@ void aero_cpu_serialize(aero_machine *m, uint8_t *out) {
     for (int i = 0; i < AERO_INTR_QUEUE; i += 4)
         put32(&w, (uint32_t)m->intr_queue[i] | ((uint32_t)m->intr_queue[i + 1] << 8) |
                       ((uint32_t)m->intr_queue[i + 2] << 16) | ((uint32_t)m->intr_queue[i + 3] << 24));
-    /* The x87, relative to its power-on state (FCW stored XOR 0040h; registers +0.0 and
-     * valid, everything else 0), so that a machine that never used it serializes exactly as
-     * before the x87 was modeled. */
+    /* The x87 (bytes 316-439), relative to its power-on state (FCW stored XOR 0040h;
+     * registers +0.0 and valid, everything else 0), so that a machine that never used it
+     * serializes exactly as before the x87 was modeled (same version, same fingerprints). */
     const aero_fpu *f = &c->fpu;
     for (int i = 0; i < 8; i++) {
         put32(&w, (uint32_t)f->sig[i]);
