@@ -278,3 +278,59 @@ def test_recorded_fpu_guest_replays_and_seeks_with_its_x87_state(tmp_path: Path)
     assert m.get_fpu() == direct.get_fpu() and m.get_fpu().fcw != 0x0040
     # (The fingerprints differ: the recording set the RTC's wall-clock time.)
     assert m.cpu_state_bytes() == direct.cpu_state_bytes()
+
+
+def test_irq13_handler_clears_the_error_and_the_instruction_runs() -> None:
+    """CR0.NE = 0 in real mode, the 8259s programmed as a PC BIOS does (slave at 70h): the
+    waiting FLD1 after an unmasked zero-divide raises IRQ 13 (vector 75h); the handler
+    writes port F0h, runs FNCLEX and sends EOIs, and FLD1 then runs."""
+    handler = 0x3000
+    src = f"""
+    movb $0x11, %al
+    outb %al, $0x20
+    outb %al, $0xA0
+    movb $0x08, %al
+    outb %al, $0x21
+    movb $0x70, %al
+    outb %al, $0xA1
+    movb $0x04, %al
+    outb %al, $0x21
+    movb $0x02, %al
+    outb %al, $0xA1
+    movb $0x01, %al
+    outb %al, $0x21
+    outb %al, $0xA1
+    movb $0xFB, %al
+    outb %al, $0x21
+    movb $0xDF, %al
+    outb %al, $0xA1
+    movw ${handler}, 0x75 * 4
+    movw $0, 0x75 * 4 + 2
+    sti
+    fninit
+    fldcw {DATA + 0x200}
+    fld1
+    fldz
+    fdivr %st(1), %st
+    fld1
+    cli
+    """
+    m = new_machine(devices=True)
+    m.write(DATA + 0x200, struct.pack("<H", 0x037F & ~ZE))
+    m.write(handler, assemble("""
+    push %ax
+    movb $0, %al
+    outb %al, $0xF0
+    fnclex
+    movb $0x20, %al
+    outb %al, $0xA0
+    outb %al, $0x20
+    incw 0x5000
+    pop %ax
+    iret
+    """, code16=True))
+    load(m, assemble(src + "\nhlt", code16=True), real=True)
+    halt(m, 5000)
+    f = m.get_fpu()
+    assert m.read(0x5000, 2) == b"\x01\x00"  # the handler ran once
+    assert f.st[0] == from_value(1) and not f.fsw & (ZE | ES) and not f.ferr
