@@ -221,8 +221,10 @@ def test_power_on_fpu_serializes_as_zeros_and_state_round_trips() -> None:
     assert (f.fcw, f.fsw, f.ftw) == (0x0040, 0, 0x5555)  # SDM power-on values
     blank = fresh.cpu_state_bytes()
     assert blank[316:] == bytes(len(blank) - 316)
+    assert blank[:4] == b"\x01\0\0\0"  # version 1: what builds without the x87 wrote
     m = halt(machine(PROLOGUE))
     state = m.cpu_state_bytes()
+    assert state[:4] == b"\x02\0\0\0"  # version 2: carries x87 state
     assert state != blank
     fp1 = m.fingerprint()
     snap = m.snapshot()

@@ -626,7 +626,11 @@ static void get_seg(reader *r, aero_segment *s) {
     s->attr = (uint16_t)get32(r);
 }
 
-#define CPU_STATE_VERSION 1u
+/* Version 2 added the x87 (bytes 316-439). A state whose x87 is in its power-on state has
+ * that region all zero and is written as version 1: byte for byte what builds without the
+ * x87 wrote and read (recorded fingerprints stay valid), while a state that carries x87
+ * data is version 2, which those builds refuse instead of silently dropping it. */
+#define CPU_STATE_VERSION 2u
 
 void aero_cpu_serialize(aero_machine *m, uint8_t *out) {
     aero_cpu *c = &m->cpu;
@@ -671,8 +675,9 @@ void aero_cpu_serialize(aero_machine *m, uint8_t *out) {
                       ((uint32_t)m->intr_queue[i + 2] << 16) | ((uint32_t)m->intr_queue[i + 3] << 24));
     /* The x87 (bytes 316-439), relative to its power-on state (FCW stored XOR 0040h;
      * registers +0.0 and valid, everything else 0), so that a machine that never used it
-     * serializes exactly as before the x87 was modeled (same version, same fingerprints). */
+     * serializes exactly as before the x87 was modeled (see CPU_STATE_VERSION). */
     const aero_fpu *f = &c->fpu;
+    const uint8_t *fpu_start = w.p;
     for (int i = 0; i < 8; i++) {
         put32(&w, (uint32_t)f->sig[i]);
         put32(&w, (uint32_t)(f->sig[i] >> 32));
@@ -685,12 +690,16 @@ void aero_cpu_serialize(aero_machine *m, uint8_t *out) {
     put32(&w, f->fip);
     put32(&w, f->fds);
     put32(&w, f->fdp);
+    int fpu_used = 0;
+    for (const uint8_t *p = fpu_start; p < w.p; p++) fpu_used |= *p;
+    if (!fpu_used) out[0] = 1; /* the version's low byte: see CPU_STATE_VERSION */
 }
 
 int aero_cpu_deserialize(aero_machine *m, const uint8_t *in) {
     aero_cpu *c = &m->cpu;
     reader r = {in};
-    if (get32(&r) != CPU_STATE_VERSION) return -1;
+    uint32_t version = get32(&r);
+    if (version != 1 && version != CPU_STATE_VERSION) return -1;
     memset(c, 0, sizeof *c);
     for (int i = 0; i < 8; i++) c->r[i] = get32(&r);
     c->eip = get32(&r);
