@@ -90,6 +90,8 @@ GUESTS: dict[str, GuestSpec] = {s.name: s for s in (
     _spec("cpu_string", "flat", "string instructions, REP prefixes, segment overrides"),
     _spec("cpu_stack", "flat", "PUSH/POP forms, PUSHA/POPA, ENTER/LEAVE, far calls"),
     _spec("cpu_misc", "flat", "CMPXCHG/CMPXCHG8B/XADD/BSWAP, CPUID, EFLAGS.ID"),
+    _spec("cpu_fpu", "flat", "the x87: rounding modes and precisions, every load/store format, "
+          "compares, FPREM, constants, masked exceptions, FSAVE/FRSTOR"),
     _spec("sys_rings", "flat", "ring 3 by IRET, call gate with parameters, interrupt gate, #GP"),
     _spec("sys_tasks", "flat", "task switches: JMP, CALL via a task gate, IRET, IDT task gates"),
     _spec("sys_v86", "flat", "virtual-8086 mode: IRET and task-switch entry, INT n, I/O bitmap"),

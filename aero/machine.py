@@ -28,12 +28,13 @@ __all__ = ["DEFAULT_FEATURES", "FEATURE_BITS", "GPR_NAMES", "INTR_QUEUE", "Machi
 
 ffi, lib = load_core()
 
-# CPUID.1:EDX feature bits advertised by default: TSC, MSR, CX8, CMOV, PSE, PGE, DE, SEP.
+# CPUID.1:EDX feature bits advertised by default: FPU, DE, PSE, TSC, MSR, CX8, PGE, CMOV (CMOV
+# with FPU also announces FCMOV). Without "fpu" the machine has no x87: the escapes raise #UD.
 FEATURE_BITS: dict[str, int] = {
     "fpu": 0, "vme": 1, "de": 2, "pse": 3, "tsc": 4, "msr": 5, "pae": 6, "mce": 7, "cx8": 8,
     "apic": 9, "sep": 11, "mtrr": 12, "pge": 13, "mca": 14, "cmov": 15,
 }
-DEFAULT_FEATURES = ("de", "pse", "tsc", "msr", "cx8", "pge", "cmov")
+DEFAULT_FEATURES = ("fpu", "de", "pse", "tsc", "msr", "cx8", "pge", "cmov")
 
 SEGMENT_NAMES = ("es", "cs", "ss", "ds", "fs", "gs")
 INTR_QUEUE = lib.AERO_INTR_QUEUE
@@ -161,6 +162,33 @@ class Regs:
 
     def gpr(self) -> list[int]:
         return [getattr(self, n) for n in GPR_NAMES]
+
+
+@dataclass
+class FpuRegs:
+    """The x87 state. ``st[i]`` is ST(i) as an 80-bit integer (sign << 79 | exponent << 64 |
+    significand), in stack order; ``ftw`` is the full tag word (two bits per physical
+    register, 11 = empty), as FSTENV stores it: only its empty/non-empty bits are state,
+    the rest follows from the register contents."""
+
+    st: list[int] = field(default_factory=lambda: [0] * 8)
+    fcw: int = 0x037F
+    fsw: int = 0
+    ftw: int = 0xFFFF
+    fop: int = 0
+    fcs: int = 0
+    fip: int = 0
+    fds: int = 0
+    fdp: int = 0
+    ferr: bool = False  # FERR# holds IRQ 13 (read-only)
+
+    @property
+    def top(self) -> int:
+        return (self.fsw >> 11) & 7
+
+    def empty(self, i: int) -> bool:
+        """Is ST(i) empty?"""
+        return (self.ftw >> (2 * ((self.top + i) & 7))) & 3 == 3
 
 
 def _seg_from_c(s) -> Segment:
@@ -391,6 +419,25 @@ class Machine:
             r.dr[i] = regs.dr[i]
         r.cpl, r.halted = regs.cpl, 1 if regs.halted else 0
         lib.aero_set_regs(self._m, r)
+
+    def get_fpu(self) -> FpuRegs:
+        """The x87 registers (see :class:`FpuRegs`)."""
+        r = ffi.new("aero_fpu_regs *")
+        lib.aero_get_fpu(self._m, r)
+        st = [(int(r.st_se[i]) << 64) | int(r.st_sig[i]) for i in range(8)]
+        return FpuRegs(st, int(r.fcw), int(r.fsw), int(r.ftw), int(r.fop), int(r.fcs), int(r.fip),
+                       int(r.fds), int(r.fdp), bool(r.ferr))
+
+    def set_fpu(self, regs: FpuRegs) -> None:
+        """Load the x87 registers; TOP comes from ``fsw``, ``st`` is in stack order."""
+        r = ffi.new("aero_fpu_regs *")
+        for i in range(8):
+            r.st_sig[i] = regs.st[i] & ((1 << 64) - 1)
+            r.st_se[i] = (regs.st[i] >> 64) & 0xFFFF
+        r.fcw, r.fsw, r.ftw = regs.fcw & 0xFFFF, regs.fsw & 0xFFFF, regs.ftw & 0xFFFF
+        r.fop, r.fcs, r.fds = regs.fop & 0x7FF, regs.fcs & 0xFFFF, regs.fds & 0xFFFF
+        r.fip, r.fdp = regs.fip & 0xFFFFFFFF, regs.fdp & 0xFFFFFFFF
+        lib.aero_set_fpu(self._m, r)
 
     def cpu_state_bytes(self) -> bytes:
         """Canonical serialized CPU state (what fingerprints and snapshots contain)."""

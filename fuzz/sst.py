@@ -45,7 +45,7 @@ class Exclusion:
 
 EXCLUSIONS: dict[str, Exclusion] = {e.key: e for e in (
     Exclusion("fpu", "x87 escape (D8-DF): the 286 under test had no coprocessor and runs ESC "
-                     "as a no-op bus cycle; an i686 without x87 raises #NM/#UD (see docs/cpu.md)"),
+                     "as a no-op bus cycle; aero executes them on its x87 (see docs/fpu.md)"),
     Exclusion("length", "instruction longer than 10 bytes: #UD on the 286, while the i386 limit "
                         "is 15 bytes"),
     Exclusion("lock", "LOCK on an instruction that cannot be locked, or with a register "

@@ -148,8 +148,8 @@ EXCLUSIONS: tuple[Exclusion, ...] = (
     Exclusion("io", _CLASS_HANDLERS["io"], ALL_MODES,
               "Port I/O reaches devices; Unicorn has none (IN/OUT only reach a hook)."),
     Exclusion("x87", frozenset({"fpu_esc"}), ALL_MODES,
-              "x87 escapes (D8-DF): aero models an i686 without an x87 unit while Unicorn "
-              "always emulates one, and the x87 state is outside the comparison."),
+              "x87 escapes (D8-DF): the x87 state is outside the comparison, and Unicorn's "
+              "x87 (QEMU's) departs from the SDM in places (docs/fpu.md)."),
     Exclusion("msr", frozenset({"rdmsr", "wrmsr", "sysenter", "sysexit"}), ALL_MODES,
               "Model-specific registers differ between aero's CPU model and Unicorn's; "
               "SYSENTER/SYSEXIT are far transfers defined by those MSRs."),

@@ -175,7 +175,7 @@ def test_device_not_available_and_no_math_fault() -> None:
     enter_pm(m, b"\x9B" + HLT, cr0=CR0_MP | CR0_TS)  # wait
     expect(m, NM, None, CODE)
     # No x87: with CR0.TS clear WAIT never reports #MF (vector 16), an escape is #UD.
-    m = new_machine()
+    m = new_machine(features=("de", "pse", "tsc", "msr", "cx8", "pge", "cmov"))
     enter_pm(m, b"\x9B" + b"\xD8\xC1" + HLT, cr0=CR0_MP)  # wait ; fadd st, st(1)
     expect(m, UD, None, CODE + 1)
 

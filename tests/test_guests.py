@@ -35,6 +35,7 @@ EXPECTED: dict[str, tuple[int, list[str]]] = {
     "cpu_string": (29, ["cpu_string", "rep outsb to the debug console"]),
     "cpu_stack": (46, ["cpu_stack"]),
     "cpu_misc": (35, ["cpu_misc", "cpuid vendor GenuineIntel"]),
+    "cpu_fpu": (106, ["cpu_fpu"]),
     "sys_rings": (26, ["sys_rings"]),
     "sys_tasks": (23, ["sys_tasks"]),
     "sys_v86": (22, ["sys_v86", "v86 says hello through the i/o bitmap"]),

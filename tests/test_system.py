@@ -696,11 +696,29 @@ def test_wait(cr0: int, vector: int | None) -> None:
         assert_fault(m, 1, vector)
 
 
+NO_X87 = ("de", "pse", "tsc", "msr", "cx8", "pge", "cmov")
+
+
 @pytest.mark.parametrize("cr0, vector", [(0, UD), (CR0_MP, UD), (CR0_EM, NM), (CR0_TS, NM)])
 def test_x87_escape_without_x87(cr0: int, vector: int) -> None:
-    m = new_machine()
+    """A machine configured without the fpu feature has no x87: #UD unless EM or TS ask for
+    the #NM an emulating or lazily switching OS expects."""
+    m = new_machine(features=NO_X87)
     flat_mode(m, b"\xd9\xc0", cr0=cr0)  # FLD ST(0)
     assert_fault(m, 1, vector)
+
+
+@pytest.mark.parametrize("cr0, vector", [(0, None), (CR0_MP, None), (CR0_EM, NM), (CR0_TS, NM),
+                                         (CR0_EM | CR0_MP, NM)])
+def test_x87_escape_with_x87(cr0: int, vector: int | None) -> None:
+    """With the x87 (the default), CR0.EM or CR0.TS make every escape #NM (never #UD)."""
+    m = new_machine()
+    assert m.config.features_edx & 1
+    flat_mode(m, b"\xd9\xc0", cr0=cr0)  # FLD ST(0)
+    if vector is None:
+        assert run(m, 1) == StopReason.TICKS
+    else:
+        assert_fault(m, 1, vector)
 
 
 def test_smsw_and_mov_from_cr0_in_real_mode() -> None:

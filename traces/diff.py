@@ -35,6 +35,7 @@ from aero.events import INPUT_LIMIT, Kind, describe, kind_name
 from aero.machine import (
     GPR_NAMES,
     SEGMENT_NAMES,
+    FpuRegs,
     Machine,
     MachineConfig,
     Regs,
@@ -43,7 +44,7 @@ from aero.machine import (
 
 __all__ = ["DEFAULT_CHUNK", "DiffError", "MAIN_REGS", "MEMORY_ROWS", "PAGE", "Runner", "TERMINAL",
            "compare_states", "config_differences", "describe_step", "diff_contents", "diff_traces",
-           "first_divergent_tick", "first_visible_tick", "flat_regs", "instruction_at",
+           "first_divergent_tick", "first_visible_tick", "flat_fpu", "flat_regs", "instruction_at",
            "memory_differences", "open_contents", "read_linear", "replace_inputs",
            "restore_at_keyframe", "same_state", "stream_divergences", "visible_same"]
 
@@ -227,6 +228,15 @@ def flat_regs(r: Regs) -> dict[str, int]:
     return out
 
 
+def flat_fpu(f: FpuRegs) -> dict[str, int]:
+    """The x87 registers as name -> value: ST(0)-ST(7) (stack order) as 80-bit integers,
+    the control, status and full tag words, and the last-instruction pointers."""
+    out = {f"st{i}": v for i, v in enumerate(f.st)}
+    out.update({"fcw": f.fcw, "fsw": f.fsw, "ftw": f.ftw, "fop": f.fop, "fcs": f.fcs,
+                "fip": f.fip, "fds": f.fds, "fdp": f.fdp})
+    return out
+
+
 # Shown in the register table even when equal.
 MAIN_REGS = (*GPR_NAMES, "eip", "eflags", *SEGMENT_NAMES, "cr0", "cr3")
 
@@ -320,7 +330,8 @@ def _jsonable(v: object) -> object:
 
 def compare_states(a: Machine, b: Machine) -> dict:
     """Registers, memory and devices of two machines at the same tick, where they differ."""
-    ra, rb = flat_regs(a.get_regs()), flat_regs(b.get_regs())
+    ra = {**flat_regs(a.get_regs()), **flat_fpu(a.get_fpu())}
+    rb = {**flat_regs(b.get_regs()), **flat_fpu(b.get_fpu())}
     regs = {k: {"a": ra[k], "b": rb[k]} for k in ra if ra[k] != rb[k]}
     try:
         devs = {dev: {f: [_jsonable(x), _jsonable(y)] for f, (x, y) in sorted(fields.items())}

@@ -58,6 +58,21 @@ typedef struct aero_regs {
     uint32_t halted;        /* 1 while stopped in HLT */
 } aero_regs;
 
+/* The x87 state visible through the API (aero_get_fpu / aero_set_fpu). */
+typedef struct aero_fpu_regs {
+    uint64_t st_sig[8]; /* ST(0)-ST(7) significands (stack order: ST(i) = R((TOP + i) mod 8)) */
+    uint16_t st_se[8];  /* ST(0)-ST(7) sign and exponent */
+    uint16_t fcw;       /* control word */
+    uint16_t fsw;       /* status word (TOP in bits 11-13) */
+    uint16_t ftw;       /* full tag word as FSTENV stores it (2 bits per physical register) */
+    uint16_t fop;       /* last instruction opcode (11 bits) */
+    uint16_t fcs;       /* last instruction CS selector */
+    uint16_t fds;       /* last operand segment selector */
+    uint32_t fip;       /* last instruction offset */
+    uint32_t fdp;       /* last operand offset */
+    uint32_t ferr;      /* 1: FERR# holds IRQ 13 (until port F0h is written) */
+} aero_fpu_regs;
+
 /* Machine configuration. Everything the core's behaviour depends on, besides the guest
  * images and the event log. */
 typedef struct aero_config {
@@ -145,6 +160,9 @@ uint64_t aero_ticks(aero_machine *m);
 
 void aero_get_regs(aero_machine *m, aero_regs *out);
 void aero_set_regs(aero_machine *m, const aero_regs *in);
+/* The x87 registers. aero_set_fpu takes empty/non-empty from ftw (tags 11 / other). */
+void aero_get_fpu(aero_machine *m, aero_fpu_regs *out);
+void aero_set_fpu(aero_machine *m, const aero_fpu_regs *in);
 
 /* Debug console (port 0xE9) bytes produced since the last aero_output_clear. */
 const uint8_t *aero_output(aero_machine *m, uint32_t *len);

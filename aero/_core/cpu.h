@@ -13,6 +13,7 @@
 #include <string.h>
 
 #include "api.h"
+#include "fpu.h"
 
 #define AERO_LIKELY(x) __builtin_expect(!!(x), 1)
 #define AERO_UNLIKELY(x) __builtin_expect(!!(x), 0)
@@ -106,6 +107,7 @@ typedef struct aero_cpu {
     uint32_t shutdown;        /* 1: shutdown after a triple fault: nothing runs until reset */
     uint32_t rep_partial;     /* 1: a run ended inside a REP string instruction (its next
                                  interrupt pushes RF = 1) */
+    aero_fpu fpu;             /* the x87 (fpu.h) */
 } aero_cpu;
 
 struct aero_machine;

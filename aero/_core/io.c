@@ -84,6 +84,9 @@ static void pc_write8(aero_machine *m, uint16_t port, uint8_t val) {
     case 0x92:
         aero_port92_write(m, val);
         return;
+    case 0xF0: /* the coprocessor error latch: clears IRQ 13, asserts IGNNE# */
+        aero_fpu_port_f0(m);
+        return;
     default:
         break;
     }

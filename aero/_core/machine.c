@@ -39,6 +39,7 @@ void aero_reset(aero_machine *m) {
     c->dr[7] = 0x400;
     c->r[R_EDX] = m->cfg.cpuid_signature;
     c->a20 = m->cfg.a20_enabled ? 1 : 0;
+    aero_fpu_reset(&c->fpu);
     /* Run-loop state tied to the CPU (the interrupt controller side is kept). */
     m->cur = NULL;
     m->dbg_hits = 0;
@@ -625,7 +626,11 @@ static void get_seg(reader *r, aero_segment *s) {
     s->attr = (uint16_t)get32(r);
 }
 
-#define CPU_STATE_VERSION 1u
+/* Version 2 added the x87 (bytes 316-439). A state whose x87 is in its power-on state has
+ * that region all zero and is written as version 1: byte for byte what builds without the
+ * x87 wrote and read (recorded fingerprints stay valid), while a state that carries x87
+ * data is version 2, which those builds refuse instead of silently dropping it. */
+#define CPU_STATE_VERSION 2u
 
 void aero_cpu_serialize(aero_machine *m, uint8_t *out) {
     aero_cpu *c = &m->cpu;
@@ -668,12 +673,33 @@ void aero_cpu_serialize(aero_machine *m, uint8_t *out) {
     for (int i = 0; i < AERO_INTR_QUEUE; i += 4)
         put32(&w, (uint32_t)m->intr_queue[i] | ((uint32_t)m->intr_queue[i + 1] << 8) |
                       ((uint32_t)m->intr_queue[i + 2] << 16) | ((uint32_t)m->intr_queue[i + 3] << 24));
+    /* The x87 (bytes 316-439), relative to its power-on state (FCW stored XOR 0040h;
+     * registers +0.0 and valid, everything else 0), so that a machine that never used it
+     * serializes exactly as before the x87 was modeled (see CPU_STATE_VERSION). */
+    const aero_fpu *f = &c->fpu;
+    const uint8_t *fpu_start = w.p;
+    for (int i = 0; i < 8; i++) {
+        put32(&w, (uint32_t)f->sig[i]);
+        put32(&w, (uint32_t)(f->sig[i] >> 32));
+        put32(&w, f->se[i]);
+    }
+    put32(&w, (uint32_t)(f->fcw ^ FPU_FCW_RESET));
+    put32(&w, f->fsw);
+    put32(&w, f->empty | ((uint32_t)f->ferr << 8) | ((uint32_t)f->ignne << 9));
+    put32(&w, f->fop | ((uint32_t)f->fcs << 16));
+    put32(&w, f->fip);
+    put32(&w, f->fds);
+    put32(&w, f->fdp);
+    int fpu_used = 0;
+    for (const uint8_t *p = fpu_start; p < w.p; p++) fpu_used |= *p;
+    if (!fpu_used) out[0] = 1; /* the version's low byte: see CPU_STATE_VERSION */
 }
 
 int aero_cpu_deserialize(aero_machine *m, const uint8_t *in) {
     aero_cpu *c = &m->cpu;
     reader r = {in};
-    if (get32(&r) != CPU_STATE_VERSION) return -1;
+    uint32_t version = get32(&r);
+    if (version != 1 && version != CPU_STATE_VERSION) return -1;
     memset(c, 0, sizeof *c);
     for (int i = 0; i < 8; i++) c->r[i] = get32(&r);
     c->eip = get32(&r);
@@ -711,6 +737,24 @@ int aero_cpu_deserialize(aero_machine *m, const uint8_t *in) {
         uint32_t v = get32(&r);
         for (int k = 0; k < 4; k++) m->intr_queue[i + k] = (uint8_t)(v >> (8 * k));
     }
+    aero_fpu *f = &c->fpu;
+    for (int i = 0; i < 8; i++) {
+        f->sig[i] = get32(&r);
+        f->sig[i] |= (uint64_t)get32(&r) << 32;
+        f->se[i] = (uint16_t)get32(&r);
+    }
+    f->fcw = (uint16_t)(get32(&r) ^ FPU_FCW_RESET);
+    f->fsw = (uint16_t)get32(&r);
+    uint32_t v = get32(&r);
+    f->empty = (uint8_t)v;
+    f->ferr = (uint8_t)((v >> 8) & 1);
+    f->ignne = (uint8_t)((v >> 9) & 1);
+    v = get32(&r);
+    f->fop = (uint16_t)(v & 0x7FF);
+    f->fcs = (uint16_t)(v >> 16);
+    f->fip = get32(&r);
+    f->fds = (uint16_t)get32(&r);
+    f->fdp = get32(&r);
     m->cur = NULL;
     m->dbg_hits = 0;
     intr_update(m);

@@ -627,18 +627,4 @@ void aero_op_ud2(aero_machine *m, const aero_insn *in) {
     aero_fault_ud(m);
 }
 
-/* WAIT/FWAIT: #NM when CR0.MP and CR0.TS are both set. There is no x87 in the model yet,
- * so there are never pending x87 exceptions to report: otherwise a no-op. */
-void aero_op_wait(aero_machine *m, const aero_insn *in) {
-    if ((m->cpu.cr0 & (CR0_MP | CR0_TS)) == (CR0_MP | CR0_TS)) aero_fault(m, EXC_NM, 0, 0);
-    next(m, in);
-}
-
-/* D8-DF: the x87 is not modeled yet. CR0.EM or CR0.TS set gives #NM (vector 7), which is
- * what an OS expects from a CPU whose x87 it emulates or switches lazily; otherwise #UD,
- * since executing an x87 instruction without an x87 has no defined result here. */
-void aero_op_fpu_esc(aero_machine *m, const aero_insn *in) {
-    (void)in;
-    if (m->cpu.cr0 & (CR0_EM | CR0_TS)) aero_fault(m, EXC_NM, 0, 0);
-    aero_fault_ud(m);
-}
+/* WAIT and the x87 escapes (D8-DF): fpu.c. */
