@@ -24,7 +24,8 @@ from aero._core_loader import load_core
 from aero.events import EVENT_DTYPE
 
 __all__ = ["DEFAULT_FEATURES", "FEATURE_BITS", "GPR_NAMES", "INTR_QUEUE", "Machine",
-           "MachineConfig", "Regs", "SEGMENT_NAMES", "Segment", "StopReason", "hash64"]
+           "MachineConfig", "Regs", "SEGMENT_NAMES", "Segment", "StopReason", "WATCH_EXEC",
+           "WATCH_MAX", "WATCH_PHYS", "WATCH_READ", "WATCH_WRITE", "hash64"]
 
 ffi, lib = load_core()
 
@@ -37,6 +38,9 @@ DEFAULT_FEATURES = ("de", "pse", "tsc", "msr", "cx8", "pge", "cmov")
 
 SEGMENT_NAMES = ("es", "cs", "ss", "ds", "fs", "gs")
 INTR_QUEUE = lib.AERO_INTR_QUEUE
+WATCH_MAX = lib.AERO_WATCH_MAX
+WATCH_WRITE, WATCH_READ = lib.AERO_WATCH_WRITE, lib.AERO_WATCH_READ
+WATCH_EXEC, WATCH_PHYS = lib.AERO_WATCH_EXEC, lib.AERO_WATCH_PHYS
 GPR_NAMES = ("eax", "ecx", "edx", "ebx", "esp", "ebp", "esi", "edi")
 
 
@@ -50,6 +54,7 @@ class StopReason(enum.IntEnum):
     OUTPUT = lib.AERO_STOP_OUTPUT
     EXCEPTION = lib.AERO_STOP_EXCEPTION
     EVENTS = lib.AERO_STOP_EVENTS  # the event log is nearly full: take_events() and run on
+    WATCH = lib.AERO_STOP_WATCH  # a host watch was hit: Machine.take_watch_hit()
 
 
 @dataclass(frozen=True)
@@ -332,6 +337,28 @@ class Machine:
         out = np.empty(self.config.ram_size // 4096, dtype=np.uint64)
         lib.aero_page_hashes(self._m, ffi.cast("uint64_t *", ffi.from_buffer(out)))
         return out
+
+    # ---- host watches (debuggers, history queries; not guest state) -------------------
+    def set_watch(self, slot: int, addr: int, length: int, flags: int) -> None:
+        """Arm watch ``slot`` (0 to WATCH_MAX-1) on [addr, addr+length) for the accesses in
+        ``flags`` (WATCH_READ, WATCH_WRITE, WATCH_EXEC, with WATCH_PHYS for physical data
+        addresses); flags 0 disarms it. A hit stops :meth:`run` with StopReason.WATCH: after
+        the accessing instruction for data, before it for WATCH_EXEC. Unarmed, a machine
+        runs exactly as fast as without this feature (watched pages stay off the TLB)."""
+        if lib.aero_watch_set(self._m, slot, addr & 0xFFFFFFFF, length, flags) != 0:
+            raise ValueError(f"bad watch: slot {slot}, {addr:#x}+{length}, flags {flags:#x}")
+
+    def take_watch_hit(self) -> tuple[int, int, int, int] | None:
+        """(linear address, physical address, size, kind) of the first watch hit since the
+        last call, or None."""
+        out = ffi.new("uint32_t[4]")
+        if not lib.aero_watch_take(self._m, out, out + 1, out + 2, out + 3):
+            return None
+        return int(out[0]), int(out[1]), int(out[2]), int(out[3])
+
+    def watch_resume(self) -> None:
+        """Instruction watches do not trigger at the current tick (resume after a stop)."""
+        lib.aero_watch_resume(self._m)
 
     def set_stop_on_exception(self, enable: bool) -> None:
         lib.aero_set_stop_on_exception(self._m, 1 if enable else 0)
