@@ -230,11 +230,16 @@ static void watch_check(aero_machine *m, uint32_t lin, uint32_t phys, int size, 
 /* May the TLB map this linear page (physical page phys) for this kind of access? Not while
  * a data breakpoint or a host watch covers it, so that every such access reaches
  * data_bp_check and watch_check. */
-static int mappable(const aero_machine *m, uint32_t page, uint32_t phys, int write) {
+static __attribute__((noinline)) int mappable_watched(const aero_machine *m, uint32_t page,
+                                                      uint32_t phys, int write) {
     uint32_t mask = data_bps(m, write);
     if (mask && aero_bp_match(m, mask, page, 0x1000u)) return 0;
     return !m->watch_data ||
            !watch_overlap(m, page, phys & ~0xFFFu, 0x1000u, write ? AERO_WATCH_WRITE : AERO_WATCH_READ);
+}
+AERO_INLINE int mappable(const aero_machine *m, uint32_t page, uint32_t phys, int write) {
+    if (AERO_LIKELY(!((m->cpu.dr[7] & 0xFFu) | m->watch_data))) return 1;
+    return mappable_watched(m, page, phys, write);
 }
 
 int aero_watch_set(aero_machine *m, uint32_t slot, uint32_t addr, uint32_t len, uint32_t flags) {
@@ -246,6 +251,7 @@ int aero_watch_set(aero_machine *m, uint32_t slot, uint32_t addr, uint32_t len, 
     w->flags = flags & (AERO_WATCH_READ | AERO_WATCH_WRITE | AERO_WATCH_EXEC | AERO_WATCH_PHYS);
     m->watch_data = 0;
     m->watch_exec = 0;
+    m->watch_skip = 0; /* arming anew forgets aero_watch_resume */
     for (int i = 0; i < AERO_WATCH_MAX; i++) {
         m->watch_data |= m->watch[i].flags & (AERO_WATCH_READ | AERO_WATCH_WRITE);
         if (m->watch[i].flags & AERO_WATCH_EXEC) m->watch_exec++;
