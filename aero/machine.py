@@ -25,7 +25,7 @@ from aero.events import EVENT_DTYPE
 
 __all__ = ["DEFAULT_FEATURES", "FEATURE_BITS", "GPR_NAMES", "INTR_QUEUE", "Machine",
            "MachineConfig", "Regs", "SEGMENT_NAMES", "Segment", "StopReason", "WATCH_EXEC",
-           "WATCH_MAX", "WATCH_PHYS", "WATCH_READ", "WATCH_WRITE", "hash64"]
+           "WATCH_IO", "WATCH_MAX", "WATCH_PHYS", "WATCH_READ", "WATCH_WRITE", "hash64"]
 
 ffi, lib = load_core()
 
@@ -40,7 +40,7 @@ SEGMENT_NAMES = ("es", "cs", "ss", "ds", "fs", "gs")
 INTR_QUEUE = lib.AERO_INTR_QUEUE
 WATCH_MAX = lib.AERO_WATCH_MAX
 WATCH_WRITE, WATCH_READ = lib.AERO_WATCH_WRITE, lib.AERO_WATCH_READ
-WATCH_EXEC, WATCH_PHYS = lib.AERO_WATCH_EXEC, lib.AERO_WATCH_PHYS
+WATCH_EXEC, WATCH_PHYS, WATCH_IO = lib.AERO_WATCH_EXEC, lib.AERO_WATCH_PHYS, lib.AERO_WATCH_IO
 GPR_NAMES = ("eax", "ecx", "edx", "ebx", "esp", "ebp", "esi", "edi")
 
 
@@ -342,19 +342,21 @@ class Machine:
     def set_watch(self, slot: int, addr: int, length: int, flags: int) -> None:
         """Arm watch ``slot`` (0 to WATCH_MAX-1) on [addr, addr+length) for the accesses in
         ``flags`` (WATCH_READ, WATCH_WRITE, WATCH_EXEC, with WATCH_PHYS for physical data
-        addresses); flags 0 disarms it. A hit stops :meth:`run` with StopReason.WATCH: after
+        addresses, or WATCH_IO with READ/WRITE for the I/O ports [addr, addr+length));
+        flags 0 disarms it. A hit stops :meth:`run` with StopReason.WATCH: after
         the accessing instruction for data, before it for WATCH_EXEC. Unarmed, a machine
         runs exactly as fast as without this feature (watched pages stay off the TLB)."""
         if lib.aero_watch_set(self._m, slot, addr & 0xFFFFFFFF, length, flags) != 0:
             raise ValueError(f"bad watch: slot {slot}, {addr:#x}+{length}, flags {flags:#x}")
 
-    def take_watch_hit(self) -> tuple[int, int, int, int] | None:
-        """(linear address, physical address, size, kind) of the first watch hit since the
-        last call, or None."""
-        out = ffi.new("uint32_t[4]")
-        if not lib.aero_watch_take(self._m, out, out + 1, out + 2, out + 3):
+    def take_watch_hit(self) -> tuple[int, int, int, int, int] | None:
+        """(linear address, physical address, size, kind, value) of the first watch hit
+        since the last call, or None. For an I/O watch the addresses are the port, kind
+        includes WATCH_IO and value is what was transferred (0 for memory)."""
+        out = ffi.new("uint32_t[5]")
+        if not lib.aero_watch_take(self._m, out):
             return None
-        return int(out[0]), int(out[1]), int(out[2]), int(out[3])
+        return int(out[0]), int(out[1]), int(out[2]), int(out[3]), int(out[4])
 
     def watch_resume(self) -> None:
         """Instruction watches do not trigger at the current tick (resume after a stop)."""

@@ -165,7 +165,7 @@ class TimeTravel:
             self.m.set_watch(slot, p.addr, max(p.length, 1), _FLAGS[p.kind])
 
     def _match(self, hit: tuple[int, int, int, int]) -> tuple[Point | None, int]:
-        lin, _phys, size, kind = hit
+        lin, _phys, size, kind, _value = hit
         for p in self.points:
             if not _FLAGS[p.kind] & kind:
                 continue

@@ -206,12 +206,15 @@ void aero_page_hashes(aero_machine *m, uint64_t *out);
 #define AERO_WATCH_READ 2u  /* data reads */
 #define AERO_WATCH_EXEC 4u  /* instruction start at CS.base + EIP (addr only; len ignored) */
 #define AERO_WATCH_PHYS 8u  /* data: match the physical address instead of the linear one */
+#define AERO_WATCH_IO 16u   /* I/O ports [addr, addr+len) instead of memory (with READ/WRITE:
+                               IN and OUT, string forms included) */
 /* Arm slot (0 to AERO_WATCH_MAX-1) for [addr, addr+len); flags 0 disarms it. Returns 0, or -1
  * for a bad slot, an empty range or a range past 4 GB. */
 int aero_watch_set(aero_machine *m, uint32_t slot, uint32_t addr, uint32_t len, uint32_t flags);
-/* The first watch hit since the last call: returns 1 and fills the linear and physical
- * address, the access size and its kind (AERO_WATCH_*), or returns 0. */
-int aero_watch_take(aero_machine *m, uint32_t *lin, uint32_t *phys, uint32_t *size, uint32_t *kind);
+/* The first watch hit since the last call: returns 1 and fills out[0..4] with the linear
+ * address (the port for I/O), the physical address, the access size, its kind (AERO_WATCH_*,
+ * with AERO_WATCH_IO for ports) and, for I/O, the value transferred; or returns 0. */
+int aero_watch_take(aero_machine *m, uint32_t *out);
 /* Instruction watches do not trigger at the current tick (resuming from a watch stop). */
 void aero_watch_resume(aero_machine *m);
 

@@ -266,7 +266,9 @@ struct aero_machine {
     uint32_t watch_hit_lin;     /* the hit: linear address of the access */
     uint32_t watch_hit_phys;    /* its physical address */
     uint32_t watch_hit_size;    /* bytes accessed */
-    uint32_t watch_hit_kind;    /* AERO_WATCH_READ, _WRITE or _EXEC */
+    uint32_t watch_hit_kind;    /* AERO_WATCH_READ, _WRITE or _EXEC (| _IO for ports) */
+    uint32_t watch_hit_value;   /* for I/O: the value transferred */
+    uint32_t watch_io;          /* number of armed I/O watches */
     uint32_t fetching;          /* 1 while decoding: fetches do not hit data watches */
     uint64_t watch_skip;        /* tick + 1 at which instruction watches do not trigger, 0: none */
     int paid;                   /* 1: the tick of the executing instruction or event is paid */
@@ -429,6 +431,8 @@ AERO_INLINE uint32_t lin_rd_w(aero_machine *m, uint32_t lin, int size) {
 /* Implicit supervisor-mode accesses (descriptor tables, TSS): checked with supervisor
  * rights whatever the CPL, never alignment-checked; page faults are raised as usual. */
 uint32_t aero_rd_sys(aero_machine *m, uint32_t lin, int size);
+/* An I/O access the host watches (m->watch_io set): records the hit like a data watch. */
+void aero_watch_port(aero_machine *m, uint16_t port, int size, uint32_t val, uint32_t kind);
 void aero_wr_sys(aero_machine *m, uint32_t lin, int size, uint32_t val);
 
 /* ---- debug registers ---- */

@@ -207,7 +207,7 @@ static int watch_overlap(const aero_machine *m, uint32_t lin, uint32_t phys, uin
                          uint32_t kind) {
     for (int i = 0; i < AERO_WATCH_MAX; i++) {
         const aero_watch *w = &m->watch[i];
-        if (!(w->flags & kind)) continue;
+        if (!(w->flags & kind) || (w->flags & AERO_WATCH_IO)) continue;
         uint32_t a = (w->flags & AERO_WATCH_PHYS) ? phys : lin;
         if ((uint64_t)a + size > w->addr && a <= w->last) return 1;
     }
@@ -222,6 +222,7 @@ static void watch_check(aero_machine *m, uint32_t lin, uint32_t phys, int size, 
         m->watch_hit_phys = phys;
         m->watch_hit_size = (uint32_t)size;
         m->watch_hit_kind = kind;
+        m->watch_hit_value = 0;
     }
     m->watch_stop = 1;
     m->attn |= AERO_ATTN_WATCH;
@@ -248,27 +249,52 @@ int aero_watch_set(aero_machine *m, uint32_t slot, uint32_t addr, uint32_t len, 
     aero_watch *w = &m->watch[slot];
     w->addr = addr;
     w->last = flags & AERO_WATCH_EXEC ? addr : addr + (len ? len - 1 : 0);
-    w->flags = flags & (AERO_WATCH_READ | AERO_WATCH_WRITE | AERO_WATCH_EXEC | AERO_WATCH_PHYS);
+    w->flags = flags & (AERO_WATCH_READ | AERO_WATCH_WRITE | AERO_WATCH_EXEC | AERO_WATCH_PHYS |
+                        AERO_WATCH_IO);
     m->watch_data = 0;
     m->watch_exec = 0;
     m->watch_skip = 0; /* arming anew forgets aero_watch_resume */
+    m->watch_io = 0;
     for (int i = 0; i < AERO_WATCH_MAX; i++) {
-        m->watch_data |= m->watch[i].flags & (AERO_WATCH_READ | AERO_WATCH_WRITE);
-        if (m->watch[i].flags & AERO_WATCH_EXEC) m->watch_exec++;
+        uint32_t f = m->watch[i].flags;
+        if (f & AERO_WATCH_IO) m->watch_io++;
+        else m->watch_data |= f & (AERO_WATCH_READ | AERO_WATCH_WRITE);
+        if (f & AERO_WATCH_EXEC) m->watch_exec++;
     }
     if (m->watch_exec) m->attn |= AERO_ATTN_WATCH;
     aero_tlb_flush_all(m); /* watched pages must not stay mapped */
     return 0;
 }
 
-int aero_watch_take(aero_machine *m, uint32_t *lin, uint32_t *phys, uint32_t *size, uint32_t *kind) {
+int aero_watch_take(aero_machine *m, uint32_t *out) {
     if (!m->watch_hit) return 0;
-    *lin = m->watch_hit_lin;
-    *phys = m->watch_hit_phys;
-    *size = m->watch_hit_size;
-    *kind = m->watch_hit_kind;
+    out[0] = m->watch_hit_lin;
+    out[1] = m->watch_hit_phys;
+    out[2] = m->watch_hit_size;
+    out[3] = m->watch_hit_kind;
+    out[4] = m->watch_hit_value;
     m->watch_hit = 0;
     return 1;
+}
+
+void aero_watch_port(aero_machine *m, uint16_t port, int size, uint32_t val, uint32_t kind) {
+    int hit = 0;
+    for (int i = 0; i < AERO_WATCH_MAX; i++) {
+        const aero_watch *w = &m->watch[i];
+        if ((w->flags & AERO_WATCH_IO) && (w->flags & kind) &&
+            (uint32_t)port + (uint32_t)size > w->addr && port <= w->last) hit = 1;
+    }
+    if (!hit) return;
+    if (!m->watch_hit) {
+        m->watch_hit = 1;
+        m->watch_hit_lin = m->watch_hit_phys = port;
+        m->watch_hit_size = (uint32_t)size;
+        m->watch_hit_kind = kind | AERO_WATCH_IO;
+        m->watch_hit_value = val;
+    }
+    m->watch_stop = 1;
+    m->attn |= AERO_ATTN_WATCH;
+    m->exit_block = 1;
 }
 
 /* Record a write to RAM page `page`: dirty tracking and self-modifying code. */
