@@ -17,6 +17,7 @@ import enum
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field, fields
+from typing import NamedTuple
 
 import numpy as np
 
@@ -25,7 +26,7 @@ from aero.events import EVENT_DTYPE
 
 __all__ = ["DEFAULT_FEATURES", "FEATURE_BITS", "GPR_NAMES", "INTR_QUEUE", "Machine",
            "MachineConfig", "Regs", "SEGMENT_NAMES", "Segment", "StopReason", "WATCH_EXEC",
-           "WATCH_IO", "WATCH_MAX", "WATCH_PHYS", "WATCH_READ", "WATCH_WRITE", "hash64"]
+           "WATCH_IO", "WATCH_MAX", "WatchHit", "WATCH_PHYS", "WATCH_READ", "WATCH_WRITE", "hash64"]
 
 ffi, lib = load_core()
 
@@ -42,6 +43,19 @@ WATCH_MAX = lib.AERO_WATCH_MAX
 WATCH_WRITE, WATCH_READ = lib.AERO_WATCH_WRITE, lib.AERO_WATCH_READ
 WATCH_EXEC, WATCH_PHYS, WATCH_IO = lib.AERO_WATCH_EXEC, lib.AERO_WATCH_PHYS, lib.AERO_WATCH_IO
 GPR_NAMES = ("eax", "ecx", "edx", "ebx", "esp", "ebp", "esi", "edi")
+
+
+class WatchHit(NamedTuple):
+    """A host watch hit. For I/O the addresses are the port, ``kind`` includes WATCH_IO and
+    ``value`` is what was transferred (0 for memory); ``eip`` is EIP as the access was made
+    (the accessing instruction's, or the interrupted one's during an event delivery)."""
+
+    lin: int
+    phys: int
+    size: int
+    kind: int
+    value: int
+    eip: int
 
 
 class StopReason(enum.IntEnum):
@@ -349,14 +363,12 @@ class Machine:
         if lib.aero_watch_set(self._m, slot, addr & 0xFFFFFFFF, length, flags) != 0:
             raise ValueError(f"bad watch: slot {slot}, {addr:#x}+{length}, flags {flags:#x}")
 
-    def take_watch_hit(self) -> tuple[int, int, int, int, int] | None:
-        """(linear address, physical address, size, kind, value) of the first watch hit
-        since the last call, or None. For an I/O watch the addresses are the port, kind
-        includes WATCH_IO and value is what was transferred (0 for memory)."""
-        out = ffi.new("uint32_t[5]")
+    def take_watch_hit(self) -> WatchHit | None:
+        """The first watch hit since the last call, or None."""
+        out = ffi.new("uint32_t[6]")
         if not lib.aero_watch_take(self._m, out):
             return None
-        return int(out[0]), int(out[1]), int(out[2]), int(out[3]), int(out[4])
+        return WatchHit(*(int(out[i]) for i in range(6)))
 
     def watch_resume(self) -> None:
         """Instruction watches do not trigger at the current tick (resume after a stop)."""

@@ -279,7 +279,7 @@ def test_write_watch_stops_after_each_writing_instruction() -> None:
     stops = []
     while m.run(100) == StopReason.WATCH:
         stops.append((m.ticks, m.get_regs().eip, m.take_watch_hit()))
-    assert stops == [(4, 0x100C, (0x5000, 0x5000, 1, WATCH_WRITE, 0))]
+    assert stops == [(4, 0x100C, (0x5000, 0x5000, 1, WATCH_WRITE, 0, 0x1009))]
     assert m.take_watch_hit() is None and m.get_regs().halted
 
 
@@ -287,17 +287,17 @@ def test_read_exec_and_physical_watches() -> None:
     m = _watch_machine()
     m.set_watch(3, 0x5001, 1, WATCH_READ)
     assert m.run(100) == StopReason.WATCH and m.ticks == 2 and m.get_regs().eip == 0x1007
-    assert m.take_watch_hit() == (0x5001, 0x5001, 1, WATCH_READ, 0)
+    assert m.take_watch_hit() == (0x5001, 0x5001, 1, WATCH_READ, 0, 0x1003)
     m.set_watch(3, 0, 0, 0)
     m.set_watch(0, 0x6000, 4, WATCH_WRITE | WATCH_PHYS)
     m.set_watch(1, 0x1009, 1, WATCH_EXEC)
     assert m.run(100) == StopReason.WATCH and m.ticks == 3 and m.get_regs().eip == 0x1009
-    assert m.take_watch_hit() == (0x1009, 0x1009, 1, WATCH_EXEC, 0)
+    assert m.take_watch_hit() == (0x1009, 0x1009, 1, WATCH_EXEC, 0, 0x1009)
     assert m.run(100) == StopReason.WATCH and m.ticks == 3  # not resumed: stops again
     m.take_watch_hit()
     m.watch_resume()
     assert m.run(100) == StopReason.WATCH and m.ticks == 5
-    assert m.take_watch_hit() == (0x6000, 0x6000, 1, WATCH_WRITE, 0)
+    assert m.take_watch_hit() == (0x6000, 0x6000, 1, WATCH_WRITE, 0, 0x100C)
     with pytest.raises(ValueError):
         m.set_watch(16, 0, 1, WATCH_WRITE)
 
@@ -323,9 +323,9 @@ def test_io_watch_reports_port_value_and_direction() -> None:
     m.write(0x1000, bytes([0xB0, 0x42, 0xE6, 0x70, 0xE6, 0x80, 0xE4, 0x70, 0xF4]))
     m.set_watch(2, 0x70, 1, WATCH_IO | WATCH_READ | WATCH_WRITE)
     assert m.run(100) == StopReason.WATCH and m.ticks == 2
-    assert m.take_watch_hit() == (0x70, 0x70, 1, WATCH_IO | WATCH_WRITE, 0x42)
+    assert m.take_watch_hit() == (0x70, 0x70, 1, WATCH_IO | WATCH_WRITE, 0x42, 0x1002)
     assert m.run(100) == StopReason.WATCH and m.ticks == 4
-    port, _, size, kind, value = m.take_watch_hit()
+    port, _, size, kind, value, _eip = m.take_watch_hit()
     assert (port, size, kind) == (0x70, 1, WATCH_IO | WATCH_READ)
     assert value == m.get_regs().eax & 0xFF
     assert m.run(100) == StopReason.HALT

@@ -165,7 +165,7 @@ class TimeTravel:
             self.m.set_watch(slot, p.addr, max(p.length, 1), _FLAGS[p.kind])
 
     def _match(self, hit: tuple[int, int, int, int]) -> tuple[Point | None, int]:
-        lin, _phys, size, kind, _value = hit
+        lin, size, kind = hit.lin, hit.size, hit.kind
         for p in self.points:
             if not _FLAGS[p.kind] & kind:
                 continue
@@ -211,7 +211,7 @@ class TimeTravel:
                     p, addr = self._match(hit)
                     if p is not None:
                         return Stop(p.kind, m.ticks, p, addr)
-                if hit is not None and hit[3] == WATCH_EXEC:
+                if hit is not None and hit.kind == WATCH_EXEC:
                     m.watch_resume()
                 continue
             if stop in (StopReason.EXIT, StopReason.SHUTDOWN, StopReason.HALT):

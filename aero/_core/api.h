@@ -211,9 +211,10 @@ void aero_page_hashes(aero_machine *m, uint64_t *out);
 /* Arm slot (0 to AERO_WATCH_MAX-1) for [addr, addr+len); flags 0 disarms it. Returns 0, or -1
  * for a bad slot, an empty range or a range past 4 GB. */
 int aero_watch_set(aero_machine *m, uint32_t slot, uint32_t addr, uint32_t len, uint32_t flags);
-/* The first watch hit since the last call: returns 1 and fills out[0..4] with the linear
+/* The first watch hit since the last call: returns 1 and fills out[0..5] with the linear
  * address (the port for I/O), the physical address, the access size, its kind (AERO_WATCH_*,
- * with AERO_WATCH_IO for ports) and, for I/O, the value transferred; or returns 0. */
+ * with AERO_WATCH_IO for ports), for I/O the value transferred, and EIP as the access was
+ * made (the accessing instruction's, or the interrupted one's during a delivery); or 0. */
 int aero_watch_take(aero_machine *m, uint32_t *out);
 /* Instruction watches do not trigger at the current tick (resuming from a watch stop). */
 void aero_watch_resume(aero_machine *m);

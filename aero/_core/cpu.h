@@ -268,6 +268,7 @@ struct aero_machine {
     uint32_t watch_hit_size;    /* bytes accessed */
     uint32_t watch_hit_kind;    /* AERO_WATCH_READ, _WRITE or _EXEC (| _IO for ports) */
     uint32_t watch_hit_value;   /* for I/O: the value transferred */
+    uint32_t watch_hit_eip;     /* EIP when the access was made */
     uint32_t watch_io;          /* number of armed I/O watches */
     uint32_t fetching;          /* 1 while decoding: fetches do not hit data watches */
     uint64_t watch_skip;        /* tick + 1 at which instruction watches do not trigger, 0: none */

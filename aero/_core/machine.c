@@ -419,6 +419,7 @@ static __attribute__((noinline, cold)) void attend(aero_machine *m) {
             m->watch_hit_size = 1;
             m->watch_hit_kind = AERO_WATCH_EXEC;
             m->watch_hit_value = 0;
+            m->watch_hit_eip = c->eip;
             m->stop = AERO_STOP_WATCH;
             return;
         }

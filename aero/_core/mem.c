@@ -223,6 +223,7 @@ static void watch_check(aero_machine *m, uint32_t lin, uint32_t phys, int size, 
         m->watch_hit_size = (uint32_t)size;
         m->watch_hit_kind = kind;
         m->watch_hit_value = 0;
+        m->watch_hit_eip = m->cpu.eip;
     }
     m->watch_stop = 1;
     m->attn |= AERO_ATTN_WATCH;
@@ -273,6 +274,7 @@ int aero_watch_take(aero_machine *m, uint32_t *out) {
     out[2] = m->watch_hit_size;
     out[3] = m->watch_hit_kind;
     out[4] = m->watch_hit_value;
+    out[5] = m->watch_hit_eip;
     m->watch_hit = 0;
     return 1;
 }
@@ -291,6 +293,7 @@ void aero_watch_port(aero_machine *m, uint16_t port, int size, uint32_t val, uin
         m->watch_hit_size = (uint32_t)size;
         m->watch_hit_kind = kind | AERO_WATCH_IO;
         m->watch_hit_value = val;
+        m->watch_hit_eip = m->cpu.eip;
     }
     m->watch_stop = 1;
     m->attn |= AERO_ATTN_WATCH;
