@@ -220,9 +220,20 @@ class _Trace:
                 m.set_watch(slot, 0, 0, 0)
 
 
+_DISASM: dict[tuple[int, int, bytes], str] = {}
+
+
 def _insn(m: Machine, eip: int) -> str:
+    """The instruction at CS:eip now (disassembly is cached by address and bytes)."""
     r = dataclasses.replace(m.get_regs(), eip=eip, halted=False)
-    return instruction_at(m, r)["text"]
+    lin = (r.cs.base + eip) & 0xFFFFFFFF
+    key = (lin, r.cr0 & 1, m.read(lin, 15) if not r.cr0 & 0x8000_0000 else b"")
+    text = _DISASM.get(key) if key[2] else None
+    if text is None:
+        text = instruction_at(m, r)["text"]
+        if key[2] and len(_DISASM) < 65536:
+            _DISASM[key] = text
+    return text
 
 
 def _check_range(c: TraceContents, t_from: int, t_to: int | None) -> tuple[int, int]:
@@ -266,7 +277,8 @@ def memory_history(c: TraceContents, addr: int, length: int = 1, t_from: int = 0
 
 def last_write(c: TraceContents, addr: int, before: int) -> tuple[Change | None, QueryStats]:
     """The last instruction that wrote the physical byte at ``addr`` and started before tick
-    ``before`` (None if none did), searching keyframe intervals from the latest back."""
+    ``before`` (None if none did), searching keyframe intervals from the latest back. As for
+    every memory query, intervals where the byte is the same at both ends are skipped."""
     if addr < 0 or addr >= c.config.ram_size:
         raise QueryError(f"{addr:#x} is not within RAM ({c.config.ram_size:#x} bytes)")
     _check_range(c, 0, before)
@@ -281,13 +293,16 @@ def last_write(c: TraceContents, addr: int, before: int) -> tuple[Change | None,
                 tr.unchanged(tr.keyframe_at(start), nxt, addr, 1):
             continue
         cur = tr.range_bytes(tr.keyframe_at(start), addr, 1)
+        last: tuple[int, int, bytes, bytes] | None = None
+        m = None
         for m, hit in tr.run(start, run_to,
                              lambda m: m.set_watch(0, addr, 1, WATCH_WRITE | WATCH_PHYS)):
             new = m.read(addr, 1)
-            found = Change(m.ticks - 1, hit.eip, _insn(m, hit.eip), f"{addr:#x}", cur.hex(),
-                           new.hex())
+            last = (m.ticks - 1, hit.eip, cur, new)
             cur = new
-        if found is not None:
+        if last is not None and m is not None:
+            tick, eip, old, new = last
+            found = Change(tick, eip, _insn(m, eip), f"{addr:#x}", old.hex(), new.hex())
             break
     tr.stats.seconds = time.perf_counter() - t0
     return found, tr.stats

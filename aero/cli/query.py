@@ -104,7 +104,11 @@ def cmd_query(args: argparse.Namespace) -> int:
         print(json.dumps({"results": [r.to_dict() for r in rows], "stats": stats.to_dict()}))
         return EXIT_OK
     if not rows:
-        print("no write before that tick" if args.last_write is not None else "no changes")
+        print("no write found before that tick" if args.last_write is not None
+              else "no changes")
+        if stats.executed < stats.intervals:
+            print("(keyframe intervals at whose two ends the bytes were equal were skipped: "
+                  "writes there that left them as they were are not seen)", file=sys.stderr)
     for r in rows:
         if isinstance(r, query.Access):
             print(f"tick {r.tick:>12,}  eip {r.eip:08x}  {r.insn:<28} {r.direction:<3} "
