@@ -31,6 +31,7 @@ from aero.machine import WATCH_EXEC, WATCH_MAX, WATCH_READ, WATCH_WRITE, Machine
 __all__ = ["Point", "Stop", "TimeTravel", "TravelError"]
 
 SLICE = 2_000_000  # ticks per forward slice between interrupt polls
+SAVE_EVERY = 10_000_000  # a forward continue keeps a snapshot this often (reverse steps)
 NEAR = (1_000, 10_000, 100_000, 1_000_000)  # snapshot distances before a run's target
 
 
@@ -178,10 +179,12 @@ class TimeTravel:
 
     # ---- forward execution -------------------------------------------------------------
     def _forward(self, target: int, *, watch: bool = False,
-                 poll: Callable[[], bool] | None = None) -> Stop:
+                 poll: Callable[[], bool] | None = None, save_every: int = 0) -> Stop:
         """Run to ``target`` (at most the trace's end); with ``watch``, stop at the first hit
-        of an armed point. ``poll`` is asked between slices whether to stop."""
+        of an armed point. ``poll`` is asked between slices whether to stop; with
+        ``save_every``, a snapshot is kept every that many ticks."""
         m = self.m
+        saved = m.ticks
         target = min(target, self.end_tick)
         inputs = self.c.inputs
         n = len(inputs)
@@ -220,6 +223,9 @@ class TimeTravel:
                         f"the guest stopped ({stop.name.lower()}) at tick {m.ticks}; the "
                         f"recording ran to tick {self.end_tick}"))
                 break
+            if save_every and m.ticks - saved >= save_every and m.ticks < target:
+                self._save(m)
+                saved = m.ticks
             if poll is not None and m.ticks < target and poll():
                 return Stop("interrupt", m.ticks)
         if m.ticks >= self.end_tick:
@@ -239,7 +245,7 @@ class TimeTravel:
         """Run forward to the next breakpoint or watchpoint hit, the end, or an interrupt."""
         self._arm(self.points)
         self.m.watch_resume()
-        stop = self._forward(self.end_tick, watch=True, poll=poll)
+        stop = self._forward(self.end_tick, watch=True, poll=poll, save_every=SAVE_EVERY)
         self._arm(())
         return stop
 
