@@ -157,15 +157,17 @@ def test_gdb_breakpoint_continue_memory_and_monitor(contents, changes) -> None:
     try:
         out = _gdb(srv.port, f"break *{handler:#x}", "continue", "monitor tick",
                    "x/1dw 0x20000", "continue", "monitor tick", "reverse-continue",
-                   "monitor tick", "monitor info devices", "monitor seek 1000",
-                   "monitor tick", "kill")
+                   "monitor tick", "monitor info devices", "set {int}0x20000 = 5",
+                   "x/1dw 0x20000", "monitor seek 1000", "monitor tick", "kill")
         code, err = srv.wait()
     finally:
         srv.stop()
     assert_gone(srv.proc.pid)
     assert code == 0, err
     assert _ticks(out) == [t2 - 1, t3 - 1, t2 - 1, 1000], out
-    assert re.search(r"0x20000:\s+1$", out, re.M), out
+    # Both reads (before and after the refused write) show the replay's value.
+    assert len(re.findall(r"^0x20000:\s+1$", out, re.M)) == 2, out
+    assert "Cannot access memory at address 0x20000" in out  # the refused write
     assert "pit:" in out and "pic:" in out and "rtc:" in out, out
 
 
@@ -235,9 +237,8 @@ def test_protocol_bad_input_is_answered_and_the_replay_stays_usable(contents) ->
         assert c.packet("qNoSuchThing") == ""
         assert c.packet("m-zz,4") == ""  # malformed
         assert c.packet("Z7,0,1") == ""  # unknown breakpoint kind
-        assert c.packet("M20000,4:01020304") == "E01"
-        assert "cannot be edited" in c.console
-        assert c.packet("G" + "00" * 64) == "E01"
+        assert c.packet("M20000,4:01020304") == "E.a replay cannot be edited"
+        assert c.packet("G" + "00" * 64) == "E.a replay cannot be edited"
         assert c.packet("m20000,4") == "00000000"
         for i in range(16):
             assert c.packet(f"Z2,{0x30000 + 4 * i:x},4") == "OK"
@@ -246,6 +247,7 @@ def test_protocol_bad_input_is_answered_and_the_replay_stays_usable(contents) ->
             assert c.packet(f"z2,{0x30000 + 4 * i:x},4") == "OK"
         stop = c.packet("bs")
         assert "replaylog:begin" in stop  # at tick 0 there is nothing before
+        assert "cannot be edited" in c.console  # told with the next stop
         stop = c.packet("vCont;s:1")
         assert stop.startswith("T05")
         assert c.packet("qRcmd," + b"tick".hex()) == "OK" and c.console == "1\n"

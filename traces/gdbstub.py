@@ -32,6 +32,8 @@ from aero.machine import SEGMENT_NAMES, WATCH_MAX, Regs
 __all__ = ["CORE_REGS", "GdbServer", "SYSTEM_REGS", "TARGET_XML", "serve"]
 
 PACKET_SIZE = 0x4000
+READ_ONLY = ("aero: a replay cannot be edited: registers and memory are read-only (the "
+             "write was refused)\n")
 SIGTRAP, SIGINT = 5, 2
 
 # The i386 core feature: gdb's register numbering (16 general, 8 x87 stack, 8 x87 control).
@@ -124,6 +126,7 @@ class GdbServer:
         self.breaks: dict[tuple[str, int, int], Point] = {}
         self.last_stop: Stop | None = None
         self.done = False
+        self.pending_console = ""  # a console message for the next stop reply
 
     # ---- transport -------------------------------------------------------------------
     def _recv(self) -> None:
@@ -208,6 +211,11 @@ class GdbServer:
                     reply = self.handle(pkt)
                 except (ValueError, IndexError, struct.error, UnicodeDecodeError):
                     reply = ""  # malformed
+                except (ClientGone, ConnectionError):
+                    raise
+                except Exception as exc:  # noqa: BLE001 - the session must outlive any request
+                    self.log(f"aero: {pkt[:40]!r} failed: {type(exc).__name__}: {exc}")
+                    reply = "E01"
                 if reply is not None:
                     self.send(reply)
         except (ClientGone, ConnectionError, OSError):
@@ -234,9 +242,10 @@ class GdbServer:
         if c == "p":
             return self._p(int(rest, 16))
         if c in "GPMX":
-            self.console("aero: a replay cannot be edited; registers and memory are "
-                         "read-only\n")
-            return "E01"
+            # gdb takes console output only around a stop: the message goes out with the
+            # next one; the error reply carries it as text for the gdbs that show it.
+            self.pending_console = READ_ONLY
+            return "E.a replay cannot be edited"
         if c == "m":
             addr, length = (int(x, 16) for x in rest.split(","))
             data = self.tt.read_linear(addr, min(length, PACKET_SIZE // 2))
@@ -344,6 +353,9 @@ class GdbServer:
         self.last_stop = stop
         if self.done:
             return ""
+        if self.pending_console:
+            self.console(self.pending_console)
+            self.pending_console = ""
         if stop.reason == "divergence":
             self.console(f"aero: the replay diverged at tick {stop.tick}: {stop.detail}\n")
         elif stop.reason == "end":
