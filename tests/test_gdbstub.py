@@ -15,6 +15,7 @@ from pathlib import Path
 
 import pytest
 from aero.traces.container import open_trace
+from aero.traces.query import register_history
 from aero.traces.replay import load_contents, seek
 from aero.traces.timetravel import Point, TimeTravel
 from procenv import assert_gone
@@ -48,6 +49,16 @@ def _first_tick_with(c, value: int, lo: int = 0) -> int:
         else:
             lo = mid + 1
     return lo
+
+
+def _halt_start(c, lo: int, hi: int) -> int:
+    """The first tick of the halt that lasts up to ``hi``: one tick after the last HLT
+    executed before it, from the register history (traces/query.py steps the replay one
+    instruction at a time, independently of the time-travel engine)."""
+    changes, _ = register_history(c, "eip", lo, hi)
+    hlt = [ch.tick for ch in changes if ch.insn == "hlt"]
+    assert hlt and all(ch.tick <= hlt[-1] for ch in changes)
+    return hlt[-1] + 1
 
 
 @pytest.fixture(scope="module")
@@ -127,25 +138,29 @@ def test_gdb_watch_reverse_continue_and_reverse_stepi(contents, changes) -> None
     t1, t2, _t3 = changes
     _, eip1 = _counter(contents, t1)
     _, eip_write = _counter(contents, t2 - 1)
-    _, eip_before = _counter(contents, t2 - 2)
+    # The interrupt woke a halt: one reverse step goes back to its HLT.
+    assert seek(contents, t2 - 2)[0].get_regs().halted
+    halt = _halt_start(contents, t1, t2 - 2)
+    _, eip_before = _counter(contents, halt - 1)
     srv = Server("replay", str(DEMO), "--gdb", "127.0.0.1:0")
     try:
         out = _gdb(srv.port, "watch *(int*)0x20000", "continue", "monitor tick",
                    "printf \"EIP=%x\\n\", $eip", "continue", "monitor tick",
                    "reverse-continue", "monitor tick", "printf \"EIP=%x\\n\", $eip",
                    "printf \"VAL=%d\\n\", *(int*)0x20000", "reverse-stepi", "monitor tick",
-                   "printf \"EIP=%x\\n\", $eip", "printf \"CR0=%x\\n\", $cr0", "detach")
+                   "printf \"EIP=%x\\n\", $eip", "x/i $pc", "printf \"CR0=%x\\n\", $cr0",
+                   "detach")
         code, err = srv.wait()
     finally:
         srv.stop()
     assert_gone(srv.proc.pid)
     assert code == 0, err
-    assert _ticks(out) == [t1, t2, t2 - 1, t2 - 2], out
+    assert _ticks(out) == [t1, t2, t2 - 1, halt - 1], out
     eips = [int(x, 16) for x in re.findall(r"^EIP=([0-9a-f]+)$", out, re.M)]
     assert eips == [eip1, eip_write, eip_before], out
     assert "VAL=1" in out and "Old value = 1\nNew value = 2" in out
-    m, _ = seek(contents, t2 - 2)
-    assert f"CR0={m.get_regs().cr0:x}" in out
+    m, _ = seek(contents, halt - 1)
+    assert f"CR0={m.get_regs().cr0:x}" in out and "hlt" in out
     assert "gdb detached" in err
 
 
@@ -293,16 +308,22 @@ def test_port_in_use_is_a_one_line_error() -> None:
 # ---- the engine ---------------------------------------------------------------------------
 
 def test_reverse_steps_match_seek_and_reuse_snapshots(contents, changes) -> None:
-    t2 = changes[1]
+    t1, t2 = changes[0], changes[1]
     tt = TimeTravel(contents)
-    tt.goto(t2)
-    for back in range(1, 6):
-        assert tt.reverse_step().tick == t2 - back
-        m, _ = seek(contents, t2 - back)
+    tt.goto(t2 + 3)  # in the interrupt handler
+    for back in range(1, 5):
+        assert tt.reverse_step().tick == t2 + 3 - back
+        m, _ = seek(contents, t2 + 3 - back)
         assert tt.m.fingerprint() == m.fingerprint()
     executed = tt.stats["ticks_executed"]
-    tt.reverse_step()
-    assert tt.stats["ticks_executed"] - executed <= 1_000  # from a snapshot close by
+    tt.reverse_step()  # over the halt the interrupt ended, to its HLT
+    halt = _halt_start(contents, t1, t2 - 2)
+    assert tt.tick == halt - 1 and not tt.m.get_regs().halted
+    assert tt.m.fingerprint() == seek(contents, halt - 1)[0].fingerprint()
+    assert tt.read_linear((tt.m.get_regs().cs.base + tt.m.get_regs().eip), 1) == b"\xf4"
+    assert tt.stats["ticks_executed"] - executed < t2 - t1
+    # Forward, a halt is one step too: from the HLT to the handler's first instruction.
+    assert tt.step().tick == t2 - 1
 
 
 def test_reverse_continue_finds_the_last_write(contents, changes) -> None:

@@ -238,6 +238,18 @@ class TimeTravel:
             return Stop("end", self.tick, detail=f"the end of the trace (tick {self.end_tick})")
         self._arm([p for p in self.points if p.kind != "exec"])
         stop = self._forward(self.tick + 1, watch=True)
+        # A halt is one step: on to the instruction that ends it (the wake-up's delivery).
+        skipped = False
+        while stop.reason == "step" and self.m.get_regs().halted:
+            # Skip to the next deadline or input, then one tick (the wake-up, if any).
+            target = self.tick + 1
+            if not skipped:
+                deadline = self.m.next_deadline
+                nxt = self._in_ticks[self.i] if self.i < len(self._in_ticks) else self.end_tick
+                target = max(target, min(int(nxt), deadline if deadline is not None
+                                         else self.end_tick))
+            skipped = not skipped
+            stop = self._forward(target, watch=True)
         self._arm(())
         return stop
 
@@ -251,9 +263,27 @@ class TimeTravel:
 
     # ---- backward execution -------------------------------------------------------------
     def reverse_step(self) -> Stop:
+        """One instruction back. A halt belongs to its HLT: stepping back into one lands on
+        the HLT (as stepping forward from a HLT lands on the instruction that ends the
+        halt), not on each of its idle ticks."""
         if self.tick <= self.begin_tick:
             return Stop("begin", self.tick, detail="the start of the trace")
-        return self.goto(self.tick - 1)
+        stop = self.goto(self.tick - 1)
+        r = self.m.get_regs()
+        if stop.reason != "step" or not r.halted:
+            return stop
+        hlt = (r.cs.base + r.eip - 1) & 0xFFFFFFFF
+        if self.read_linear(hlt, 1) != b"\xf4":
+            return stop
+        saved = self.points
+        self.points = [Point("exec", hlt)]
+        try:
+            found = self._last_hit(self.tick)
+        finally:
+            self.points = saved
+        if found is None or found == "interrupt":
+            return stop
+        return self.goto(found[0])
 
     def _bases(self) -> list[int]:
         return sorted(set(self._snaps) | set(self._kf) | {self.begin_tick})
@@ -262,23 +292,32 @@ class TimeTravel:
         """Go back to the latest point hit before the current tick: the tick where a
         breakpoint's instruction is about to execute, or the tick before the instruction
         that made a watched access. Without one, stop at the start of the trace."""
-        end = self.tick
-        hi = end
+        last = self._last_hit(self.tick, poll)
+        if last == "interrupt":
+            return Stop("interrupt", self.tick)
+        if last is not None:
+            tick, p, addr = last
+            stop = self.goto(tick)
+            if stop.reason not in ("step", "end"):
+                return stop
+            return Stop(p.kind, tick, p, addr)
+        self.goto(self.begin_tick)
+        return Stop("begin", self.tick, detail="the start of the trace")
+
+    def _last_hit(self, hi: int, poll: Callable[[], bool] | None = None):
+        """The last hit of the points before tick ``hi``, searching the intervals between
+        saved states from the latest back: (tick, point, address), None, or "interrupt" when
+        ``poll`` said so (the machine is then at the start of the last interval searched)."""
         while hi > self.begin_tick:
             lo = max(t for t in self._bases() if t < hi)
             last = self._scan(lo, hi)
             if last is not None:
-                tick, p, addr = last
-                stop = self.goto(tick)
-                if stop.reason not in ("step", "end"):
-                    return stop
-                return Stop(p.kind, tick, p, addr)
+                return last
             hi = lo
             if poll is not None and poll():
                 self.goto(hi)
-                return Stop("interrupt", hi)
-        self.goto(self.begin_tick)
-        return Stop("begin", self.tick, detail="the start of the trace")
+                return "interrupt"
+        return None
 
     def _scan(self, lo: int, hi: int) -> tuple[int, Point, int] | None:
         """The last hit in [lo, hi): (tick before the access or at the breakpoint, point,
