@@ -187,6 +187,9 @@ class GdbServer:
 
     def _interrupted(self) -> bool:
         """Did the client send the interrupt byte (or hang up)? Polled between slices."""
+        if b"\x03" in self.buf:  # it came with the resume packet
+            del self.buf[self.buf.index(b"\x03")]
+            return True
         r, _, _ = select.select([self.conn], [], [], 0)
         if r:
             try:
