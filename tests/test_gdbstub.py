@@ -337,3 +337,18 @@ def test_reverse_continue_finds_the_last_write(contents, changes) -> None:
     assert tt.reverse_cont().tick == t1 - 1
     stop = tt.cont()
     assert (stop.reason, stop.tick) == ("write", t1)
+
+
+def test_a_divergence_is_a_stop_with_its_reason(tmp_path: Path) -> None:
+    """A trace whose inputs were tampered with: continuing reports the checkpoint that the
+    replay no longer reproduces, and the engine stays usable."""
+    from traceenv import alter_inputs
+
+    bad = tmp_path / "bad.aerotrace"
+    alter_inputs(DEMO, bad, lambda ev: ev[ev["kind"] != ev["kind"][-1]])  # drop a kind
+    c = load_contents(open_trace(bad))
+    tt = TimeTravel(c)
+    stop = tt.cont()
+    assert stop.reason == "divergence" and "checkpoint" in stop.detail
+    assert stop.tick in {int(t) for t in c.cp_ticks}
+    assert tt.reverse_step().tick < stop.tick
