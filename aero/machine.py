@@ -17,6 +17,7 @@ import enum
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field, fields
+from typing import NamedTuple
 
 import numpy as np
 
@@ -24,7 +25,8 @@ from aero._core_loader import load_core
 from aero.events import EVENT_DTYPE
 
 __all__ = ["DEFAULT_FEATURES", "FEATURE_BITS", "GPR_NAMES", "INTR_QUEUE", "Machine",
-           "MachineConfig", "Regs", "SEGMENT_NAMES", "Segment", "StopReason", "hash64"]
+           "MachineConfig", "Regs", "SEGMENT_NAMES", "Segment", "StopReason", "WATCH_EXEC",
+           "WATCH_IO", "WATCH_MAX", "WatchHit", "WATCH_PHYS", "WATCH_READ", "WATCH_WRITE", "hash64"]
 
 ffi, lib = load_core()
 
@@ -38,7 +40,23 @@ DEFAULT_FEATURES = ("fpu", "de", "pse", "tsc", "msr", "cx8", "pge", "cmov")
 
 SEGMENT_NAMES = ("es", "cs", "ss", "ds", "fs", "gs")
 INTR_QUEUE = lib.AERO_INTR_QUEUE
+WATCH_MAX = lib.AERO_WATCH_MAX
+WATCH_WRITE, WATCH_READ = lib.AERO_WATCH_WRITE, lib.AERO_WATCH_READ
+WATCH_EXEC, WATCH_PHYS, WATCH_IO = lib.AERO_WATCH_EXEC, lib.AERO_WATCH_PHYS, lib.AERO_WATCH_IO
 GPR_NAMES = ("eax", "ecx", "edx", "ebx", "esp", "ebp", "esi", "edi")
+
+
+class WatchHit(NamedTuple):
+    """A host watch hit. For I/O the addresses are the port, ``kind`` includes WATCH_IO and
+    ``value`` is what was transferred (0 for memory); ``eip`` is EIP as the access was made
+    (the accessing instruction's, or the interrupted one's during an event delivery)."""
+
+    lin: int
+    phys: int
+    size: int
+    kind: int
+    value: int
+    eip: int
 
 
 class StopReason(enum.IntEnum):
@@ -51,6 +69,7 @@ class StopReason(enum.IntEnum):
     OUTPUT = lib.AERO_STOP_OUTPUT
     EXCEPTION = lib.AERO_STOP_EXCEPTION
     EVENTS = lib.AERO_STOP_EVENTS  # the event log is nearly full: take_events() and run on
+    WATCH = lib.AERO_STOP_WATCH  # a host watch was hit: Machine.take_watch_hit()
 
 
 @dataclass(frozen=True)
@@ -360,6 +379,28 @@ class Machine:
         out = np.empty(self.config.ram_size // 4096, dtype=np.uint64)
         lib.aero_page_hashes(self._m, ffi.cast("uint64_t *", ffi.from_buffer(out)))
         return out
+
+    # ---- host watches (debuggers, history queries; not guest state) -------------------
+    def set_watch(self, slot: int, addr: int, length: int, flags: int) -> None:
+        """Arm watch ``slot`` (0 to WATCH_MAX-1) on [addr, addr+length) for the accesses in
+        ``flags`` (WATCH_READ, WATCH_WRITE, WATCH_EXEC, with WATCH_PHYS for physical data
+        addresses, or WATCH_IO with READ/WRITE for the I/O ports [addr, addr+length));
+        flags 0 disarms it. A hit stops :meth:`run` with StopReason.WATCH: after
+        the accessing instruction for data, before it for WATCH_EXEC. Unarmed, a machine
+        runs exactly as fast as without this feature (watched pages stay off the TLB)."""
+        if lib.aero_watch_set(self._m, slot, addr & 0xFFFFFFFF, length, flags) != 0:
+            raise ValueError(f"bad watch: slot {slot}, {addr:#x}+{length}, flags {flags:#x}")
+
+    def take_watch_hit(self) -> WatchHit | None:
+        """The first watch hit since the last call, or None."""
+        out = ffi.new("uint32_t[6]")
+        if not lib.aero_watch_take(self._m, out):
+            return None
+        return WatchHit(*(int(out[i]) for i in range(6)))
+
+    def watch_resume(self) -> None:
+        """Instruction watches do not trigger at the current tick (resume after a stop)."""
+        lib.aero_watch_resume(self._m)
 
     def set_stop_on_exception(self, enable: bool) -> None:
         lib.aero_set_stop_on_exception(self._m, 1 if enable else 0)

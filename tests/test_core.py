@@ -12,7 +12,20 @@ import pytest
 
 from aero import _core_loader
 from aero._stamp import CORE_DIR, compute_stamp
-from aero.machine import Machine, MachineConfig, Segment, StopReason, ffi, hash64, lib
+from aero.machine import (
+    WATCH_EXEC,
+    WATCH_IO,
+    WATCH_PHYS,
+    WATCH_READ,
+    WATCH_WRITE,
+    Machine,
+    MachineConfig,
+    Segment,
+    StopReason,
+    ffi,
+    hash64,
+    lib,
+)
 
 REAL_CS = 0x9B
 REAL_DS = 0x93
@@ -243,3 +256,76 @@ def test_null_data_segment_faults_on_any_access() -> None:
     m.write(0x1000, bytes([0x31, 0xC0, 0x8E, 0xD8, 0xA0, 0, 0, 0, 0]))
     assert m.run(10) == StopReason.EXCEPTION
     assert m.last_exception() == (13, 0) and m.get_regs().eip == 0x1004 and m.ticks == 2
+
+
+def _watch_program() -> bytes:
+    # 1000: mov [0x5000],al ; 1003: mov bl,[0x5001] ; 1007: inc al ; 1009: mov [0x5000],al
+    # 100C: mov [0x6000],al ; 100F: hlt
+    return bytes([0xA2, 0x00, 0x50, 0x8A, 0x1E, 0x01, 0x50, 0xFE, 0xC0, 0xA2, 0x00, 0x50,
+                  0xA2, 0x00, 0x60, 0xF4])
+
+
+def _watch_machine() -> Machine:
+    m = Machine(MachineConfig(ram_size=1 << 20))
+    real_mode(m)
+    m.write(0x1000, _watch_program())
+    m.run(1)  # the page is now dirty and write-mapped: the watch must unmap it
+    return m
+
+
+def test_write_watch_stops_after_each_writing_instruction() -> None:
+    m = _watch_machine()
+    m.set_watch(0, 0x5000, 1, WATCH_WRITE)
+    stops = []
+    while m.run(100) == StopReason.WATCH:
+        stops.append((m.ticks, m.get_regs().eip, m.take_watch_hit()))
+    assert stops == [(4, 0x100C, (0x5000, 0x5000, 1, WATCH_WRITE, 0, 0x1009))]
+    assert m.take_watch_hit() is None and m.get_regs().halted
+
+
+def test_read_exec_and_physical_watches() -> None:
+    m = _watch_machine()
+    m.set_watch(3, 0x5001, 1, WATCH_READ)
+    assert m.run(100) == StopReason.WATCH and m.ticks == 2 and m.get_regs().eip == 0x1007
+    assert m.take_watch_hit() == (0x5001, 0x5001, 1, WATCH_READ, 0, 0x1003)
+    m.set_watch(3, 0, 0, 0)
+    m.set_watch(0, 0x6000, 4, WATCH_WRITE | WATCH_PHYS)
+    m.set_watch(1, 0x1009, 1, WATCH_EXEC)
+    assert m.run(100) == StopReason.WATCH and m.ticks == 3 and m.get_regs().eip == 0x1009
+    assert m.take_watch_hit() == (0x1009, 0x1009, 1, WATCH_EXEC, 0, 0x1009)
+    assert m.run(100) == StopReason.WATCH and m.ticks == 3  # not resumed: stops again
+    m.take_watch_hit()
+    m.watch_resume()
+    assert m.run(100) == StopReason.WATCH and m.ticks == 5
+    assert m.take_watch_hit() == (0x6000, 0x6000, 1, WATCH_WRITE, 0, 0x100C)
+    with pytest.raises(ValueError):
+        m.set_watch(16, 0, 1, WATCH_WRITE)
+
+
+def test_watches_do_not_change_execution() -> None:
+    """A watched run reaches the same state, tick for tick, as an unwatched one."""
+    plain, watched = _watch_machine(), _watch_machine()
+    plain.run(100)
+    watched.set_watch(0, 0x5000, 0x2000, WATCH_WRITE | WATCH_READ)
+    watched.set_watch(1, 0x1003, 1, WATCH_EXEC)
+    n = 0
+    while watched.run(100) == StopReason.WATCH:
+        n += 1
+        watched.take_watch_hit()
+        watched.watch_resume()
+    assert n == 4 and watched.fingerprint() == plain.fingerprint()
+
+
+def test_io_watch_reports_port_value_and_direction() -> None:
+    m = Machine(MachineConfig(ram_size=1 << 20))
+    real_mode(m)
+    # mov al,0x42 ; out 0x70,al ; out 0x80,al ; in al,0x70 ; hlt
+    m.write(0x1000, bytes([0xB0, 0x42, 0xE6, 0x70, 0xE6, 0x80, 0xE4, 0x70, 0xF4]))
+    m.set_watch(2, 0x70, 1, WATCH_IO | WATCH_READ | WATCH_WRITE)
+    assert m.run(100) == StopReason.WATCH and m.ticks == 2
+    assert m.take_watch_hit() == (0x70, 0x70, 1, WATCH_IO | WATCH_WRITE, 0x42, 0x1002)
+    assert m.run(100) == StopReason.WATCH and m.ticks == 4
+    port, _, size, kind, value, _eip = m.take_watch_hit()
+    assert (port, size, kind) == (0x70, 1, WATCH_IO | WATCH_READ)
+    assert value == m.get_regs().eax & 0xFF
+    assert m.run(100) == StopReason.HALT

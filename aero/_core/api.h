@@ -13,6 +13,7 @@
 #define AERO_STOP_OUTPUT 4    /* the debug-console buffer is full: drain it and run on */
 #define AERO_STOP_EXCEPTION 5 /* an exception was raised and stop_on_exception is set */
 #define AERO_STOP_EVENTS 6    /* the event log is nearly full: drain it and run on */
+#define AERO_STOP_WATCH 7     /* a host watch (aero_watch_set) was hit: aero_watch_take */
 
 /* Segment register indices in aero_regs.seg. */
 #define AERO_ES 0
@@ -209,6 +210,32 @@ int aero_devices_load(aero_machine *m, const uint8_t *in);
 /* Per-page RAM hashes (ram_size / 4096 of them) as of the last aero_fingerprint: the
  * content addresses keyframes store pages under. */
 void aero_page_hashes(aero_machine *m, uint64_t *out);
+
+/* ---- host watches (debuggers and history queries; not guest state) ----
+ * Up to AERO_WATCH_MAX ranges, each of reads, writes or instruction starts, on linear or
+ * (for data) physical addresses. A data access that overlaps a watch stops run() with
+ * AERO_STOP_WATCH once the instruction (or REP iteration, or event delivery) has completed;
+ * an instruction watch stops it before the instruction executes (except at the tick given
+ * to aero_watch_resume, so that a run resumed at a watched instruction executes it).
+ * Instruction fetches are not data reads. Watched pages are never mapped in the TLB for
+ * the watched kind of access, so an unarmed machine pays nothing. */
+#define AERO_WATCH_MAX 16
+#define AERO_WATCH_WRITE 1u /* data writes */
+#define AERO_WATCH_READ 2u  /* data reads */
+#define AERO_WATCH_EXEC 4u  /* instruction start at CS.base + EIP (addr only; len ignored) */
+#define AERO_WATCH_PHYS 8u  /* data: match the physical address instead of the linear one */
+#define AERO_WATCH_IO 16u   /* I/O ports [addr, addr+len) instead of memory (with READ/WRITE:
+                               IN and OUT, string forms included) */
+/* Arm slot (0 to AERO_WATCH_MAX-1) for [addr, addr+len); flags 0 disarms it. Returns 0, or -1
+ * for a bad slot, an empty range or a range past 4 GB. */
+int aero_watch_set(aero_machine *m, uint32_t slot, uint32_t addr, uint32_t len, uint32_t flags);
+/* The first watch hit since the last call: returns 1 and fills out[0..5] with the linear
+ * address (the port for I/O), the physical address, the access size, its kind (AERO_WATCH_*,
+ * with AERO_WATCH_IO for ports), for I/O the value transferred, and EIP as the access was
+ * made (the accessing instruction's, or the interrupted one's during a delivery); or 0. */
+int aero_watch_take(aero_machine *m, uint32_t *out);
+/* Instruction watches do not trigger at the current tick (resuming from a watch stop). */
+void aero_watch_resume(aero_machine *m);
 
 /* Canonical, layout-independent serialization of the CPU state (AERO_CPU_STATE_BYTES). */
 void aero_cpu_serialize(aero_machine *m, uint8_t *out);

@@ -187,6 +187,14 @@ typedef struct aero_tlb_entry {
 #define AERO_ATTN_NMI 4u   /* an NMI is pending, or its handler's IRET is awaited */
 #define AERO_ATTN_AC 8u    /* alignment checking was armed: re-check it */
 #define AERO_ATTN_RESET 16u /* a device asked for a CPU reset (reset_pending) */
+#define AERO_ATTN_WATCH 32u /* host watches: instruction watches armed, or a data watch hit */
+
+/* A host watch (aero_watch_set). */
+typedef struct aero_watch {
+    uint32_t addr;  /* first byte */
+    uint32_t last;  /* last byte (addr + len - 1) */
+    uint32_t flags; /* AERO_WATCH_*, 0: slot unused */
+} aero_watch;
 
 /* The interrupt-acknowledge cycle of an interrupt controller: returns the vector, or -1
  * when the request went away (see aero_set_intr). */
@@ -251,6 +259,21 @@ struct aero_machine {
     uint8_t intr_queue[AERO_INTR_QUEUE];
     uint32_t dbg_hits;          /* DR6 B0-B3 of data breakpoints hit by the current instruction */
     uint32_t dr_seen[5];        /* DR0-DR3 and DR7 the TLB was last prepared for */
+    /* --- host watches (mem.c; not guest state, kept across restore and reset) --- */
+    aero_watch watch[AERO_WATCH_MAX]; /* armed ranges */
+    uint32_t watch_data;        /* OR of the data flags (READ/WRITE) of armed slots: 0 = none */
+    uint32_t watch_exec;        /* number of armed instruction watches */
+    uint32_t watch_hit;         /* 1: a hit is recorded in watch_hit_* and not taken yet */
+    uint32_t watch_stop;        /* 1: stop run() at the next instruction boundary */
+    uint32_t watch_hit_lin;     /* the hit: linear address of the access */
+    uint32_t watch_hit_phys;    /* its physical address */
+    uint32_t watch_hit_size;    /* bytes accessed */
+    uint32_t watch_hit_kind;    /* AERO_WATCH_READ, _WRITE or _EXEC (| _IO for ports) */
+    uint32_t watch_hit_value;   /* for I/O: the value transferred */
+    uint32_t watch_hit_eip;     /* EIP when the access was made */
+    uint32_t watch_io;          /* number of armed I/O watches */
+    uint32_t fetching;          /* 1 while decoding: fetches do not hit data watches */
+    uint64_t watch_skip;        /* tick + 1 at which instruction watches do not trigger, 0: none */
     int paid;                   /* 1: the tick of the executing instruction or event is paid */
     aero_insn step_insn;        /* the instruction the run loop executes alone */
     /* --- the platform (platform.c) --- */
@@ -411,6 +434,8 @@ AERO_INLINE uint32_t lin_rd_w(aero_machine *m, uint32_t lin, int size) {
 /* Implicit supervisor-mode accesses (descriptor tables, TSS): checked with supervisor
  * rights whatever the CPL, never alignment-checked; page faults are raised as usual. */
 uint32_t aero_rd_sys(aero_machine *m, uint32_t lin, int size);
+/* An I/O access the host watches (m->watch_io set): records the hit like a data watch. */
+void aero_watch_port(aero_machine *m, uint16_t port, int size, uint32_t val, uint32_t kind);
 void aero_wr_sys(aero_machine *m, uint32_t lin, int size, uint32_t val);
 
 /* ---- debug registers ---- */

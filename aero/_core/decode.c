@@ -231,7 +231,9 @@ aero_block *aero_block_lookup(aero_machine *m) {
         m->code_page[page] = 1;
         aero_tlb_flush_writes(m); /* writes to this page must now take the slow path */
     }
+    m->fetching = 1; /* instruction bytes are not data reads (host watches) */
     decode_block(m, b, phys, key, 1);
+    m->fetching = 0;
     b->gen = gen;
     if (b->key == 0) {
         /* An instruction crossing a page: decode into the scratch block each time. */
@@ -252,7 +254,9 @@ void aero_decode_one(aero_machine *m, aero_insn *in) {
     f.eip = m->cpu.eip;
     f.page_lin = (m->cpu.seg[S_CS].base + m->cpu.eip) & ~0xFFFu;
     f.first = 1;
+    m->fetching = 1;
     (void)decode_insn(&f, in, aero_pm(m));
+    m->fetching = 0;
     if (f.err) {
         in->fn = op_fetch_gp;
         in->len = 0;

@@ -117,14 +117,21 @@ static void pc_write(aero_machine *m, uint16_t port, int size, uint32_t val) {
     aero_pc_reschedule(m);
 }
 
-uint32_t aero_io_read(aero_machine *m, uint16_t port, int size) {
+static uint32_t io_read(aero_machine *m, uint16_t port, int size) {
     uint32_t ones = size == 1 ? 0xFFu : size == 2 ? 0xFFFFu : 0xFFFFFFFFu;
     if (port == PORT_DEBUGCON && m->cfg.debug_ports) return 0xE9u | (ones & ~0xFFu); /* debugcon read-back */
     if (m->pc) return pc_read(m, port, size);
     return ones;
 }
 
+uint32_t aero_io_read(aero_machine *m, uint16_t port, int size) {
+    uint32_t v = io_read(m, port, size);
+    if (AERO_UNLIKELY(m->watch_io)) aero_watch_port(m, port, size, v, AERO_WATCH_READ);
+    return v;
+}
+
 void aero_io_write(aero_machine *m, uint16_t port, int size, uint32_t val) {
+    if (AERO_UNLIKELY(m->watch_io)) aero_watch_port(m, port, size, val, AERO_WATCH_WRITE);
     if (port == PORT_DEBUGCON && m->cfg.debug_ports) {
         /* Only the low byte goes out: QEMU's debugcon is a one-byte port, and the bytes
          * above it land on the next ports. The run stops before the buffer is full. */

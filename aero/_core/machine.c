@@ -44,6 +44,7 @@ void aero_reset(aero_machine *m) {
     m->cur = NULL;
     m->dbg_hits = 0;
     m->attn = m->intr ? AERO_ATTN_INTR : 0; /* raised interrupts stay pending */
+    if (m->watch_exec) m->attn |= AERO_ATTN_WATCH; /* host watches outlive a reset */
     m->ac_low = 0;
     memcpy(m->dr_seen, c->dr, 4 * sizeof c->dr[0]);
     m->dr_seen[4] = c->dr[7];
@@ -197,6 +198,7 @@ static void attn_update(aero_machine *m) {
     uint32_t a = m->attn & (AERO_ATTN_AC | AERO_ATTN_INTR | AERO_ATTN_RESET);
     if (m->dbg_hits || m->cpu.dbg_pending) a |= AERO_ATTN_DEBUG;
     if (m->cpu.nmi_pending || m->cpu.nmi_blocked) a |= AERO_ATTN_NMI;
+    if (m->watch_stop || m->watch_exec) a |= AERO_ATTN_WATCH;
     m->attn = a;
 }
 
@@ -350,6 +352,13 @@ AERO_INLINE void exec_block(aero_machine *m, aero_block *b) {
     }
 }
 
+/* Does an instruction watch lie in [lin, lin+len)? */
+static int exec_watched(const aero_machine *m, uint32_t lin, uint32_t len) {
+    for (int i = 0; i < AERO_WATCH_MAX; i++)
+        if ((m->watch[i].flags & AERO_WATCH_EXEC) && m->watch[i].addr - lin < len) return 1;
+    return 0;
+}
+
 static __attribute__((noinline, cold)) void attend(aero_machine *m) {
     aero_cpu *c = &m->cpu;
     if (m->reset_pending) {
@@ -358,6 +367,13 @@ static __attribute__((noinline, cold)) void attend(aero_machine *m) {
         m->reset_pending = 0;
         m->attn &= ~AERO_ATTN_RESET;
         aero_pc_do_reset(m, cause);
+        return;
+    }
+    if (m->watch_stop) {
+        /* A data watch was hit by the instruction (or delivery) that just completed. */
+        m->watch_stop = 0;
+        attn_update(m);
+        m->stop = AERO_STOP_WATCH;
         return;
     }
     if (c->inhibit_irq == 1 && m->cur && is_ss_load(m->cur)) c->inhibit_irq = 2;
@@ -395,6 +411,28 @@ static __attribute__((noinline, cold)) void attend(aero_machine *m) {
         return;
     }
     prepare(m);
+    if (m->watch_exec) {
+        uint32_t lin = c->seg[S_CS].base + c->eip;
+        if (m->watch_skip != aero_now(m) + 1 && exec_watched(m, lin, 1)) {
+            m->watch_hit = 1;
+            m->watch_hit_lin = lin;
+            m->watch_hit_phys = lin;
+            m->watch_hit_size = 1;
+            m->watch_hit_kind = AERO_WATCH_EXEC;
+            m->watch_hit_value = 0;
+            m->watch_hit_eip = c->eip;
+            m->stop = AERO_STOP_WATCH;
+            return;
+        }
+        /* A watched instruction inside the block: run up to it one instruction at a time. */
+        aero_block *b = aero_block_lookup(m);
+        uint32_t len = 0;
+        for (uint32_t i = 0; i < b->n; i++) len += b->insn[i].len;
+        if (len > 1 && exec_watched(m, lin + 1, len - 1)) {
+            step(m);
+            return;
+        }
+    }
     if (shadow || (c->eflags & (F_TF | F_RF)) || c->nmi_blocked ||
         ((c->dr[7] & 0xFFu) && (aero_bp_enabled(m, 0) || io_bps(m)))) {
         step(m);
@@ -451,6 +489,8 @@ static int cpu_run(aero_machine *m, uint64_t until_tick) {
         m->cur = NULL;
         m->cpu.rep_partial = 0;
         m->dbg_hits = 0; /* the faulting instruction did not complete */
+        m->fetching = 0;
+        if (m->watch_stop) m->watch_stop = m->watch_hit = 0; /* nor did its accesses */
         m->paid = 1;     /* faults while delivering it belong to the same tick */
         aero_handle_fault(m);
         m->paid = 0;
@@ -502,6 +542,8 @@ int aero_run(aero_machine *m, uint64_t until_tick) {
 }
 
 uint64_t aero_ticks(aero_machine *m) { return m->ticks; }
+
+void aero_watch_resume(aero_machine *m) { m->watch_skip = m->ticks + 1; }
 
 /* ---- interrupts ---- */
 

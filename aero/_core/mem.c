@@ -7,8 +7,8 @@
  *
  * Translations are kept in two sets, one checked with supervisor rights and one with user
  * rights (CPL 3): a privilege change selects the other set instead of flushing. Pages that
- * an armed data breakpoint watches are never mapped for the watched kind of access, so
- * those accesses come here, where the breakpoint is matched.
+ * an armed data breakpoint or a host watch covers are never mapped for the watched kind of
+ * access, so those accesses come here, where the breakpoint or watch is matched.
  */
 #include "cpu.h"
 
@@ -202,11 +202,102 @@ static void data_bp_check(aero_machine *m, uint32_t lin, int size, int write) {
         m->exit_block = 1;
     }
 }
-/* May the TLB map this linear page for this kind of access? Not while a data breakpoint
- * watches it, so that every such access reaches data_bp_check. */
-static int mappable(const aero_machine *m, uint32_t page, int write) {
+/* Does a data watch of kind `kind` overlap [lin, lin+size) (linear) or [phys, phys+size)? */
+static int watch_overlap(const aero_machine *m, uint32_t lin, uint32_t phys, uint32_t size,
+                         uint32_t kind) {
+    for (int i = 0; i < AERO_WATCH_MAX; i++) {
+        const aero_watch *w = &m->watch[i];
+        if (!(w->flags & kind) || (w->flags & AERO_WATCH_IO)) continue;
+        uint32_t a = (w->flags & AERO_WATCH_PHYS) ? phys : lin;
+        if ((uint64_t)a + size > w->addr && a <= w->last) return 1;
+    }
+    return 0;
+}
+/* Record a data watch hit of [lin, lin+size): run() stops after the instruction. */
+static void watch_check(aero_machine *m, uint32_t lin, uint32_t phys, int size, uint32_t kind) {
+    if (m->fetching || !watch_overlap(m, lin, phys, (uint32_t)size, kind)) return;
+    if (!m->watch_hit) {
+        m->watch_hit = 1;
+        m->watch_hit_lin = lin;
+        m->watch_hit_phys = phys;
+        m->watch_hit_size = (uint32_t)size;
+        m->watch_hit_kind = kind;
+        m->watch_hit_value = 0;
+        m->watch_hit_eip = m->cpu.eip;
+    }
+    m->watch_stop = 1;
+    m->attn |= AERO_ATTN_WATCH;
+    m->exit_block = 1;
+}
+/* May the TLB map this linear page (physical page phys) for this kind of access? Not while
+ * a data breakpoint or a host watch covers it, so that every such access reaches
+ * data_bp_check and watch_check. */
+static __attribute__((noinline)) int mappable_watched(const aero_machine *m, uint32_t page,
+                                                      uint32_t phys, int write) {
     uint32_t mask = data_bps(m, write);
-    return !mask || !aero_bp_match(m, mask, page, 0x1000u);
+    if (mask && aero_bp_match(m, mask, page, 0x1000u)) return 0;
+    return !m->watch_data ||
+           !watch_overlap(m, page, phys & ~0xFFFu, 0x1000u, write ? AERO_WATCH_WRITE : AERO_WATCH_READ);
+}
+AERO_INLINE int mappable(const aero_machine *m, uint32_t page, uint32_t phys, int write) {
+    if (AERO_LIKELY(!((m->cpu.dr[7] & 0xFFu) | m->watch_data))) return 1;
+    return mappable_watched(m, page, phys, write);
+}
+
+int aero_watch_set(aero_machine *m, uint32_t slot, uint32_t addr, uint32_t len, uint32_t flags) {
+    if (slot >= AERO_WATCH_MAX || (flags && (len == 0 || (uint64_t)addr + len > 0x100000000ull)))
+        return -1;
+    aero_watch *w = &m->watch[slot];
+    w->addr = addr;
+    w->last = flags & AERO_WATCH_EXEC ? addr : addr + (len ? len - 1 : 0);
+    w->flags = flags & (AERO_WATCH_READ | AERO_WATCH_WRITE | AERO_WATCH_EXEC | AERO_WATCH_PHYS |
+                        AERO_WATCH_IO);
+    m->watch_data = 0;
+    m->watch_exec = 0;
+    m->watch_skip = 0; /* arming anew forgets aero_watch_resume */
+    m->watch_io = 0;
+    for (int i = 0; i < AERO_WATCH_MAX; i++) {
+        uint32_t f = m->watch[i].flags;
+        if (f & AERO_WATCH_IO) m->watch_io++;
+        else m->watch_data |= f & (AERO_WATCH_READ | AERO_WATCH_WRITE);
+        if (f & AERO_WATCH_EXEC) m->watch_exec++;
+    }
+    if (m->watch_exec) m->attn |= AERO_ATTN_WATCH;
+    aero_tlb_flush_all(m); /* watched pages must not stay mapped */
+    return 0;
+}
+
+int aero_watch_take(aero_machine *m, uint32_t *out) {
+    if (!m->watch_hit) return 0;
+    out[0] = m->watch_hit_lin;
+    out[1] = m->watch_hit_phys;
+    out[2] = m->watch_hit_size;
+    out[3] = m->watch_hit_kind;
+    out[4] = m->watch_hit_value;
+    out[5] = m->watch_hit_eip;
+    m->watch_hit = 0;
+    return 1;
+}
+
+void aero_watch_port(aero_machine *m, uint16_t port, int size, uint32_t val, uint32_t kind) {
+    int hit = 0;
+    for (int i = 0; i < AERO_WATCH_MAX; i++) {
+        const aero_watch *w = &m->watch[i];
+        if ((w->flags & AERO_WATCH_IO) && (w->flags & kind) &&
+            (uint32_t)port + (uint32_t)size > w->addr && port <= w->last) hit = 1;
+    }
+    if (!hit) return;
+    if (!m->watch_hit) {
+        m->watch_hit = 1;
+        m->watch_hit_lin = m->watch_hit_phys = port;
+        m->watch_hit_size = (uint32_t)size;
+        m->watch_hit_kind = kind | AERO_WATCH_IO;
+        m->watch_hit_value = val;
+        m->watch_hit_eip = m->cpu.eip;
+    }
+    m->watch_stop = 1;
+    m->attn |= AERO_ATTN_WATCH;
+    m->exit_block = 1;
 }
 
 /* Record a write to RAM page `page`: dirty tracking and self-modifying code. */
@@ -230,10 +321,11 @@ static uint32_t rd_slow(aero_machine *m, uint32_t lin, int size, int acc) {
     uint32_t phys = translate(m, lin, acc);
     uint32_t info = m->walk_info;
     data_bp_check(m, lin, size, 0);
+    if (AERO_UNLIKELY(m->watch_data & AERO_WATCH_READ)) watch_check(m, lin, phys, size, AERO_WATCH_READ);
     uint8_t *p = aero_phys_ptr(m, phys);
     if (!p) return size == 1 ? 0xFFu : size == 2 ? 0xFFFFu : 0xFFFFFFFFu;
     uint32_t page = lin & ~0xFFFu;
-    if (mappable(m, page, 0)) {
+    if (mappable(m, page, phys, 0)) {
         int set = acc_set(m, acc), slot = (int)((lin >> 12) & (AERO_TLB_SIZE - 1));
         aero_tlb_entry *e = &m->tlb[set][slot];
         uintptr_t addend = (uintptr_t)(p - (phys & 0xFFF)) - page;
@@ -274,6 +366,7 @@ static void wr_slow(aero_machine *m, uint32_t lin, int size, uint32_t val, int a
     uint32_t phys = translate(m, lin, acc | AERO_ACC_WRITE);
     uint32_t info = m->walk_info;
     data_bp_check(m, lin, size, 1);
+    if (AERO_UNLIKELY(m->watch_data & AERO_WATCH_WRITE)) watch_check(m, lin, phys, size, AERO_WATCH_WRITE);
     if (!phys_is_ram(m, phys)) return; /* ROM and open bus ignore writes */
     note_write(m, phys >> 12);
     uint8_t *p = m->ram + phys;
@@ -290,8 +383,8 @@ static void wr_slow(aero_machine *m, uint32_t lin, int size, uint32_t val, int a
     m->tlb_info[set][slot] = (phys & ~0xFFFu) | info;
     /* With paging, the walk above set the dirty bit for this write, so later writes may go
      * straight through: write-map the page (unless a breakpoint watches it). */
-    if (mappable(m, page, 0)) e->tag_r = page;
-    if (mappable(m, page, 1)) e->tag_w = page;
+    if (mappable(m, page, phys, 0)) e->tag_r = page;
+    if (mappable(m, page, phys, 1)) e->tag_w = page;
 }
 
 void aero_wr_slow(aero_machine *m, uint32_t lin, int size, uint32_t val) { wr_slow(m, lin, size, val, 0); }

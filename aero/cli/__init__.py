@@ -29,6 +29,8 @@ Commands:
                             the minimal inputs that still make an oracle fail
   aero check [TRACE]        replay with invariant oracles and report violations
   aero export TRACE         Perfetto timeline or Tenet instruction trace
+  aero query TRACE          history of memory, a port or a register; the last write to a
+                            byte before a tick (replay --gdb: debug a trace with gdb)
   aero conformance sst DIR  check the CPU against hardware-captured SingleStepTests
   aero fuzz cpu             differential fuzzing of the CPU against Unicorn
   aero bench                guest MIPS, side by side with Unicorn and QEMU
@@ -41,10 +43,10 @@ Exit codes: 0 success, 1 check failed / divergence / violation, 2 usage or input
 
 
 def _commands() -> Sequence[Callable[[argparse._SubParsersAction], None]]:
-    from aero.cli import bench, check, diff, export, fuzz, run, trace
+    from aero.cli import bench, check, diff, export, fuzz, query, run, trace
 
     return (*run.COMMANDS, *trace.COMMANDS, *diff.COMMANDS, *check.COMMANDS,
-            *export.COMMANDS, *fuzz.COMMANDS, *bench.COMMANDS)
+            *export.COMMANDS, *query.COMMANDS, *fuzz.COMMANDS, *bench.COMMANDS)
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -202,6 +202,8 @@ def add_replay(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--quiet", action="store_true", help="do not re-emit the guest's output")
     p.add_argument("--json", action="store_true")
     p.add_argument("--no-progress", action="store_true")
+    p.add_argument("--gdb", metavar="[HOST:]PORT",
+                   help="serve the replay to gdb (remote protocol) instead: docs/debugging.md")
     p.set_defaults(func=cmd_replay)
 
 
@@ -224,6 +226,9 @@ def cmd_replay(args: argparse.Namespace) -> int:
     from aero.traces.replay import ReplayError
 
     path = _trace_arg(args.trace)
+    if args.gdb:
+        from aero.cli.query import serve_gdb
+        return serve_gdb(path, args.gdb, 0)
     echo = not args.json and not args.quiet and not args.check
     try:
         result = do_replay(path, until=args.until, speed=args.speed, echo=echo,
@@ -414,6 +419,8 @@ def add_seek(sub: argparse._SubParsersAction) -> None:
     p.add_argument("tick", type=_int)
     p.add_argument("--save", metavar="SNAPSHOT", help="write a snapshot file of that state")
     p.add_argument("--json", action="store_true")
+    p.add_argument("--gdb", metavar="[HOST:]PORT",
+                   help="serve the replay to gdb from this tick: docs/debugging.md")
     p.set_defaults(func=cmd_seek)
 
 
@@ -425,6 +432,9 @@ def cmd_seek(args: argparse.Namespace) -> int:
     from aero.traces.snapshot import save_snapshot
 
     path = _trace_arg(None if args.trace == "latest" else args.trace)
+    if args.gdb:
+        from aero.cli.query import serve_gdb
+        return serve_gdb(path, args.gdb, args.tick)
     try:
         c = load_contents(open_trace(path, verify=False))
         if args.tick > c.end_tick:
