@@ -455,7 +455,7 @@ def linux_layout(data: bytes, hdr: LinuxHeader, ram_size: int, initrd: bytes | N
             raise LinuxBootError("the initrd is empty")
         top = min(ram_size, hdr.initrd_addr_max + 1) & ~0xFFF
         initrd_addr = (top - len(initrd)) & ~0xFFF
-        if top - len(initrd) < hdr.kernel_end:
+        if top - len(initrd) < 0 or initrd_addr < hdr.kernel_end:
             raise LinuxBootError(
                 f"the initrd ({len(initrd)} bytes) does not fit between the kernel (up to "
                 f"{hdr.kernel_end:#x}) and {top:#x} (the lower of RAM, {ram_size:#x} bytes, "
