@@ -112,6 +112,21 @@ class MachineConfig:
         return cls(**values)  # type: ignore[arg-type]
 
 
+@dataclass(frozen=True)
+class PortStat:
+    """One port's line of the port log (:meth:`Machine.port_log`)."""
+
+    reads: int
+    writes: int
+    first_tick: int
+    last_value: int
+    last_size: int
+
+
+PORT_STAT_DTYPE = np.dtype([("reads", "<u4"), ("writes", "<u4"), ("first_tick", "<u8"),
+                            ("last_value", "<u4"), ("last_size", "<u4")])
+
+
 @dataclass
 class Segment:
     """A segment register: selector and hidden descriptor cache."""
@@ -317,6 +332,24 @@ class Machine:
         if size not in (1, 2, 4) or not 0 <= port <= 0xFFFF:
             raise ValueError(f"bad port access: port {port:#x}, size {size}")
         lib.aero_port_write(self._m, port, size, value & ((1 << (8 * size)) - 1))
+
+    def enable_port_log(self, enable: bool = True) -> None:
+        """Start (cleared) or stop the port log: per port, reads, writes, the first tick and
+        the last value. Observation only: it is not machine state and changes no result."""
+        if lib.aero_port_log_enable(self._m, 1 if enable else 0) != 0:
+            raise MemoryError("cannot allocate the port log")
+
+    def port_log(self) -> dict[int, PortStat]:
+        """The ports accessed since :meth:`enable_port_log`, by port number (ascending)."""
+        p = lib.aero_port_log(self._m)
+        if p == ffi.NULL:
+            raise RuntimeError("the port log is off (enable_port_log)")
+        raw = np.frombuffer(ffi.buffer(p, 0x10000 * ffi.sizeof("aero_port_stat")),
+                            dtype=PORT_STAT_DTYPE)
+        return {int(port): PortStat(int(raw["reads"][port]), int(raw["writes"][port]),
+                                    int(raw["first_tick"][port]), int(raw["last_value"][port]),
+                                    int(raw["last_size"][port]))
+                for port in np.flatnonzero(raw["last_size"])}
 
     def devices_state_bytes(self) -> bytes:
         """Canonical serialized device state (part of fingerprints and snapshots)."""
