@@ -70,6 +70,9 @@ class MachineConfig:
     tick_hz: int = 100_000_000
     # POST-code ports besides 80h (at most four).
     post_ports: tuple[int, ...] = ()
+    # The kernel command line a Linux guest is loaded with (the loader writes it into guest
+    # memory; the core never sees it). Empty for every other guest.
+    cmdline: str = ""
 
     def __post_init__(self) -> None:
         if self.ram_size <= 0 or self.ram_size % 4096 or self.ram_size > 0xF000_0000:
@@ -87,6 +90,8 @@ class MachineConfig:
             raise ValueError(f"tick_hz must be between 1000 and 10**12, not {self.tick_hz}")
         if len(self.post_ports) > 4 or any(not 0 < p <= 0xFFFF for p in self.post_ports):
             raise ValueError(f"post_ports takes up to four ports in 1-FFFFh: {self.post_ports}")
+        if not isinstance(self.cmdline, str):
+            raise ValueError(f"cmdline must be a string, not {type(self.cmdline).__name__}")
 
     @property
     def features_edx(self) -> int:
@@ -96,8 +101,14 @@ class MachineConfig:
         return value
 
     def to_dict(self) -> dict[str, object]:
-        return {f.name: (list(v) if isinstance(v := getattr(self, f.name), tuple) else v)
-                for f in fields(self)}
+        """The configuration as JSON-ready values. Fields added after traces first recorded
+        a configuration (``cmdline``) are left out at their default, so the metadata and the
+        digest of a trace that does not use them stay what they were."""
+        d = {f.name: (list(v) if isinstance(v := getattr(self, f.name), tuple) else v)
+             for f in fields(self)}
+        if not self.cmdline:
+            del d["cmdline"]
+        return d
 
     @classmethod
     def from_dict(cls, data: dict[str, object]) -> MachineConfig:

@@ -246,3 +246,64 @@ def test_cmdline_of_exactly_cmdline_size() -> None:
     m = machine()
     load_linux(m, bzimage(cmdline_size=12), None, "a" * 12)
     assert m.read(u32(zero_page(m), 0x228), 13) == b"a" * 12 + b"\0"
+
+
+# ---- identity: the kernel, the initrd and the command line ----
+
+def test_resolve_names_kernel_and_initrd_by_hash(tmp_path: Path) -> None:
+    import hashlib
+
+    from aero.launch import GuestRef, resolve
+
+    k, rd = tmp_path / "vmlinuz", tmp_path / "initrd.cpio"
+    k.write_bytes(bzimage())
+    rd.write_bytes(b"initrd bytes")
+    r = resolve(str(k), initrd=str(rd))
+    assert r.ref.fmt == "linux"
+    assert r.ref.sha256 == hashlib.sha256(k.read_bytes()).hexdigest()
+    assert r.ref.initrd_sha256 == hashlib.sha256(b"initrd bytes").hexdigest()
+    assert r.ref.initrd_size == 12
+    assert r.images == {r.ref.sha256: k.read_bytes(), r.ref.initrd_sha256: b"initrd bytes"}
+    assert r.ref.image_hashes() == [r.ref.sha256, r.ref.initrd_sha256]
+    assert GuestRef.from_dict(r.ref.to_dict()) == r.ref
+    assert "initrd_sha256" in r.ref.identity() and "name" not in r.ref.identity()
+    # Without an initrd the metadata has exactly the fields it always had.
+    plain = resolve(str(k)).ref
+    assert set(plain.to_dict()) == {"name", "fmt", "load_addr", "sha256", "size"}
+
+
+def test_start_machine_loads_initrd_and_cmdline(tmp_path: Path,
+                                                monkeypatch: pytest.MonkeyPatch) -> None:
+    from aero.launch import LaunchError, resolve, start_machine, store_image
+
+    k, rd = tmp_path / "vmlinuz", tmp_path / "initrd.cpio"
+    k.write_bytes(bzimage())
+    rd.write_bytes(b"\x42" * 100)
+    r = resolve(str(k), initrd=str(rd))
+    config = MachineConfig(ram_size=RAM, cmdline="console=ttyS0,115200")
+    m = start_machine(config, r.ref, r.data, r.images)
+    bp = zero_page(m)
+    assert m.read(u32(bp, 0x228), 21) == b"console=ttyS0,115200\0"
+    assert m.read(u32(bp, 0x218), 100) == b"\x42" * 100
+    # The initrd from the image store, when the caller has only the kernel.
+    monkeypatch.setenv("AERO_IMAGE_STORE", str(tmp_path / "store"))
+    with pytest.raises(LaunchError, match="initrd of vmlinuz .* `aero pack`"):
+        start_machine(config, r.ref, r.data)
+    store_image(b"\x42" * 100)
+    m2 = start_machine(config, r.ref, r.data)
+    assert m2.fingerprint() == m.fingerprint()
+
+
+def test_cmdline_in_config_round_trip_and_only_for_linux(tmp_path: Path) -> None:
+    from aero.launch import LaunchError, resolve, start_machine
+
+    c = MachineConfig(ram_size=RAM, cmdline="console=ttyS0")
+    assert MachineConfig.from_dict(c.to_dict()) == c
+    assert "cmdline" not in MachineConfig().to_dict()  # old metadata and digests unchanged
+    p = tmp_path / "boot.bin"
+    p.write_bytes(b"\xf4")
+    r = resolve(str(p))
+    with pytest.raises(LaunchError, match="command line is for Linux"):
+        start_machine(c, r.ref, r.data)
+    with pytest.raises(LaunchError, match="initrd is for Linux"):
+        resolve(str(p), initrd=str(p))
