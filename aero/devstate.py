@@ -14,6 +14,8 @@ from __future__ import annotations
 import struct
 from collections.abc import Callable
 
+__all__ = ["DEV_STATE_VERSION", "Fields", "SECTIONS", "decode", "differences"]
+
 DEV_STATE_VERSION = 1
 
 Fields = dict[str, int | list[int]]

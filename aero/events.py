@@ -21,6 +21,9 @@ import numpy as np
 
 from aero._core_loader import load_core
 
+__all__ = ["Channel", "Device", "EVENTS_VERSION", "EVENT_DTYPE", "INPUT_KINDS", "INPUT_LIMIT",
+           "Kind", "ResetCause", "describe", "kind_name", "split"]
+
 _ffi, _lib = load_core()
 
 EVENTS_VERSION = 1

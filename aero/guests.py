@@ -25,6 +25,10 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
+__all__ = ["BENCH_GUESTS", "BUILD_TIMEOUT", "GUESTS", "GuestImage", "GuestSpec", "INCLUDE_DIR",
+           "ROM_SIZE", "SOURCE_DIR", "SUPPORT_GUESTS", "TOOLS", "ToolchainError", "build",
+           "build_all", "cache_dir", "tool_versions"]
+
 SOURCE_DIR = Path(__file__).resolve().parent.parent / "guests"
 INCLUDE_DIR = SOURCE_DIR / "include"
 TOOLS = ("as", "ld", "objcopy", "nm")

@@ -29,6 +29,9 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass, field
 
+__all__ = ["FLAG_BITS", "IMM_AP", "IMM_B", "IMM_NONE", "IMM_O", "IMM_W", "IMM_WB", "IMM_Z",
+           "INSTRUCTIONS", "Insn", "OPF", "PREFIXES", "generate_c", "group_opcodes", "lookup"]
+
 # Each line: opcode, mnemonic, operands ("-" for none), handler, flags...
 _TABLE = r"""
 00    add     Eb,Gb   add_EbGb    lock

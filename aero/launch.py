@@ -36,6 +36,10 @@ from aero.machine import Machine, MachineConfig
 LOAD_FORMATS = ("flat", "rom", "multiboot", "linux")
 LINUX_GUEST = "linux"  # the bundled Linux guest (aero.linuxguest), fetched on first use
 
+__all__ = ["GuestRef", "LINUX_GUEST", "LaunchError", "ResolvedGuest", "find_image",
+           "find_image_by_hash", "image_store", "resolve", "resolve_guest", "start_machine",
+           "store_image"]
+
 
 class LaunchError(Exception):
     """A guest that cannot be found, built or loaded; one line for the user."""

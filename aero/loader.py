@@ -47,6 +47,16 @@ from pathlib import Path
 
 from aero.machine import Machine, Segment
 
+__all__ = ["BOOT_LOADER_NAME", "CODE32_ATTR", "DATA32_ATTR", "EM_386", "ET_EXEC", "ElfSegment",
+           "FLAT_CS", "FLAT_DS", "FORMATS", "GDT_ADDR", "GuestError", "INFO_ADDR", "LOADER_AREA",
+           "LoadedGuest", "MB_BOOT_MAGIC", "MB_HEADER_MAGIC", "MB_SEARCH", "MB_STACK",
+           "MB_SUPPORTED_REQUIRED", "MMAP_ADDR", "NAME_ADDR", "PT_LOAD", "REAL_CODE_ATTR",
+           "REAL_DATA_ATTR", "detect_format", "find_multiboot_header", "load_flat", "load_guest",
+           "load_multiboot", "load_rom", "multiboot_info", "parse_elf",
+           "BOOT_CS", "BOOT_DS", "CMDLINE_ADDR", "LINUX_KERNEL_ADDR", "LINUX_MIN_VERSION",
+           "LinuxBootError", "LinuxHeader", "LinuxLayout", "ZERO_PAGE", "linux_e820",
+           "linux_layout", "load_linux", "parse_linux_header"]
+
 FORMATS = ("auto", "flat", "rom", "multiboot", "linux")
 
 MB_HEADER_MAGIC = 0x1BADB002

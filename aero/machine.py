@@ -23,6 +23,10 @@ import numpy as np
 from aero._core_loader import load_core
 from aero.events import EVENT_DTYPE
 
+__all__ = ["DEFAULT_FEATURES", "FEATURE_BITS", "GPR_NAMES", "INTR_QUEUE", "Machine",
+           "MachineConfig", "PORT_STAT_DTYPE", "PortStat", "Regs", "SEGMENT_NAMES", "Segment",
+           "StopReason", "hash64"]
+
 ffi, lib = load_core()
 
 # CPUID.1:EDX feature bits advertised by default: TSC, MSR, CX8, CMOV, PSE, PGE, DE, SEP.

@@ -6,7 +6,7 @@ out="results-$(hostname -s).json"
 aero bench --json "$@" > "$out"
 python3 - "$out" <<'PY'
 import json, sys
-from aero.bench import print_table
+from aero.bench.mips import print_table
 print_table(json.load(open(sys.argv[1])))
 PY
 echo "saved benchmarks/$out"

@@ -2,7 +2,7 @@
 
 ``aero fuzz cpu --against unicorn --examples N --seed S [--mode real|pm32|pm32-paging|all]``
 runs
-:func:`run_campaign` through :func:`run_cli`.
+:func:`run_campaign` through ``aero fuzz cpu`` (:mod:`aero.cli.fuzz`).
 
 Invariants:
 
@@ -12,7 +12,7 @@ Invariants:
   continues with a seed derived from the previous one until the example budget is used;
   a divergence whose signature (mode, opcode, prefix class) was already recorded is
   counted as a repeat, never recorded twice.
-* A divergence that a :data:`~aero.difftest.unicorn.KNOWN_DIVERGENCES` entry explains
+* A divergence that a :data:`~aero.fuzz.unicorn.KNOWN_DIVERGENCES` entry explains
   (Unicorn wrong, decided with the Intel SDM or hardware data) is reported as explained
   and does not fail the campaign; it is recorded as found (first occurrence per
   signature), without shrinking.
@@ -24,18 +24,13 @@ from __future__ import annotations
 
 import hashlib
 import json
-import sys
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
-from hypothesis import HealthCheck, Phase, Verbosity, given, reject, settings
-from hypothesis import seed as hseed
-from hypothesis.errors import Unsatisfiable
-
-from aero.difftest import (
+from aero.fuzz.difftest import (
     REG_KEYS,
     AeroCPU,
     NotComparable,
@@ -44,9 +39,17 @@ from aero.difftest import (
     StepRecord,
     run_pair,
 )
-from aero.difftest.unicorn import KNOWN_DIVERGENCES, KnownDivergence, UnicornCPU, explain
+from aero.fuzz.unicorn import KNOWN_DIVERGENCES, KnownDivergence, UnicornCPU, explain
+from hypothesis import HealthCheck, Phase, Verbosity, given, reject, settings
+from hypothesis import seed as hseed
+from hypothesis.errors import Unsatisfiable
 
 from .strategies import CLASSES, EXCLUSIONS, pending_handlers, scenarios
+
+__all__ = ["CampaignResult", "Checker", "DEFAULT_CLASSES", "Divergence", "KNOWN_DIVERGENCE_SEARCH",
+           "derive_seed", "find_known", "memory_changes", "print_divergence", "print_explained",
+           "reduce_memory", "regression_case", "replay_regression", "run_campaign", "signature",
+           "write_known_regressions", "write_regression"]
 
 DEFAULT_CLASSES = tuple(c for c in CLASSES if c not in ("io", "x87"))
 
@@ -85,7 +88,7 @@ class Divergence:
 
     def to_dict(self) -> dict:
         """Everything needed to reproduce and judge the divergence. ``initial`` is the
-        scenario (memory: the ``fill_seed`` pattern of :func:`aero.difftest.fill_page`
+        scenario (memory: the ``fill_seed`` pattern of :func:`aero.fuzz.difftest.fill_page`
         plus sparse writes); ``aero``/``unicorn`` give each side's registers, exception
         and memory changes after the diverging instruction; ``before`` is the register
         file just before it."""
@@ -427,57 +430,6 @@ def print_explained(console: object, divs: list[Divergence]) -> None:
                       d.scenario.code[d.record.index].hex(), d.record.info.text(),
                       str(d.occurrences))
     console.print(table)  # type: ignore[attr-defined]
-
-
-def run_cli(args: object) -> int:
-    """``aero fuzz cpu``: exit 0 when no unexplained divergence, 1 otherwise, 2 on bad
-    arguments."""
-    from aero.cli_common import EXIT_FAIL, EXIT_OK, CliError
-
-    examples = int(args.examples)  # type: ignore[attr-defined]
-    if examples < 1:
-        raise CliError("--examples must be at least 1")
-    if getattr(args, "against", "unicorn") != "unicorn":
-        raise CliError("only --against unicorn is supported")
-    classes = getattr(args, "classes", None)
-    if isinstance(classes, str):
-        classes = [c for c in classes.split(",") if c]
-    try:
-        if classes:
-            scenarios(["real"], classes)
-    except ValueError as exc:
-        raise CliError(str(exc)) from exc
-    as_json = bool(getattr(args, "json", False))
-    show = not as_json and not getattr(args, "no_progress", False) and sys.stderr.isatty()
-    mode, seed = args.mode, int(args.seed)  # type: ignore[attr-defined]
-    if show:
-        from rich.progress import Progress
-
-        with Progress(transient=True) as prog:
-            task = prog.add_task("fuzz cpu", total=examples)
-            result = run_campaign(examples, seed, mode,
-                                  progress=lambda n: prog.update(task, completed=n),
-                                  classes=classes)
-    else:
-        result = run_campaign(examples, seed, mode, classes=classes)
-    if as_json:
-        print(json.dumps(result.to_dict()))
-    else:
-        from rich.console import Console
-
-        console = Console(emoji=False, highlight=False)
-        for div in result.unexplained:
-            print_divergence(console, div)
-        print_explained(console, [d for d in result.divergences if d.explained])
-        console.print(
-            f"examples {result.examples}  discarded {result.discarded}  "
-            f"divergences {len(result.divergences)} "
-            f"(unexplained {len(result.unexplained)}, explained occurrences "
-            f"{result.explained_count})  runs {result.runs}  {result.elapsed:.1f} s")
-        if result.not_implemented:
-            console.print(f"not implemented in this core (left out): "
-                          f"{', '.join(result.not_implemented)}")
-    return EXIT_FAIL if result.unexplained else EXIT_OK
 
 
 def replay_regression(case: dict) -> list[str]:

@@ -1,7 +1,7 @@
 """Hypothesis strategies for instruction-level differential testing, generated from the
 instruction table (:data:`aero.isa.INSTRUCTIONS`).
 
-A drawn :class:`~aero.difftest.Scenario` is one to four instructions in 16-bit real-mode
+A drawn :class:`~aero.fuzz.difftest.Scenario` is one to four instructions in 16-bit real-mode
 or flat 32-bit protected-mode code (``pm32``; ``pm32-paging`` adds paging, see
 :func:`draw_paging`), with a register file biased toward boundary values,
 random arithmetic flags and DF, and memory filled with a seeded pattern. Registers that
@@ -27,10 +27,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from functools import cache
 
-from hypothesis import strategies as st
-
-from aero import isa
-from aero.difftest import (
+from aero.fuzz.difftest import (
     GPRS,
     INTERESTING32,
     PAGING_CODE_MIN,
@@ -51,6 +48,16 @@ from aero.difftest import (
     initial_regs,
     is_pm,
 )
+from hypothesis import strategies as st
+
+from aero import isa
+
+__all__ = ["ALL_MODES", "ARENA", "ARENA_HI", "ARENA_LO", "CLASSES", "EXCLUSIONS", "Exclusion",
+           "INTERESTING_U32", "INTERESTING_U8", "INVALID_ENCODINGS", "PERMILLE", "PM_MODES",
+           "REG3", "STACK_ROLES", "STRING_ROLES", "U16", "U32", "U8", "WORKING_CLASSES",
+           "class_of", "draw_paging", "eflags", "excluded", "excluded_encoding", "instruction",
+           "interesting32", "page_flags", "pending_handlers", "pointer_roles", "scenario",
+           "scenarios", "select_rows", "shift_count"]
 
 # ---- instruction classes ------------------------------------------------------------------
 

@@ -8,7 +8,8 @@ liveness invariants (docs/oracles.md). The public API:
   (:mod:`aero.oracles.api`);
 * ``register``, ``get``, ``names``, ``default_names``, ``load_file``, ``resolve``
   (:mod:`aero.oracles.registry`);
-* :func:`check_trace` and :class:`OracleRunner` (:mod:`aero.oracles.runner`), imported on
+* :func:`check` (replay a trace file with oracles), :func:`check_trace` and
+  :class:`OracleRunner` (:mod:`aero.oracles.runner`), imported on
   first use because they need the compiled core.
 
 The built-ins live one group per module: ``builtin_replay`` (replay-determinism),
@@ -21,15 +22,16 @@ from __future__ import annotations
 from typing import Any
 
 from .api import Context, Event, Oracle, OracleError, Violation
-from .registry import default_names, get, load_file, names, register, resolve
+from .registry import build, default_names, get, load_file, names, register, resolve
 
-__all__ = ["CheckResult", "Context", "Event", "Oracle", "OracleError", "OracleRunner",
-           "Violation", "check_trace", "default_names", "get", "load_file", "names",
-           "register", "resolve"]
+__all__ = ["CheckResult", "Context", "Event", "Oracle", "OracleError", "OracleRunner", "Violation",
+           "build", "check", "check_trace", "default_names", "failure_predicate", "get",
+           "load_file", "names", "register", "resolve"]
 
 
 def __getattr__(name: str) -> Any:
-    if name in ("CheckResult", "OracleRunner", "check_trace"):
+    if name in ("CheckResult", "OracleRunner", "check", "check_trace",
+                "failure_predicate"):
         from . import runner
 
         return getattr(runner, name)

@@ -32,8 +32,9 @@ from typing import TYPE_CHECKING, Any, ClassVar, NamedTuple
 from aero.events import describe, kind_name
 
 if TYPE_CHECKING:
+    from aero.traces.replay import ReplayResult, TraceContents
+
     from aero.machine import Machine, Regs
-    from aero.replay import ReplayResult, TraceContents
 
 DEFAULT_CHAIN_LENGTH = 16
 

@@ -13,7 +13,7 @@ class ReplayDeterminism(Oracle):
     Invariant: the core is a pure function of (configuration, guest image, injected inputs)
     (docs/architecture.md, DESIGN §1), so re-executing a trace's inputs at their ticks
     produces exactly the device events, output and state fingerprints it recorded. The
-    replay engine (aero.replay) verifies that as it goes; this oracle turns its first
+    replay engine (aero.traces.replay) verifies that as it goes; this oracle turns its first
     divergence into a violation at the divergence tick, with what differed.
     """
 

@@ -12,6 +12,7 @@ import hashlib
 import importlib.util
 import sys
 from pathlib import Path
+from typing import Any
 
 from .api import Oracle, OracleError
 
@@ -104,3 +105,22 @@ def resolve(spec: str) -> type[Oracle]:
     if ":" in spec and (".py:" in spec or "/" in spec):
         return load_file(spec)
     return get(spec)
+
+
+def build(specs: list[str] | None, options: dict[str, dict[str, Any]] | None = None) -> list:
+    """Instantiate the oracles named by ``specs`` (names or ``path.py:Class``; default: the
+    default set), each with its keyword options from ``options[spec]``; a spec named twice
+    is built once. Raises :class:`OracleError` for an unknown oracle or a bad option."""
+    chosen = specs if specs else default_names()
+    out = []
+    seen: set[str] = set()
+    for spec in chosen:
+        if spec in seen:
+            continue
+        seen.add(spec)
+        cls = resolve(spec)
+        try:
+            out.append(cls(**(options or {}).get(spec, {})))
+        except (TypeError, ValueError) as exc:
+            raise OracleError(f"oracle {spec}: {exc}") from None
+    return out

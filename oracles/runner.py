@@ -1,6 +1,6 @@
 """Running oracles: one replay of a trace with a set of oracles attached.
 
-:class:`OracleRunner` is the :class:`aero.replay.ReplayObserver` that fans the replay's
+:class:`OracleRunner` is the :class:`aero.traces.replay.ReplayObserver` that fans the replay's
 callbacks out to the oracles (keeping the ring of recent events every violation's chain
 comes from); :func:`check_trace` replays a trace with it and returns the violations.
 
@@ -14,13 +14,14 @@ Invariants:
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import numpy as np
+from aero.traces.replay import Replayer, ReplayResult, TraceContents
 
 from aero.machine import Machine
-from aero.replay import Replayer, ReplayResult, TraceContents
 
 from .api import DEFAULT_CHAIN_LENGTH, Context, Event, Oracle, OracleError, Violation
 
@@ -115,3 +116,53 @@ def check_trace(contents: TraceContents, oracles: Sequence[Oracle], *,
     runner = OracleRunner(oracles, chain_length=chain_length)
     result = Replayer(contents, image=image).run(observer=runner, on_progress=on_progress)
     return CheckResult(runner.violations, result, [o.label for o in runner.oracles])
+
+
+def check(trace: str | os.PathLike[str], oracles: Sequence[str | Oracle] | None = None, *,
+          on_progress: Callable[[int], None] | None = None) -> CheckResult:
+    """Replay ``trace`` with ``oracles`` attached (oracle instances, or names such as
+    ``"cpu"`` or ``"guest-output"``, or ``path.py:Class``; default: the default set) and
+    return the violations found. ``result.ok`` is true when there are none. Raises
+    :class:`aero.traces.container.TraceError`, :class:`aero.traces.replay.ReplayError` or
+    :class:`OracleError`."""
+    from aero.oracles.registry import build
+    from aero.traces.container import open_trace
+    from aero.traces.replay import load_contents
+
+    if not oracles:
+        chosen = build(None)
+    else:
+        chosen = [build([o])[0] if isinstance(o, str) else o for o in oracles]
+    return check_trace(load_contents(open_trace(trace)), chosen, on_progress=on_progress)
+
+
+def failure_predicate(name: str) -> Callable[[TraceContents], bool]:
+    """What ``aero bisect inputs --oracle NAME`` minimises against: a built-in predicate of
+    :mod:`aero.traces.bisect` (``output-contains:TEXT``, ``exit-status:N``), else an invariant
+    oracle (a registered name or ``path.py:Class``), under which a candidate fails when the
+    oracle reports a violation on a fresh recording of the candidate's inputs. Raises
+    :class:`aero.traces.bisect.BisectError` for an unknown name."""
+    from aero.oracles.registry import resolve
+    from aero.traces.bisect import BisectError, builtin_oracle, record_inputs
+
+    p = builtin_oracle(name)
+    if p is not None:
+        return p
+    try:
+        cls = resolve(name)
+    except (KeyError, ValueError, OracleError) as exc:
+        raise BisectError(f"unknown oracle {name!r}: {exc}") from None
+
+    def fails(c: TraceContents) -> bool:
+        import tempfile
+        from pathlib import Path
+
+        from aero.traces.container import open_trace
+        from aero.traces.replay import load_contents
+
+        with tempfile.TemporaryDirectory(prefix="aero-bisect-") as tmp:
+            path = Path(tmp) / "candidate.aerotrace"
+            record_inputs(c, path)
+            return bool(check_trace(load_contents(open_trace(path)), [cls()]).violations)
+
+    return fails

@@ -292,7 +292,8 @@ def guest_lines_aero(name: str, defines: dict[str, int] | None = None) -> Lines:
 
 def guest_lines_qemu(name: str, defines: dict[str, int] | None = None) -> Lines:
     """Build guest `name` and run it in qemu-system-i386: (console lines, exit status)."""
-    from aero.difftest.qemu import run_qemu
+    from aero.fuzz.qemu import run_qemu
+
     from aero.guests import build
 
     image = build(name, defines)

@@ -8,9 +8,9 @@ import json
 from pathlib import Path
 
 import pytest
+from aero.fuzz.sst import EXCLUSIONS, SSTRunner, run_directory
 
 from aero.cli import main
-from aero.conformance.sst import EXCLUSIONS, SSTRunner, run_directory
 
 SUITE = Path(__file__).resolve().parents[2] / "shared" / "conformance" / "sst80286-real"
 pytestmark = pytest.mark.skipif(not SUITE.is_dir(), reason=f"{SUITE} is not present")

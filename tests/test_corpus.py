@@ -1,4 +1,4 @@
-"""The trace corpus (traces/): every golden and regression trace replays bit-exactly, from the
+"""The trace corpus (tests/corpus/): every golden and regression trace replays bit-exactly, from the
 images packed inside it, and passes the integrity check."""
 
 from __future__ import annotations
@@ -6,16 +6,16 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+from aero.traces.container import open_trace
+from aero.traces.replay import Replayer, load_contents
 
-from aero.cli_trace import trace_info
-from aero.replay import Replayer, load_contents
-from aero.trace import open_trace
+from aero.cli.trace import trace_info
 
-CORPUS = sorted((Path(__file__).resolve().parent.parent / "traces").glob("*.aerotrace"))
+CORPUS = sorted((Path(__file__).resolve().parent / "corpus").glob("*.aerotrace"))
 
 
 def test_the_corpus_is_not_empty() -> None:
-    assert CORPUS, "traces/ holds no traces"
+    assert CORPUS, "tests/corpus/ holds no traces"
 
 
 @pytest.mark.parametrize("path", CORPUS, ids=[p.name for p in CORPUS])

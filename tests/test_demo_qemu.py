@@ -39,7 +39,7 @@ HELP = [
 
 def run_demo(steps: list, *, defines: dict[str, int] | None = None, rtc: str = RTC_BASE,
              timeout: float = 30.0):
-    from aero.difftest.qemu import run_qemu_serial
+    from aero.fuzz.qemu import run_qemu_serial
 
     image = build("demo", defines)
     res = run_qemu_serial(image.path, image.fmt, steps, load_addr=image.load_addr,
@@ -75,7 +75,7 @@ QCODES = {"enter": "ret", "space": "spc", "minus": "minus"}
 def script_steps(text: str) -> list:
     """The directives of a demo script as QEMU steps: `on` waits for its text, `at +TICKS`
     waits that long in wall-clock time (QEMU's clock follows the host's)."""
-    from aero.difftest.qemu import SerialStep
+    from aero.fuzz.qemu import SerialStep
 
     steps = []
     for n, raw in enumerate(text.splitlines(), 1):
@@ -102,7 +102,7 @@ def script_steps(text: str) -> list:
 
 
 def test_script_is_well_formed() -> None:
-    pytest.importorskip("aero.difftest.qemu")
+    pytest.importorskip("aero.fuzz.qemu")
     steps = script_steps(SCRIPT.read_text())
     assert steps[0].wait == b"> " and steps[0].send == b"help\r"
     typed = "".join(s.keys[0] for s in steps if s.keys)
@@ -141,7 +141,7 @@ SESSION: list[tuple[bytes, str]] = [
 @needs_binutils
 @needs_qemu
 def test_shell_commands_in_qemu() -> None:
-    from aero.difftest.qemu import SerialStep
+    from aero.fuzz.qemu import SerialStep
 
     res = run_demo([SerialStep(b"> ", data) for data, _ in SESSION])
     assert not res.timed_out, res.serial
@@ -158,7 +158,7 @@ def test_shell_commands_in_qemu() -> None:
 def test_typing_ahead_is_read_in_order() -> None:
     """Input sent in one burst, before the guest is ready for it, is echoed and run line by
     line: the receive FIFO and the input ring keep every byte."""
-    from aero.difftest.qemu import SerialStep
+    from aero.fuzz.qemu import SerialStep
 
     burst = b"".join(data for data, _ in SESSION[:8]) + b"exit 5\r"
     res = run_demo([SerialStep(b"> ", burst)])
@@ -179,7 +179,7 @@ def test_typing_ahead_is_read_in_order() -> None:
     ("2087-07-04T12:10:20", "rtc 2087-07-04 12:10:20"),   # 12 PM
 ])
 def test_rtc_formats_in_qemu(fmt: int, base: str, shown: str) -> None:
-    from aero.difftest.qemu import SerialStep
+    from aero.fuzz.qemu import SerialStep
 
     res = run_demo([SerialStep(b"> ", b"time\r"), SerialStep(b"> ", b"exit 0\r")],
                    defines={"RTC_FORMAT": fmt}, rtc=base)
@@ -195,7 +195,7 @@ def test_rtc_formats_in_qemu(fmt: int, base: str, shown: str) -> None:
 def test_keyboard_feeds_the_line_editor_in_qemu() -> None:
     """Keys pressed through QEMU's 8042 (scancode set 2, translated to set 1) type into the
     same line as COM1 input; `keys` counts make and break codes."""
-    from aero.difftest.qemu import SerialStep
+    from aero.fuzz.qemu import SerialStep
 
     steps = [SerialStep(b"> ", b"echo "),
              SerialStep(b"echo ", keys=("h", "i", "minus", "4", "2", "ret")),
@@ -236,7 +236,7 @@ def test_script_in_qemu() -> None:
 @needs_binutils
 @needs_qemu
 def test_unmatched_wait_times_out_and_leaves_no_process() -> None:
-    from aero.difftest.qemu import SerialStep
+    from aero.fuzz.qemu import SerialStep
 
     res = run_demo([SerialStep(b"> ", b"echo waiting\r"), SerialStep(b"never shown", b"x")],
                    timeout=3.0)

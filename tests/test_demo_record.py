@@ -11,11 +11,11 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from aero.traces.container import open_trace
+from aero.traces.replay import Replayer, load_contents
 from traceenv import alter_inputs, record_demo
 
 from aero.events import Channel, Kind
-from aero.replay import Replayer, load_contents
-from aero.trace import open_trace
 
 RTC = 1_709_214_350  # 2024-02-29 13:45:50 UTC
 

@@ -11,26 +11,26 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from traceenv import alter_inputs
-
-from aero import guests
-from aero.bisect import (
+from aero.oracles import failure_predicate
+from aero.traces.bisect import (
     BisectError,
     bisect_config,
     ddmin,
     execute,
     minimize_inputs,
     parse_settings,
-    resolve_oracle,
 )
-from aero.diff import DiffError, Runner, diff_traces, instruction_at, open_contents
+from aero.traces.container import open_trace
+from aero.traces.diff import DiffError, Runner, diff_traces, instruction_at, open_contents
+from aero.traces.record import Recorder, RecordOptions
+from aero.traces.replay import Replayer, load_contents
+from aero.traces.script import ScriptRunner, load, parse
+from traceenv import alter_inputs
+
+from aero import guests
 from aero.events import Kind
 from aero.launch import resolve_guest, start_machine, store_image
 from aero.machine import MachineConfig
-from aero.record import Recorder, RecordOptions
-from aero.replay import Replayer, load_contents
-from aero.script import ScriptRunner, load, parse
-from aero.trace import open_trace
 
 RTC = 1_709_214_350
 HZ = MachineConfig().tick_hz
@@ -294,7 +294,7 @@ def test_ddmin_on_a_set() -> None:
 
 def test_bisect_inputs_shrinks_to_the_exit_line(junk_trace: Path, tmp_path: Path) -> None:
     out = tmp_path / "min.aerotrace"
-    r = minimize_inputs(junk_trace, resolve_oracle("exit-status:11"), out)
+    r = minimize_inputs(junk_trace, failure_predicate("exit-status:11"), out)
     assert r["inputs"] == 1000
     typed = bytes(e["b"] for e in r["kept_events"] if e["kind"] == Kind.SERIAL_RX)
     assert typed == b"exit 5\r"
@@ -345,7 +345,7 @@ def test_bisect_inputs_with_a_registered_oracle(env: Path, tmp_path: Path) -> No
     _record(ref, data, p, _runner(parse(text + 'on "> " serial "exit 0\\r"\n')),
             max_ticks=20_000_000_000)
     out = tmp_path / "min.aerotrace"
-    r = minimize_inputs(p, resolve_oracle("guest-output"), out)
+    r = minimize_inputs(p, failure_predicate("guest-output"), out)
     typed = bytes(e["b"] for e in r["kept_events"] if e["kind"] == Kind.SERIAL_RX)
     assert typed == b"FAIL"
     assert r["replays_cleanly"] and r["still_fails"]

@@ -10,18 +10,8 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from aero.fuzz.campaign import run_campaign, run_cli
-from aero.fuzz.strategies import (
-    EXCLUSIONS,
-    WORKING_CLASSES,
-    class_of,
-    excluded_encoding,
-    scenarios,
-)
-from hypothesis import HealthCheck, Phase, given, seed, settings
-
-from aero import isa
-from aero.difftest import (
+from aero.fuzz.campaign import run_campaign
+from aero.fuzz.difftest import (
     PD_ADDR,
     PT_ADDR,
     REG_KEYS,
@@ -39,7 +29,18 @@ from aero.difftest import (
     run_pair,
     undefined_masks,
 )
-from aero.difftest.unicorn import KNOWN_DIVERGENCES, UnicornCPU, error_code_offset, explain
+from aero.fuzz.strategies import (
+    EXCLUSIONS,
+    WORKING_CLASSES,
+    class_of,
+    excluded_encoding,
+    scenarios,
+)
+from aero.fuzz.unicorn import KNOWN_DIVERGENCES, UnicornCPU, error_code_offset, explain
+from hypothesis import HealthCheck, Phase, given, seed, settings
+
+from aero import isa
+from aero.cli.fuzz import cmd_fuzz_cpu
 
 ROOT = Path(__file__).resolve().parent.parent
 REGRESSIONS = sorted((Path(__file__).parent / "regressions").glob("*.json"))
@@ -431,7 +432,7 @@ def test_campaign_is_deterministic() -> None:
 def test_cli_json(capsys: pytest.CaptureFixture[str]) -> None:
     args = argparse.Namespace(examples=60, seed=3, mode="pm32", json=True, no_progress=True,
                               against="unicorn", classes="alu,data")
-    assert run_cli(args) == 0
+    assert cmd_fuzz_cpu(args) == 0
     out = json.loads(capsys.readouterr().out)
     assert out["examples"] == 60 and isinstance(out["divergences"], list)
     for d in out["divergences"]:

@@ -109,7 +109,7 @@ def test_multiboot_memory_map_in_aero(images: dict[str, GuestImage]) -> None:
                     reason="qemu-system-i386 is not installed (Debian package qemu-system-x86)")
 @pytest.mark.parametrize("name", sorted(EXPECTED))
 def test_guest_in_qemu_matches_aero(name: str, images: dict[str, GuestImage]) -> None:
-    from aero.difftest.qemu import run_qemu
+    from aero.fuzz.qemu import run_qemu
 
     image = images[name]
     res = run_qemu(image.path, image.fmt, load_addr=image.load_addr, timeout=30.0,
@@ -199,20 +199,21 @@ def test_bench_instruction_model_matches_unicorn() -> None:
     once when a REP instruction is entered with its count already exhausted, which is not
     an instruction retired. Its registers are still compared."""
     pytest.importorskip("unicorn")
+    from aero.bench import mips as bench
+    from aero.bench import workloads
     from unicorn import UC_ARCH_X86, UC_HOOK_CODE, UC_MODE_32, Uc
 
-    from aero import bench
     from aero.loader import parse_elf
 
     for w in bench.WORKLOADS:
         if w.unicorn_na is not None:
             continue  # needs delivery through the IDT, which Unicorn does not do
         image = build(w.guest, {"ITERS": 3})
-        ticks, _sec, regs = bench._aero_run(image)
+        ticks, _sec, regs = workloads.run_on_aero(image)
         data = image.path.read_bytes()
         entry, segs = parse_elf(data, image.path.name)
         uc = Uc(UC_ARCH_X86, UC_MODE_32)
-        uc.mem_map(0, bench.RAM_SIZE)
+        uc.mem_map(0, workloads.RAM_SIZE)
         for s in segs:
             uc.mem_write(s.paddr, data[s.offset:s.offset + s.filesz])
         count = [0]
@@ -248,11 +249,11 @@ def test_bench_cli_quick_json(capsys: pytest.CaptureFixture[str]) -> None:
 def test_bench_syscall_guest_runs_at_ring3_with_paging() -> None:
     """12 instructions per iteration (4 user, INT, 6 in the handler, IRET); the handler's
     running sum comes back to ring 3: EDI = sum over k of k(k+1)/2 for k = 1..ITERS."""
-    from aero import bench
+    from aero.bench import workloads
 
-    ticks = [bench._aero_run(build("bench_syscall", {"ITERS": n}))[0] for n in (1, 2, 10)]
+    ticks = [workloads.run_on_aero(build("bench_syscall", {"ITERS": n}))[0] for n in (1, 2, 10)]
     assert ticks[1] - ticks[0] == 12 and ticks[2] - ticks[0] == 9 * 12
-    _t, _s, regs = bench._aero_run(build("bench_syscall", {"ITERS": 10}))
+    _t, _s, regs = workloads.run_on_aero(build("bench_syscall", {"ITERS": 10}))
     # Iteration i (ECX = n, n-1, ..., 1) adds ECX to the counter; EDI sums the counters.
     counter, total = 0, 0
     for c in range(10, 0, -1):

@@ -70,8 +70,8 @@ def test_interactive_session_restores_the_terminal_and_replays(tmp_path: Path) -
         os.waitpid(pid, 0)
         os.close(fd)
     assert b"TERMINAL RESTORED" in buf, bytes(buf)
-    from aero.replay import Replayer, load_contents
-    from aero.trace import open_trace
+    from aero.traces.container import open_trace
+    from aero.traces.replay import Replayer, load_contents
 
     c = load_contents(open_trace(trace))
     assert c.summary is not None and c.summary["stop"] == "interrupted"

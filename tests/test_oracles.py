@@ -27,6 +27,9 @@ from aero.oracles import (
 from aero.oracles.builtin_cpu import check_regs
 from aero.oracles.builtin_devices import check_devices
 from aero.oracles.builtin_memory import parse_region
+from aero.traces.container import open_trace
+from aero.traces.record import Recorder, RecordOptions
+from aero.traces.replay import load_contents
 from traceenv import alter_inputs, record_demo
 
 from aero import cli
@@ -34,9 +37,6 @@ from aero.devstate import decode
 from aero.events import Channel, Kind
 from aero.launch import resolve_guest, start_machine, store_image
 from aero.machine import MachineConfig, Regs, Segment
-from aero.record import Recorder, RecordOptions
-from aero.replay import load_contents
-from aero.trace import open_trace
 
 RTC = 1_709_214_350
 CP = 1_000_000  # checkpoint interval of the small traces
@@ -67,7 +67,7 @@ def record_flat(tmp: Path, code: bytes, *, name: str = "g.bin", load_addr: int =
     m = start_machine(MachineConfig(ram_size=2 << 20), ref, data)
     out = tmp / (name + ".aerotrace")
     # max_ticks off the checkpoint grid: a recording that ends exactly on a checkpoint tick
-    # writes that checkpoint twice (see the report on aero/record.py).
+    # writes that checkpoint twice (see the report on traces/record.py).
     Recorder(m, ref, out, RecordOptions(rtc_time=RTC, checkpoint_interval=CP,
                                         keyframe_interval=10 * CP, max_ticks=max_ticks,
                                         interactive=interactive)).run()

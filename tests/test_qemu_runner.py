@@ -8,10 +8,9 @@ import shutil
 from pathlib import Path
 
 import pytest
+from aero.fuzz import qemu
+from aero.fuzz.qemu import QemuError, pad_rom, run_qemu, wrap_flat
 from procenv import assert_gone
-
-from aero.difftest import qemu
-from aero.difftest.qemu import QemuError, pad_rom, run_qemu, wrap_flat
 
 needs_qemu = pytest.mark.skipif(
     shutil.which("qemu-system-i386") is None,

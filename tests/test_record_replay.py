@@ -11,6 +11,10 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from aero.traces.container import TraceError, open_trace
+from aero.traces.record import Recorder, RecordOptions
+from aero.traces.replay import Replayer, ReplayError, load_contents, seek
+from aero.traces.snapshot import SnapshotError, load_snapshot, save_snapshot
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from traceenv import alter_inputs
@@ -19,10 +23,6 @@ from aero import guests
 from aero.events import Kind
 from aero.launch import resolve_guest, start_machine, store_image
 from aero.machine import MachineConfig, StopReason
-from aero.record import Recorder, RecordOptions
-from aero.replay import Replayer, ReplayError, load_contents, seek
-from aero.snapshot import SnapshotError, load_snapshot, save_snapshot
-from aero.trace import TraceError, open_trace
 
 RAM = 4 << 20
 
@@ -87,7 +87,7 @@ RECORD_SNIPPET = """
 import sys
 from aero.launch import resolve_guest, start_machine
 from aero.machine import MachineConfig
-from aero.record import Recorder, RecordOptions
+from aero.traces.record import Recorder, RecordOptions
 ref, data = resolve_guest(sys.argv[1])
 m = start_machine(MachineConfig(ram_size=4 << 20), ref, data)
 Recorder(m, ref, sys.argv[2], RecordOptions(rtc_time=1_700_000_000, checkpoint_interval=20_000,
@@ -193,7 +193,7 @@ def test_snapshot_file_continues_bit_exactly(tmp_path: Path) -> None:
 
 def test_pack_makes_a_trace_replay_without_the_image_store(tmp_path: Path,
                                                           monkeypatch: pytest.MonkeyPatch) -> None:
-    from aero.cli_trace import pack_trace
+    from aero.cli.trace import pack_trace
 
     p = tmp_path / "t.aerotrace"
     record("pmode", p)

@@ -7,16 +7,15 @@ import struct
 from pathlib import Path
 
 import pytest
-from hypothesis import HealthCheck, given, settings
-from hypothesis import strategies as st
-
-from aero.trace import (
+from aero.traces.container import (
     FORMAT_VERSION,
     FrameKind,
     TraceError,
     TraceWriter,
     open_trace,
 )
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 FRAMES = [
     (FrameKind.INPUT, 0, 10, b"key a" * 50),

@@ -7,14 +7,14 @@ from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
+from aero.traces import codec
+from aero.traces.container import FrameKind, TraceWriter, open_trace
+from aero.traces.record import Recorder, RecordOptions, RecordResult
+from aero.traces.script import ScriptRunner, load
 
 from aero import guests
-from aero import tracecodec as codec
 from aero.launch import resolve_guest, start_machine, store_image
 from aero.machine import MachineConfig
-from aero.record import Recorder, RecordOptions, RecordResult
-from aero.script import ScriptRunner, load
-from aero.trace import FrameKind, TraceWriter, open_trace
 
 DEMO_RTC = 1_709_214_350  # 2024-02-29 13:45:50 UTC
 

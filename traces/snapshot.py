@@ -30,6 +30,9 @@ import zstandard
 from aero.launch import GuestRef, LaunchError
 from aero.machine import Machine, MachineConfig
 
+__all__ = ["MAGIC", "MAX_META", "MAX_STATE", "SnapshotError", "VERSION", "load_snapshot",
+           "save_snapshot"]
+
 MAGIC = b"AEROSNP\x00"
 VERSION = 1
 MAX_META = 1 << 20

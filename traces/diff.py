@@ -27,6 +27,8 @@ import dataclasses
 from pathlib import Path
 
 import numpy as np
+from aero.traces.container import TraceError, open_trace
+from aero.traces.replay import ReplayError, TraceContents, load_contents, restore_keyframe
 
 from aero import devstate
 from aero.events import INPUT_LIMIT, Kind, describe, kind_name
@@ -38,8 +40,12 @@ from aero.machine import (
     Regs,
     StopReason,
 )
-from aero.replay import ReplayError, TraceContents, load_contents, restore_keyframe
-from aero.trace import TraceError, open_trace
+
+__all__ = ["DEFAULT_CHUNK", "DiffError", "MAIN_REGS", "MEMORY_ROWS", "PAGE", "Runner", "TERMINAL",
+           "compare_states", "config_differences", "describe_step", "diff_contents", "diff_traces",
+           "first_divergent_tick", "first_visible_tick", "flat_regs", "instruction_at",
+           "memory_differences", "open_contents", "read_linear", "replace_inputs",
+           "restore_at_keyframe", "same_state", "stream_divergences", "visible_same"]
 
 TERMINAL = (StopReason.EXIT, StopReason.SHUTDOWN, StopReason.HALT)
 DEFAULT_CHUNK = 10_000_000

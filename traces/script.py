@@ -30,6 +30,8 @@ from pathlib import Path
 
 from aero.events import Kind
 
+__all__ = ["Directive", "KEY_CODES", "ScriptError", "ScriptRunner", "load", "parse"]
+
 # Set-2 make codes (extended keys as E0xxh): what AERO_EV_KEY carries.
 KEY_CODES: dict[str, int] = {
     **dict(zip("abcdefghijklmnopqrstuvwxyz",

@@ -24,8 +24,7 @@ from dataclasses import dataclass, fields
 from pathlib import Path
 
 import numpy as np
-
-from aero.diff import (
+from aero.traces.diff import (
     DEFAULT_CHUNK,
     DiffError,
     Runner,
@@ -36,10 +35,15 @@ from aero.diff import (
     open_contents,
     restore_at_keyframe,
 )
+from aero.traces.replay import TraceContents, guest_image
+
 from aero.events import Channel, Kind
 from aero.launch import LaunchError, start_machine
 from aero.machine import MachineConfig
-from aero.replay import TraceContents, guest_image
+
+__all__ = ["BisectError", "Interval", "OtherBuild", "Outcome", "Predicate", "bisect_build",
+           "bisect_config", "builtin_oracle", "ddmin", "execute", "fingerprints_at", "intervals",
+           "minimize_inputs", "parse_settings", "record_inputs", "recorded_fingerprint"]
 
 # A predicate over a trace whose input stream has been replaced by a candidate subset:
 # True when the failure is still there.
@@ -114,7 +118,7 @@ def fingerprints_at(c: TraceContents, ticks: list[int], config: MachineConfig | 
     """The fingerprint at each tick, each reached from the latest keyframe strictly before
     it (tick 0: the first keyframe itself), under ``config``. One forward pass per keyframe
     interval. With ``save_dir``, a snapshot file ``<tick>.aerosnap`` of each state."""
-    from aero.snapshot import save_snapshot
+    from aero.traces.snapshot import save_snapshot
 
     kfs = sorted(c.keyframes, key=lambda f: f.first_tick)
     if not kfs:
@@ -234,7 +238,7 @@ def bisect_build(path: Path, prefix: list[str], *, linear: bool = False, ways: i
     """Have another aero installation (a command prefix) re-execute the trace; the first tick
     whose fingerprint it computes differently, narrowed by ``ways``-ary search over requested
     fingerprints (one forward pass per round on each side)."""
-    from aero.snapshot import SnapshotError, load_snapshot
+    from aero.traces.snapshot import SnapshotError, load_snapshot
 
     c = open_contents(path)
     ivs = intervals(c)
@@ -345,34 +349,6 @@ def builtin_oracle(name: str) -> Predicate | None:
     return None
 
 
-def resolve_oracle(name: str) -> Predicate:
-    """A built-in predicate, else an invariant oracle (a registered name or
-    ``path.py:Class``): a candidate fails when the oracle reports a violation on a fresh
-    recording of the candidate's inputs."""
-    p = builtin_oracle(name)
-    if p is not None:
-        return p
-    from aero.oracles import OracleError, check_trace, resolve
-
-    try:
-        cls = resolve(name)
-    except (KeyError, ValueError, OracleError) as exc:
-        raise BisectError(f"unknown oracle {name!r}: {exc}") from None
-
-    def fails(c: TraceContents) -> bool:
-        import tempfile
-
-        from aero.replay import load_contents
-        from aero.trace import open_trace
-
-        with tempfile.TemporaryDirectory(prefix="aero-bisect-") as tmp:
-            path = Path(tmp) / "candidate.aerotrace"
-            record_inputs(c, path)
-            return bool(check_trace(load_contents(open_trace(path)), [cls()]).violations)
-
-    return fails
-
-
 def ddmin(n: int, fails: Callable[[list[int]], bool]) -> tuple[list[int], int]:
     """A 1-minimal subset of range(n) on which ``fails`` holds (``fails(range(n))`` must);
     returns it and the number of distinct tests."""
@@ -438,8 +414,8 @@ def minimize_inputs(path: Path, predicate: Predicate, out: Path) -> dict:
     keep, tests = ddmin(len(movable), lambda k: predicate(candidate(k)))
     minimal = candidate(keep)
     rec = record_inputs(minimal, out)
-    from aero.replay import Replayer, load_contents
-    from aero.trace import open_trace
+    from aero.traces.container import open_trace
+    from aero.traces.replay import Replayer, load_contents
 
     mc = load_contents(open_trace(out))
     replay = Replayer(mc).run()
@@ -453,8 +429,8 @@ def minimize_inputs(path: Path, predicate: Predicate, out: Path) -> dict:
 
 def record_inputs(c: TraceContents, out: Path) -> dict:
     """Record a new trace of ``c``'s guest fed exactly ``c.inputs`` (at their ticks)."""
-    from aero.record import Recorder, RecordOptions
-    from aero.script import ScriptRunner
+    from aero.traces.record import Recorder, RecordOptions
+    from aero.traces.script import ScriptRunner
 
     m = start_machine(c.config, c.guest, guest_image(c))
     inputs = c.inputs

@@ -42,6 +42,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import IO
 
+__all__ = ["FLAT_PAYLOAD_MAX", "FLAT_PAYLOAD_OFFSET", "KILL_GRACE", "QEMU", "QemuError",
+           "QemuResult", "QemuSerialResult", "SERIAL_POLL", "SerialStep", "command", "pad_rom",
+           "qemu_binary", "run_qemu", "run_qemu_serial", "wrap_flat"]
+
 QEMU = "qemu-system-i386"
 FLAT_PAYLOAD_OFFSET = 0x1000
 FLAT_PAYLOAD_MAX = 0xFFF0 - FLAT_PAYLOAD_OFFSET

@@ -19,6 +19,10 @@ from pathlib import Path
 
 from aero.machine import Machine, MachineConfig, Regs, Segment, StopReason
 
+__all__ = ["EXCLUSIONS", "Exclusion", "FLAGS_286_MASK", "GPR16", "LOCKABLE", "MAX_TICKS",
+           "OpcodeResult", "PREFIXES", "REG16", "SEGS", "SSTRunner", "STACK_OPS", "STRING_OPS",
+           "exclusion_for", "iter_tests", "run_directory"]
+
 REG16 = ("ax", "bx", "cx", "dx", "cs", "ss", "ds", "es", "sp", "bp", "si", "di", "ip", "flags")
 GPR16 = {"ax": "eax", "bx": "ebx", "cx": "ecx", "dx": "edx", "sp": "esp", "bp": "ebp",
          "si": "esi", "di": "edi"}

@@ -11,7 +11,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-from aero.cli_common import EXIT_FAIL, EXIT_OK, CliError
+from aero.cli.common import EXIT_FAIL, EXIT_OK, CliError
 
 
 def _int(s: str) -> int:
@@ -69,19 +69,7 @@ def build_oracles(specs: list[str] | None, options: dict[str, dict[str, Any]]) -
     """Instantiate the oracles named by ``specs`` (default: the default set)."""
     from aero import oracles
 
-    chosen = specs if specs else oracles.default_names()
-    out = []
-    seen: set[str] = set()
-    for spec in chosen:
-        if spec in seen:
-            continue
-        seen.add(spec)
-        cls = oracles.resolve(spec)
-        try:
-            out.append(cls(**options.get(spec, {})))
-        except (TypeError, ValueError) as exc:
-            raise oracles.OracleError(f"oracle {spec}: {exc}") from None
-    return out
+    return oracles.build(specs, options)
 
 
 def list_oracles() -> list[dict[str, Any]]:
@@ -95,9 +83,9 @@ def list_oracles() -> list[dict[str, Any]]:
 
 def cmd_check(args: argparse.Namespace) -> int:
     from aero import oracles
-    from aero.cli_trace import _progress, _show_progress, _trace_arg
-    from aero.replay import ReplayError, load_contents
-    from aero.trace import TraceError, open_trace
+    from aero.cli.trace import _progress, _show_progress, _trace_arg
+    from aero.traces.container import TraceError, open_trace
+    from aero.traces.replay import ReplayError, load_contents
 
     if args.list:
         rows = list_oracles()

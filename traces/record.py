@@ -27,14 +27,18 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
+from aero.traces import codec
+from aero.traces.container import FrameKind, TraceWriter
+from aero.traces.script import ScriptRunner
 
 import aero
-from aero import tracecodec as codec
 from aero.events import EVENTS_VERSION, INPUT_LIMIT, Channel, Kind
 from aero.launch import GuestRef
 from aero.machine import Machine, StopReason
-from aero.script import ScriptRunner
-from aero.trace import FrameKind, TraceWriter
+
+__all__ = ["DEFAULT_CHECKPOINT_INTERVAL", "DEFAULT_KEYFRAME_INTERVAL", "RecordOptions",
+           "RecordResult", "Recorder", "default_trace_path", "digest_update", "replay_digest",
+           "trace_dir", "update_latest"]
 
 DEFAULT_CHECKPOINT_INTERVAL = 10_000_000
 DEFAULT_KEYFRAME_INTERVAL = 200_000_000

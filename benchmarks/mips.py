@@ -27,8 +27,6 @@ Method (also printed with ``--json`` under ``"method"``):
 
 from __future__ import annotations
 
-import argparse
-import json
 import os
 import platform
 import statistics
@@ -36,10 +34,15 @@ import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
 
-from aero.guests import BENCH_GUESTS, GuestImage, build
+from aero.bench.workloads import RAM_SIZE, bench_image, instruction_model, run_on_aero
+
+from aero.guests import BENCH_GUESTS, GuestImage
+
+__all__ = ["ALU_TARGET_MIPS", "FULL", "QUICK", "Result", "Settings", "UNICORN_NO_IDT", "WORKLOADS",
+           "Workload", "bench_workload", "method", "print_table", "qemu_seconds", "run",
+           "unicorn_run"]
 
 ALU_TARGET_MIPS = 150
-RAM_SIZE = 32 << 20
 
 
 UNICORN_NO_IDT = ("Unicorn does not deliver interrupts or exceptions through the IDT (its "
@@ -106,41 +109,6 @@ class Result:
     note: str = ""
 
 
-def _image(guest: str, iters: int) -> GuestImage:
-    return build(guest, {"ITERS": iters})
-
-
-def _aero_run(image: GuestImage) -> tuple[int, float, list[int]]:
-    """(ticks, seconds of Machine.run, final general registers) of one aero run."""
-    from aero.loader import load_guest
-    from aero.machine import Machine, MachineConfig, StopReason
-
-    m = Machine(MachineConfig(ram_size=RAM_SIZE))
-    load_guest(m, image.path, fmt="multiboot")
-    start = time.perf_counter()
-    stop = m.run(1 << 62)
-    while stop in (StopReason.EVENTS, StopReason.OUTPUT):  # drained only if the guest logs much
-        m.take_events()
-        m.take_output()
-        stop = m.run(1 << 62)
-    seconds = time.perf_counter() - start
-    if stop != StopReason.EXIT or m.exit_status != 1:
-        raise RuntimeError(f"{image.name}: aero stopped with {stop.name}, exit status "
-                           f"{m.exit_status} (expected a debug-exit with status 1)")
-    return m.ticks, seconds, m.get_regs().gpr()
-
-
-def instruction_model(guest: str) -> tuple[int, int]:
-    """(a, b) with T(ITERS) = a + b*ITERS ticks, measured and checked on aero."""
-    t1, t2, t3 = (_aero_run(_image(guest, n))[0] for n in (1, 2, 3))
-    b = t2 - t1
-    a = t1 - b
-    if t3 != a + 3 * b or b <= 0:
-        raise RuntimeError(f"{guest}: instruction count is not affine in ITERS "
-                           f"({t1}, {t2}, {t3})")
-    return a, b
-
-
 def unicorn_run(image: GuestImage) -> tuple[float, list[int]]:
     """(seconds of emu_start, final general registers) running ``image`` in Unicorn."""
     from unicorn import UC_ARCH_X86, UC_MODE_32, Uc
@@ -167,7 +135,7 @@ def unicorn_run(image: GuestImage) -> tuple[float, list[int]]:
 
 def qemu_seconds(image: GuestImage, reps: int) -> float:
     """Best wall time of whole QEMU runs of the kernel ``image``."""
-    from aero.difftest.qemu import run_qemu
+    from aero.fuzz.qemu import run_qemu
 
     best = float("inf")
     for _ in range(reps):
@@ -188,11 +156,11 @@ def bench_workload(w: Workload, s: Settings, reference: bool,
     """Measure one workload (see the module docstring for the method)."""
     a, b = instruction_model(w.guest)
     iters = max(2, (s.target - a) // b)
-    image = _image(w.guest, iters)
+    image = bench_image(w.guest, iters)
     log(f"{w.name}: aero, {a + b * iters:,} instructions x {s.repetitions}")
     times, ticks, regs = [], 0, []
     for _ in range(s.repetitions):
-        ticks, sec, regs = _aero_run(image)
+        ticks, sec, regs = run_on_aero(image)
         times.append(sec)
     if ticks != a + b * iters:
         raise RuntimeError(f"{w.guest}: {ticks} ticks, the model predicts {a + b * iters}")
@@ -212,15 +180,15 @@ def bench_workload(w: Workload, s: Settings, reference: bool,
             res.unicorn_match = all(r[1][:4] + r[1][5:] == regs[:4] + regs[5:] for r in runs)
         except ImportError:
             notes.append("unicorn is not installed")
-    from aero.difftest.qemu import qemu_binary
+    from aero.fuzz.qemu import qemu_binary
 
     if qemu_binary() is None:
         notes.append("qemu-system-i386 is not installed")
     else:
         q_iters = max(iters, (int(s.qemu_target * w.qemu_scale) - a) // b)
         log(f"{w.name}: qemu, {a + b * q_iters:,} instructions x {s.repetitions}")
-        base = qemu_seconds(_image(w.guest, 1), s.repetitions)
-        full = qemu_seconds(_image(w.guest, q_iters), s.repetitions)
+        base = qemu_seconds(bench_image(w.guest, 1), s.repetitions)
+        full = qemu_seconds(bench_image(w.guest, q_iters), s.repetitions)
         res.qemu_iters = q_iters
         res.qemu_instructions = a + b * q_iters
         if full > base:
@@ -298,38 +266,3 @@ def print_table(report: dict[str, object]) -> None:
     console.print(f"ALU loop: {alu['mips']:.1f} MIPS (target {ALU_TARGET_MIPS})")
     for key, text in report["method"].items():  # type: ignore[attr-defined]
         console.print(f"[dim]{key}: {text}[/dim]")
-
-
-def run_cli(args: argparse.Namespace) -> int:
-    """``aero bench [--json] [--quick] [--no-reference]``; returns the exit code."""
-    import sys
-
-    from aero.guests import ToolchainError
-
-    settings = QUICK if args.quick else FULL
-    log: Callable[[str], None] = (lambda _m: None) if args.json or not sys.stderr.isatty() \
-        else (lambda m: print(m, file=sys.stderr))
-    from aero import bench_trace
-
-    only_trace = getattr(args, "trace_only", False)
-    with_trace = not getattr(args, "no_trace", False)
-    report: dict[str, object] = {}
-    try:
-        if not only_trace:
-            report = run(settings, reference=not args.no_reference, log=log)
-        if with_trace or only_trace:
-            report["record_replay"] = bench_trace.run(
-                100_000_000 if args.quick else 1_000_000_000, settings.repetitions, log)
-    except ToolchainError as exc:
-        from aero.cli_common import CliError
-
-        raise CliError(str(exc)) from exc
-    if args.json:
-        print(json.dumps(report))
-    else:
-        if not only_trace:
-            print_table(report)
-        if "record_replay" in report:
-            bench_trace.print_report(report["record_replay"])  # type: ignore[arg-type]
-    return 0
-

@@ -34,6 +34,10 @@ from typing import BinaryIO
 
 import zstandard
 
+__all__ = ["CODEC_RAW", "CODEC_ZSTD", "END_MAGIC", "FORMAT_VERSION", "FRAME_MAGIC", "Frame",
+           "FrameKind", "MAGIC", "MAX_FRAME_BYTES", "MAX_META_BYTES", "SUPPORTED_VERSIONS",
+           "TraceError", "TraceFile", "TraceWriter", "open_trace"]
+
 MAGIC = b"AEROTRC\x00"
 FRAME_MAGIC = b"AEFR"
 END_MAGIC = b"AEROEND\x00"

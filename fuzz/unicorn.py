@@ -36,29 +36,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
-from unicorn import (
-    UC_ARCH_X86,
-    UC_CTL_IO_WRITE,
-    UC_CTL_TLB_FLUSH,
-    UC_ERR_FETCH_UNMAPPED,
-    UC_ERR_INSN_INVALID,
-    UC_ERR_READ_UNMAPPED,
-    UC_ERR_WRITE_UNMAPPED,
-    UC_HOOK_CODE,
-    UC_HOOK_INTR,
-    UC_HOOK_MEM_READ,
-    UC_HOOK_MEM_UNMAPPED,
-    UC_HOOK_MEM_WRITE,
-    UC_MEM_WRITE,
-    UC_MEM_WRITE_UNMAPPED,
-    UC_MODE_16,
-    UC_MODE_32,
-    Uc,
-    UcError,
-)
-from unicorn import x86_const as X
-
-from aero.difftest import (
+from aero.fuzz.difftest import (
     CR0_PM,
     CR0_REAL,
     ERROR_CODE_VECTORS,
@@ -82,6 +60,32 @@ from aero.difftest import (
     page_fault_code,
     paging_entries,
 )
+from unicorn import (
+    UC_ARCH_X86,
+    UC_CTL_IO_WRITE,
+    UC_CTL_TLB_FLUSH,
+    UC_ERR_FETCH_UNMAPPED,
+    UC_ERR_INSN_INVALID,
+    UC_ERR_READ_UNMAPPED,
+    UC_ERR_WRITE_UNMAPPED,
+    UC_HOOK_CODE,
+    UC_HOOK_INTR,
+    UC_HOOK_MEM_READ,
+    UC_HOOK_MEM_UNMAPPED,
+    UC_HOOK_MEM_WRITE,
+    UC_MEM_WRITE,
+    UC_MEM_WRITE_UNMAPPED,
+    UC_MODE_16,
+    UC_MODE_32,
+    Uc,
+    UcError,
+)
+from unicorn import x86_const as X
+
+__all__ = ["CODE_SEL_CPL", "DATA_SEL_CPL", "EXC_DB", "EXC_UD", "FAR_RETURNS", "KNOWN_DIVERGENCES",
+           "KnownDivergence", "NEAR_BRANCHES", "PAGING_TABLES", "STACK_HANDLERS",
+           "STRING_HANDLERS", "STUB_ADDR", "STUB_FRAME", "UnicornCPU", "data_segments",
+           "error_code_offset", "explain", "sub_flags"]
 
 _GPR = {n: getattr(X, f"UC_X86_REG_{n.upper()}") for n in GPRS}
 _SEG = {n: getattr(X, f"UC_X86_REG_{n.upper()}") for n in SEGS}

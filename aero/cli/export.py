@@ -1,4 +1,5 @@
-"""``aero export``: a trace as a Perfetto timeline or a Tenet instruction trace (aero.export).
+"""``aero export``: a trace as a Perfetto timeline or a Tenet instruction trace
+(:mod:`aero.traces.export`).
 
 Exit codes follow aero.cli: 0 success, 2 usage or input error (one line on stderr).
 """
@@ -13,8 +14,8 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import IO
 
-from aero.cli_common import EXIT_OK, CliError, working
-from aero.cli_trace import _int, _trace_arg
+from aero.cli.common import EXIT_OK, CliError, working
+from aero.cli.trace import _int, _trace_arg
 
 
 def add_export(sub: argparse._SubParsersAction) -> None:
@@ -51,9 +52,9 @@ def _open_output(path: str | None) -> Iterator[IO[str]]:
 
 
 def cmd_export(args: argparse.Namespace) -> int:
-    from aero import export
-    from aero.replay import ReplayError
-    from aero.trace import TraceError
+    from aero.traces import export
+    from aero.traces.container import TraceError
+    from aero.traces.replay import ReplayError
 
     if args.json and not args.output:
         raise CliError("--json prints a summary on stdout: give the export a file with -o")
@@ -82,9 +83,9 @@ def cmd_export(args: argparse.Namespace) -> int:
 
 
 def _export(args: argparse.Namespace, path: Path) -> dict:
-    from aero import export
-    from aero.replay import load_contents
-    from aero.trace import open_trace
+    from aero.traces import export
+    from aero.traces.container import open_trace
+    from aero.traces.replay import load_contents
 
     c = load_contents(open_trace(path))
     violations = export.load_violations(Path(args.violations)) if args.violations else []

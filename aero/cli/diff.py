@@ -13,7 +13,7 @@ import shlex
 import sys
 from pathlib import Path
 
-from aero.cli_common import EXIT_FAIL, EXIT_OK, CliError, working
+from aero.cli.common import EXIT_FAIL, EXIT_OK, CliError, working
 
 
 def _ticks(s: str) -> list[int]:
@@ -68,7 +68,7 @@ def print_divergence(fd: dict, names: tuple[str, str], title: str) -> None:
         for e in fd["inputs"][side]:
             text = e["text"] if isinstance(e, dict) else str(e)
             con.print(f"input injected at tick {fd['tick'] - 1:,} in {name}: {escape(text)}")
-    from aero.diff import MAIN_REGS
+    from aero.traces.diff import MAIN_REGS
 
     regs = Table(title=f"registers at tick {fd['tick']:,}")
     regs.add_column("register")
@@ -132,7 +132,7 @@ def add_diff(sub: argparse._SubParsersAction) -> None:
 
 
 def cmd_diff(args: argparse.Namespace) -> int:
-    from aero.diff import DiffError, diff_traces
+    from aero.traces.diff import DiffError, diff_traces
 
     try:
         with working(args, "diffing: aligning the streams, then narrowing to the tick"):
@@ -210,8 +210,8 @@ def _bisect_result(report: dict, args: argparse.Namespace) -> int:
 
 
 def cmd_bisect_config(args: argparse.Namespace) -> int:
-    from aero.bisect import bisect_config
-    from aero.diff import DiffError
+    from aero.traces.bisect import bisect_config
+    from aero.traces.diff import DiffError
 
     try:
         with working(args, "bisecting over keyframes"):
@@ -222,8 +222,8 @@ def cmd_bisect_config(args: argparse.Namespace) -> int:
 
 
 def cmd_bisect_build(args: argparse.Namespace) -> int:
-    from aero.bisect import bisect_build
-    from aero.diff import DiffError
+    from aero.traces.bisect import bisect_build
+    from aero.traces.diff import DiffError
 
     prefix = shlex.split(args.other)
     if not prefix:
@@ -237,13 +237,14 @@ def cmd_bisect_build(args: argparse.Namespace) -> int:
 
 
 def cmd_bisect_inputs(args: argparse.Namespace) -> int:
-    from aero.bisect import minimize_inputs, resolve_oracle
-    from aero.diff import DiffError
-    from aero.trace import TraceError
+    from aero.oracles import failure_predicate
+    from aero.traces.bisect import minimize_inputs
+    from aero.traces.container import TraceError
+    from aero.traces.diff import DiffError
 
     try:
         with working(args, "minimising the inputs (each test replays a candidate)"):
-            report = minimize_inputs(Path(args.trace), resolve_oracle(args.oracle),
+            report = minimize_inputs(Path(args.trace), failure_predicate(args.oracle),
                                      Path(args.output))
     except (DiffError, TraceError) as exc:
         raise CliError(str(exc)) from None
@@ -279,8 +280,8 @@ def add_fingerprints(sub: argparse._SubParsersAction) -> None:
 
 
 def cmd_fingerprints(args: argparse.Namespace) -> int:
-    from aero.bisect import fingerprints_at
-    from aero.diff import DiffError, open_contents
+    from aero.traces.bisect import fingerprints_at
+    from aero.traces.diff import DiffError, open_contents
 
     try:
         c = open_contents(Path(args.trace))

@@ -1,13 +1,13 @@
 """Payload encodings of trace frames: events, checkpoints, keyframes, RAM pages, images.
 
 Both directions live here, next to each other, so that an encoder and its decoder change
-together (the container around them is :mod:`aero.trace`; the byte layouts are specified in
-docs/trace-format.md).
+together (the container around them is :mod:`aero.traces.container`; the byte layouts are
+specified in docs/trace-format.md).
 
 Invariants:
 
 * Decoders trust nothing: every count is checked against the payload length before any
-  array is built, and every inconsistency raises :class:`aero.trace.TraceError` with a
+  array is built, and every inconsistency raises :class:`aero.traces.container.TraceError` with a
   one-line message.
 * Event frames are columnar (ticks delta-encoded, then kinds, then both arguments), which
   compresses several times better than rows.
@@ -21,9 +21,14 @@ import struct
 from dataclasses import dataclass
 
 import numpy as np
+from aero.traces.container import Frame, TraceError
 
 from aero.events import EVENT_DTYPE
-from aero.trace import Frame, TraceError
+
+__all__ = ["CPU_STATE_BYTES", "DEV_STATE_BYTES", "Keyframe", "PAGE", "PAGES_PER_FRAME",
+           "SNAPSHOT_MAGIC", "decode_checkpoints", "decode_events", "decode_image", "decode_json",
+           "decode_keyframe", "decode_pages", "encode_checkpoints", "encode_events",
+           "encode_image", "encode_json", "encode_keyframe", "encode_pages", "snapshot_bytes"]
 
 PAGE = 4096
 PAGES_PER_FRAME = 1024  # 4 MB of RAM per pages frame at most

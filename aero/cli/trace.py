@@ -16,7 +16,7 @@ import tempfile
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
-from aero.cli_common import EXIT_ERROR, EXIT_FAIL, EXIT_OK, EXIT_SKIP, CliError
+from aero.cli.common import EXIT_ERROR, EXIT_FAIL, EXIT_OK, EXIT_SKIP, CliError
 
 
 def _int(s: str) -> int:
@@ -83,9 +83,9 @@ def add_record(sub: argparse._SubParsersAction) -> None:
 def do_record(args: argparse.Namespace, *, script_text: str | None = None,
               script_name: str = "script") -> tuple[int, dict]:
     """Record as ``args`` say; returns (exit code, summary dict)."""
-    from aero import record, script
     from aero.launch import LaunchError, resolve_guest, start_machine, store_image
     from aero.machine import MachineConfig
+    from aero.traces import record, script
 
     try:
         ref, data = resolve_guest(args.guest, args.format, args.load_addr)
@@ -117,7 +117,7 @@ def do_record(args: argparse.Namespace, *, script_text: str | None = None,
     echo = not args.json and not args.quiet
     term_ctx: contextlib.AbstractContextManager = contextlib.nullcontext()
     if args.interactive:
-        from aero.terminal import RawTerminal
+        from aero.traces.terminal import RawTerminal
 
         if not sys.stdin.isatty():
             raise CliError("--interactive needs a terminal on stdin")
@@ -166,7 +166,7 @@ def cmd_record(args: argparse.Namespace) -> int:
 # ---- replay -------------------------------------------------------------------------------
 
 def _trace_arg(value: str | None) -> Path:
-    from aero.record import trace_dir
+    from aero.traces.record import trace_dir
 
     if value:
         return Path(value)
@@ -207,8 +207,8 @@ def add_replay(sub: argparse._SubParsersAction) -> None:
 
 def do_replay(path: Path, *, until: int | None = None, speed: float | None = None,
               echo: bool = False, progress: bool = False):
-    from aero.replay import Replayer, load_contents
-    from aero.trace import open_trace
+    from aero.traces.container import open_trace
+    from aero.traces.replay import Replayer, load_contents
 
     trace = open_trace(path)
     contents = load_contents(trace)
@@ -220,8 +220,8 @@ def do_replay(path: Path, *, until: int | None = None, speed: float | None = Non
 
 
 def cmd_replay(args: argparse.Namespace) -> int:
-    from aero.replay import ReplayError
-    from aero.trace import TraceError
+    from aero.traces.container import TraceError
+    from aero.traces.replay import ReplayError
 
     path = _trace_arg(args.trace)
     echo = not args.json and not args.quiet and not args.check
@@ -265,8 +265,8 @@ def trace_info(path: Path) -> dict:
     import numpy as np
 
     from aero.events import Kind, kind_name
-    from aero.replay import load_contents
-    from aero.trace import FrameKind, open_trace
+    from aero.traces.container import FrameKind, open_trace
+    from aero.traces.replay import load_contents
 
     trace = open_trace(path)
     c = load_contents(trace)
@@ -310,8 +310,8 @@ def trace_info(path: Path) -> dict:
 
 
 def cmd_info(args: argparse.Namespace) -> int:
-    from aero.replay import ReplayError
-    from aero.trace import TraceError
+    from aero.traces.container import TraceError
+    from aero.traces.replay import ReplayError
 
     path = _trace_arg(args.trace)
     try:
@@ -361,9 +361,9 @@ def _umask() -> int:
 
 
 def pack_trace(path: Path, out: Path) -> dict:
-    from aero import tracecodec as codec
-    from aero.replay import guest_image, load_contents
-    from aero.trace import FrameKind, TraceWriter, open_trace
+    from aero.traces import codec
+    from aero.traces.container import FrameKind, TraceWriter, open_trace
+    from aero.traces.replay import guest_image, load_contents
 
     trace = open_trace(path)
     c = load_contents(trace)
@@ -389,8 +389,8 @@ def pack_trace(path: Path, out: Path) -> dict:
 
 
 def cmd_pack(args: argparse.Namespace) -> int:
-    from aero.replay import ReplayError
-    from aero.trace import TraceError
+    from aero.traces.container import TraceError
+    from aero.traces.replay import ReplayError
 
     path = _trace_arg(args.trace)
     out = Path(args.output) if args.output else path.resolve()
@@ -420,9 +420,9 @@ def add_seek(sub: argparse._SubParsersAction) -> None:
 def cmd_seek(args: argparse.Namespace) -> int:
     import time
 
-    from aero.replay import ReplayError, load_contents, seek
-    from aero.snapshot import save_snapshot
-    from aero.trace import TraceError, open_trace
+    from aero.traces.container import TraceError, open_trace
+    from aero.traces.replay import ReplayError, load_contents, seek
+    from aero.traces.snapshot import save_snapshot
 
     path = _trace_arg(None if args.trace == "latest" else args.trace)
     try:
@@ -482,7 +482,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
     code, summary = do_record(rec_args, script_text=text, script_name=str(script_path))
     path = Path(summary["trace"])
     if not args.output:
-        from aero.record import update_latest
+        from aero.traces.record import update_latest
 
         update_latest(path)
     if not args.json:

@@ -2,7 +2,7 @@
 
 A :class:`Scenario` is a CPU mode, an initial register file, a memory image and a short
 sequence of instructions placed at CS:EIP. :func:`run_pair` executes it one instruction at
-a time on aero and on a reference backend (:mod:`aero.difftest.unicorn`), and compares the
+a time on aero and on a reference backend (:mod:`aero.fuzz.unicorn`), and compares the
 two states after every instruction with :func:`compare_step`.
 
 Invariants:
@@ -36,6 +36,18 @@ from typing import TYPE_CHECKING, Protocol
 import numpy as np
 
 from aero import isa
+
+__all__ = ["AeroCPU", "Backend", "CODE_ATTR_32", "CODE_SEL", "CR0_PG", "CR0_PM", "CR0_REAL",
+           "CR0_WP", "CR4_PSE", "DATA_ATTR_32", "DATA_SEL", "EFLAGS_DEFINED", "ERROR_CODE_VECTORS",
+           "EXC_PF", "F_AF", "F_ARITH", "F_CF", "F_OF", "F_PF", "F_SF", "F_ZF", "GDT_BASE",
+           "GDT_BYTES", "GDT_LIMIT", "GDT_PAGING_BYTES", "GPRS", "INTERESTING32", "InsnInfo",
+           "MODES", "Masks", "Mismatch", "NotComparable", "PAGE", "PAGING_CODE_MIN", "PD_ADDR",
+           "PM_MODES", "PTE_A", "PTE_D", "PTE_FLAGS", "PTE_P", "PTE_PS", "PTE_U", "PTE_W",
+           "PT_ADDR", "Paging", "PairResult", "RAM_PAGES", "RAM_SIZE", "REAL_CODE_ATTR",
+           "REAL_DATA_ATTR", "REG_KEYS", "SEGS", "SEG_ATTRS", "Scenario", "StepRecord",
+           "StepResult", "TABLE_REGS", "USER_CODE_SEL", "USER_DATA_SEL", "compare_step", "decode",
+           "effective_offset", "fill_page", "initial_regs", "is_pm", "iter_instructions",
+           "page_fault_code", "paging_entries", "row_for", "run_pair", "u32", "undefined_masks"]
 
 if TYPE_CHECKING:
     from aero.machine import Segment

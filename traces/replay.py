@@ -20,13 +20,16 @@ from dataclasses import dataclass, field
 from typing import Protocol
 
 import numpy as np
+from aero.traces import codec
+from aero.traces.container import FrameKind, TraceError, TraceFile
+from aero.traces.record import digest_update, replay_digest
 
-from aero import tracecodec as codec
 from aero.events import EVENT_DTYPE, INPUT_LIMIT, Channel, Kind, describe
 from aero.launch import GuestRef, LaunchError, find_image, start_machine
 from aero.machine import Machine, MachineConfig, StopReason
-from aero.record import digest_update, replay_digest
-from aero.trace import FrameKind, TraceError, TraceFile
+
+__all__ = ["Divergence", "ReplayError", "ReplayObserver", "ReplayResult", "Replayer",
+           "TraceContents", "guest_image", "load_contents", "restore_keyframe", "seek"]
 
 
 class ReplayError(Exception):

@@ -5,12 +5,13 @@ time to seek to a tick.
 Method (also in the JSON report under ``"method"``):
 
 * CPU-bound: the ``bench_memcpy`` kernel sized to about ``ticks`` instructions. A plain run
-  is ``Machine.run`` to the end; a recording is :class:`aero.record.Recorder` with the default
-  checkpoint and keyframe intervals; a replay is :class:`aero.replay.Replayer` verifying it.
+  is ``Machine.run`` to the end; a recording is :class:`aero.traces.record.Recorder` with the
+  default checkpoint and keyframe intervals; a replay is
+  :class:`aero.traces.replay.Replayer` verifying it.
   Each figure is the best of ``repetitions`` runs (perf_counter).
 * Input-heavy: the ``demo`` guest driven by ``guests/demo.script``: trace bytes per input
   event (stored bytes of input frames / input events) and per million ticks (whole file).
-* Seek: :func:`aero.replay.seek` to a tick right after a keyframe and to the tick just before
+* Seek: :func:`aero.traces.replay.seek` to a tick right after a keyframe and to the tick just before
   the next keyframe (the worst case: a whole keyframe interval to execute), on the CPU-bound
   trace opened from its index.
 * Pinpoint: two recordings of the ``bench_memcpy`` kernel sized to about 100 million ticks
@@ -25,20 +26,23 @@ import tempfile
 import time
 from pathlib import Path
 
+from aero.traces.container import FrameKind, open_trace
+from aero.traces.record import Recorder, RecordOptions
+from aero.traces.replay import Replayer, load_contents, seek
+from aero.traces.script import ScriptRunner, load
+
 from aero import guests
 from aero.launch import GuestRef, resolve_guest, start_machine, store_image
 from aero.machine import MachineConfig, StopReason
-from aero.record import Recorder, RecordOptions
-from aero.replay import Replayer, load_contents, seek
-from aero.script import ScriptRunner, load
-from aero.trace import FrameKind, open_trace
+
+__all__ = ["RAM", "RTC", "pinpoint", "print_report", "run"]
 
 RAM = 32 << 20
 RTC = 1_790_000_000
 
 
 def _memcpy_image(ticks: int) -> tuple[GuestRef, bytes]:
-    from aero.bench import instruction_model
+    from aero.bench.workloads import instruction_model
 
     a, b = instruction_model("bench_memcpy")
     iters = max(1, (ticks - a) // b)
@@ -82,7 +86,7 @@ def pinpoint(ticks: int = 100_000_000, root: Path | None = None) -> dict[str, ob
     import subprocess
     import sys
 
-    from aero.script import parse
+    from aero.traces.script import parse
 
     ref, data = _memcpy_image(ticks)
     store_image(data)

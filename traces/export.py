@@ -22,10 +22,10 @@ from pathlib import Path
 from typing import IO
 
 import numpy as np
+from aero.traces.replay import ReplayError, TraceContents, seek
 
 from aero.events import Channel, Device, Kind, ResetCause
 from aero.machine import Machine, StopReason
-from aero.replay import ReplayError, TraceContents, seek
 
 TENET_LIMIT = 5_000_000  # ticks a Tenet export may cover without --force
 

@@ -21,6 +21,8 @@ import termios
 import tty
 from types import FrameType, TracebackType
 
+__all__ = ["ESCAPE", "RawTerminal"]
+
 ESCAPE = 0x01  # Ctrl-A
 
 
