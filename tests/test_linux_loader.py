@@ -307,3 +307,41 @@ def test_cmdline_in_config_round_trip_and_only_for_linux(tmp_path: Path) -> None
         start_machine(c, r.ref, r.data)
     with pytest.raises(LaunchError, match="initrd is for Linux"):
         resolve(str(p), initrd=str(p))
+
+
+# struct setup_header (arch/x86/include/uapi/asm/bootparam.h), field by field, packed, from
+# offset 0x1F1 of the image and of struct boot_params.
+SETUP_HEADER = [("setup_sects", "B"), ("root_flags", "H"), ("syssize", "I"), ("ram_size", "H"),
+                ("vid_mode", "H"), ("root_dev", "H"), ("boot_flag", "H"), ("jump", "H"),
+                ("header", "I"), ("version", "H"), ("realmode_swtch", "I"),
+                ("start_sys_seg", "H"), ("kernel_version", "H"), ("type_of_loader", "B"),
+                ("loadflags", "B"), ("setup_move_size", "H"), ("code32_start", "I"),
+                ("ramdisk_image", "I"), ("ramdisk_size", "I"), ("bootsect_kludge", "I"),
+                ("heap_end_ptr", "H"), ("ext_loader_ver", "B"), ("ext_loader_type", "B"),
+                ("cmd_line_ptr", "I"), ("initrd_addr_max", "I"), ("kernel_alignment", "I"),
+                ("relocatable_kernel", "B"), ("min_alignment", "B"), ("xloadflags", "H"),
+                ("cmdline_size", "I"), ("hardware_subarch", "I"),
+                ("hardware_subarch_data", "Q"), ("payload_offset", "I"),
+                ("payload_length", "I"), ("setup_data", "Q"), ("pref_address", "Q"),
+                ("init_size", "I"), ("handover_offset", "I"), ("kernel_info_offset", "I")]
+
+
+def test_header_offsets_match_the_struct() -> None:
+    off, offsets = 0x1F1, {}
+    for name, fmt in SETUP_HEADER:
+        offsets[name] = off
+        off += struct.calcsize("<" + fmt)
+    assert off == 0x26C
+    assert offsets["boot_flag"] == loader.HDR_BOOT_FLAG
+    assert offsets["header"] == loader.HDR_MAGIC_OFF
+    assert offsets["version"] == loader.HDR_VERSION
+    assert offsets["type_of_loader"] == loader.HDR_TYPE_OF_LOADER
+    assert offsets["loadflags"] == loader.HDR_LOADFLAGS
+    assert offsets["ramdisk_image"] == loader.HDR_RAMDISK_IMAGE
+    assert offsets["ramdisk_size"] == loader.HDR_RAMDISK_SIZE
+    assert offsets["heap_end_ptr"] == loader.HDR_HEAP_END_PTR
+    assert offsets["cmd_line_ptr"] == loader.HDR_CMD_LINE_PTR
+    assert offsets["initrd_addr_max"] == loader.HDR_INITRD_ADDR_MAX
+    assert offsets["cmdline_size"] == loader.HDR_CMDLINE_SIZE
+    assert offsets["pref_address"] == loader.HDR_PREF_ADDRESS
+    assert offsets["init_size"] == loader.HDR_INIT_SIZE
