@@ -124,3 +124,20 @@ def test_replay_without_the_initrd_says_so(files: tuple[Path, Path], tmp_path: P
     err = capsys.readouterr().err
     assert "initrd" in err and "aero pack" in err and err.count("\n") == 1
 
+
+
+def test_bundled_linux_without_apt_says_what_to_do(tmp_path: Path,
+                                                   monkeypatch: pytest.MonkeyPatch,
+                                                   capsys) -> None:
+    monkeypatch.setenv("PATH", str(tmp_path))  # no apt-get, apt-cache or dpkg-deb
+    monkeypatch.setenv("AERO_LINUX_CACHE", str(tmp_path / "cache"))
+    for cmd in ("run", "record"):
+        assert main([cmd, "linux"]) == 2
+        err = capsys.readouterr().err
+        assert err.count("\n") == 1 and "--initrd" in err and "apt" in err, err
+
+
+def test_list_names_the_linux_guest(capsys) -> None:
+    assert main(["run", "--list"]) == 0
+    assert any(line.split()[:2] == ["linux", "linux"]
+               for line in capsys.readouterr().out.splitlines())
