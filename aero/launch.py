@@ -3,7 +3,9 @@
 A recording names its guest by content (SHA-256), never by path: the recorder copies the
 image into a local content-addressed store (as rr keeps the binaries a trace needs), replay
 finds it there or inside the trace (``aero pack``), and a mismatch is an error, never a
-silent substitution.
+silent substitution. A Linux guest has two images, the kernel and its initrd, and both are
+named that way; its command line is part of the machine configuration
+(``MachineConfig.cmdline``).
 
 Invariants:
 
@@ -20,11 +22,23 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from aero import guests
-from aero.loader import FORMATS, GuestError, detect_format, load_flat, load_multiboot, load_rom
+from aero.loader import (
+    FORMATS,
+    GuestError,
+    detect_format,
+    load_flat,
+    load_linux,
+    load_multiboot,
+    load_rom,
+)
 from aero.machine import Machine, MachineConfig
 
-__all__ = ["GuestRef", "LaunchError", "find_image", "image_store", "resolve_guest",
-           "start_machine", "store_image"]
+LOAD_FORMATS = ("flat", "rom", "multiboot", "linux")
+LINUX_GUEST = "linux"  # the bundled Linux guest (aero.linuxguest), fetched on first use
+
+__all__ = ["GuestRef", "LINUX_GUEST", "LaunchError", "ResolvedGuest", "find_image",
+           "find_image_by_hash", "image_store", "resolve", "resolve_guest", "start_machine",
+           "store_image"]
 
 
 class LaunchError(Exception):
@@ -36,13 +50,30 @@ class GuestRef:
     """What a trace records about its guest: enough to find and load the same bytes."""
 
     name: str  # bundled guest name or the image's file name (informational)
-    fmt: str  # flat, rom or multiboot
+    fmt: str  # flat, rom, multiboot or linux
     load_addr: int  # flat binaries: the load address
     sha256: str  # of the image bytes
     size: int
+    # Linux: the initial ramdisk ("" and 0 without one). Written to metadata only when set,
+    # so the metadata (and digest) of every other guest is what it always was.
+    initrd_sha256: str = ""
+    initrd_size: int = 0
 
     def to_dict(self) -> dict:
-        return asdict(self)
+        d = asdict(self)
+        if not self.initrd_sha256:
+            del d["initrd_sha256"], d["initrd_size"]
+        return d
+
+    def identity(self) -> dict:
+        """What determines the loaded machine (the name is informational only)."""
+        d = self.to_dict()
+        del d["name"]
+        return d
+
+    def image_hashes(self) -> list[str]:
+        """SHA-256 of every image the guest needs: the guest image, then the initrd."""
+        return [self.sha256] + ([self.initrd_sha256] if self.initrd_sha256 else [])
 
     @classmethod
     def from_dict(cls, d: object) -> GuestRef:
@@ -50,10 +81,12 @@ class GuestRef:
             raise LaunchError("trace metadata: 'guest' is not an object")
         try:
             ref = cls(str(d["name"]), str(d["fmt"]), int(d["load_addr"]), str(d["sha256"]),
-                      int(d["size"]))
+                      int(d["size"]), str(d.get("initrd_sha256", "")),
+                      int(d.get("initrd_size", 0)))
         except (KeyError, TypeError, ValueError) as exc:
             raise LaunchError(f"trace metadata: bad guest entry ({exc})") from None
-        if ref.fmt not in ("flat", "rom", "multiboot") or len(ref.sha256) != 64:
+        if ref.fmt not in LOAD_FORMATS or len(ref.sha256) != 64 or \
+                (ref.initrd_sha256 and (len(ref.initrd_sha256) != 64 or ref.fmt != "linux")):
             raise LaunchError(f"trace metadata: bad guest entry ({ref.fmt}, {ref.sha256[:16]})")
         return ref
 
@@ -84,51 +117,126 @@ def store_image(data: bytes) -> str:
 
 def find_image(ref: GuestRef) -> bytes | None:
     """The image with ``ref``'s hash from the store, or None."""
+    return find_image_by_hash(ref.sha256)
+
+
+def find_image_by_hash(sha256: str) -> bytes | None:
+    """The image with this SHA-256 from the store, or None."""
     try:
-        data = (image_store() / ref.sha256).read_bytes()
+        data = (image_store() / sha256).read_bytes()
     except OSError:
         return None
-    return data if hashlib.sha256(data).hexdigest() == ref.sha256 else None
+    return data if hashlib.sha256(data).hexdigest() == sha256 else None
 
 
-def resolve_guest(spec: str, fmt: str = "auto", load_addr: int = 0x7C00) -> tuple[GuestRef, bytes]:
-    """A bundled guest name (built on demand) or an image file, as (reference, bytes)."""
+@dataclass(frozen=True)
+class ResolvedGuest:
+    """A guest ready to start: its reference, its image and every image it needs by hash
+    (the guest image and, for Linux, the initrd); a bundled guest may suggest a kernel
+    command line and a RAM size."""
+
+    ref: GuestRef
+    data: bytes
+    images: dict[str, bytes]
+    cmdline: str | None = None
+    ram_size: int | None = None
+
+
+def _read(spec: str, what: str) -> bytes:
+    try:
+        data = Path(spec).read_bytes()
+    except FileNotFoundError:
+        raise LaunchError(f"{spec}: no such file") from None
+    except OSError as exc:
+        raise LaunchError(f"{spec}: {exc.strerror}") from None
+    if not data:
+        raise LaunchError(f"{spec}: empty {what}")
+    return data
+
+
+def _digest(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+def _bundled_linux() -> ResolvedGuest:
+    from aero import linuxguest
+
+    try:
+        g = linuxguest.fetch()
+    except linuxguest.LinuxGuestError as exc:
+        raise LaunchError(str(exc)) from exc
+    data, rd = g.kernel.read_bytes(), g.initrd.read_bytes()
+    ref = GuestRef(LINUX_GUEST, "linux", 0, _digest(data), len(data), _digest(rd), len(rd))
+    return ResolvedGuest(ref, data, {ref.sha256: data, ref.initrd_sha256: rd}, g.cmdline,
+                         linuxguest.RAM_SIZE)
+
+
+def resolve(spec: str, fmt: str = "auto", load_addr: int = 0x7C00,
+            initrd: str | None = None) -> ResolvedGuest:
+    """A bundled guest name (built or fetched on demand) or an image file, with an initrd
+    file for a Linux kernel."""
     path = Path(spec)
     if not path.exists() and (spec in guests.GUESTS or spec in guests.BENCH_GUESTS):
+        if initrd is not None:
+            raise LaunchError(f"{spec}: an initrd is for Linux kernels")
         try:
             image = guests.build(spec)
         except guests.ToolchainError as exc:
             raise LaunchError(str(exc)) from exc
         data = image.path.read_bytes()
-        return GuestRef(spec, image.fmt, image.load_addr, hashlib.sha256(data).hexdigest(),
-                        len(data)), data
+        ref = GuestRef(spec, image.fmt, image.load_addr, _digest(data), len(data))
+        return ResolvedGuest(ref, data, {ref.sha256: data})
+    if not path.exists() and spec == LINUX_GUEST and initrd is None:
+        return _bundled_linux()
     if fmt not in FORMATS:
         raise LaunchError(f"unknown guest format {fmt!r} (expected one of {', '.join(FORMATS)})")
-    try:
-        data = path.read_bytes()
-    except FileNotFoundError:
-        names = ", ".join(guests.GUESTS)
-        raise LaunchError(f"{spec}: no such file, and not a bundled guest ({names})") from None
-    except OSError as exc:
-        raise LaunchError(f"{spec}: {exc.strerror}") from None
-    if not data:
-        raise LaunchError(f"{spec}: empty file")
+    if not path.exists():
+        names = ", ".join([*guests.GUESTS, LINUX_GUEST])
+        raise LaunchError(f"{spec}: no such file, and not a bundled guest ({names})")
+    data = _read(spec, "file")
     if fmt == "auto":
         fmt = detect_format(path, data)
-    return GuestRef(path.name, fmt, load_addr if fmt == "flat" else 0,
-                    hashlib.sha256(data).hexdigest(), len(data)), data
+    if initrd is not None and fmt != "linux":
+        raise LaunchError(f"{spec}: an initrd is for Linux kernels, and this is a {fmt} image")
+    ref = GuestRef(path.name, fmt, load_addr if fmt == "flat" else 0, _digest(data), len(data))
+    images = {ref.sha256: data}
+    if initrd is not None:
+        rd = _read(initrd, "initrd")
+        ref = GuestRef(ref.name, fmt, 0, ref.sha256, ref.size, _digest(rd), len(rd))
+        images[ref.initrd_sha256] = rd
+    return ResolvedGuest(ref, data, images)
 
 
-def start_machine(config: MachineConfig, ref: GuestRef, data: bytes) -> Machine:
-    """A new machine with the guest loaded, at tick 0."""
+def resolve_guest(spec: str, fmt: str = "auto", load_addr: int = 0x7C00) -> tuple[GuestRef, bytes]:
+    """A bundled guest name (built on demand) or an image file, as (reference, bytes)."""
+    r = resolve(spec, fmt, load_addr)
+    return r.ref, r.data
+
+
+def start_machine(config: MachineConfig, ref: GuestRef, data: bytes,
+                  images: dict[str, bytes] | None = None) -> Machine:
+    """A new machine with the guest loaded, at tick 0. A Linux guest's initrd is taken from
+    ``images`` (by hash), else from the image store."""
     if hashlib.sha256(data).hexdigest() != ref.sha256:
         raise LaunchError(f"guest image {ref.name}: content does not match its hash")
+    if config.cmdline and ref.fmt != "linux":
+        raise LaunchError(f"guest {ref.name}: a kernel command line is for Linux kernels, and "
+                          f"this is a {ref.fmt} image")
+    initrd = None
+    if ref.initrd_sha256:
+        initrd = (images or {}).get(ref.initrd_sha256) or find_image_by_hash(ref.initrd_sha256)
+        if initrd is None or _digest(initrd) != ref.initrd_sha256:
+            raise LaunchError(f"the initrd of {ref.name} (sha256 {ref.initrd_sha256[:16]}...) "
+                              f"is neither in the trace nor in the image store; run `aero pack` "
+                              f"on the machine that recorded it")
     m = Machine(config)
     try:
         if ref.fmt == "flat":
             load_flat(m, data, ref.load_addr, ref.name)
         elif ref.fmt == "rom":
             load_rom(m, data, ref.name)
+        elif ref.fmt == "linux":
+            load_linux(m, data, initrd, config.cmdline, ref.name)
         else:
             load_multiboot(m, data, ref.name)
     except GuestError as exc:

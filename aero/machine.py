@@ -25,8 +25,9 @@ from aero._core_loader import load_core
 from aero.events import EVENT_DTYPE
 
 __all__ = ["DEFAULT_FEATURES", "FEATURE_BITS", "GPR_NAMES", "INTR_QUEUE", "Machine",
-           "MachineConfig", "Regs", "SEGMENT_NAMES", "Segment", "StopReason", "WATCH_EXEC",
-           "WATCH_IO", "WATCH_MAX", "WatchHit", "WATCH_PHYS", "WATCH_READ", "WATCH_WRITE", "hash64"]
+           "MachineConfig", "PORT_STAT_DTYPE", "PortStat", "Regs", "SEGMENT_NAMES", "Segment",
+           "StopReason", "WATCH_EXEC", "WATCH_IO", "WATCH_MAX", "WATCH_PHYS", "WATCH_READ",
+           "WATCH_WRITE", "WatchHit", "hash64"]
 
 ffi, lib = load_core()
 
@@ -93,6 +94,9 @@ class MachineConfig:
     tick_hz: int = 100_000_000
     # POST-code ports besides 80h (at most four).
     post_ports: tuple[int, ...] = ()
+    # The kernel command line a Linux guest is loaded with (the loader writes it into guest
+    # memory; the core never sees it). Empty for every other guest.
+    cmdline: str = ""
 
     def __post_init__(self) -> None:
         if self.ram_size <= 0 or self.ram_size % 4096 or self.ram_size > 0xF000_0000:
@@ -110,6 +114,8 @@ class MachineConfig:
             raise ValueError(f"tick_hz must be between 1000 and 10**12, not {self.tick_hz}")
         if len(self.post_ports) > 4 or any(not 0 < p <= 0xFFFF for p in self.post_ports):
             raise ValueError(f"post_ports takes up to four ports in 1-FFFFh: {self.post_ports}")
+        if not isinstance(self.cmdline, str):
+            raise ValueError(f"cmdline must be a string, not {type(self.cmdline).__name__}")
 
     @property
     def features_edx(self) -> int:
@@ -119,8 +125,14 @@ class MachineConfig:
         return value
 
     def to_dict(self) -> dict[str, object]:
-        return {f.name: (list(v) if isinstance(v := getattr(self, f.name), tuple) else v)
-                for f in fields(self)}
+        """The configuration as JSON-ready values. Fields added after traces first recorded
+        a configuration (``cmdline``) are left out at their default, so the metadata and the
+        digest of a trace that does not use them stay what they were."""
+        d = {f.name: (list(v) if isinstance(v := getattr(self, f.name), tuple) else v)
+             for f in fields(self)}
+        if not self.cmdline:
+            del d["cmdline"]
+        return d
 
     @classmethod
     def from_dict(cls, data: dict[str, object]) -> MachineConfig:
@@ -133,6 +145,21 @@ class MachineConfig:
             if key in values:
                 values[key] = tuple(values[key])  # type: ignore[arg-type]
         return cls(**values)  # type: ignore[arg-type]
+
+
+@dataclass(frozen=True)
+class PortStat:
+    """One port's line of the port log (:meth:`Machine.port_log`)."""
+
+    reads: int
+    writes: int
+    first_tick: int
+    last_value: int
+    last_size: int
+
+
+PORT_STAT_DTYPE = np.dtype([("reads", "<u4"), ("writes", "<u4"), ("first_tick", "<u8"),
+                            ("last_value", "<u4"), ("last_size", "<u4")])
 
 
 @dataclass
@@ -367,6 +394,24 @@ class Machine:
         if size not in (1, 2, 4) or not 0 <= port <= 0xFFFF:
             raise ValueError(f"bad port access: port {port:#x}, size {size}")
         lib.aero_port_write(self._m, port, size, value & ((1 << (8 * size)) - 1))
+
+    def enable_port_log(self, enable: bool = True) -> None:
+        """Start (cleared) or stop the port log: per port, reads, writes, the first tick and
+        the last value. Observation only: it is not machine state and changes no result."""
+        if lib.aero_port_log_enable(self._m, 1 if enable else 0) != 0:
+            raise MemoryError("cannot allocate the port log")
+
+    def port_log(self) -> dict[int, PortStat]:
+        """The ports accessed since :meth:`enable_port_log`, by port number (ascending)."""
+        p = lib.aero_port_log(self._m)
+        if p == ffi.NULL:
+            raise RuntimeError("the port log is off (enable_port_log)")
+        raw = np.frombuffer(ffi.buffer(p, 0x10000 * ffi.sizeof("aero_port_stat")),
+                            dtype=PORT_STAT_DTYPE)
+        return {int(port): PortStat(int(raw["reads"][port]), int(raw["writes"][port]),
+                                    int(raw["first_tick"][port]), int(raw["last_value"][port]),
+                                    int(raw["last_size"][port]))
+                for port in np.flatnonzero(raw["last_size"])}
 
     def devices_state_bytes(self) -> bytes:
         """Canonical serialized device state (part of fingerprints and snapshots)."""

@@ -275,5 +275,5 @@ def test_cli_run_bundled_guest_exits_like_qemu(capsys) -> None:
     out = json.loads(capsys.readouterr().out)
     assert out["stop"] == "exit" and out["exit_status"] == 1 and "RESULT PASS" in out["output"]
     assert main(["run", "/nonexistent/guest.bin"]) == 2
-    assert "No such file" in capsys.readouterr().err
+    assert "no such file" in capsys.readouterr().err.lower()
     assert main(["run"]) == 2

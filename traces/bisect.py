@@ -306,7 +306,7 @@ def execute(c: TraceContents, *, max_ticks: int | None = None) -> Outcome:
     exits, shuts down or halts for good, goes idle after its last input, or reaches the
     trace's end tick (``max_ticks``)."""
     try:
-        m = start_machine(c.config, c.guest, guest_image(c))
+        m = start_machine(c.config, c.guest, guest_image(c), c.images)
     except LaunchError as exc:
         raise BisectError(str(exc)) from None
     end = c.end_tick if max_ticks is None else max_ticks
@@ -432,7 +432,7 @@ def record_inputs(c: TraceContents, out: Path) -> dict:
     from aero.traces.record import Recorder, RecordOptions
     from aero.traces.script import ScriptRunner
 
-    m = start_machine(c.config, c.guest, guest_image(c))
+    m = start_machine(c.config, c.guest, guest_image(c), c.images)
     inputs = c.inputs
     fixed = _fixed(c)
     rtc = [int(e["b"]) for e in inputs[fixed]]

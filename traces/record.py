@@ -79,12 +79,10 @@ def update_latest(path: Path) -> None:
 
 def replay_digest(config: dict, guest: GuestRef) -> hashlib._Hash:
     """The running hash behind a trace's ``digest``: everything that determines a replay
-    (configuration, the guest image's identity, the event vocabulary), to be updated with
-    every input event in order. Creation time and file names are not part of it."""
+    (configuration, the identity of the guest's images, the event vocabulary), to be updated
+    with every input event in order. Creation time and file names are not part of it."""
     h = hashlib.sha256()
-    ident = {"machine": config, "events_version": EVENTS_VERSION,
-             "guest": {"fmt": guest.fmt, "load_addr": guest.load_addr, "sha256": guest.sha256,
-                       "size": guest.size}}
+    ident = {"machine": config, "events_version": EVENTS_VERSION, "guest": guest.identity()}
     h.update(json.dumps(ident, sort_keys=True, separators=(",", ":")).encode())
     return h
 

@@ -25,11 +25,12 @@ from aero.traces.container import FrameKind, TraceError, TraceFile
 from aero.traces.record import digest_update, replay_digest
 
 from aero.events import EVENT_DTYPE, INPUT_LIMIT, Channel, Kind, describe
-from aero.launch import GuestRef, LaunchError, find_image, start_machine
+from aero.launch import GuestRef, LaunchError, find_image, find_image_by_hash, start_machine
 from aero.machine import Machine, MachineConfig, StopReason
 
 __all__ = ["Divergence", "ReplayError", "ReplayObserver", "ReplayResult", "Replayer",
-           "TraceContents", "guest_image", "load_contents", "restore_keyframe", "seek"]
+           "TraceContents", "guest_image", "guest_images", "load_contents", "restore_keyframe",
+           "seek"]
 
 
 class ReplayError(Exception):
@@ -165,6 +166,20 @@ def guest_image(c: TraceContents) -> bytes:
     return data
 
 
+def guest_images(c: TraceContents) -> dict[str, bytes]:
+    """Every image the guest needs (the guest image and, for Linux, the initrd), by SHA-256:
+    embedded in the trace, else from the local image store."""
+    images = {c.guest.sha256: guest_image(c)}
+    for h in c.guest.image_hashes()[1:]:
+        data = c.images.get(h) or find_image_by_hash(h)
+        if data is None:
+            raise ReplayError(f"the initrd of {c.guest.name} (sha256 {h[:16]}...) is neither in "
+                              f"the trace nor in the image store; run `aero pack` on the "
+                              f"machine that recorded it")
+        images[h] = data
+    return images
+
+
 def restore_keyframe(c: TraceContents, kf_frame, machine: Machine | None = None) -> tuple[
         Machine, codec.Keyframe]:
     """A machine in the state of a keyframe."""
@@ -263,7 +278,7 @@ class Replayer:
         c = self.c
         start = time.monotonic()
         try:
-            m = start_machine(config or c.config, c.guest, self.image)
+            m = start_machine(config or c.config, c.guest, self.image, c.images)
         except LaunchError as exc:
             raise ReplayError(str(exc)) from None
         end = c.end_tick if until is None else min(until, c.end_tick)

@@ -204,6 +204,22 @@ uint64_t aero_next_deadline(aero_machine *m);
 /* Port I/O from the host, as the CPU would do it (no permission check): tests and tools. */
 uint32_t aero_port_read(aero_machine *m, uint16_t port, int size);
 void aero_port_write(aero_machine *m, uint16_t port, int size, uint32_t val);
+/* The port log: an opt-in record of port I/O for finding out what a guest touches. Per port,
+ * how often it was read and written, the tick of its first access and the last value moved.
+ * Observation only: not machine state (never saved, restored or hashed), off by default.
+ * Host accesses through aero_port_read/aero_port_write count too. */
+typedef struct aero_port_stat {
+    uint32_t reads;       /* IN/INS accesses (a wider access counts once, at its first port) */
+    uint32_t writes;      /* OUT/OUTS accesses */
+    uint64_t first_tick;  /* the clock at the first access (aero_now: the accessing
+                           * instruction included) */
+    uint32_t last_value;  /* value of the last access (its width in last_size) */
+    uint32_t last_size;   /* 1, 2 or 4; 0: never accessed */
+} aero_port_stat;
+/* Turn the log on (cleared) or off (freed). Returns 0, or -1 when it cannot be allocated. */
+int aero_port_log_enable(aero_machine *m, int enable);
+/* The 65536 entries, indexed by port, or NULL when the log is off. */
+const aero_port_stat *aero_port_log(aero_machine *m);
 /* Canonical serialization of every device's state (AERO_DEV_STATE_BYTES, zero-padded). */
 void aero_devices_save(aero_machine *m, uint8_t *out);
 int aero_devices_load(aero_machine *m, const uint8_t *in);

@@ -283,6 +283,8 @@ struct aero_machine {
     aero_event *events;         /* the event log: AERO_EVENT_CAP entries and some slack */
     uint32_t ev_len;            /* events in the log */
     uint32_t ev_lost;           /* events dropped because the slack ran out (an error) */
+    /* --- observation only (not state: never saved, restored or hashed) --- */
+    aero_port_stat *port_log;   /* 65536 per-port counters (aero_port_log_enable), NULL: off */
 };
 
 /* ---- fault delivery ---- */

@@ -5,6 +5,8 @@
  * With the PC platform the port map below dispatches to the device models. Unclaimed ports
  * read as all ones and ignore writes, as on an ISA bus.
  */
+#include <stdlib.h>
+
 #include "platform.h"
 
 #define PORT_DEBUGCON 0xE9
@@ -117,6 +119,25 @@ static void pc_write(aero_machine *m, uint16_t port, int size, uint32_t val) {
     aero_pc_reschedule(m);
 }
 
+int aero_port_log_enable(aero_machine *m, int enable) {
+    free(m->port_log);
+    m->port_log = NULL;
+    if (!enable) return 0;
+    m->port_log = calloc(0x10000, sizeof *m->port_log);
+    return m->port_log ? 0 : -1;
+}
+
+const aero_port_stat *aero_port_log(aero_machine *m) { return m->port_log; }
+
+static void port_log(aero_machine *m, uint16_t port, int size, uint32_t val, int write) {
+    aero_port_stat *s = &m->port_log[port];
+    if (!s->last_size) s->first_tick = aero_now(m);
+    if (write) s->writes++;
+    else s->reads++;
+    s->last_value = val;
+    s->last_size = (uint32_t)size;
+}
+
 static uint32_t io_read(aero_machine *m, uint16_t port, int size) {
     uint32_t ones = size == 1 ? 0xFFu : size == 2 ? 0xFFFFu : 0xFFFFFFFFu;
     if (port == PORT_DEBUGCON && m->cfg.debug_ports) return 0xE9u | (ones & ~0xFFu); /* debugcon read-back */
@@ -127,11 +148,13 @@ static uint32_t io_read(aero_machine *m, uint16_t port, int size) {
 uint32_t aero_io_read(aero_machine *m, uint16_t port, int size) {
     uint32_t v = io_read(m, port, size);
     if (AERO_UNLIKELY(m->watch_io)) aero_watch_port(m, port, size, v, AERO_WATCH_READ);
+    if (m->port_log) port_log(m, port, size, v, 0);
     return v;
 }
 
 void aero_io_write(aero_machine *m, uint16_t port, int size, uint32_t val) {
     if (AERO_UNLIKELY(m->watch_io)) aero_watch_port(m, port, size, val, AERO_WATCH_WRITE);
+    if (m->port_log) port_log(m, port, size, val, 1);
     if (port == PORT_DEBUGCON && m->cfg.debug_ports) {
         /* Only the low byte goes out: QEMU's debugcon is a one-byte port, and the bytes
          * above it land on the next ports. The run stops before the buffer is full. */

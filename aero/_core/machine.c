@@ -94,6 +94,7 @@ void aero_machine_free(aero_machine *m) {
     free(m->dirty);
     free(m->page_hash);
     free(m->blocks);
+    free(m->port_log);
     aero_pc_free(m);
     free(m);
 }

@@ -37,6 +37,7 @@
 #define DR7_GD 0x2000u
 
 #define MSR_TSC 0x10u
+#define MSR_BIOS_SIGN_ID 0x8Bu
 #define MSR_SYSENTER_CS 0x174u
 #define MSR_SYSENTER_ESP 0x175u
 #define MSR_SYSENTER_EIP 0x176u
@@ -188,8 +189,18 @@ void aero_op_rdtsc(aero_machine *m, const aero_insn *in) {
 }
 
 /* ---- model-specific registers ----
- * Modeled: 10h TSC and, with SEP, 174h-176h SYSENTER_CS/ESP/EIP. Every other MSR
- * (IA32_APIC_BASE, the MTRRs, the machine-check and performance MSRs) is #GP(0). */
+ * Modeled: 10h TSC, 8Bh IA32_BIOS_SIGN_ID on family 6 and, with SEP, 174h-176h
+ * SYSENTER_CS/ESP/EIP. Every other MSR (IA32_APIC_BASE, the MTRRs, the machine-check and
+ * performance MSRs) is #GP(0).
+ *
+ * IA32_BIOS_SIGN_ID (SDM Vol. 4, "Architectural MSRs", from 06_01H): after a write of 0 and
+ * a CPUID, EDX holds the signature of the microcode update loaded. No update is ever loaded
+ * here, so it reads 0 and writes change nothing (Linux reads it at boot: early_init_intel,
+ * intel_get_microcode_revision). */
+
+static int has_bios_sign_id(const aero_machine *m) {
+    return ((m->cfg.cpuid_signature >> 8) & 0xF) >= 6;
+}
 
 /* The SYSENTER MSR selected by idx, or NULL (also without the SEP feature). */
 static uint32_t *sysenter_msr(aero_machine *m, uint32_t idx) {
@@ -209,6 +220,7 @@ void aero_op_rdmsr(aero_machine *m, const aero_insn *in) {
     uint32_t *reg = sysenter_msr(m, idx);
     uint64_t v;
     if (idx == MSR_TSC) v = tsc_now(m);
+    else if (idx == MSR_BIOS_SIGN_ID && has_bios_sign_id(m)) v = 0;
     else if (reg) v = *reg;
     else aero_fault(m, EXC_GP, 0, 1);
     m->cpu.r[R_EAX] = (uint32_t)v;
@@ -227,6 +239,7 @@ void aero_op_wrmsr(aero_machine *m, const aero_insn *in) {
     uint32_t idx = m->cpu.r[R_ECX], lo = m->cpu.r[R_EAX];
     uint32_t *reg = sysenter_msr(m, idx);
     if (idx == MSR_TSC) m->cpu.tsc_base = (uint64_t)lo - aero_now(m) * (uint64_t)m->cfg.tsc_per_tick;
+    else if (idx == MSR_BIOS_SIGN_ID && has_bios_sign_id(m)) { /* no update to load */ }
     else if (reg) *reg = lo;
     else aero_fault(m, EXC_GP, 0, 1);
     next(m, in);

@@ -12,52 +12,81 @@ from aero.cli.common import EXIT_FAIL, EXIT_OK, CliError
 def _add_run(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("run", help="run a guest image until it exits or halts")
     p.add_argument("guest", nargs="?",
-                   help="guest image (flat binary, ROM image or Multiboot ELF), or the name "
-                        "of a bundled guest (see --list)")
+                   help="guest image (flat binary, ROM image, Multiboot ELF or Linux bzImage), "
+                        "or the name of a bundled guest (see --list)")
     p.add_argument("--list", action="store_true", help="list the bundled guests")
-    p.add_argument("--format", choices=("auto", "flat", "rom", "multiboot"), default="auto")
-    p.add_argument("--load-addr", type=lambda s: int(s, 0), default=0x7C00,
-                   help="physical load and entry address of a flat binary (default 0x7C00)")
-    p.add_argument("--ram", type=lambda s: int(s, 0), default=32 << 20,
-                   help="RAM size in bytes (default 32 MB)")
-    p.add_argument("--ticks", type=int, default=1_000_000_000,
-                   help="stop after this many ticks (default 1e9)")
+    add_guest_options(p)
+    p.add_argument("--ticks", type=lambda s: int(float(s)), default=None,
+                   help="stop after this many ticks (default 1e9; 5e9 for a Linux kernel)")
+    p.add_argument("--until", metavar="TEXT", default=None,
+                   help="stop once the guest's output (COM1 or the debug console) shows TEXT")
     p.add_argument("--json", action="store_true", help="print a JSON summary")
     p.set_defaults(func=cmd_run)
 
 
-def cmd_run(args: argparse.Namespace) -> int:
-    from pathlib import Path
+def add_guest_options(p: argparse.ArgumentParser, ram_default: int = 32 << 20) -> None:
+    """The options that say how a guest is loaded (``aero run`` and ``aero record``)."""
+    p.add_argument("--format", choices=("auto", "flat", "rom", "multiboot", "linux"),
+                   default="auto")
+    p.add_argument("--load-addr", type=lambda s: int(s, 0), default=0x7C00,
+                   help="physical load and entry address of a flat binary (default 0x7C00)")
+    p.add_argument("--ram", type=lambda s: int(s, 0), default=None,
+                   help=f"RAM size in bytes (default {ram_default >> 20} MB; 128 MB for the "
+                        f"bundled Linux guest)")
+    p.add_argument("--initrd", metavar="FILE", default=None,
+                   help="initial ramdisk for a Linux kernel")
+    p.add_argument("--append", metavar="CMDLINE", default=None,
+                   help="kernel command line for a Linux kernel (default: "
+                        "docs/linux.md, the bundled guest's)")
+    p.set_defaults(ram_default=ram_default)
 
+
+def start_guest(args: argparse.Namespace):
+    """Resolve and load the guest ``args`` name: (resolved guest, machine). Raises CliError
+    for anything that cannot be found or loaded."""
+    from aero.launch import LaunchError, resolve, start_machine
+    from aero.linuxguest import DEFAULT_CMDLINE
+    from aero.machine import MachineConfig
+
+    try:
+        r = resolve(args.guest, args.format, args.load_addr, args.initrd)
+        cmdline = args.append
+        if cmdline is None:
+            cmdline = (r.cmdline or DEFAULT_CMDLINE) if r.ref.fmt == "linux" else ""
+        elif r.ref.fmt != "linux":
+            raise CliError(f"{args.guest}: --append is for Linux kernels, and this is a "
+                           f"{r.ref.fmt} image")
+        ram = args.ram if args.ram is not None else (r.ram_size or args.ram_default)
+        config = MachineConfig(ram_size=ram, cmdline=cmdline)
+        return r, start_machine(config, r.ref, r.data, r.images)
+    except (LaunchError, ValueError) as exc:
+        raise CliError(str(exc)) from None
+
+
+def cmd_run(args: argparse.Namespace) -> int:
     from aero import guests
-    from aero.loader import GuestError, load_guest
-    from aero.machine import Machine, MachineConfig, StopReason
+    from aero.machine import StopReason
 
     if args.list:
         for name, spec in guests.GUESTS.items():
             print(f"{name:12s} {spec.fmt:10s} {spec.description}")
+        print(f"{'linux':12s} {'linux':10s} Debian 12's i386 kernel with a busybox initramfs "
+              f"(fetched with apt on first use; docs/linux.md)")
         return EXIT_OK
     if not args.guest:
         raise CliError("run needs a guest image or a bundled guest name (see --list)")
-    path, fmt, load_addr = args.guest, args.format, args.load_addr
-    if not Path(path).exists() and path in guests.GUESTS:
-        try:
-            image = guests.build(path)
-        except guests.ToolchainError as exc:
-            raise CliError(str(exc)) from exc
-        path, fmt, load_addr = str(image.path), image.fmt, image.load_addr or load_addr
-    machine = Machine(MachineConfig(ram_size=args.ram))
-    try:
-        load_guest(machine, path, fmt=fmt, load_addr=load_addr)
-    except GuestError as exc:
-        raise CliError(str(exc)) from exc
-    except OSError as exc:
-        raise CliError(f"{path}: {exc.strerror}") from exc
+    r, machine = start_guest(args)
     from aero.events import Channel, Kind
 
+    ticks = args.ticks
+    if ticks is None:
+        ticks = 5_000_000_000 if r.ref.fmt == "linux" else 1_000_000_000
+    until = args.until.encode() if args.until else None
     out = bytearray()
+    matched = False
     while True:
-        stop = machine.run(args.ticks)
+        # With --until, slices short enough that the run stops soon after the text shows.
+        stop = machine.run(min(ticks, machine.ticks + 20_000_000) if until else ticks)
         machine.take_output()
         # The debug console and COM1, in the order the guest wrote them.
         ev = machine.take_events()
@@ -68,12 +97,21 @@ def cmd_run(args: argparse.Namespace) -> int:
         if not args.json and chunk:
             sys.stdout.buffer.write(chunk)
             sys.stdout.flush()
+        if until is not None:
+            if until in out:
+                matched = True
+                break
+            if stop == StopReason.TICKS and machine.ticks < ticks:
+                continue
         if stop not in (StopReason.OUTPUT, StopReason.EVENTS):
             break
     status = machine.exit_status
     if args.json:
-        print(json.dumps({"stop": stop.name.lower(), "ticks": machine.ticks,
+        print(json.dumps({"stop": "until" if matched else stop.name.lower(),
+                          "ticks": machine.ticks,
                           "exit_status": status, "output": out.decode("latin-1")}))
+    if matched:
+        return EXIT_OK
     if stop == StopReason.EXIT and status is not None:
         # The same exit status as qemu-system-i386 with isa-debug-exit: (value << 1) | 1.
         return status & 0xFF

@@ -17,6 +17,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 from aero.cli.common import EXIT_ERROR, EXIT_FAIL, EXIT_OK, EXIT_SKIP, CliError
+from aero.cli.run import add_guest_options, start_guest
 
 
 def _int(s: str) -> int:
@@ -71,9 +72,7 @@ def add_record(sub: argparse._SubParsersAction) -> None:
                    help="the RTC's wall-clock time at tick 0, Unix seconds (default: now)")
     p.add_argument("--checkpoint-interval", type=_int, default=None)
     p.add_argument("--keyframe-interval", type=_int, default=None)
-    p.add_argument("--format", choices=("auto", "flat", "rom", "multiboot"), default="auto")
-    p.add_argument("--load-addr", type=_int, default=0x7C00)
-    p.add_argument("--ram", type=_int, default=32 << 20, help="RAM size (default 32 MB)")
+    add_guest_options(p)
     p.add_argument("--quiet", action="store_true", help="do not echo the guest's output")
     p.add_argument("--json", action="store_true", help="print a JSON summary")
     p.add_argument("--no-progress", action="store_true")
@@ -83,16 +82,13 @@ def add_record(sub: argparse._SubParsersAction) -> None:
 def do_record(args: argparse.Namespace, *, script_text: str | None = None,
               script_name: str = "script") -> tuple[int, dict]:
     """Record as ``args`` say; returns (exit code, summary dict)."""
-    from aero.launch import LaunchError, resolve_guest, start_machine, store_image
-    from aero.machine import MachineConfig
+    from aero.launch import store_image
     from aero.traces import record, script
 
-    try:
-        ref, data = resolve_guest(args.guest, args.format, args.load_addr)
-        store_image(data)
-        machine = start_machine(MachineConfig(ram_size=args.ram), ref, data)
-    except (LaunchError, ValueError) as exc:
-        raise CliError(str(exc)) from None
+    resolved, machine = start_guest(args)
+    ref = resolved.ref
+    for image in resolved.images.values():  # the guest image and, for Linux, the initrd
+        store_image(image)
     opt = record.RecordOptions(max_ticks=args.ticks, rtc_time=args.rtc)
     if args.checkpoint_interval:
         opt.checkpoint_interval = args.checkpoint_interval
@@ -298,7 +294,7 @@ def trace_info(path: Path) -> dict:
         "trace": str(path), "format_version": trace.version, "complete": trace.complete,
         "aero": trace.metadata.get("aero"), "created": trace.metadata.get("created"),
         "guest": c.guest.to_dict(), "machine": c.config.to_dict(),
-        "packed": c.guest.sha256 in c.images,
+        "packed": all(h in c.images for h in c.guest.image_hashes()),
         "ticks": last, "first_tick": 0, "last_tick": last,
         "events": int(len(c.inputs) + len(c.device) + len(c.output)),
         "inputs": int(len(c.inputs)), "device_events": int(len(c.device)),
@@ -368,21 +364,23 @@ def _umask() -> int:
 def pack_trace(path: Path, out: Path) -> dict:
     from aero.traces import codec
     from aero.traces.container import FrameKind, TraceWriter, open_trace
-    from aero.traces.replay import guest_image, load_contents
+    from aero.traces.replay import guest_images, load_contents
 
     trace = open_trace(path)
     c = load_contents(trace)
     if not trace.complete:
         raise CliError(f"{path}: the trace was not closed cleanly; replay it or record again")
-    already = c.guest.sha256 in c.images
-    data = guest_image(c)
+    images = guest_images(c)  # the guest image and, for Linux, the initrd
+    missing = [h for h in c.guest.image_hashes() if h not in c.images]
+    already = not missing
     fd, tmp = tempfile.mkstemp(dir=out.parent, prefix=".pack-")
     os.close(fd)
     os.chmod(tmp, 0o666 & ~_umask())  # as a new file would be, not mkstemp's 0600
     try:
         with TraceWriter(tmp, trace.metadata) as w:
-            if not already:
-                w.append(FrameKind.IMAGE, 0, 0, codec.encode_image(c.guest.name, data))
+            for h in missing:
+                name = c.guest.name if h == c.guest.sha256 else f"{c.guest.name} initrd"
+                w.append(FrameKind.IMAGE, 0, 0, codec.encode_image(name, images[h]))
             for f in trace.frames:
                 w.append(f.kind, f.first_tick, f.last_tick, trace.read(f))
         os.replace(tmp, out)
@@ -390,7 +388,8 @@ def pack_trace(path: Path, out: Path) -> dict:
         Path(tmp).unlink(missing_ok=True)
         raise
     return {"trace": str(out), "image": c.guest.name, "sha256": c.guest.sha256,
-            "image_bytes": len(data), "already_packed": already, "bytes": out.stat().st_size}
+            "images": len(images), "image_bytes": sum(len(d) for d in images.values()),
+            "already_packed": already, "bytes": out.stat().st_size}
 
 
 def cmd_pack(args: argparse.Namespace) -> int:
@@ -486,6 +485,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
         guest="demo", output=args.output, input=None, interactive=False, speed="max",
         ticks=20_000_000_000, rtc=1_790_000_000, checkpoint_interval=None,
         keyframe_interval=None, format="auto", load_addr=0x7C00, ram=32 << 20,
+        ram_default=32 << 20, initrd=None, append=None,
         quiet=args.json, json=args.json, no_progress=True)
     if not args.json:
         print("== recording the demo guest with guests/demo.script ==", file=sys.stderr)
