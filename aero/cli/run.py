@@ -4,23 +4,26 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
 
-from aero.cli.common import EXIT_FAIL, EXIT_OK, CliError
+from aero.cli.common import (
+    EXIT_FAIL,
+    EXIT_OK,
+    CliError,
+    add_guest_options,
+    integer,
+    mark_path,
+    write_stdout,
+)
 
 
 def _add_run(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("run", help="run a guest image until it exits or halts")
-    p.add_argument("guest", nargs="?",
-                   help="guest image (flat binary, ROM image or Multiboot ELF), or the name "
-                        "of a bundled guest (see --list)")
+    mark_path(p.add_argument(
+        "guest", nargs="?", help="guest image (flat binary, ROM image or Multiboot ELF), or "
+                                 "the name of a bundled guest (see --list)"))
     p.add_argument("--list", action="store_true", help="list the bundled guests")
-    p.add_argument("--format", choices=("auto", "flat", "rom", "multiboot"), default="auto")
-    p.add_argument("--load-addr", type=lambda s: int(s, 0), default=0x7C00,
-                   help="physical load and entry address of a flat binary (default 0x7C00)")
-    p.add_argument("--ram", type=lambda s: int(s, 0), default=32 << 20,
-                   help="RAM size in bytes (default 32 MB)")
-    p.add_argument("--ticks", type=int, default=1_000_000_000,
+    add_guest_options(p)
+    p.add_argument("--ticks", type=integer("tick count", lo=1), default=1_000_000_000,
                    help="stop after this many ticks (default 1e9)")
     p.add_argument("--json", action="store_true", help="print a JSON summary")
     p.set_defaults(func=cmd_run)
@@ -46,13 +49,15 @@ def cmd_run(args: argparse.Namespace) -> int:
         except guests.ToolchainError as exc:
             raise CliError(str(exc)) from exc
         path, fmt, load_addr = str(image.path), image.fmt, image.load_addr or load_addr
+    if Path(path).is_dir():
+        raise CliError(f"{path}: is a directory, not a guest image")
     machine = Machine(MachineConfig(ram_size=args.ram))
     try:
         load_guest(machine, path, fmt=fmt, load_addr=load_addr)
-    except GuestError as exc:
-        raise CliError(str(exc)) from exc
+    except (GuestError, ValueError) as exc:
+        raise CliError(str(exc)) from None
     except OSError as exc:
-        raise CliError(f"{path}: {exc.strerror}") from exc
+        raise CliError(f"{path}: {exc.strerror}") from None
     from aero.events import Channel, Kind
 
     out = bytearray()
@@ -66,8 +71,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         chunk = shown["b"].astype("u1").tobytes()
         out += chunk
         if not args.json and chunk:
-            sys.stdout.buffer.write(chunk)
-            sys.stdout.flush()
+            write_stdout(chunk)
         if stop not in (StopReason.OUTPUT, StopReason.EVENTS):
             break
     status = machine.exit_status
