@@ -108,6 +108,7 @@ def integer(what: str, lo: int = 0, hi: int = TICK_MAX):  # noqa: ANN201 - a typ
         return parse_int(text, lo=lo, hi=hi, what=what)
 
     parse.__name__ = what.replace(" ", "_")
+    parse.grammar = "integer"  # type: ignore[attr-defined]
     return parse
 
 
@@ -132,6 +133,9 @@ def ram_size(text: str) -> int:
     if value % 4096:
         raise argparse.ArgumentTypeError(f"RAM size must be a multiple of 4K: {text!r}")
     return value
+
+
+ram_size.grammar = "size"  # type: ignore[attr-defined]
 
 
 def tick_list(text: str) -> list[int]:
@@ -169,6 +173,10 @@ def speed(text: str) -> float:
     raise argparse.ArgumentTypeError(f"speed is {SPEED_WORDS} (N > 0), not {text!r}")
 
 
+speed.grammar = "speed"  # type: ignore[attr-defined]
+tick_list.grammar = "integer"  # type: ignore[attr-defined]
+
+
 # ---- files ------------------------------------------------------------------------------------
 
 STDIO = "-"
@@ -193,6 +201,10 @@ def input_file(text: str) -> str:
     if text == STDIO:
         return text
     return str(existing_file(text))
+
+
+existing_file.grammar = "input"  # type: ignore[attr-defined]
+input_file.grammar = "input"  # type: ignore[attr-defined]
 
 
 def _writable_target(text: str, what: str) -> Path:
@@ -227,7 +239,11 @@ def output_file(what: str = "file"):  # noqa: ANN201 - a type function
         return _writable_target(text, what)
 
     parse.__name__ = what.replace(" ", "_")
+    parse.grammar = "output"  # type: ignore[attr-defined]
     return parse
+
+
+output_stream.grammar = "output"  # type: ignore[attr-defined]
 
 
 def existing_dir(text: str) -> Path:
@@ -270,6 +286,9 @@ def resolve_trace(value: str | os.PathLike[str] | None) -> Path:
         raise CliError(str(exc)) from None
 
 
+existing_dir.grammar = "dir"  # type: ignore[attr-defined]
+
+
 def trace_path(value: Path | None) -> Path:
     """A parsed trace argument (see :func:`trace_arg`), or the latest recording for
     nothing."""
@@ -282,6 +301,9 @@ def trace_arg(text: str) -> Path:
         return resolve_trace(text)
     except CliError as exc:
         raise argparse.ArgumentTypeError(str(exc)) from None
+
+
+trace_arg.grammar = "input"  # type: ignore[attr-defined]
 
 
 def add_trace_argument(p: argparse.ArgumentParser, *, optional: bool = True,
@@ -357,6 +379,11 @@ def console(**kwargs: Any):  # noqa: ANN201 - a rich Console
 
 
 def write_stdout(data: bytes) -> None:
-    """Guest output bytes to stdout, as they come."""
-    sys.stdout.buffer.write(data)
+    """Guest output bytes to stdout, as they come (as Latin-1 text when stdout has no byte
+    buffer, e.g. redirected in-process)."""
+    buffer = getattr(sys.stdout, "buffer", None)
+    if buffer is not None:
+        buffer.write(data)
+    else:
+        sys.stdout.write(data.decode("latin-1"))
     sys.stdout.flush()
