@@ -111,9 +111,10 @@ class Progress:
         return f"aero: {self.description}: {done}, {elapsed:.0f} s"
 
     def emit(self) -> None:
-        """Write one plain line now (the thread calls this every ``interval`` seconds)."""
+        """Write one plain line now (the thread calls this every ``interval`` seconds); only
+        in plain mode, and never after the end."""
         with self._lock:
-            if self._stop.is_set():
+            if self.mode != "plain" or self._stop.is_set():
                 return
             try:
                 print(self.line(), file=self.stream, flush=True)

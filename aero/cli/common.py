@@ -119,13 +119,11 @@ address = integer("address", hi=0xFFFF_FFFF)
 
 
 def ram_size(text: str) -> int:
-    """A RAM size: the integer grammar with an optional binary suffix K, M or G
-    (``32M``); 1 MiB to 3.75 GiB, a multiple of 4 KiB."""
-    s = text.strip()
-    scale = {"k": 1 << 10, "m": 1 << 20, "g": 1 << 30}.get(s[-1:].lower(), 1)
-    body = s[:-1] if scale != 1 else s
-    if scale != 1 and body[-1:].lower() == "i":  # 32MiB is 32M
-        body = body[:-1]
+    """A RAM size: the integer grammar with an optional binary suffix K, M or G (also KiB,
+    MB...: all powers of 1024; ``32M``); 1 MiB to 3.75 GiB, a multiple of 4 KiB."""
+    m = re.fullmatch(r"(.*?)([kmg])(i?b)?", text.strip(), flags=re.I)
+    scale = {"k": 1 << 10, "m": 1 << 20, "g": 1 << 30}[m.group(2).lower()] if m else 1
+    body = m.group(1) if m else text
     value = parse_int(body, lo=0, hi=RAM_MAX, what="RAM size") * scale
     if not RAM_MIN <= value <= RAM_MAX:
         raise argparse.ArgumentTypeError(

@@ -90,7 +90,8 @@ def cmd_ls(args: argparse.Namespace) -> int:
         name = r["trace"] + (" (latest)" if r["latest"] else "")
         t.add_row(name, r["guest"] or "?", f"{r['ticks']:,}" if r["ticks"] is not None else "?",
                   f"{r['bytes']:,}" if r["bytes"] is not None else "?",
-                  str(r["created"] or "?").replace("T", " ").rstrip("Z"), state, style="red" if r["damaged"] else None)
+                  str(r["created"] or "?").replace("T", " ").rstrip("Z"), state,
+                  style="red" if r["damaged"] else None)
     console().print(t)
     return EXIT_OK
 
