@@ -251,7 +251,7 @@ def existing_dir(text: str) -> Path:
     p = Path(text)
     if not p.is_dir():
         raise argparse.ArgumentTypeError(
-            f"{text}: {'not a directory' if p.exists() else 'no such directory'}")
+            f"{text}: not a directory{'' if p.exists() else ' (it does not exist)'}")
     return p
 
 
