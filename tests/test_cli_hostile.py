@@ -27,6 +27,11 @@ HOSTILE = {
 }
 
 
+# Options for which zero makes no sense, in whatever command they appear.
+ZERO_REFUSED = {"--checkpoint-interval", "--keyframe-interval", "--examples", "--chunk",
+                "--stall-ticks", "--ticks"}
+
+
 @pytest.fixture()
 def places(tmp_path: Path) -> dict[str, Path]:
     a_file = tmp_path / "file.txt"
@@ -113,7 +118,13 @@ def test_every_typed_option_refuses_hostile_values(
             grammar = getattr(action.type, "grammar", None)
             if grammar is None:
                 continue
-            for value in _hostile(grammar, places):
+            values = _hostile(grammar, places)
+            lo, hi = getattr(action.type, "lo", 0), getattr(action.type, "hi", None)
+            if lo >= 1 or set(action.option_strings) & ZERO_REFUSED:
+                values = [*values, "0", str(lo - 1)]
+            if hi is not None and hi < 2**63 - 1:
+                values = [*values, str(hi + 1)]
+            for value in values:
                 if action.option_strings:
                     argv = [*path, *base, action.option_strings[-1], value]
                     if action.required:  # replace the base's value of a required option
@@ -124,7 +135,7 @@ def test_every_typed_option_refuses_hostile_values(
                 code, _out, err = run_main(argv)
                 assert_one_line_error(code, err, argv)
                 tried += 1
-    assert tried > 300
+    assert tried > 340
 
 
 def _with_positional(path: tuple[str, ...], base: list[str], action: argparse.Action,

@@ -108,7 +108,9 @@ def integer(what: str, lo: int = 0, hi: int = TICK_MAX):  # noqa: ANN201 - a typ
         return parse_int(text, lo=lo, hi=hi, what=what)
 
     parse.__name__ = what.replace(" ", "_")
+    # The grammar and range, for the tests that walk the parser with hostile values.
     parse.grammar = "integer"  # type: ignore[attr-defined]
+    parse.lo, parse.hi = lo, hi  # type: ignore[attr-defined]
     return parse
 
 
