@@ -193,6 +193,22 @@ def test_a_closed_pipe_ends_quietly_with_141(argv: list[str]) -> None:
     assert p.stderr == b""
 
 
+def test_a_closed_pipe_under_a_library_rich_console() -> None:
+    """rich's own broken-pipe handler (exit 1) in code outside aero.cli still gives 141."""
+    code = ("import sys\nfrom aero import cli\nfrom aero.cli import run\n"
+            "def f(args):\n    from rich.console import Console\n"
+            "    Console().print('x' * 100000)\n    return 0\n"
+            "run.cmd_run = f\nsys.exit(cli.main(['run', '--list']))\n")
+    r, w = os.pipe()
+    os.close(r)
+    try:
+        p = subprocess.run([sys.executable, "-c", code], stdout=w, stderr=subprocess.PIPE,
+                           timeout=120)
+    finally:
+        os.close(w)
+    assert p.returncode == 141 and p.stderr == b"", p.stderr
+
+
 def test_a_real_pipeline_into_head() -> None:
     bash = shutil.which("bash")
     if bash is None:

@@ -157,6 +157,15 @@ def _stdout_is_broken() -> bool:
         return False
 
 
+def _stdout_is_devnull() -> bool:
+    """Whether fd 1 is /dev/null (where rich points stdout when it meets a broken pipe)."""
+    try:
+        st, null = os.fstat(sys.stdout.fileno()), os.stat(os.devnull)
+    except (AttributeError, OSError, ValueError):
+        return False
+    return (st.st_dev, st.st_ino) == (null.st_dev, null.st_ino)
+
+
 def _silence_stdout() -> None:
     """Point stdout at /dev/null so that the interpreter's last flush does not fail."""
     try:
@@ -169,6 +178,7 @@ def _silence_stdout() -> None:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the command line ``argv`` (default: sys.argv); returns the exit code."""
+    devnull_before = _stdout_is_devnull()
     try:
         parser = build_parser()
         try:
@@ -185,6 +195,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("aero: interrupted", file=sys.stderr)
         return EXIT_INTERRUPTED
+    except SystemExit as exc:
+        # A rich Console outside aero.cli (the benchmark tables) meets a broken pipe by
+        # pointing stdout at /dev/null and exiting 1: the same closed pipe, the same 141.
+        if exc.code == 1 and not devnull_before and _stdout_is_devnull():
+            return EXIT_PIPE
+        raise
     except BrokenPipeError:
         if not _stdout_is_broken():
             raise
