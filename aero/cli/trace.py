@@ -83,8 +83,6 @@ def do_record(args: argparse.Namespace, *, script_text: str | None = None,
 
     if args.speed is not None and args.speed not in (1.0, math.inf):
         raise CliError(f"record --speed is max or realtime (x1); x{args.speed:g} is for replay")
-    if args.interactive and args.input:
-        raise CliError("--interactive and --input cannot be combined")
     opt = record.RecordOptions(max_ticks=args.ticks, rtc_time=args.rtc)
     if args.checkpoint_interval:
         opt.checkpoint_interval = args.checkpoint_interval
