@@ -25,3 +25,14 @@ def load_core():
             "rebuild it with `pip install -e .`"
         )
     return ffi, lib
+
+
+def build_stamps() -> tuple[str | None, str | None]:
+    """``(built, sources)``: the stamp compiled into the installed core (None when it is not
+    built) and the stamp of the sources beside the package (None when they are absent).
+    Unlike :func:`load_core` this never raises, so ``aero --version`` can always answer."""
+    try:
+        from aero._aero_core import ffi, lib
+    except ImportError:
+        return None, compute_stamp()
+    return ffi.string(lib.aero_core_stamp()).decode(), compute_stamp()

@@ -7,11 +7,10 @@ import argparse
 import dataclasses
 import json
 import sys
-import time
 from collections.abc import Callable
 from pathlib import Path
 
-from aero.cli.common import CliError
+from aero.cli.common import CliError, add_progress_options, progress
 
 
 def _repetitions(s: str) -> int:
@@ -34,37 +33,19 @@ def _add_bench(sub: argparse._SubParsersAction) -> None:
                         "--quick)")
     p.add_argument("--no-reference", action="store_true",
                    help="measure aero only (skip Unicorn and QEMU)")
-    p.add_argument("--no-trace", action="store_true",
+    g = p.add_mutually_exclusive_group()
+    g.add_argument("--no-trace", action="store_true",
                    help="skip the record/replay figures (overhead, replay speed, trace "
                         "size, seek time)")
-    p.add_argument("--trace-only", action="store_true",
+    g.add_argument("--trace-only", action="store_true",
                    help="only the record/replay figures")
     p.add_argument("--save", nargs="?", const="", default=None, metavar="FILE",
                    help="save the report with the commit and the machine description "
                         "(default file: benchmarks/results/DATE-COMMIT.json)")
     p.add_argument("--compare", metavar="FILE",
                    help="print today's figures next to a saved run, with the ratio")
-    p.add_argument("--quiet", action="store_true",
-                   help="no progress lines on stderr")
+    add_progress_options(p)
     p.set_defaults(func=cmd_bench)
-
-
-def _progress_log(quiet: bool) -> Callable[[str], None]:
-    """Progress on stderr: every step on a terminal; otherwise at most a line every few
-    seconds (the bench runs for minutes), so a log file shows it is alive."""
-    if quiet:
-        return lambda _m: None
-    if sys.stderr.isatty():
-        return lambda m: print(m, file=sys.stderr, flush=True)
-    last = [0.0]
-
-    def log(m: str) -> None:
-        now = time.monotonic()
-        if now - last[0] >= 3.0:
-            last[0] = now
-            print(f"aero bench: {m}", file=sys.stderr, flush=True)
-
-    return log
 
 
 def _print_comparison(rows: list, saved: dict) -> None:
@@ -99,16 +80,19 @@ def cmd_bench(args: argparse.Namespace) -> int:
     settings = mips.QUICK if args.quick else mips.FULL
     if args.repetitions:
         settings = dataclasses.replace(settings, repetitions=args.repetitions)
-    log = _progress_log(args.quiet)
     only_trace = getattr(args, "trace_only", False)
     with_trace = not getattr(args, "no_trace", False)
     report: dict[str, object] = {}
     try:
-        if not only_trace:
-            report = mips.run(settings, reference=not args.no_reference, log=log)
-        if with_trace or only_trace:
-            report["record_replay"] = recordreplay.run(
-                100_000_000 if args.quick else 1_000_000_000, settings.repetitions, log)
+        # Each stage's message becomes the progress line's description (aero.progress: a
+        # bar on a terminal, a line every few seconds otherwise).
+        with progress(args, "bench") as prog:
+            log: Callable[[str], None] = prog.note
+            if not only_trace:
+                report = mips.run(settings, reference=not args.no_reference, log=log)
+            if with_trace or only_trace:
+                report["record_replay"] = recordreplay.run(
+                    100_000_000 if args.quick else 1_000_000_000, settings.repetitions, log)
     except ToolchainError as exc:
         raise CliError(str(exc)) from exc
     if args.save is not None:

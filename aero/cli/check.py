@@ -11,14 +11,17 @@ import json
 from pathlib import Path
 from typing import Any
 
-from aero.cli.common import EXIT_FAIL, EXIT_OK, CliError
-
-
-def _int(s: str) -> int:
-    try:
-        return int(s.replace("_", ""), 0)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not an integer: {s!r}") from None
+from aero.cli.common import (
+    EXIT_FAIL,
+    EXIT_OK,
+    CliError,
+    add_progress_options,
+    add_trace_argument,
+    console,
+    integer,
+    progress,
+    trace_path,
+)
 
 
 def _region(s: str) -> tuple[int, int]:
@@ -33,7 +36,7 @@ def _region(s: str) -> tuple[int, int]:
 def add_check(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("check", help="replay a trace with invariant oracles and report "
                                      "violations")
-    p.add_argument("trace", nargs="?", help="trace file (default: the latest recording)")
+    add_trace_argument(p)
     p.add_argument("--oracle", action="append", metavar="NAME|FILE.py:CLASS", default=None,
                    help="an oracle to run (repeatable; default: every built-in except the "
                         "per-instruction ones); see --list")
@@ -45,13 +48,15 @@ def add_check(sub: argparse._SubParsersAction) -> None:
                         "'Kernel panic', 'FAIL', 'panic:')")
     p.add_argument("--pass-pattern", action="append", default=[], metavar="TEXT",
                    help="guest-output: a pattern the output must show (repeatable)")
-    p.add_argument("--stall-ticks", type=_int, default=None,
+    p.add_argument("--stall-ticks", type=integer("tick count", lo=1), default=None,
+                   metavar="TICKS",
                    help="liveness: ticks without progress that make a stall (default: 30 "
                         "guest seconds)")
-    p.add_argument("--chain", type=_int, default=16,
-                   help="events shown before each violation (default 16)")
-    p.add_argument("--json", action="store_true")
-    p.add_argument("--no-progress", action="store_true")
+    p.add_argument("--chain", type=integer("event count", hi=10_000), default=16,
+                   metavar="N", help="events shown before each violation (0 to 10,000; "
+                                     "default 16)")
+    p.add_argument("--json", action="store_true", help="print the report as JSON")
+    add_progress_options(p)
     p.set_defaults(func=cmd_check)
 
 
@@ -83,7 +88,6 @@ def list_oracles() -> list[dict[str, Any]]:
 
 def cmd_check(args: argparse.Namespace) -> int:
     from aero import oracles
-    from aero.cli.trace import _progress, _show_progress, _trace_arg
     from aero.traces.container import TraceError, open_trace
     from aero.traces.replay import ReplayError, load_contents
 
@@ -96,18 +100,16 @@ def cmd_check(args: argparse.Namespace) -> int:
                 note = "" if r["default"] else " (not by default: per instruction, slow)"
                 print(f"{r['name']:20s} {r['description']}{note}")
         return EXIT_OK
-    if args.chain < 0:
-        raise CliError("--chain must be 0 or more")
     try:
         selected = build_oracles(args.oracle, _options(args))
     except oracles.OracleError as exc:
         raise CliError(str(exc)) from None
-    path: Path = _trace_arg(args.trace)
+    path: Path = trace_path(args.trace)
     try:
         contents = load_contents(open_trace(path))
-        with _progress(_show_progress(args), "checking", contents.end_tick) as prog:
+        with progress(args, "checking", contents.end_tick, "ticks") as prog:
             result = oracles.check_trace(contents, selected, chain_length=args.chain,
-                                         on_progress=prog)
+                                         on_progress=prog.update)
     except (TraceError, ReplayError, oracles.OracleError) as exc:
         raise CliError(str(exc)) from None
     out = {"trace": str(path), **result.to_dict()}
@@ -131,11 +133,10 @@ def _fmt(key: str, v: object) -> str:
 
 
 def _print_report(out: dict[str, Any]) -> None:
-    from rich.console import Console
     from rich.markup import escape
     from rich.table import Table
 
-    console = Console()
+    con = console()
     replay = out["replay"]
     violations = out["violations"]
     if violations:
@@ -148,15 +149,15 @@ def _print_report(out: dict[str, Any]) -> None:
             state = ", ".join(f"{k}={_fmt(k, x)}" for k, x in v["state"].items())
             t.add_row(f"{v['tick']:,}", v["oracle"], escape(v["message"]), escape(state),
                       style="red")
-        console.print(t)
+        con.print(t)
         for v in violations:
             if not v["chain"]:
                 continue
-            console.print(f"[bold]events before tick {v['tick']:,}[/bold] ({v['oracle']}):")
+            con.print(f"[bold]events before tick {v['tick']:,}[/bold] ({v['oracle']}):")
             for e in v["chain"]:
-                console.print(f"  {escape(e['text'])}", highlight=False)
+                con.print(f"  {escape(e['text'])}", highlight=False)
     verdict = "[red]FAILED[/red]" if violations else "[green]passed[/green]"
-    console.print(f"check {verdict}: {len(out['oracles'])} oracles "
+    con.print(f"check {verdict}: {len(out['oracles'])} oracles "
                   f"({', '.join(out['oracles'])}), {replay['ticks']:,} ticks replayed, "
                   f"{replay['checkpoints_verified']} checkpoints, "
                   f"{len(violations)} violations", highlight=False)

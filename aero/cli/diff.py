@@ -13,22 +13,21 @@ import shlex
 import sys
 from pathlib import Path
 
-from aero.cli.common import EXIT_FAIL, EXIT_OK, CliError, working
-
-
-def _ticks(s: str) -> list[int]:
-    try:
-        return [int(x.replace("_", ""), 0) for x in s.split(",") if x.strip()]
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not a comma-separated list of ticks: {s!r}") from None
-
-
-def _int(s: str) -> int:
-    try:
-        return int(s.replace("_", ""), 0)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not an integer: {s!r}") from None
-
+from aero.cli.common import (
+    EXIT_FAIL,
+    EXIT_OK,
+    CliError,
+    add_progress_options,
+    add_trace_argument,
+    console,
+    existing_dir,
+    integer,
+    mark_path,
+    output_file,
+    progress,
+    tick_list,
+    trace_path,
+)
 
 # ---- rendering ------------------------------------------------------------------------------
 
@@ -51,11 +50,10 @@ def _instruction(ins: dict | None) -> str:
 
 
 def print_divergence(fd: dict, names: tuple[str, str], title: str) -> None:
-    from rich.console import Console
     from rich.markup import escape
     from rich.table import Table
 
-    con = Console()
+    con = console()
     con.print(f"[bold]{title}[/bold]: tick {fd['tick']:,} ({fd['cause']})")
     if fd.get("instruction"):
         t = Table(title=f"instruction executed at tick {fd['tick'] - 1:,}", show_header=True)
@@ -105,10 +103,9 @@ def print_divergence(fd: dict, names: tuple[str, str], title: str) -> None:
 
 
 def _print_stream(report: dict) -> None:
-    from rich.console import Console
     from rich.markup import escape
 
-    con = Console()
+    con = console()
     s = report.get("stream")
     if s:
         con.print(f"first stream difference: [bold]{s['stream']}[/bold] at tick {s['tick']:,}: "
@@ -121,13 +118,13 @@ def _print_stream(report: dict) -> None:
 
 def add_diff(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("diff", help="the first tick and instruction where two traces differ")
-    p.add_argument("a", help="trace A")
-    p.add_argument("b", help="trace B")
-    p.add_argument("--chunk", type=_int, default=None,
+    add_trace_argument(p, optional=False, name="a", help="trace A (a file or 'latest')")
+    add_trace_argument(p, optional=False, name="b", help="trace B (a file or 'latest')")
+    p.add_argument("--chunk", type=integer("tick count", lo=1), default=None, metavar="TICKS",
                    help="ticks between fingerprint comparisons before bisecting (default: the "
                         "checkpoint interval, at most 10,000,000)")
-    p.add_argument("--json", action="store_true")
-    p.add_argument("--no-progress", action="store_true")
+    p.add_argument("--json", action="store_true", help="print the report as JSON")
+    add_progress_options(p)
     p.set_defaults(func=cmd_diff)
 
 
@@ -135,8 +132,8 @@ def cmd_diff(args: argparse.Namespace) -> int:
     from aero.traces.diff import DiffError, diff_traces
 
     try:
-        with working(args, "diffing: aligning the streams, then narrowing to the tick"):
-            report = diff_traces(Path(args.a), Path(args.b), chunk=args.chunk)
+        with progress(args, "diffing: aligning the streams, then narrowing to the tick"):
+            report = diff_traces(args.a, args.b, chunk=args.chunk)
     except DiffError as exc:
         raise CliError(str(exc)) from None
     if args.json:
@@ -161,33 +158,35 @@ def cmd_diff(args: argparse.Namespace) -> int:
 def add_bisect(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("bisect", help="find what another configuration, build or input set "
                                       "changes in a trace")
-    bsub = p.add_subparsers(dest="what", required=True)
+    bsub = p.add_subparsers(dest="what", required=True, metavar="config|build|inputs")
     c = bsub.add_parser("config", help="replay under another machine configuration")
-    c.add_argument("trace")
+    add_trace_argument(c)
     c.add_argument("--set", dest="settings", action="append", required=True,
                    metavar="KEY=VALUE", help="a machine configuration field (repeatable)")
     c.add_argument("--linear", action="store_true",
                    help="check keyframe intervals in order instead of binary search")
-    c.add_argument("--json", action="store_true")
-    c.add_argument("--no-progress", action="store_true")
+    c.add_argument("--json", action="store_true", help="print the report as JSON")
+    add_progress_options(c)
     c.set_defaults(func=cmd_bisect_config)
     b = bsub.add_parser("build", help="have another aero installation replay the trace")
-    b.add_argument("trace")
+    add_trace_argument(b)
     b.add_argument("--other", required=True, metavar="COMMAND",
                    help="the other installation as a command prefix, e.g. "
                         "'/opt/aero-old/bin/python -m aero.cli'")
-    b.add_argument("--linear", action="store_true")
-    b.add_argument("--json", action="store_true")
-    b.add_argument("--no-progress", action="store_true")
+    b.add_argument("--linear", action="store_true",
+                   help="check keyframe intervals in order instead of binary search")
+    b.add_argument("--json", action="store_true", help="print the report as JSON")
+    add_progress_options(b)
     b.set_defaults(func=cmd_bisect_build)
     i = bsub.add_parser("inputs", help="the smallest set of input events on which an oracle "
                                        "still fails (ddmin)")
-    i.add_argument("trace")
+    add_trace_argument(i)
     i.add_argument("--oracle", required=True,
                    help="output-contains:TEXT, exit-status:N, or an aero.oracles name")
-    i.add_argument("-o", "--output", required=True, help="the minimal trace to write")
-    i.add_argument("--json", action="store_true")
-    i.add_argument("--no-progress", action="store_true")
+    mark_path(i.add_argument("-o", "--output", required=True, type=output_file("trace"),
+                             help="the minimal trace to write (not '-')"))
+    i.add_argument("--json", action="store_true", help="print the report as JSON")
+    add_progress_options(i)
     i.set_defaults(func=cmd_bisect_inputs)
 
 
@@ -214,8 +213,8 @@ def cmd_bisect_config(args: argparse.Namespace) -> int:
     from aero.traces.diff import DiffError
 
     try:
-        with working(args, "bisecting over keyframes"):
-            report = bisect_config(Path(args.trace), args.settings, linear=args.linear)
+        with progress(args, "bisecting over keyframes"):
+            report = bisect_config(trace_path(args.trace), args.settings, linear=args.linear)
     except DiffError as exc:
         raise CliError(str(exc)) from None
     return _bisect_result(report, args)
@@ -225,12 +224,15 @@ def cmd_bisect_build(args: argparse.Namespace) -> int:
     from aero.traces.bisect import bisect_build
     from aero.traces.diff import DiffError
 
-    prefix = shlex.split(args.other)
+    try:
+        prefix = shlex.split(args.other)
+    except ValueError as exc:
+        raise CliError(f"--other: {exc}") from None
     if not prefix:
         raise CliError("--other needs a command")
     try:
-        with working(args, "bisecting over keyframes (asking the other build)"):
-            report = bisect_build(Path(args.trace), prefix, linear=args.linear)
+        with progress(args, "bisecting over keyframes (asking the other build)"):
+            report = bisect_build(trace_path(args.trace), prefix, linear=args.linear)
     except DiffError as exc:
         raise CliError(str(exc)) from None
     return _bisect_result(report, args)
@@ -243,8 +245,8 @@ def cmd_bisect_inputs(args: argparse.Namespace) -> int:
     from aero.traces.diff import DiffError
 
     try:
-        with working(args, "minimising the inputs (each test replays a candidate)"):
-            report = minimize_inputs(Path(args.trace), failure_predicate(args.oracle),
+        with progress(args, "minimising the inputs (each test replays a candidate)"):
+            report = minimize_inputs(trace_path(args.trace), failure_predicate(args.oracle),
                                      Path(args.output))
     except (DiffError, TraceError) as exc:
         raise CliError(str(exc)) from None
@@ -272,10 +274,12 @@ def add_fingerprints(sub: argparse._SubParsersAction) -> None:
                        description="State fingerprints at ticks of a trace, each reached from "
                                    "the latest keyframe strictly before it (used by aero "
                                    "bisect build)")
-    p.add_argument("trace")
-    p.add_argument("--at", type=_ticks, required=True, metavar="T1,T2,...")
-    p.add_argument("--save-dir", help="also write <tick>.aerosnap snapshot files here")
-    p.add_argument("--json", action="store_true")
+    add_trace_argument(p)
+    p.add_argument("--at", type=tick_list, required=True, metavar="T1,T2,...",
+                   help="the ticks, comma-separated")
+    mark_path(p.add_argument("--save-dir", type=existing_dir, metavar="DIR",
+                             help="also write <tick>.aerosnap snapshot files here"), "dir")
+    p.add_argument("--json", action="store_true", help="print the fingerprints as JSON")
     p.set_defaults(func=cmd_fingerprints)
 
 
@@ -284,11 +288,10 @@ def cmd_fingerprints(args: argparse.Namespace) -> int:
     from aero.traces.diff import DiffError, open_contents
 
     try:
-        c = open_contents(Path(args.trace))
-        if any(t < 0 or t > c.end_tick for t in args.at):
+        c = open_contents(trace_path(args.trace))
+        if any(t > c.end_tick for t in args.at):
             raise CliError(f"ticks must be within 0..{c.end_tick}")
-        rows = fingerprints_at(c, args.at, save_dir=Path(args.save_dir) if args.save_dir
-                               else None)
+        rows = fingerprints_at(c, args.at, save_dir=args.save_dir)
     except DiffError as exc:
         raise CliError(str(exc)) from None
     if args.json:

@@ -14,33 +14,48 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import IO
 
-from aero.cli.common import EXIT_OK, CliError, working
-from aero.cli.trace import _int, _trace_arg
+from aero.cli.common import (
+    EXIT_OK,
+    STDIO,
+    CliError,
+    add_progress_options,
+    add_trace_argument,
+    input_file,
+    mark_path,
+    output_stream,
+    progress,
+    tick,
+    trace_path,
+)
 
 
 def add_export(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("export", help="export a trace: a Perfetto timeline (JSON) or a Tenet "
                                       "instruction trace")
-    p.add_argument("trace", help="trace file ('latest' for the latest recording)")
-    p.add_argument("--format", choices=("perfetto", "tenet"), required=True)
-    p.add_argument("-o", "--output", help="output file (default: stdout)")
-    p.add_argument("--violations", metavar="FILE",
-                   help="perfetto: mark oracle violations (the JSON of `aero check --json`)")
-    p.add_argument("--from", dest="start", type=_int, default=None,
+    add_trace_argument(p)
+    p.add_argument("--format", choices=("perfetto", "tenet"), required=True,
+                   help="perfetto: a Chrome trace-event JSON timeline; tenet: an instruction "
+                        "trace of a tick range")
+    mark_path(p.add_argument("-o", "--output", type=output_stream, metavar="OUT",
+                             help="output file, '-' for stdout (the default)"))
+    mark_path(p.add_argument("--violations", metavar="FILE", type=input_file,
+                             help="perfetto: mark oracle violations (the JSON of `aero check "
+                                  "--json`; '-' for stdin)"))
+    p.add_argument("--from", dest="start", type=tick, default=None, metavar="TICK",
                    help="tenet: first tick of the range")
-    p.add_argument("--to", dest="end", type=_int, default=None,
+    p.add_argument("--to", dest="end", type=tick, default=None, metavar="TICK",
                    help="tenet: end tick of the range (exclusive)")
     p.add_argument("--force", action="store_true",
                    help="tenet: allow ranges over the limit of 5,000,000 ticks")
-    p.add_argument("--no-progress", action="store_true")
+    add_progress_options(p)
     p.add_argument("--json", action="store_true", help="print a JSON summary on stdout "
-                                                       "(needs -o)")
+                                                       "(needs -o FILE)")
     p.set_defaults(func=cmd_export)
 
 
 @contextlib.contextmanager
 def _open_output(path: str | None) -> Iterator[IO[str]]:
-    if path is None:
+    if path is None or path == STDIO:
         yield sys.stdout
         return
     try:
@@ -56,7 +71,8 @@ def cmd_export(args: argparse.Namespace) -> int:
     from aero.traces.container import TraceError
     from aero.traces.replay import ReplayError
 
-    if args.json and not args.output:
+    to_file = args.output not in (None, STDIO)
+    if args.json and not to_file:
         raise CliError("--json prints a summary on stdout: give the export a file with -o")
     if args.format == "tenet":
         if args.start is None or args.end is None:
@@ -65,21 +81,39 @@ def cmd_export(args: argparse.Namespace) -> int:
             raise CliError("--violations applies to --format perfetto only")
     elif args.start is not None or args.end is not None:
         raise CliError("--from/--to apply to --format tenet only")
-    path = _trace_arg(None if args.trace == "latest" else args.trace)
-    spinner = working(args, f"exporting ({args.format})") if args.output else \
-        contextlib.nullcontext()
+    if args.format == "tenet" and args.end <= args.start:
+        raise CliError(f"--to ({args.end:,}) must be past --from ({args.start:,})")
+    path = trace_path(args.trace)
     try:
-        with spinner:
+        with progress(args, f"exporting ({args.format})"):
             summary = _export(args, path)
     except (TraceError, ReplayError, export.ExportError) as exc:
         raise CliError(str(exc)) from None
     if args.json:
         print(json.dumps(summary))
-    elif args.output:
+    elif to_file:
         print(f"aero: wrote {summary['events']:,} {args.format} "
               f"{'lines' if args.format == 'tenet' else 'events'} to {args.output}",
               file=sys.stderr)
     return EXIT_OK
+
+
+def _violations(name: str) -> list:
+    """The violations file, or stdin for ``-`` (read through a temporary file, as the
+    library reads a path)."""
+    from aero.traces import export
+
+    if name != STDIO:
+        return export.load_violations(Path(name))
+    import tempfile
+
+    with tempfile.TemporaryDirectory(prefix="aero-violations-") as d:
+        tmp = Path(d) / "stdin.json"
+        tmp.write_text(sys.stdin.read())
+        try:
+            return export.load_violations(tmp)
+        except export.ExportError as exc:
+            raise CliError(str(exc).replace(str(tmp), "<stdin>")) from None
 
 
 def _export(args: argparse.Namespace, path: Path) -> dict:
@@ -88,7 +122,7 @@ def _export(args: argparse.Namespace, path: Path) -> dict:
     from aero.traces.replay import load_contents
 
     c = load_contents(open_trace(path))
-    violations = export.load_violations(Path(args.violations)) if args.violations else []
+    violations = _violations(args.violations) if args.violations else []
     if args.format == "tenet":
         # Check the range before creating the output file.
         lines = iter(export.tenet_lines(c, args.start, args.end, force=args.force))

@@ -4,19 +4,28 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
+from pathlib import Path
 
-from aero.cli.common import EXIT_FAIL, EXIT_OK, CliError
+from aero.cli.common import (
+    EXIT_FAIL,
+    EXIT_OK,
+    CliError,
+    add_guest_options,
+    integer,
+    mark_path,
+    write_stdout,
+)
 
 
 def _add_run(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("run", help="run a guest image until it exits or halts")
-    p.add_argument("guest", nargs="?",
-                   help="guest image (flat binary, ROM image, Multiboot ELF or Linux bzImage), "
-                        "or the name of a bundled guest (see --list)")
+    mark_path(p.add_argument(
+        "guest", nargs="?",
+        help="guest image (flat binary, ROM image, Multiboot ELF or Linux bzImage), or the "
+             "name of a bundled guest (see --list)"))
     p.add_argument("--list", action="store_true", help="list the bundled guests")
     add_guest_options(p)
-    p.add_argument("--ticks", type=lambda s: int(float(s)), default=None,
+    p.add_argument("--ticks", type=integer("tick count", lo=1), default=None,
                    help="stop after this many ticks (default 1e9; 5e9 for a Linux kernel)")
     p.add_argument("--until", metavar="TEXT", default=None,
                    help="stop once the guest's output (COM1 or the debug console) shows TEXT")
@@ -24,30 +33,15 @@ def _add_run(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=cmd_run)
 
 
-def add_guest_options(p: argparse.ArgumentParser, ram_default: int = 32 << 20) -> None:
-    """The options that say how a guest is loaded (``aero run`` and ``aero record``)."""
-    p.add_argument("--format", choices=("auto", "flat", "rom", "multiboot", "linux"),
-                   default="auto")
-    p.add_argument("--load-addr", type=lambda s: int(s, 0), default=0x7C00,
-                   help="physical load and entry address of a flat binary (default 0x7C00)")
-    p.add_argument("--ram", type=lambda s: int(s, 0), default=None,
-                   help=f"RAM size in bytes (default {ram_default >> 20} MB; 128 MB for the "
-                        f"bundled Linux guest)")
-    p.add_argument("--initrd", metavar="FILE", default=None,
-                   help="initial ramdisk for a Linux kernel")
-    p.add_argument("--append", metavar="CMDLINE", default=None,
-                   help="kernel command line for a Linux kernel (default: "
-                        "docs/linux.md, the bundled guest's)")
-    p.set_defaults(ram_default=ram_default)
-
-
-def start_guest(args: argparse.Namespace):
+def start_guest(args: argparse.Namespace):  # noqa: ANN201 - (resolved guest, Machine)
     """Resolve and load the guest ``args`` name: (resolved guest, machine). Raises CliError
     for anything that cannot be found or loaded."""
     from aero.launch import LaunchError, resolve, start_machine
     from aero.linuxguest import DEFAULT_CMDLINE
     from aero.machine import MachineConfig
 
+    if Path(args.guest).is_dir():
+        raise CliError(f"{args.guest}: is a directory, not a guest image")
     try:
         r = resolve(args.guest, args.format, args.load_addr, args.initrd)
         cmdline = args.append
@@ -61,6 +55,8 @@ def start_guest(args: argparse.Namespace):
         return r, start_machine(config, r.ref, r.data, r.images)
     except (LaunchError, ValueError) as exc:
         raise CliError(str(exc)) from None
+    except OSError as exc:
+        raise CliError(f"{args.guest}: {exc.strerror}") from None
 
 
 def cmd_run(args: argparse.Namespace) -> int:
@@ -95,8 +91,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         chunk = shown["b"].astype("u1").tobytes()
         out += chunk
         if not args.json and chunk:
-            sys.stdout.buffer.write(chunk)
-            sys.stdout.flush()
+            write_stdout(chunk)
         if until is not None:
             if until in out:
                 matched = True

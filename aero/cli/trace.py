@@ -10,85 +10,79 @@ from __future__ import annotations
 import argparse
 import contextlib
 import json
+import math
 import os
 import sys
 import tempfile
-from collections.abc import Callable, Iterator
 from pathlib import Path
 
-from aero.cli.common import EXIT_ERROR, EXIT_FAIL, EXIT_OK, EXIT_SKIP, CliError
-from aero.cli.run import add_guest_options, start_guest
-
-
-def _int(s: str) -> int:
-    try:
-        return int(s.replace("_", ""), 0)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not an integer: {s!r}") from None
-
-
-def _show_progress(args: argparse.Namespace) -> bool:
-    return not getattr(args, "json", False) and not getattr(args, "no_progress", False) \
-        and sys.stderr.isatty()
-
-
-@contextlib.contextmanager
-def _progress(enabled: bool, description: str, total: int | None) -> Iterator[
-        Callable[[int], None]]:
-    """A rich progress bar over guest ticks on stderr, or nothing."""
-    if not enabled:
-        yield lambda _t: None
-        return
-    from rich.console import Console
-    from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
-
-    columns = [TextColumn("{task.description}"), BarColumn(),
-               TextColumn("{task.completed:,.0f} ticks"), TimeElapsedColumn()]
-    with Progress(*columns, console=Console(stderr=True), transient=True) as p:
-        task = p.add_task(description, total=total)
-        yield lambda t: p.update(task, completed=t)
-
-
-def _write_out(data: bytes) -> None:
-    sys.stdout.buffer.write(data)
-    sys.stdout.flush()
-
+from aero.cli.common import (
+    EXIT_ERROR,
+    EXIT_FAIL,
+    EXIT_OK,
+    EXIT_SKIP,
+    STDIO,
+    CliError,
+    add_guest_options,
+    add_progress_options,
+    add_trace_argument,
+    console,
+    input_file,
+    integer,
+    interval,
+    mark_path,
+    output_file,
+    progress,
+    speed,
+    tick,
+    trace_path,
+    write_stdout,
+)
 
 # ---- record -------------------------------------------------------------------------------
 
 def add_record(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("record", help="run a guest and record it into a trace")
-    p.add_argument("guest", help="a bundled guest name (aero run --list) or an image file")
-    p.add_argument("-o", "--output", help="trace file (default: the trace directory, with a "
-                                          "'latest' link)")
-    p.add_argument("--input", help="scripted input file (format: docs/cli.md)")
+    mark_path(p.add_argument("guest", help="a bundled guest name (aero run --list) or an "
+                                           "image file"))
+    mark_path(p.add_argument("-o", "--output", type=output_file("trace"),
+                             help="trace file (default: the trace directory, with a 'latest' "
+                                  "link); not '-': a trace needs a seekable file"))
+    mark_path(p.add_argument("--input", type=input_file, metavar="FILE",
+                             help="scripted input file, '-' for stdin (format: docs/cli.md)"))
     p.add_argument("--interactive", action="store_true",
                    help="bridge COM1 to this terminal (Ctrl-A x ends the recording)")
-    p.add_argument("--speed", choices=("max", "realtime"), default=None,
-                   help="max: as fast as possible (default); realtime: guest time = wall "
-                        "time (the default with --interactive)")
-    p.add_argument("--ticks", type=_int, default=None, help="stop recording at this tick")
-    p.add_argument("--rtc", type=_int, default=None,
+    p.add_argument("--speed", type=speed, default=None, metavar="max|realtime",
+                   help="max: as fast as possible (the default); realtime (or x1): guest "
+                        "time = wall time (the default with --interactive); the xN factors "
+                        "of replay are not available when recording")
+    p.add_argument("--ticks", type=integer("tick count", lo=1), default=None,
+                   help="stop recording at this tick")
+    p.add_argument("--rtc", type=integer("RTC time", hi=2**40), default=None,
+                   metavar="SECONDS",
                    help="the RTC's wall-clock time at tick 0, Unix seconds (default: now)")
-    p.add_argument("--checkpoint-interval", type=_int, default=None)
-    p.add_argument("--keyframe-interval", type=_int, default=None)
+    p.add_argument("--checkpoint-interval", type=interval, default=None, metavar="TICKS",
+                   help="ticks between state-fingerprint checkpoints (default 10,000,000)")
+    p.add_argument("--keyframe-interval", type=interval, default=None, metavar="TICKS",
+                   help="ticks between keyframes, the full states seek starts from (default "
+                        "20 checkpoint intervals)")
     add_guest_options(p)
     p.add_argument("--quiet", action="store_true", help="do not echo the guest's output")
     p.add_argument("--json", action="store_true", help="print a JSON summary")
-    p.add_argument("--no-progress", action="store_true")
+    add_progress_options(p)
     p.set_defaults(func=cmd_record)
 
 
 def do_record(args: argparse.Namespace, *, script_text: str | None = None,
               script_name: str = "script") -> tuple[int, dict]:
-    """Record as ``args`` say; returns (exit code, summary dict)."""
+    """Record as ``args`` say; returns (exit code, summary dict). Every check of the
+    arguments comes before the trace file is created."""
+    from aero.cli.run import start_guest
     from aero.launch import store_image
     from aero.traces import record, script
 
-    resolved, machine = start_guest(args)
-    ref = resolved.ref
-    for image in resolved.images.values():  # the guest image and, for Linux, the initrd
-        store_image(image)
+    if args.speed is not None and args.speed not in (1.0, math.inf):
+        raise CliError(f"record --speed is max or realtime (x1); x{args.speed:g} is for replay")
     opt = record.RecordOptions(max_ticks=args.ticks, rtc_time=args.rtc)
     if args.checkpoint_interval:
         opt.checkpoint_interval = args.checkpoint_interval
@@ -96,19 +90,30 @@ def do_record(args: argparse.Namespace, *, script_text: str | None = None,
         opt.keyframe_interval = args.keyframe_interval
     elif args.checkpoint_interval:
         opt.keyframe_interval = args.checkpoint_interval * 20
+    if opt.keyframe_interval % opt.checkpoint_interval:
+        raise CliError(f"the keyframe interval ({opt.keyframe_interval:,}) must be a multiple "
+                       f"of the checkpoint interval ({opt.checkpoint_interval:,})")
     try:
         directives = None
         if script_text is not None:
             directives = script.parse(script_text, script_name)
+        elif args.input == STDIO:
+            directives = script.parse(sys.stdin.read(), "<stdin>")
         elif args.input:
             directives = script.load(args.input)
     except script.ScriptError as exc:
         raise CliError(str(exc)) from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise CliError(f"{args.input}: {getattr(exc, 'strerror', None) or exc}") from None
+    resolved, machine = start_guest(args)
+    ref = resolved.ref
+    for image in resolved.images.values():  # the guest image and, for Linux, the initrd
+        store_image(image)
     tick_hz = machine.config.tick_hz
     if directives is not None:
         opt.script = script.ScriptRunner.paced(directives, tick_hz)
-    speed = args.speed or ("realtime" if args.interactive else "max")
-    opt.realtime = speed == "realtime"
+    realtime = args.speed == 1.0 if args.speed is not None else args.interactive
+    opt.realtime = realtime
     path = Path(args.output) if args.output else record.default_trace_path(ref.name)
     echo = not args.json and not args.quiet
     term_ctx: contextlib.AbstractContextManager = contextlib.nullcontext()
@@ -121,14 +126,18 @@ def do_record(args: argparse.Namespace, *, script_text: str | None = None,
         term_ctx = term
         opt.interactive = term.poll
         opt.stop_requested = lambda: term.quit_requested
-    show = _show_progress(args) and not args.interactive and not echo
+    # No bar over the guest's output on the same terminal, nor over an interactive session.
+    mode = "off" if args.interactive or (echo and sys.stdout.isatty()) else None
     try:
-        with term_ctx, _progress(show, f"recording {ref.name}", args.ticks) as progress:
+        with term_ctx, progress(args, f"recording {ref.name}", args.ticks, "ticks",
+                                mode=mode) as prog:
             rec = record.Recorder(machine, ref, path, opt,
-                                  on_output=(lambda _t, d: _write_out(d)) if echo else None,
-                                  on_progress=progress)
+                                  on_output=(lambda _t, d: write_stdout(d)) if echo else None,
+                                  on_progress=prog.update)
             result = rec.run()
     except OSError as exc:
+        if isinstance(exc, BrokenPipeError):
+            raise
         raise CliError(f"{path}: {exc.strerror}") from None
     if not args.output:
         record.update_latest(path)
@@ -161,74 +170,56 @@ def cmd_record(args: argparse.Namespace) -> int:
 
 # ---- replay -------------------------------------------------------------------------------
 
-def _trace_arg(value: str | None) -> Path:
-    from aero.traces.record import trace_dir
-
-    if value:
-        return Path(value)
-    latest = trace_dir() / "latest"
-    if not latest.exists():
-        raise CliError(f"no trace given and no {latest} (record one first)")
-    return latest
-
-
-def _parse_speed(s: str) -> float | None:
-    if s == "instant":
-        return None
-    if s == "realtime":
-        return 1.0
-    if s.startswith("x"):
-        try:
-            v = float(s[1:])
-        except ValueError:
-            v = 0.0
-        if v > 0:
-            return v
-    raise argparse.ArgumentTypeError(f"speed is instant, realtime or xN (N > 0), not {s!r}")
-
-
 def add_replay(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("replay", help="re-execute a trace and verify it")
-    p.add_argument("trace", nargs="?", help="trace file (default: the latest recording)")
-    p.add_argument("--speed", type=_parse_speed, default=None,
-                   help="instant (default), realtime or xN")
-    p.add_argument("--until", type=_int, default=None, help="stop at this tick")
+    add_trace_argument(p)
+    p.add_argument("--speed", type=speed, default=None, metavar="max|realtime|xN",
+                   help="max: as fast as possible (the default; 'instant' is the same); "
+                        "realtime: guest time = wall time; xN: N times real time "
+                        "(0.001 <= N <= 1000)")
+    p.add_argument("--until", type=tick, default=None, metavar="TICK",
+                   help="stop at this tick")
     p.add_argument("--check", action="store_true",
                    help="for git bisect run: exit 0 match, 1 divergence, 125 cannot evaluate")
     p.add_argument("--quiet", action="store_true", help="do not re-emit the guest's output")
-    p.add_argument("--json", action="store_true")
-    p.add_argument("--no-progress", action="store_true")
+    p.add_argument("--json", action="store_true", help="print a JSON summary")
+    add_progress_options(p)
     p.add_argument("--gdb", metavar="[HOST:]PORT",
                    help="serve the replay to gdb (remote protocol) instead: docs/debugging.md")
     p.set_defaults(func=cmd_replay)
 
 
 def do_replay(path: Path, *, until: int | None = None, speed: float | None = None,
-              echo: bool = False, progress: bool = False):
+              echo: bool = False, prog=None):  # noqa: ANN001, ANN201
+    """Replay ``path`` (speed None or inf: as fast as possible); ``prog`` is an
+    aero.progress.Progress or None."""
     from aero.traces.container import open_trace
     from aero.traces.replay import Replayer, load_contents
 
     trace = open_trace(path)
     contents = load_contents(trace)
     rep = Replayer(contents)
-    total = contents.end_tick if until is None else min(until, contents.end_tick)
-    with _progress(progress, "replaying", total) as prog:
-        return rep.run(until=until, speed=speed, on_progress=prog,
-                       on_output=(lambda _t, d: _write_out(d)) if echo else None)
+    if prog is not None:
+        prog.set_total(contents.end_tick if until is None else min(until, contents.end_tick))
+    return rep.run(until=until, speed=None if speed is None or math.isinf(speed) else speed,
+                   on_progress=prog.update if prog is not None else None,
+                   on_output=(lambda _t, d: write_stdout(d)) if echo else None)
 
 
 def cmd_replay(args: argparse.Namespace) -> int:
     from aero.traces.container import TraceError
     from aero.traces.replay import ReplayError
 
-    path = _trace_arg(args.trace)
+    path = trace_path(args.trace)
     if args.gdb:
         from aero.cli.query import serve_gdb
         return serve_gdb(path, args.gdb, 0)
     echo = not args.json and not args.quiet and not args.check
+    mode = "off" if echo and sys.stdout.isatty() else None
     try:
-        result = do_replay(path, until=args.until, speed=args.speed, echo=echo,
-                           progress=_show_progress(args) and not echo)
+        with progress(args, "replaying", None, "ticks", mode=mode) as prog:
+            result = do_replay(path, until=args.until, speed=args.speed, echo=echo,
+                               prog=prog)
     except (TraceError, ReplayError) as exc:
         if args.check:
             print(f"aero: cannot evaluate: {exc}", file=sys.stderr)
@@ -257,8 +248,8 @@ def cmd_replay(args: argparse.Namespace) -> int:
 
 def add_info(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("info", help="show a trace's metadata, counts and integrity")
-    p.add_argument("trace", nargs="?", help="trace file (default: the latest recording)")
-    p.add_argument("--json", action="store_true")
+    add_trace_argument(p)
+    p.add_argument("--json", action="store_true", help="print the information as JSON")
     p.set_defaults(func=cmd_info)
 
 
@@ -314,7 +305,7 @@ def cmd_info(args: argparse.Namespace) -> int:
     from aero.traces.container import TraceError
     from aero.traces.replay import ReplayError
 
-    path = _trace_arg(args.trace)
+    path = trace_path(args.trace)
     try:
         info = trace_info(path)
     except (TraceError, ReplayError) as exc:
@@ -322,7 +313,6 @@ def cmd_info(args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps(info))
         return EXIT_OK
-    from rich.console import Console
     from rich.table import Table
 
     t = Table(title=str(path), show_header=False)
@@ -341,7 +331,7 @@ def cmd_info(args: argparse.Namespace) -> int:
             ("complete", info["complete"]), ("integrity", info["integrity"])]
     for k, v in rows:
         t.add_row(k, str(v))
-    Console().print(t)
+    console().print(t)
     return EXIT_OK if info["integrity"] == "ok" else EXIT_FAIL
 
 
@@ -349,9 +339,10 @@ def cmd_info(args: argparse.Namespace) -> int:
 
 def add_pack(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("pack", help="embed the guest image so the trace replays anywhere")
-    p.add_argument("trace", nargs="?", help="trace file (default: the latest recording)")
-    p.add_argument("-o", "--output", help="write the packed trace here (default: in place)")
-    p.add_argument("--json", action="store_true")
+    add_trace_argument(p)
+    mark_path(p.add_argument("-o", "--output", type=output_file("trace"),
+                             help="write the packed trace here (default: in place); not '-'"))
+    p.add_argument("--json", action="store_true", help="print a JSON summary")
     p.set_defaults(func=cmd_pack)
 
 
@@ -396,7 +387,7 @@ def cmd_pack(args: argparse.Namespace) -> int:
     from aero.traces.container import TraceError
     from aero.traces.replay import ReplayError
 
-    path = _trace_arg(args.trace)
+    path = trace_path(args.trace)
     out = Path(args.output) if args.output else path.resolve()
     try:
         info = pack_trace(path, out)
@@ -413,14 +404,31 @@ def cmd_pack(args: argparse.Namespace) -> int:
 # ---- seek ---------------------------------------------------------------------------------
 
 def add_seek(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("seek", help="the machine's state at a tick of a trace (via keyframes)")
-    p.add_argument("trace", help="trace file ('latest' for the latest recording)")
-    p.add_argument("tick", type=_int)
-    p.add_argument("--save", metavar="SNAPSHOT", help="write a snapshot file of that state")
-    p.add_argument("--json", action="store_true")
+    p = sub.add_parser("seek", help="the machine's state at a tick of a trace (via keyframes)",
+                       usage="aero seek [-h] [TRACE] TICK [--save SNAPSHOT] [--json] "
+                             "[--gdb [HOST:]PORT]")
+    mark_path(p.add_argument("args", nargs="+", metavar="[TRACE] TICK",
+                             help="a trace file or 'latest' (the default: the latest "
+                                  "recording), then the tick"))
+    mark_path(p.add_argument("--save", metavar="SNAPSHOT", type=output_file("snapshot"),
+                             help="write a snapshot file of that state (not '-')"))
+    p.add_argument("--json", action="store_true", help="print the state as JSON")
     p.add_argument("--gdb", metavar="[HOST:]PORT",
                    help="serve the replay to gdb from this tick: docs/debugging.md")
     p.set_defaults(func=cmd_seek)
+
+
+def _seek_args(values: list[str]) -> tuple[Path, int]:
+    """``[TRACE] TICK`` of aero seek, both checked."""
+    from aero.cli.common import parse_int, resolve_trace
+
+    if len(values) > 2:
+        raise CliError(f"seek: too many arguments: {' '.join(values[2:])}")
+    try:
+        at = parse_int(values[-1], what="tick")
+    except argparse.ArgumentTypeError as exc:
+        raise CliError(f"seek: argument TICK: {exc}") from None
+    return resolve_trace(values[0] if len(values) == 2 else None), at
 
 
 def cmd_seek(args: argparse.Namespace) -> int:
@@ -430,21 +438,24 @@ def cmd_seek(args: argparse.Namespace) -> int:
     from aero.traces.replay import ReplayError, load_contents, seek
     from aero.traces.snapshot import save_snapshot
 
-    path = _trace_arg(None if args.trace == "latest" else args.trace)
+    path, at = _seek_args(args.args)
     if args.gdb:
         from aero.cli.query import serve_gdb
-        return serve_gdb(path, args.gdb, args.tick)
+        return serve_gdb(path, args.gdb, at)
     try:
         c = load_contents(open_trace(path, verify=False))
-        if args.tick > c.end_tick:
-            raise CliError(f"tick {args.tick} is past the trace's end ({c.end_tick})")
+        if at > c.end_tick:
+            raise CliError(f"tick {at:,} is past the trace's end ({c.end_tick:,})")
         t0 = time.monotonic()
-        m, _ = seek(c, args.tick)
+        m, _ = seek(c, at)
         elapsed = time.monotonic() - t0
     except (TraceError, ReplayError) as exc:
         raise CliError(str(exc)) from None
     if args.save:
-        save_snapshot(m, Path(args.save), c.guest)
+        try:
+            save_snapshot(m, Path(args.save), c.guest)
+        except OSError as exc:
+            raise CliError(f"{args.save}: {exc.strerror}") from None
     r = m.get_regs()
     state = {"tick": m.ticks, "fingerprint": f"{m.fingerprint():016x}",
              "seek_seconds": round(elapsed, 4), "eip": r.eip, "eflags": r.eflags,
@@ -467,9 +478,11 @@ def cmd_seek(args: argparse.Namespace) -> int:
 def add_demo(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("demo", help="record and replay the bundled demo guest with scripted "
                                     "input, then show what happened")
-    p.add_argument("-o", "--output", help="trace file (default: the trace directory)")
-    p.add_argument("--json", action="store_true")
-    p.add_argument("--no-progress", action="store_true")
+    mark_path(p.add_argument("-o", "--output", type=output_file("trace"),
+                             help="trace file (default: the trace directory, with a 'latest' "
+                                  "link); not '-'"))
+    p.add_argument("--json", action="store_true", help="print a JSON summary")
+    add_progress_options(p)
     p.set_defaults(func=cmd_demo)
 
 
@@ -482,11 +495,11 @@ def cmd_demo(args: argparse.Namespace) -> int:
     except OSError as exc:
         raise CliError(f"{script_path}: {exc.strerror}") from None
     rec_args = argparse.Namespace(
-        guest="demo", output=args.output, input=None, interactive=False, speed="max",
+        guest="demo", output=args.output, input=None, interactive=False, speed=math.inf,
         ticks=20_000_000_000, rtc=1_790_000_000, checkpoint_interval=None,
         keyframe_interval=None, format="auto", load_addr=0x7C00, ram=32 << 20,
         ram_default=32 << 20, initrd=None, append=None,
-        quiet=args.json, json=args.json, no_progress=True)
+        quiet=args.json, json=args.json, no_progress=True, progress=False)
     if not args.json:
         print("== recording the demo guest with guests/demo.script ==", file=sys.stderr)
     code, summary = do_record(rec_args, script_text=text, script_name=str(script_path))
@@ -497,7 +510,8 @@ def cmd_demo(args: argparse.Namespace) -> int:
         update_latest(path)
     if not args.json:
         print(f"\n== replaying {path} ==", file=sys.stderr)
-    result = do_replay(path, progress=_show_progress(args))
+    with progress(args, "replaying", None, "ticks") as prog:
+        result = do_replay(path, prog=prog)
     info = trace_info(path)
     out = {"record": summary, "replay": result.to_dict(),
            "trace": {k: info[k] for k in ("format_version", "ticks", "events", "complete",
@@ -505,7 +519,6 @@ def cmd_demo(args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps(out))
     else:
-        from rich.console import Console
         from rich.table import Table
 
         t = Table(title="aero demo")
@@ -521,12 +534,12 @@ def cmd_demo(args: argparse.Namespace) -> int:
         t.add_row("checkpoints", str(summary["checkpoints"]),
                   f"{result.checkpoints_verified} verified")
         t.add_row("seconds", f"{summary['elapsed_seconds']:.2f}", f"{result.elapsed:.2f}")
-        Console(stderr=True).print(t)
+        console(stderr=True).print(t)
         verdict = ("[red]DIVERGED at tick " + f"{result.divergence.tick:,}[/red]"
                    if result.divergence else "[green]bit-exact[/green]")
-        Console(stderr=True).print(f"replay: {verdict}; trace {path} "
+        console(stderr=True).print(f"replay: {verdict}; trace {path} "
                                    f"({info['bytes']:,} bytes, digest {info['digest'][:16]})")
-        Console(stderr=True).print("next: aero info, aero replay --speed realtime, "
+        console(stderr=True).print("next: aero info, aero replay --speed realtime, "
                                    "aero seek latest TICK")
     if result.diverged:
         return EXIT_FAIL
