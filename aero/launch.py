@@ -15,12 +15,24 @@ from __future__ import annotations
 
 import hashlib
 import os
+import re
+import stat
 import tempfile
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from aero import guests
-from aero.loader import FORMATS, GuestError, detect_format, load_flat, load_multiboot, load_rom
+from aero.loader import (
+    FORMATS,
+    MAX_IMAGE_BYTES,
+    GuestError,
+    detect_format,
+    image_limit,
+    load_flat,
+    load_multiboot,
+    load_rom,
+    read_image,
+)
 from aero.machine import Machine, MachineConfig
 
 __all__ = ["GuestRef", "LaunchError", "find_image", "image_store", "resolve_guest",
@@ -53,9 +65,14 @@ class GuestRef:
                       int(d["size"]))
         except (KeyError, TypeError, ValueError) as exc:
             raise LaunchError(f"trace metadata: bad guest entry ({exc})") from None
-        if ref.fmt not in ("flat", "rom", "multiboot") or len(ref.sha256) != 64:
-            raise LaunchError(f"trace metadata: bad guest entry ({ref.fmt}, {ref.sha256[:16]})")
+        if ref.fmt not in ("flat", "rom", "multiboot") or not _HEX64.fullmatch(ref.sha256) \
+                or not 0 < ref.size <= MAX_IMAGE_BYTES:
+            raise LaunchError(f"trace metadata: bad guest entry ({ref.fmt[:16]!r}, "
+                              f"{ref.sha256[:16]!r}, {ref.size})")
         return ref
+
+
+_HEX64 = re.compile(r"[0-9a-f]{64}")
 
 
 def image_store() -> Path:
@@ -68,31 +85,63 @@ def image_store() -> Path:
 
 
 def store_image(data: bytes) -> str:
-    """Keep ``data`` in the image store; returns its SHA-256."""
+    """Keep ``data`` in the image store (a private 0700 directory of 0600 files named by
+    their SHA-256); returns the digest. Call it only for an image that loaded."""
     digest = hashlib.sha256(data).hexdigest()
     root = image_store()
     target = root / digest
     if not target.exists():
-        root.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=root, prefix=".img-")
-        os.fchmod(fd, 0o644)
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-        os.replace(tmp, target)
+        root.mkdir(mode=0o700, parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=root, prefix=".img-")  # 0600
+        try:
+            with os.fdopen(fd, "wb") as f:
+                f.write(data)
+            os.replace(tmp, target)
+        except BaseException:
+            Path(tmp).unlink(missing_ok=True)
+            raise
     return digest
 
 
 def find_image(ref: GuestRef) -> bytes | None:
-    """The image with ``ref``'s hash from the store, or None."""
+    """The image with ``ref``'s hash from the store, or None.
+
+    The file name is the validated lowercase hex digest and nothing else; the file is
+    opened without following a symlink and must be a regular file of the recorded size
+    (checked before it is read), whose content hashes to the digest."""
+    if not _HEX64.fullmatch(ref.sha256) or not 0 < ref.size <= MAX_IMAGE_BYTES:
+        return None
     try:
-        data = (image_store() / ref.sha256).read_bytes()
+        fd = os.open(image_store() / ref.sha256,
+                     os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | getattr(os, "O_CLOEXEC", 0))
     except OSError:
         return None
+    try:
+        st = os.fstat(fd)
+        if not stat.S_ISREG(st.st_mode) or st.st_size != ref.size:
+            return None
+        parts = []
+        left = ref.size
+        while left > 0:
+            chunk = os.read(fd, min(left, 1 << 20))
+            if not chunk:
+                return None
+            parts.append(chunk)
+            left -= len(chunk)
+        data = b"".join(parts)
+    except OSError:
+        return None
+    finally:
+        os.close(fd)
     return data if hashlib.sha256(data).hexdigest() == ref.sha256 else None
 
 
-def resolve_guest(spec: str, fmt: str = "auto", load_addr: int = 0x7C00) -> tuple[GuestRef, bytes]:
-    """A bundled guest name (built on demand) or an image file, as (reference, bytes)."""
+def resolve_guest(spec: str, fmt: str = "auto", load_addr: int = 0x7C00, *,
+                  ram_size: int | None = None) -> tuple[GuestRef, bytes]:
+    """A bundled guest name (built on demand) or an image file, as (reference, bytes).
+
+    ram_size: the machine's RAM; an image file larger than it can use is refused before it
+    is read (:func:`aero.loader.image_limit`)."""
     path = Path(spec)
     if not path.exists() and (spec in guests.GUESTS or spec in guests.BENCH_GUESTS):
         try:
@@ -105,12 +154,14 @@ def resolve_guest(spec: str, fmt: str = "auto", load_addr: int = 0x7C00) -> tupl
     if fmt not in FORMATS:
         raise LaunchError(f"unknown guest format {fmt!r} (expected one of {', '.join(FORMATS)})")
     try:
-        data = path.read_bytes()
+        data = read_image(path, image_limit(ram_size))
     except FileNotFoundError:
         names = ", ".join(guests.GUESTS)
         raise LaunchError(f"{spec}: no such file, and not a bundled guest ({names})") from None
     except OSError as exc:
         raise LaunchError(f"{spec}: {exc.strerror}") from None
+    except GuestError as exc:
+        raise LaunchError(str(exc)) from None
     if not data:
         raise LaunchError(f"{spec}: empty file")
     if fmt == "auto":

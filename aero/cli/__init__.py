@@ -5,6 +5,7 @@ traces (run, conformance, fuzz, bench). Exit codes are in :mod:`aero.cli.common`
 from __future__ import annotations
 
 import argparse
+import signal
 import sys
 from collections.abc import Callable, Sequence
 
@@ -63,6 +64,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if not getattr(args, "func", None):
         print(OVERVIEW, end="")
         return EXIT_OK
+    previous = _exit_on_sigterm()
     try:
         return int(args.func(args))
     except CliError as exc:
@@ -71,6 +73,21 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("aero: interrupted", file=sys.stderr)
         return 130
+    finally:
+        if previous is not None:
+            signal.signal(signal.SIGTERM, previous)
+
+
+def _exit_on_sigterm() -> object:
+    """SIGTERM unwinds like Ctrl-C (SystemExit 143), so that temporary files are removed and
+    a recording is closed; returns the previous handler (None off the main thread)."""
+    def terminate(_sig: int, _frame: object) -> None:
+        raise SystemExit(128 + signal.SIGTERM)
+
+    try:
+        return signal.signal(signal.SIGTERM, terminate)
+    except ValueError:  # not the main thread
+        return None
 
 
 if __name__ == "__main__":
