@@ -143,7 +143,8 @@ def resolve_guest(spec: str, fmt: str = "auto", load_addr: int = 0x7C00, *,
     ram_size: the machine's RAM; an image file larger than it can use is refused before it
     is read (:func:`aero.loader.image_limit`)."""
     path = Path(spec)
-    if not path.exists() and (spec in guests.GUESTS or spec in guests.BENCH_GUESTS):
+    if not path.exists() and (spec in guests.GUESTS or spec in guests.BENCH_GUESTS
+                              or spec in guests.SUPPORT_GUESTS):
         try:
             image = guests.build(spec)
         except guests.ToolchainError as exc:
