@@ -80,7 +80,7 @@ class TraceError(Exception):
     """A trace file cannot be read: the message is one line, fit for the user."""
 
 
-def bounded_decompress(stored: bytes, expect: int, limit: int) -> bytes:
+def bounded_decompress(stored: bytes, expect: int, limit: int) -> bytearray:
     """Decompress one zstd frame into at most ``limit`` bytes, streaming, so that a frame
     which declares (or expands to) more costs no more than ``limit`` + one chunk.
 
@@ -90,19 +90,28 @@ def bounded_decompress(stored: bytes, expect: int, limit: int) -> bytes:
     (``expect`` < 0: any size up to the limit), zstandard.ZstdError when it is corrupt."""
     reader = zstandard.ZstdDecompressor().stream_reader(io.BytesIO(stored),
                                                         read_across_frames=False)
-    out = bytearray()
+    # Room for the declared size (itself bounded by the caller) plus one byte to notice
+    # more; without a declared size the buffer grows chunk by chunk up to the limit.
+    out = bytearray(min(expect, limit) + 1 if expect >= 0 else 0)
+    n = 0
     with reader:
         while True:
-            want = min(_DECOMPRESS_CHUNK, limit + 1 - len(out))
-            chunk = reader.read(want)
-            if not chunk:
+            if n == len(out):
+                if n > limit:
+                    raise ValueError(f"decompresses to more than {limit} bytes")
+                out.extend(bytes(min(_DECOMPRESS_CHUNK, limit + 1 - n)))
+            view = memoryview(out)[n:]
+            got = reader.readinto(view)
+            view.release()
+            if not got:
                 break
-            out += chunk
-            if len(out) > limit:
+            n += got
+            if n > limit:
                 raise ValueError(f"decompresses to more than {limit} bytes")
-    if expect >= 0 and len(out) != expect:
-        raise ValueError(f"decompresses to {len(out)} bytes, not the declared {expect}")
-    return bytes(out)
+    if expect >= 0 and n != expect:
+        raise ValueError(f"decompresses to {n} bytes, not the declared {expect}")
+    del out[n:]
+    return out
 
 
 def create_private(path: str | os.PathLike[str], *, exclusive: bool) -> int:

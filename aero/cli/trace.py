@@ -145,6 +145,8 @@ def do_record(args: argparse.Namespace, *, script_text: str | None = None,
                "output_events": result.output_events, "checkpoints": result.checkpoints,
                "keyframes": result.keyframes, "digest": result.digest,
                "bytes": path.stat().st_size, "elapsed_seconds": round(result.elapsed, 3)}
+    if result.reason:
+        summary["reason"] = result.reason
     code = (result.exit_status & 0xFF) if result.stop == "exit" and result.exit_status \
         is not None else EXIT_OK
     if result.stop in ("script-stalled", "script-unreachable", "shutdown"):
@@ -160,9 +162,8 @@ def cmd_record(args: argparse.Namespace) -> int:
         print(f"\naero: recorded {summary['ticks']:,} ticks to {summary['trace']} "
               f"({summary['stop']}, {summary['inputs']} inputs, {summary['checkpoints']} "
               f"checkpoints)", file=sys.stderr)
-        if summary["stop"] == "script-stalled":
-            print("aero: the guest went idle while the input script waited for output",
-                  file=sys.stderr)
+        if summary.get("reason"):
+            print(f"aero: {summary['reason']}", file=sys.stderr)
     return code
 
 
