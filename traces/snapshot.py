@@ -82,7 +82,7 @@ def load_snapshot(path: Path) -> tuple[Machine, GuestRef | None]:
             raise SnapshotError(f"{name}: not a regular file")
         if st.st_size > MAX_FILE:
             raise SnapshotError(f"{name}: {st.st_size} bytes is larger than any snapshot")
-        data = f.read(MAX_FILE + 1)
+        data = f.read(st.st_size)
     head = len(MAGIC) + 6
     if len(data) < head + 12 or data[:len(MAGIC)] != MAGIC:
         raise SnapshotError(f"{name}: not an aero snapshot")
