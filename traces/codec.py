@@ -181,7 +181,7 @@ def decode_image(payload: bytes, frame: Frame) -> tuple[dict, bytes]:
         head = check_image_head(load_json(payload[4:4 + hl], "embedded image head"))
     except TraceError as exc:
         raise TraceError(f"damaged image frame at offset {frame.offset}: {exc}") from None
-    data = payload[4 + hl:]
+    data = bytes(payload[4 + hl:])
     _need(head["size"] == len(data) and head["sha256"] == hashlib.sha256(data).hexdigest(),
           frame, "image")
     return head, data
