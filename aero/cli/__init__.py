@@ -74,20 +74,24 @@ def main(argv: Sequence[str] | None = None) -> int:
         print("aero: interrupted", file=sys.stderr)
         return 130
     finally:
-        if previous is not None:
-            signal.signal(signal.SIGTERM, previous)
+        for sig, handler in previous:
+            signal.signal(sig, handler)  # type: ignore[arg-type]
 
 
-def _exit_on_sigterm() -> object:
-    """SIGTERM unwinds like Ctrl-C (SystemExit 143), so that temporary files are removed and
-    a recording is closed; returns the previous handler (None off the main thread)."""
-    def terminate(_sig: int, _frame: object) -> None:
-        raise SystemExit(128 + signal.SIGTERM)
+def _exit_on_sigterm() -> list[tuple[int, object]]:
+    """SIGTERM and SIGHUP unwind like Ctrl-C (SystemExit 128 + the signal), so that
+    temporary files are removed and a recording is closed; returns the previous handlers
+    (none off the main thread)."""
+    def terminate(sig: int, _frame: object) -> None:
+        raise SystemExit(128 + sig)
 
+    saved: list[tuple[int, object]] = []
     try:
-        return signal.signal(signal.SIGTERM, terminate)
+        for sig in (signal.SIGTERM, signal.SIGHUP):
+            saved.append((sig, signal.signal(sig, terminate)))
     except ValueError:  # not the main thread
-        return None
+        pass
+    return saved
 
 
 if __name__ == "__main__":
