@@ -416,7 +416,7 @@ class _Output:
 
 
 class _StopOnSignals:
-    """While recording on the main thread, SIGINT and SIGTERM set :attr:`requested` instead
+    """While recording on the main thread, SIGINT, SIGTERM and SIGHUP set :attr:`requested` instead
     of interrupting: the recorder notices between two slices, so the trace is closed with
     its final checkpoint and summary. The previous handlers come back on exit."""
 
@@ -429,7 +429,7 @@ class _StopOnSignals:
 
     def __enter__(self) -> _StopOnSignals:
         if threading.current_thread() is threading.main_thread():
-            for sig in (signal.SIGINT, signal.SIGTERM):
+            for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
                 self._saved.append((sig, signal.signal(sig, self._handler)))
         return self
 
