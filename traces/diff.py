@@ -533,7 +533,11 @@ def diff_contents(a: TraceContents, b: TraceContents, *, chunk: int | None = Non
 
 
 def diff_traces(path_a: Path, path_b: Path, *, chunk: int | None = None) -> dict:
-    return diff_contents(open_contents(Path(path_a)), open_contents(Path(path_b)), chunk=chunk)
+    a, b = open_contents(Path(path_a)), open_contents(Path(path_b))
+    try:
+        return diff_contents(a, b, chunk=chunk)
+    except (TraceError, ReplayError) as exc:  # damage met while streaming the frames
+        raise DiffError(str(exc)) from None
 
 
 def replace_inputs(c: TraceContents, inputs: np.ndarray) -> TraceContents:
