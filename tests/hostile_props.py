@@ -72,7 +72,7 @@ _TOKENS = ["at", "on", "+", "0", "1", "9" * 25, "serial", "serial2", "key", "ent
            "#", " ", "\t", "\\", "1e23", "+0", "9223372036854775808", "9223372036854775807"]
 
 
-def script_property(examples: int = 150) -> int:
+def script_property(examples: int = 100) -> int:
     """Any text: parse gives directives within the limits, or one ScriptError line."""
     rejected = 0
 

@@ -54,7 +54,8 @@ def _one_line_error(r, code: int = 2) -> None:
         r.stderr[-1500:]
 
 
-def _run_many(cases: dict[str, list[str]], memory: int = LIMIT, timeout: float = 60) -> dict:
+def _run_many(cases: dict[str, list[str]], memory: int = LIMIT, timeout: float = 60,
+              env: dict[str, str] | None = None) -> dict:
     """Several ``aero`` command lines in one limited subprocess: {name: [code, stderr]}."""
     body = f"""
     import contextlib, io, json
@@ -72,7 +73,7 @@ def _run_many(cases: dict[str, list[str]], memory: int = LIMIT, timeout: float =
         out[name] = [code, err.getvalue()]
     print(json.dumps(out))
     """
-    r = run_limited(body, memory=memory, timeout=timeout)
+    r = run_limited(body, memory=memory, timeout=timeout, env=env)
     assert r.code == 0, r.stderr[-2000:]
     return json.loads(r.stdout)
 
@@ -481,18 +482,16 @@ def test_images_are_bounded_before_they_are_read(root: Path) -> None:
     big = root / "big.bin"
     with open(big, "wb") as f:
         f.truncate(40 << 20)  # sparse: larger than 32 MB of RAM
-    body_env = {"AERO_IMAGE_STORE": str(store)}
-    r = aero_limited("run", "/dev/zero", memory=LIMIT, timeout=20, env=body_env)
-    _one_line_error(r)
-    r = aero_limited("record", "/dev/zero", "-o", str(root / "z.aerotrace"), memory=LIMIT,
-                     timeout=20, env=body_env)
-    _one_line_error(r)
-    r = aero_limited("record", str(big), "--format", "flat", "-o", str(root / "b.aerotrace"),
-                     memory=LIMIT, timeout=20, env=body_env)
-    _one_line_error(r)
-    r = aero_limited("record", str(rom), "--format", "rom", "-o", str(root / "r.aerotrace"),
-                     memory=LIMIT, timeout=20, env=body_env)
-    _one_line_error(r)
+    res = _run_many({
+        "run-zero": ["run", "/dev/zero"],
+        "record-zero": ["record", "/dev/zero", "-o", str(root / "z.aerotrace")],
+        "record-big": ["record", str(big), "--format", "flat", "-o", str(root / "b.aerotrace")],
+        "record-bad-rom": ["record", str(rom), "--format", "rom", "-o",
+                           str(root / "r.aerotrace")],
+    }, timeout=30, env={"AERO_IMAGE_STORE": str(store)})
+    for name, (code, err) in res.items():
+        assert code == 2 and len(err.strip().splitlines()) == 1, (name, err[-800:])
+    assert "regular file" in res["run-zero"][1] and "fit in RAM" in res["record-big"][1]
     assert not store.exists() or not any(store.iterdir())
 
 
