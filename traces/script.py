@@ -209,6 +209,9 @@ class ScriptRunner:
     _search_from: int = 0
     _queue: deque[tuple[int, int, int, int]] = field(default_factory=deque)
 
+    def __post_init__(self) -> None:
+        self._queue = deque(self._queue)  # callers may pass a list of prepared injections
+
     @classmethod
     def paced(cls, directives: list[Directive], tick_hz: int) -> ScriptRunner:
         """A runner at the default pace: one character time at 115200 baud 8N1 (10 bits)
