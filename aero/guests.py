@@ -115,6 +115,8 @@ BENCH_GUESTS: dict[str, GuestSpec] = {s.name: s for s in (
 
 SUPPORT_GUESTS: dict[str, GuestSpec] = {s.name: s for s in (
     _spec("flatboot", "rom", "ROM stub that copies a flat binary to its load address (QEMU)"),
+    _spec("flood", "flat", "writes to the debug console for ever (recorder and replay stress)"),
+    _spec("reset_loop", "rom", "resets itself through the 8042 for ever (replay stress)"),
 )}
 
 

@@ -17,6 +17,8 @@ from __future__ import annotations
 
 import hashlib
 import os
+import re
+import stat
 import tempfile
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -24,12 +26,15 @@ from pathlib import Path
 from aero import guests
 from aero.loader import (
     FORMATS,
+    MAX_IMAGE_BYTES,
     GuestError,
     detect_format,
+    image_limit,
     load_flat,
     load_linux,
     load_multiboot,
     load_rom,
+    read_image,
 )
 from aero.machine import Machine, MachineConfig
 
@@ -85,10 +90,17 @@ class GuestRef:
                       int(d.get("initrd_size", 0)))
         except (KeyError, TypeError, ValueError) as exc:
             raise LaunchError(f"trace metadata: bad guest entry ({exc})") from None
-        if ref.fmt not in LOAD_FORMATS or len(ref.sha256) != 64 or \
-                (ref.initrd_sha256 and (len(ref.initrd_sha256) != 64 or ref.fmt != "linux")):
-            raise LaunchError(f"trace metadata: bad guest entry ({ref.fmt}, {ref.sha256[:16]})")
+        initrd_bad = ref.initrd_sha256 and (
+            ref.fmt != "linux" or not _HEX64.fullmatch(ref.initrd_sha256)
+            or not 0 < ref.initrd_size <= MAX_IMAGE_BYTES)
+        if ref.fmt not in LOAD_FORMATS or not _HEX64.fullmatch(ref.sha256) \
+                or not 0 < ref.size <= MAX_IMAGE_BYTES or initrd_bad:
+            raise LaunchError(f"trace metadata: bad guest entry ({ref.fmt[:16]!r}, "
+                              f"{ref.sha256[:16]!r}, {ref.size})")
         return ref
+
+
+_HEX64 = re.compile(r"[0-9a-f]{64}")
 
 
 def image_store() -> Path:
@@ -101,31 +113,59 @@ def image_store() -> Path:
 
 
 def store_image(data: bytes) -> str:
-    """Keep ``data`` in the image store; returns its SHA-256."""
+    """Keep ``data`` in the image store (a private 0700 directory of 0600 files named by
+    their SHA-256); returns the digest. Call it only for an image that loaded."""
     digest = hashlib.sha256(data).hexdigest()
     root = image_store()
     target = root / digest
     if not target.exists():
-        root.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=root, prefix=".img-")
-        os.fchmod(fd, 0o644)
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-        os.replace(tmp, target)
+        root.mkdir(mode=0o700, parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=root, prefix=".img-")  # 0600
+        try:
+            with os.fdopen(fd, "wb") as f:
+                f.write(data)
+            os.replace(tmp, target)
+        except BaseException:
+            Path(tmp).unlink(missing_ok=True)
+            raise
     return digest
 
 
 def find_image(ref: GuestRef) -> bytes | None:
     """The image with ``ref``'s hash from the store, or None."""
-    return find_image_by_hash(ref.sha256)
+    return find_image_by_hash(ref.sha256, ref.size)
 
 
-def find_image_by_hash(sha256: str) -> bytes | None:
-    """The image with this SHA-256 from the store, or None."""
+def find_image_by_hash(sha256: str, size: int) -> bytes | None:
+    """The image with this SHA-256 and size from the store, or None.
+
+    The file name is the validated lowercase hex digest and nothing else; the file is
+    opened without following a symlink and must be a regular file of the recorded size
+    (checked before it is read), whose content hashes to the digest."""
+    if not _HEX64.fullmatch(sha256) or not 0 < size <= MAX_IMAGE_BYTES:
+        return None
     try:
-        data = (image_store() / sha256).read_bytes()
+        fd = os.open(image_store() / sha256,
+                     os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | getattr(os, "O_CLOEXEC", 0))
     except OSError:
         return None
+    try:
+        st = os.fstat(fd)
+        if not stat.S_ISREG(st.st_mode) or st.st_size != size:
+            return None
+        parts = []
+        left = size
+        while left > 0:
+            chunk = os.read(fd, min(left, 1 << 20))
+            if not chunk:
+                return None
+            parts.append(chunk)
+            left -= len(chunk)
+        data = b"".join(parts)
+    except OSError:
+        return None
+    finally:
+        os.close(fd)
     return data if hashlib.sha256(data).hexdigest() == sha256 else None
 
 
@@ -142,13 +182,16 @@ class ResolvedGuest:
     ram_size: int | None = None
 
 
-def _read(spec: str, what: str) -> bytes:
+def _read(spec: str, what: str, limit: int) -> bytes:
+    """A file's bytes, bounded by ``limit`` before anything is read (aero.loader.read_image)."""
     try:
-        data = Path(spec).read_bytes()
+        data = read_image(spec, limit)
     except FileNotFoundError:
         raise LaunchError(f"{spec}: no such file") from None
     except OSError as exc:
         raise LaunchError(f"{spec}: {exc.strerror}") from None
+    except GuestError as exc:
+        raise LaunchError(str(exc)) from None
     if not data:
         raise LaunchError(f"{spec}: empty {what}")
     return data
@@ -172,11 +215,13 @@ def _bundled_linux() -> ResolvedGuest:
 
 
 def resolve(spec: str, fmt: str = "auto", load_addr: int = 0x7C00,
-            initrd: str | None = None) -> ResolvedGuest:
+            initrd: str | None = None, *, ram_size: int | None = None) -> ResolvedGuest:
     """A bundled guest name (built or fetched on demand) or an image file, with an initrd
-    file for a Linux kernel."""
+    file for a Linux kernel. ram_size: the machine's RAM; an image file larger than it can
+    use is refused before it is read (:func:`aero.loader.image_limit`)."""
     path = Path(spec)
-    if not path.exists() and (spec in guests.GUESTS or spec in guests.BENCH_GUESTS):
+    if not path.exists() and (spec in guests.GUESTS or spec in guests.BENCH_GUESTS
+                              or spec in guests.SUPPORT_GUESTS):
         if initrd is not None:
             raise LaunchError(f"{spec}: an initrd is for Linux kernels")
         try:
@@ -193,7 +238,7 @@ def resolve(spec: str, fmt: str = "auto", load_addr: int = 0x7C00,
     if not path.exists():
         names = ", ".join([*guests.GUESTS, LINUX_GUEST])
         raise LaunchError(f"{spec}: no such file, and not a bundled guest ({names})")
-    data = _read(spec, "file")
+    data = _read(spec, "file", image_limit(ram_size))
     if fmt == "auto":
         fmt = detect_format(path, data)
     if initrd is not None and fmt != "linux":
@@ -201,15 +246,16 @@ def resolve(spec: str, fmt: str = "auto", load_addr: int = 0x7C00,
     ref = GuestRef(path.name, fmt, load_addr if fmt == "flat" else 0, _digest(data), len(data))
     images = {ref.sha256: data}
     if initrd is not None:
-        rd = _read(initrd, "initrd")
+        rd = _read(initrd, "initrd", image_limit(ram_size))
         ref = GuestRef(ref.name, fmt, 0, ref.sha256, ref.size, _digest(rd), len(rd))
         images[ref.initrd_sha256] = rd
     return ResolvedGuest(ref, data, images)
 
 
-def resolve_guest(spec: str, fmt: str = "auto", load_addr: int = 0x7C00) -> tuple[GuestRef, bytes]:
+def resolve_guest(spec: str, fmt: str = "auto", load_addr: int = 0x7C00, *,
+                  ram_size: int | None = None) -> tuple[GuestRef, bytes]:
     """A bundled guest name (built on demand) or an image file, as (reference, bytes)."""
-    r = resolve(spec, fmt, load_addr)
+    r = resolve(spec, fmt, load_addr, ram_size=ram_size)
     return r.ref, r.data
 
 
@@ -224,7 +270,8 @@ def start_machine(config: MachineConfig, ref: GuestRef, data: bytes,
                           f"this is a {ref.fmt} image")
     initrd = None
     if ref.initrd_sha256:
-        initrd = (images or {}).get(ref.initrd_sha256) or find_image_by_hash(ref.initrd_sha256)
+        initrd = (images or {}).get(ref.initrd_sha256) or \
+            find_image_by_hash(ref.initrd_sha256, ref.initrd_size)
         if initrd is None or _digest(initrd) != ref.initrd_sha256:
             raise LaunchError(f"the initrd of {ref.name} (sha256 {ref.initrd_sha256[:16]}...) "
                               f"is neither in the trace nor in the image store; run `aero pack` "

@@ -41,21 +41,22 @@ reuses low memory).
 from __future__ import annotations
 
 import os
+import stat
 import struct
 from dataclasses import dataclass
 from pathlib import Path
 
 from aero.machine import Machine, Segment
 
-__all__ = ["BOOT_LOADER_NAME", "CODE32_ATTR", "DATA32_ATTR", "EM_386", "ET_EXEC", "ElfSegment",
-           "FLAT_CS", "FLAT_DS", "FORMATS", "GDT_ADDR", "GuestError", "INFO_ADDR", "LOADER_AREA",
-           "LoadedGuest", "MB_BOOT_MAGIC", "MB_HEADER_MAGIC", "MB_SEARCH", "MB_STACK",
-           "MB_SUPPORTED_REQUIRED", "MMAP_ADDR", "NAME_ADDR", "PT_LOAD", "REAL_CODE_ATTR",
-           "REAL_DATA_ATTR", "detect_format", "find_multiboot_header", "load_flat", "load_guest",
-           "load_multiboot", "load_rom", "multiboot_info", "parse_elf",
-           "BOOT_CS", "BOOT_DS", "CMDLINE_ADDR", "LINUX_KERNEL_ADDR", "LINUX_MIN_VERSION",
-           "LinuxBootError", "LinuxHeader", "LinuxLayout", "ZERO_PAGE", "linux_e820",
-           "linux_layout", "load_linux", "parse_linux_header"]
+__all__ = ["BOOT_CS", "BOOT_DS", "BOOT_LOADER_NAME", "CMDLINE_ADDR", "CODE32_ATTR", "DATA32_ATTR",
+           "EM_386", "ET_EXEC", "ElfSegment", "FLAT_CS", "FLAT_DS", "FORMATS", "GDT_ADDR",
+           "GuestError", "INFO_ADDR", "LINUX_KERNEL_ADDR", "LINUX_MIN_VERSION", "LOADER_AREA",
+           "LinuxBootError", "LinuxHeader", "LinuxLayout", "LoadedGuest", "MAX_IMAGE_BYTES",
+           "MB_BOOT_MAGIC", "MB_HEADER_MAGIC", "MB_SEARCH", "MB_STACK", "MB_SUPPORTED_REQUIRED",
+           "MMAP_ADDR", "NAME_ADDR", "PT_LOAD", "REAL_CODE_ATTR", "REAL_DATA_ATTR",
+           "ROM_MAX_BYTES", "ZERO_PAGE", "detect_format", "find_multiboot_header", "image_limit",
+           "linux_e820", "linux_layout", "load_flat", "load_guest", "load_linux", "load_multiboot",
+           "load_rom", "multiboot_info", "parse_elf", "parse_linux_header", "read_image"]
 
 FORMATS = ("auto", "flat", "rom", "multiboot", "linux")
 
@@ -155,17 +156,60 @@ def detect_format(path: str | os.PathLike[str], data: bytes) -> str:
     return "flat"
 
 
+MAX_IMAGE_BYTES = 48 << 20  # the largest guest image aero reads (a trace embeds it in a frame)
+ROM_MAX_BYTES = 16 << 20
+
+
+def image_limit(ram_size: int | None) -> int:
+    """The largest image worth reading for a machine with ``ram_size`` bytes of RAM: a flat
+    image or ELF must fit in RAM (a ROM is at most 16 MB), and no image exceeds
+    :data:`MAX_IMAGE_BYTES`."""
+    if ram_size is None:
+        return MAX_IMAGE_BYTES
+    return min(MAX_IMAGE_BYTES, max(ram_size, ROM_MAX_BYTES))
+
+
+def read_image(path: str | os.PathLike[str], limit: int = MAX_IMAGE_BYTES) -> bytes:
+    """The bytes of an image file, which must be a regular file of at most ``limit`` bytes:
+    the size is checked before anything is read (``/dev/zero`` or a FIFO is refused at once,
+    never read until memory runs out). Raises GuestError, or OSError when it cannot be
+    opened."""
+    name = Path(path).name
+    fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | getattr(os, "O_CLOEXEC", 0))
+    try:
+        st = os.fstat(fd)
+        if not stat.S_ISREG(st.st_mode):
+            raise GuestError(f"{name}: not a regular file")
+        if st.st_size > limit:
+            raise GuestError(f"{name}: {st.st_size} bytes is more than the {limit} an image may "
+                             f"have here (it must fit in RAM)")
+        chunks = []
+        left = st.st_size
+        while left > 0:
+            chunk = os.read(fd, min(left, 1 << 20))
+            if not chunk:
+                break
+            chunks.append(chunk)
+            left -= len(chunk)
+        if os.read(fd, 1):
+            raise GuestError(f"{name}: the file grew while it was read")
+        return b"".join(chunks)
+    finally:
+        os.close(fd)
+
+
 def load_guest(machine: Machine, path: str | os.PathLike[str], fmt: str = "auto",
                load_addr: int = 0x7C00, initrd: str | os.PathLike[str] | None = None,
                cmdline: str = "") -> LoadedGuest:
     """Load the guest image at ``path`` into ``machine`` and set up its entry state.
 
     ``initrd`` (a file) and ``cmdline`` are for Linux kernels only. Raises GuestError for a
-    malformed or unloadable image and OSError when a file cannot be read.
+    malformed or unloadable image (a file larger than the machine's RAM allows is refused
+    before it is read) and OSError when a file cannot be read.
     """
     if fmt not in FORMATS:
         raise GuestError(f"unknown guest format {fmt!r} (expected one of {', '.join(FORMATS)})")
-    data = Path(path).read_bytes()
+    data = read_image(path, image_limit(machine.config.ram_size))
     name = Path(path).name
     if not data:
         raise GuestError(f"{name}: empty file")
@@ -175,7 +219,8 @@ def load_guest(machine: Machine, path: str | os.PathLike[str], fmt: str = "auto"
         raise GuestError(f"{name}: an initrd and a command line are for Linux kernels, and "
                          f"this is a {fmt} image")
     if fmt == "linux":
-        rd = Path(initrd).read_bytes() if initrd is not None else None
+        rd = read_image(initrd, image_limit(machine.config.ram_size)) if initrd is not None \
+            else None
         return load_linux(machine, data, rd, cmdline, name)
     if fmt == "flat":
         return load_flat(machine, data, load_addr, name)

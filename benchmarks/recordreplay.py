@@ -191,6 +191,11 @@ def run(ticks: int, repetitions: int, log=lambda _m: None) -> dict[str, object]:
             }
     log("record/replay: time to pinpoint a divergence in a 100M-tick trace")
     out["pinpoint"] = pinpoint()
+    log("record/replay: peak memory replaying 1,000,000 output events (the flood guest)")
+    from aero.bench.replay_memory import measure
+
+    with tempfile.TemporaryDirectory(prefix="aero-bench-mem-") as mem_root:
+        out["replay_memory"] = measure(1_000_000, Path(mem_root))
     out["method"] = __doc__.split("Method (also in the JSON report under ``\"method\"``):")[1] \
         .strip()
     out["targets"] = {"record_overhead_percent": "<= 2", "replay_speed_percent_of_record": ">= 98",
@@ -238,6 +243,11 @@ def print_report(report: dict) -> None:
                   f"{seek_r['after_keyframe']['seconds'] * 1000:.1f} ms", "")
         t.add_row("seek, just before the next keyframe",
                   f"{seek_r['before_next_keyframe']['seconds'] * 1000:.1f} ms", "")
+    mem = report.get("replay_memory")
+    if mem:
+        t.add_row(f"peak RSS replaying {mem['output_events']:,} output events "
+                  f"({mem['trace_bytes']:,}-byte trace)", f"{mem['replay']['peak_rss_mb']} MB",
+                  "< 300 MB, flat")
     pin = report.get("pinpoint")
     if pin:
         t.add_row(f"pinpoint a divergence ({pin['ticks']:,} ticks, aero diff)",

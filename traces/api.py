@@ -52,8 +52,9 @@ def record(guest: PathLike, output: PathLike | None = None, *,
     :class:`aero.launch.LaunchError` for an unusable image and
     :class:`aero.traces.script.ScriptError` for a bad script.
     """
-    ref, data = resolve_guest(str(guest), fmt, load_addr)
-    machine = start_machine(MachineConfig(ram_size=ram), ref, data)
+    config = MachineConfig(ram_size=ram)
+    ref, data = resolve_guest(str(guest), fmt, load_addr, ram_size=config.ram_size)
+    machine = start_machine(config, ref, data)
     store_image(data)
     opt = _record.RecordOptions(max_ticks=ticks, rtc_time=rtc, realtime=realtime)
     if checkpoint_interval:

@@ -406,7 +406,7 @@ def minimize_inputs(path: Path, predicate: Predicate, out: Path) -> dict:
 
     def candidate(keep: list[int]) -> TraceContents:
         idx = np.sort(np.concatenate([base, movable[keep]]).astype(np.int64))
-        return dataclasses.replace(c, inputs=c.inputs[idx])
+        return c.with_inputs(c.inputs[idx])
 
     if not predicate(candidate(list(range(len(movable))))):
         raise BisectError("the oracle does not fail on the trace's own inputs: nothing to "

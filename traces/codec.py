@@ -174,14 +174,16 @@ def encode_image(name: str, data: bytes) -> bytes:
 def decode_image(payload: bytes, frame: Frame) -> tuple[dict, bytes]:
     _need(len(payload) >= 4, frame, "image")
     (hl,) = struct.unpack_from("<I", payload)
-    _need(4 + hl <= len(payload), frame, "image")
+    _need(4 + hl <= len(payload) and hl <= 4096, frame, "image")
+    from aero.traces.schema import check_image_head, load_json
+
     try:
-        head = json.loads(payload[4:4 + hl].decode())
-    except (UnicodeDecodeError, json.JSONDecodeError):
-        raise TraceError(f"damaged image frame at offset {frame.offset}") from None
-    data = payload[4 + hl:]
-    _need(isinstance(head, dict) and head.get("size") == len(data)
-          and head.get("sha256") == hashlib.sha256(data).hexdigest(), frame, "image")
+        head = check_image_head(load_json(payload[4:4 + hl], "embedded image head"))
+    except TraceError as exc:
+        raise TraceError(f"damaged image frame at offset {frame.offset}: {exc}") from None
+    data = bytes(payload[4 + hl:])
+    _need(head["size"] == len(data) and head["sha256"] == hashlib.sha256(data).hexdigest(),
+          frame, "image")
     return head, data
 
 
@@ -192,9 +194,11 @@ def encode_json(obj: dict) -> bytes:
 
 
 def decode_json(payload: bytes, frame: Frame, what: str) -> dict:
+    """A JSON object (bounded: see :func:`aero.traces.schema.load_json`); the caller checks
+    its fields against a schema."""
+    from aero.traces.schema import load_json
+
     try:
-        obj = json.loads(payload.decode())
-    except (UnicodeDecodeError, json.JSONDecodeError):
-        raise TraceError(f"damaged {what} frame at offset {frame.offset}") from None
-    _need(isinstance(obj, dict), frame, what)
-    return obj
+        return load_json(payload, f"{what} frame")
+    except TraceError as exc:
+        raise TraceError(f"damaged {what} frame at offset {frame.offset}: {exc}") from None

@@ -23,8 +23,10 @@ Invariants:
 
 from __future__ import annotations
 
+import io
 import json
 import os
+import stat
 import struct
 import zlib
 from collections.abc import Iterator
@@ -35,8 +37,9 @@ from typing import BinaryIO
 import zstandard
 
 __all__ = ["CODEC_RAW", "CODEC_ZSTD", "END_MAGIC", "FORMAT_VERSION", "FRAME_MAGIC", "Frame",
-           "FrameKind", "MAGIC", "MAX_FRAME_BYTES", "MAX_META_BYTES", "SUPPORTED_VERSIONS",
-           "TraceError", "TraceFile", "TraceWriter", "open_trace"]
+           "FrameKind", "MAGIC", "MAX_FRAMES", "MAX_FRAME_BYTES", "MAX_META_BYTES",
+           "SUPPORTED_VERSIONS", "TraceError", "TraceFile", "TraceWriter", "bounded_decompress",
+           "create_private", "open_trace"]
 
 MAGIC = b"AEROTRC\x00"
 FRAME_MAGIC = b"AEFR"
@@ -50,6 +53,8 @@ _TRAILER = struct.Struct("<Q8s")
 
 MAX_META_BYTES = 16 << 20  # metadata JSON (embedded images are base64 inside: 16 MB cap)
 MAX_FRAME_BYTES = 64 << 20  # one frame's stored or decompressed payload
+MAX_FRAMES = 1 << 20  # frames in one trace (the index and the frame list stay in memory)
+_DECOMPRESS_CHUNK = 1 << 20
 
 CODEC_RAW, CODEC_ZSTD = 0, 1
 
@@ -75,7 +80,61 @@ class TraceError(Exception):
     """A trace file cannot be read: the message is one line, fit for the user."""
 
 
-@dataclass(frozen=True)
+def bounded_decompress(stored: bytes, expect: int, limit: int) -> bytearray:
+    """Decompress one zstd frame into at most ``limit`` bytes, streaming, so that a frame
+    which declares (or expands to) more costs no more than ``limit`` + one chunk.
+
+    python-zstandard's one-shot ``decompress`` trusts the content size a frame declares and
+    ignores ``max_output_size`` then; the stream reader does not allocate ahead of what is
+    read. Raises ValueError when the output exceeds ``limit`` or differs from ``expect``
+    (``expect`` < 0: any size up to the limit), zstandard.ZstdError when it is corrupt."""
+    reader = zstandard.ZstdDecompressor().stream_reader(io.BytesIO(stored),
+                                                        read_across_frames=False)
+    # Room for the declared size (itself bounded by the caller) plus one byte to notice
+    # more; without a declared size the buffer grows chunk by chunk up to the limit.
+    out = bytearray(min(expect, limit) + 1 if expect >= 0 else 0)
+    n = 0
+    with reader:
+        while True:
+            if n == len(out):
+                if n > limit:
+                    raise ValueError(f"decompresses to more than {limit} bytes")
+                out.extend(bytes(min(_DECOMPRESS_CHUNK, limit + 1 - n)))
+            view = memoryview(out)[n:]
+            got = reader.readinto(view)
+            view.release()
+            if not got:
+                break
+            n += got
+            if n > limit:
+                raise ValueError(f"decompresses to more than {limit} bytes")
+    if expect >= 0 and n != expect:
+        raise ValueError(f"decompresses to {n} bytes, not the declared {expect}")
+    del out[n:]
+    return out
+
+
+def create_private(path: str | os.PathLike[str], *, exclusive: bool) -> int:
+    """Open ``path`` for writing as a new private file (0600), never through a symlink.
+
+    exclusive: fail with FileExistsError when the name is taken (O_EXCL), else replace the
+    contents of an existing regular file (O_TRUNC). Returns the descriptor."""
+    flags = os.O_WRONLY | os.O_CREAT | os.O_NOFOLLOW | getattr(os, "O_CLOEXEC", 0)
+    flags |= os.O_EXCL if exclusive else 0
+    fd = os.open(path, flags, 0o600)
+    try:
+        st = os.fstat(fd)
+        if not stat.S_ISREG(st.st_mode):
+            raise OSError(f"{path}: not a regular file")
+        if not exclusive:
+            os.ftruncate(fd, 0)
+    except BaseException:
+        os.close(fd)
+        raise
+    return fd
+
+
+@dataclass(frozen=True, slots=True)
 class Frame:
     """One frame's header; :meth:`TraceFile.read` gives its verified payload."""
 
@@ -107,12 +166,16 @@ class TraceWriter:
     """
 
     def __init__(self, path: str | os.PathLike[str], metadata: dict, *,
-                 level: int = 3, fsync: bool = False) -> None:
+                 level: int = 3, fsync: bool = False, fd: int | None = None) -> None:
+        """fd: an already opened descriptor for ``path`` (taken over, closed at the end);
+        without it the file is created private (0600) and never through a symlink."""
         self.path = Path(path)
         meta = json.dumps(metadata, sort_keys=True, separators=(",", ":")).encode()
         if len(meta) > MAX_META_BYTES:
+            if fd is not None:
+                os.close(fd)
             raise ValueError(f"trace metadata is {len(meta)} bytes; the limit is {MAX_META_BYTES}")
-        self._fd = os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
+        self._fd = fd if fd is not None else create_private(self.path, exclusive=False)
         self._fsync = fsync
         self._cctx = zstandard.ZstdCompressor(level=level)
         self._index: list[tuple[int, int, int, int]] = []
@@ -139,6 +202,8 @@ class TraceWriter:
             raise ValueError(f"cannot append a frame of kind {kind}")
         if len(payload) > MAX_FRAME_BYTES:
             raise ValueError(f"frame payload of {len(payload)} bytes exceeds {MAX_FRAME_BYTES}")
+        if len(self._index) >= MAX_FRAMES - 1:
+            raise ValueError(f"a trace holds at most {MAX_FRAMES} frames")
         self._append(kind, first_tick, last_tick, payload)
         if self._fsync:
             os.fsync(self._fd)
@@ -227,12 +292,12 @@ def _read_header(f: BinaryIO, size: int, name: str) -> tuple[int, dict, int]:
     (crc,) = struct.unpack("<I", f.read(4))
     if crc != _crc(raw, meta):
         raise TraceError(f"{name}: damaged header (checksum mismatch)")
+    from aero.traces.schema import load_json
+
     try:
-        metadata = json.loads(meta.decode("utf-8"))
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise TraceError(f"{name}: damaged header (metadata is not JSON: {exc.msg})") from None
-    if not isinstance(metadata, dict):
-        raise TraceError(f"{name}: damaged header (metadata is not a JSON object)")
+        metadata = load_json(meta, "the header's metadata")
+    except TraceError as exc:
+        raise TraceError(f"{name}: damaged header ({exc})") from None
     return version, metadata, _HEADER.size + meta_len + 4
 
 
@@ -272,9 +337,11 @@ def _read_frame(f: BinaryIO, offset: int, size: int, dctx: zstandard.ZstdDecompr
         data = stored
     else:
         try:
-            data = dctx.decompress(stored, max_output_size=raw_len)
+            data = bounded_decompress(stored, raw_len, raw_len)
         except zstandard.ZstdError as exc:
             raise _Damaged(f"frame does not decompress ({exc})") from None
+        except ValueError as exc:
+            raise _Damaged(f"frame {exc}") from None
     if len(data) != raw_len:
         raise _Damaged("frame decompresses to the wrong size")
     return frame, data
@@ -314,6 +381,8 @@ def open_trace(path: str | os.PathLike[str], *, verify: bool = True) -> TraceFil
             assert index_payload is not None
             if index.kind != FrameKind.INDEX or len(index_payload) % 25:
                 raise TraceError(f"{name}: damaged index frame at {index_offset}")
+            if len(index_payload) // 25 > MAX_FRAMES:
+                raise TraceError(f"{name}: the index lists more than {MAX_FRAMES} frames")
             expect = pos
             for i in range(0, len(index_payload), 25):
                 off, kind, first, last = struct.unpack_from("<QBQQ", index_payload, i)
@@ -339,7 +408,7 @@ def open_trace(path: str | os.PathLike[str], *, verify: bool = True) -> TraceFil
                 fr, _ = _read_frame(f, off, size, dctx)
             except _Damaged:
                 break
-            if fr.kind == FrameKind.INDEX:
+            if fr.kind == FrameKind.INDEX or len(frames) >= MAX_FRAMES:
                 break
             frames.append(fr)
             off += _FRAME.size + fr.stored_len

@@ -23,11 +23,11 @@ two chunks for the bisection), whatever the traces' length.
 
 from __future__ import annotations
 
-import dataclasses
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
-from aero.traces.container import TraceError, open_trace
+from aero.traces.container import FrameKind, TraceError, open_trace
 from aero.traces.replay import ReplayError, TraceContents, load_contents, restore_keyframe
 
 from aero import devstate
@@ -392,26 +392,63 @@ def _first_event_difference(a: np.ndarray, b: np.ndarray) -> dict | None:
     return {"tick": min(ticks), "index": k, "a": show(ea), "b": show(eb)}
 
 
+_STREAM_CHUNK = 1 << 16
+
+
+def _first_stream_difference(a: TraceContents, b: TraceContents, kind: int) -> dict | None:
+    """The first difference of one event stream, read frame by frame from both traces."""
+    ca, cb = a.cursor(kind), b.cursor(kind)
+    base = 0
+    while True:
+        xa, xb = ca.peek(_STREAM_CHUNK), cb.peek(_STREAM_CHUNK)
+        if not len(xa) and not len(xb):
+            return None
+        n = min(len(xa), len(xb))
+        if n < _STREAM_CHUNK or not np.array_equal(xa, xb):
+            d = _first_event_difference(xa, xb)
+            if d is not None:
+                d["index"] += base
+                return d
+        ca.advance(n)
+        cb.advance(n)
+        base += n
+
+
+def _pairs(c: TraceContents) -> Iterator[tuple[int, int]]:
+    for ticks, fps in c.iter_checkpoints():
+        yield from zip(ticks.tolist(), fps.tolist(), strict=True)
+
+
 def _checkpoint_difference(a: TraceContents, b: TraceContents) -> dict | None:
+    """The first tick up to the shorter trace's end where the checkpoints differ (one side
+    without a checkpoint there counts), merging both streams in tick order."""
     limit = min(a.end_tick, b.end_tick)
-    fa = {int(t): int(f) for t, f in zip(a.cp_ticks.tolist(), a.cp_fps.tolist(), strict=True)}
-    fb = {int(t): int(f) for t, f in zip(b.cp_ticks.tolist(), b.cp_fps.tolist(), strict=True)}
-    for t in sorted(set(fa) | set(fb)):
+    ia, ib = _pairs(a), _pairs(b)
+    pa, pb = next(ia, None), next(ib, None)
+    while pa is not None or pb is not None:
+        ta = pa[0] if pa is not None else None
+        tb = pb[0] if pb is not None else None
+        t = min(x for x in (ta, tb) if x is not None)
         if t > limit:
-            break
-        if fa.get(t) != fb.get(t):
-            va, vb = fa.get(t), fb.get(t)
+            return None
+        va = pa[1] if ta == t and pa is not None else None
+        vb = pb[1] if tb == t and pb is not None else None
+        if va != vb:
             return {"tick": t, "a": None if va is None else f"{va:016x}",
                     "b": None if vb is None else f"{vb:016x}"}
+        if ta == t:
+            pa = next(ia, None)
+        if tb == t:
+            pb = next(ib, None)
     return None
 
 
 def stream_divergences(a: TraceContents, b: TraceContents) -> dict[str, dict]:
     """Per stream, its first difference (streams that agree are left out)."""
     out: dict[str, dict] = {}
-    for name, x, y in (("input", a.inputs, b.inputs), ("device", a.device, b.device),
-                       ("output", a.output, b.output)):
-        d = _first_event_difference(x, y)
+    for name, kind in (("input", FrameKind.INPUT), ("device", FrameKind.DEVICE),
+                       ("output", FrameKind.OUTPUT)):
+        d = _first_stream_difference(a, b, kind)
         if d is not None:
             out[name] = d
     d = _checkpoint_difference(a, b)
@@ -507,10 +544,14 @@ def diff_contents(a: TraceContents, b: TraceContents, *, chunk: int | None = Non
 
 
 def diff_traces(path_a: Path, path_b: Path, *, chunk: int | None = None) -> dict:
-    return diff_contents(open_contents(Path(path_a)), open_contents(Path(path_b)), chunk=chunk)
+    a, b = open_contents(Path(path_a)), open_contents(Path(path_b))
+    try:
+        return diff_contents(a, b, chunk=chunk)
+    except (TraceError, ReplayError) as exc:  # damage met while streaming the frames
+        raise DiffError(str(exc)) from None
 
 
 def replace_inputs(c: TraceContents, inputs: np.ndarray) -> TraceContents:
     """The same trace with another input stream (for predicates and bisection)."""
     assert np.all(inputs["kind"] < INPUT_LIMIT)
-    return dataclasses.replace(c, inputs=inputs)
+    return c.with_inputs(inputs)

@@ -22,7 +22,8 @@ from pathlib import Path
 from typing import IO
 
 import numpy as np
-from aero.traces.replay import ReplayError, TraceContents, seek
+from aero.traces.container import FrameKind
+from aero.traces.replay import ReplayError, TraceContents, inject, seek_stream
 
 from aero.events import Channel, Device, Kind, ResetCause
 from aero.machine import Machine, StopReason
@@ -98,121 +99,180 @@ def _text(data: bytes) -> str:
 
 
 def perfetto_events(c: TraceContents, violations: Iterable[Violation] = ()) -> list[dict]:
-    """The trace as a list of trace events (metadata events first, then by track)."""
+    """The trace as a list of trace events (metadata events first, then by track). For
+    large traces use :func:`iter_perfetto`, which holds one frame at a time."""
+    return list(iter_perfetto(c, violations))
+
+
+def iter_perfetto(c: TraceContents, violations: Iterable[Violation] = ()) -> Iterator[dict]:
+    """The trace events of :func:`perfetto_events`, produced while reading the trace frame
+    by frame (a first pass finds the output channels and timer devices for the metadata)."""
     hz = c.config.tick_hz
+    violations = list(violations)
 
     def ts(tick: int) -> float:
         return tick * 1_000_000 / hz  # one rounding: exact for whole microseconds
 
-    meta: list[dict] = []
-    body: list[dict] = []
+    timers: set[int] = set()
+    for ev in c.iter_events(FrameKind.DEVICE):
+        timers.update(ev["a"][ev["kind"] == Kind.TIMER].tolist())
+    channels: set[int] = set()
+    for ev in c.iter_events(FrameKind.OUTPUT):
+        channels.update(np.unique(ev["a"]).tolist())
+    oracle_tids: dict[str, int] = {}
+    for v in violations:
+        oracle_tids.setdefault(v.oracle, len(oracle_tids) + 1)
+
     for pid, name in ((PID_INPUTS, "inputs"), (PID_INTERRUPTS, "interrupts"),
                       (PID_OUTPUT, "guest output"), (PID_TIMERS, "timers"),
                       (PID_MACHINE, "machine"), (PID_ORACLES, "oracles")):
-        meta += _meta(pid, name, sort=pid)
+        yield from _meta(pid, name, sort=pid)
     for name, tid in _INPUT_TRACKS.items():
-        meta += _meta(PID_INPUTS, name, tid)
+        yield from _meta(PID_INPUTS, name, tid)
     for name, tid in _MACHINE_TRACKS.items():
-        meta += _meta(PID_MACHINE, name, tid)
-    meta += _meta(PID_INTERRUPTS, "inta", _INTA_TID)
+        yield from _meta(PID_MACHINE, name, tid)
+    yield from _meta(PID_INTERRUPTS, "inta", _INTA_TID)
+    for dev in sorted(timers):
+        yield from _meta(PID_TIMERS, _device_name(dev), dev)
+    for ch in sorted(channels):
+        yield from _meta(PID_OUTPUT, _channel_name(ch), int(ch) + 1)
+    for name, tid in oracle_tids.items():
+        yield from _meta(PID_ORACLES, name, tid)
 
-    def instant(pid: int, tid: int, tick: int, name: str, **args: object) -> None:
-        body.append({"ph": "i", "s": "t", "pid": pid, "tid": tid, "ts": ts(tick),
-                     "name": name, "args": {"tick": tick, **args}})
+    def instant(pid: int, tid: int, tick: int, name: str, **args: object) -> dict:
+        return {"ph": "i", "s": "t", "pid": pid, "tid": tid, "ts": ts(tick),
+                "name": name, "args": {"tick": tick, **args}}
 
     # Inputs.
-    for e in c.inputs.tolist():
-        tick, kind, a, b = (int(x) for x in e)
-        if kind == Kind.SERIAL_RX:
-            instant(PID_INPUTS, _INPUT_TRACKS["com2 rx" if a else "com1 rx"], tick,
-                    repr(chr(b & 0xFF)), byte=b & 0xFF)
-        elif kind == Kind.KEY:
-            instant(PID_INPUTS, _INPUT_TRACKS["keys"], tick,
-                    f"{a:#06x} {'down' if b else 'up'}", code=a, down=b)
-        elif kind == Kind.RTC_TIME:
-            instant(PID_INPUTS, _INPUT_TRACKS["rtc time"], tick, f"rtc {b}", unix_seconds=b)
-        else:
-            name = {Kind.RESET: "reset", Kind.NMI: "nmi", Kind.INTR: f"intr {a:#04x}"}.get(
-                kind, f"input {kind:#x}")
-            instant(PID_INPUTS, _INPUT_TRACKS["reset / nmi / intr"], tick, name, a=a, b=b)
+    for part in c.iter_events(FrameKind.INPUT):
+        for e in part.tolist():
+            tick, kind, a, b = (int(x) for x in e)
+            if kind == Kind.SERIAL_RX:
+                yield instant(PID_INPUTS, _INPUT_TRACKS["com2 rx" if a else "com1 rx"], tick,
+                              repr(chr(b & 0xFF)), byte=b & 0xFF)
+            elif kind == Kind.KEY:
+                yield instant(PID_INPUTS, _INPUT_TRACKS["keys"], tick,
+                              f"{a:#06x} {'down' if b else 'up'}", code=a, down=b)
+            elif kind == Kind.RTC_TIME:
+                yield instant(PID_INPUTS, _INPUT_TRACKS["rtc time"], tick, f"rtc {b}",
+                              unix_seconds=b)
+            else:
+                name = {Kind.RESET: "reset", Kind.NMI: "nmi",
+                        Kind.INTR: f"intr {a:#04x}"}.get(kind, f"input {kind:#x}")
+                yield instant(PID_INPUTS, _INPUT_TRACKS["reset / nmi / intr"], tick, name,
+                              a=a, b=b)
 
     # Device events: IRQ levels as counters, acknowledges, timers, resets, exit.
-    timer_tids: dict[int, int] = {}
-    for e in c.device.tolist():
-        tick, kind, a, b = (int(x) for x in e)
-        if kind == Kind.IRQ:
-            body.append({"ph": "C", "pid": PID_INTERRUPTS, "tid": 0, "ts": ts(tick),
-                         "name": f"irq {a}", "args": {"level": b}})
-        elif kind == Kind.INTA:
-            instant(PID_INTERRUPTS, _INTA_TID, tick, f"vector {a:#04x}", vector=a)
-        elif kind == Kind.TIMER:
-            tid = timer_tids.setdefault(a, a)
-            instant(PID_TIMERS, tid, tick, f"{_device_name(a)} timer", device=a)
-        elif kind == Kind.GUEST_RESET:
-            cause = ResetCause(a).name.lower() if a in ResetCause._value2member_map_ else str(a)
-            instant(PID_MACHINE, _MACHINE_TRACKS["guest resets"], tick, f"reset ({cause})",
-                    cause=a)
-        elif kind == Kind.EXIT:
-            instant(PID_MACHINE, _MACHINE_TRACKS["stop"], tick, f"exit {b}", status=b)
-        elif kind == Kind.SHUTDOWN:
-            instant(PID_MACHINE, _MACHINE_TRACKS["stop"], tick, "shutdown")
-        else:
-            instant(PID_MACHINE, _MACHINE_TRACKS["stop"], tick, f"event {kind:#x}", a=a, b=b)
-    for dev in sorted(timer_tids):
-        meta += _meta(PID_TIMERS, _device_name(dev), timer_tids[dev])
+    for part in c.iter_events(FrameKind.DEVICE):
+        for e in part.tolist():
+            tick, kind, a, b = (int(x) for x in e)
+            if kind == Kind.IRQ:
+                yield {"ph": "C", "pid": PID_INTERRUPTS, "tid": 0, "ts": ts(tick),
+                       "name": f"irq {a}", "args": {"level": b}}
+            elif kind == Kind.INTA:
+                yield instant(PID_INTERRUPTS, _INTA_TID, tick, f"vector {a:#04x}", vector=a)
+            elif kind == Kind.TIMER:
+                yield instant(PID_TIMERS, a, tick, f"{_device_name(a)} timer", device=a)
+            elif kind == Kind.GUEST_RESET:
+                cause = ResetCause(a).name.lower() if a in ResetCause._value2member_map_ \
+                    else str(a)
+                yield instant(PID_MACHINE, _MACHINE_TRACKS["guest resets"], tick,
+                              f"reset ({cause})", cause=a)
+            elif kind == Kind.EXIT:
+                yield instant(PID_MACHINE, _MACHINE_TRACKS["stop"], tick, f"exit {b}", status=b)
+            elif kind == Kind.SHUTDOWN:
+                yield instant(PID_MACHINE, _MACHINE_TRACKS["stop"], tick, "shutdown")
+            else:
+                yield instant(PID_MACHINE, _MACHINE_TRACKS["stop"], tick, f"event {kind:#x}",
+                              a=a, b=b)
 
     # Guest output: each channel's bytes grouped into lines, a slice from a line's first byte
-    # to its newline (POST codes are single bytes: instants).
-    out = c.output
-    for ch in sorted(set(out["a"].tolist())):
+    # to its newline (POST codes are single bytes: instants). One pass per channel.
+    for ch in sorted(channels):
         tid = int(ch) + 1
-        meta += _meta(PID_OUTPUT, _channel_name(ch), tid)
-        sel = out[out["a"] == ch]
-        ticks = sel["tick"].tolist()
-        data = sel["b"].astype(np.uint8).tobytes()
-        if ch == Channel.POST:
-            for t, v in zip(ticks, data, strict=True):
-                instant(PID_OUTPUT, tid, int(t), f"post {v:#04x}", code=v)
-            continue
-        for first, last, line in _lines(ticks, data):
-            text = _text(line.rstrip(b"\r\n"))
-            body.append({"ph": "X", "pid": PID_OUTPUT, "tid": tid, "ts": ts(first),
-                         "dur": ts(last) - ts(first), "name": text[:_LINE_TEXT] or "(empty)",
-                         "args": {"text": text, "bytes": len(line), "first_tick": first,
-                                  "last_tick": last}})
+        line = _LineSplitter()
+        for part in c.iter_events(FrameKind.OUTPUT):
+            sel = part[part["a"] == ch]
+            if not len(sel):
+                continue
+            ticks = sel["tick"].tolist()
+            data = sel["b"].astype(np.uint8).tobytes()
+            if ch == Channel.POST:
+                for t, v in zip(ticks, data, strict=True):
+                    yield instant(PID_OUTPUT, tid, int(t), f"post {v:#04x}", code=v)
+                continue
+            for first, last, text, nbytes in line.feed(ticks, data):
+                yield _slice(tid, ts(first), ts(last), first, last, text, nbytes)
+        for first, last, text, nbytes in line.finish():
+            yield _slice(tid, ts(first), ts(last), first, last, text, nbytes)
 
-    for t in c.cp_ticks.tolist():
-        instant(PID_MACHINE, _MACHINE_TRACKS["checkpoints"], int(t), "checkpoint")
+    for ticks, _ in c.iter_checkpoints():
+        for t in ticks.tolist():
+            yield instant(PID_MACHINE, _MACHINE_TRACKS["checkpoints"], int(t), "checkpoint")
 
-    oracle_tids: dict[str, int] = {}
     for v in violations:
-        tid = oracle_tids.setdefault(v.oracle, len(oracle_tids) + 1)
-        instant(PID_ORACLES, tid, v.tick, v.message, oracle=v.oracle)
-    for name, tid in oracle_tids.items():
-        meta += _meta(PID_ORACLES, name, tid)
-    return meta + body
+        yield instant(PID_ORACLES, oracle_tids[v.oracle], v.tick, v.message, oracle=v.oracle)
 
 
-def _lines(ticks: list[int], data: bytes) -> Iterator[tuple[int, int, bytes]]:
-    """(first tick, last tick, bytes) of each line, the newline included; a last line
-    without a newline too."""
-    start = 0
-    while start < len(data):
-        nl = data.find(b"\n", start)
-        end = len(data) if nl < 0 else nl + 1
-        yield int(ticks[start]), int(ticks[end - 1]), data[start:end]
-        start = end
+_LINE_KEEP = 4096  # bytes of one output line kept for its text (the count stays exact)
+
+
+def _slice(tid: int, t0: float, t1: float, first: int, last: int, raw: bytes,
+           nbytes: int) -> dict:
+    text = _text(raw.rstrip(b"\r\n"))
+    return {"ph": "X", "pid": PID_OUTPUT, "tid": tid, "ts": t0, "dur": t1 - t0,
+            "name": text[:_LINE_TEXT] or "(empty)",
+            "args": {"text": text, "bytes": nbytes, "first_tick": first, "last_tick": last}}
+
+
+class _LineSplitter:
+    """Splits a channel's bytes, arriving in pieces, into lines (newline included); a line
+    keeps its first :data:`_LINE_KEEP` bytes of text, so an endless line costs no memory."""
+
+    def __init__(self) -> None:
+        self.first: int | None = None
+        self.last = 0
+        self.buf = bytearray()
+        self.count = 0
+
+    def feed(self, ticks: list[int], data: bytes) -> Iterator[tuple[int, int, bytes, int]]:
+        start = 0
+        while start < len(data):
+            nl = data.find(b"\n", start)
+            end = len(data) if nl < 0 else nl + 1
+            if self.first is None:
+                self.first = int(ticks[start])
+            self.last = int(ticks[end - 1])
+            room = _LINE_KEEP - len(self.buf)
+            if room > 0:
+                self.buf += data[start:min(end, start + room)]
+            self.count += end - start
+            if nl >= 0:
+                yield self.first, self.last, bytes(self.buf), self.count
+                self.first, self.buf, self.count = None, bytearray(), 0
+            start = end
+
+    def finish(self) -> Iterator[tuple[int, int, bytes, int]]:
+        if self.first is not None:
+            yield self.first, self.last, bytes(self.buf), self.count
+            self.first, self.buf, self.count = None, bytearray(), 0
 
 
 def write_perfetto(c: TraceContents, out: IO[str],
                    violations: Iterable[Violation] = ()) -> int:
-    """Write the JSON document; returns the number of trace events written."""
-    events = perfetto_events(c, violations)
-    json.dump({"traceEvents": events, "displayTimeUnit": "ns",
-               "otherData": {"guest": c.guest.name, "tick_hz": c.config.tick_hz,
-                             "ticks": c.end_tick}}, out, separators=(",", ":"))
-    out.write("\n")
-    return len(events)
+    """Write the JSON document event by event; returns the number of trace events."""
+    n = 0
+    out.write('{"traceEvents":[')
+    for ev in iter_perfetto(c, violations):
+        if n:
+            out.write(",")
+        out.write(json.dumps(ev, separators=(",", ":")))
+        n += 1
+    other = {"guest": c.guest.name, "tick_hz": c.config.tick_hz, "ticks": c.end_tick}
+    out.write('],"displayTimeUnit":"ns","otherData":')
+    out.write(json.dumps(other, separators=(",", ":")))
+    out.write("}\n")
+    return n
 
 
 # ---- Tenet --------------------------------------------------------------------------------
@@ -240,14 +300,12 @@ def tenet_lines(c: TraceContents, start: int, end: int, *, force: bool = False) 
         raise ExportError(f"{end - start:,} ticks is over the Tenet export limit of "
                           f"{TENET_LIMIT:,} (one line per instruction); narrow the range or "
                           f"pass --force")
-    m, i = seek(c, start)
-    inputs = c.inputs
-    n = len(inputs)
+    m, inputs = seek_stream(c, start)
     prev: dict[str, int] = {}
     while m.ticks < end:
-        while i < n and int(inputs["tick"][i]) == m.ticks:
-            m.inject(int(inputs["kind"][i]), int(inputs["a"][i]), int(inputs["b"][i]))
-            i += 1
+        while inputs.next_tick() == m.ticks:
+            inject(c, m, inputs.peek(1)[0])
+            inputs.advance(1)
         regs, halted = _tenet_state(m)
         before = m.ticks
         stop = m.run(before + 1)
@@ -267,8 +325,9 @@ def tenet_lines(c: TraceContents, start: int, end: int, *, force: bool = False) 
             # Still halted after a tick, so no interrupt is pending: nothing happens before
             # the next deadline or input. Run there in one go.
             target = end
-            if i < n:
-                target = min(target, int(inputs["tick"][i]))
+            nt = inputs.next_tick()
+            if nt is not None:
+                target = min(target, nt)
             d = m.next_deadline
             if d is not None:
                 target = min(target, max(d, m.ticks))
@@ -289,5 +348,5 @@ def write_tenet(c: TraceContents, out: IO[str], start: int, end: int, *,
     return lines
 
 
-__all__ = ["TENET_LIMIT", "ExportError", "ReplayError", "Violation", "load_violations",
-           "perfetto_events", "tenet_lines", "write_perfetto", "write_tenet"]
+__all__ = ["TENET_LIMIT", "ExportError", "ReplayError", "Violation", "iter_perfetto",
+           "load_violations", "perfetto_events", "tenet_lines", "write_perfetto", "write_tenet"]

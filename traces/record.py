@@ -21,6 +21,8 @@ import datetime
 import hashlib
 import json
 import os
+import signal
+import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -28,7 +30,7 @@ from pathlib import Path
 
 import numpy as np
 from aero.traces import codec
-from aero.traces.container import FrameKind, TraceWriter
+from aero.traces.container import FrameKind, TraceWriter, create_private
 from aero.traces.script import ScriptRunner
 
 import aero
@@ -36,12 +38,20 @@ from aero.events import EVENTS_VERSION, INPUT_LIMIT, Channel, Kind
 from aero.launch import GuestRef
 from aero.machine import Machine, StopReason
 
-__all__ = ["DEFAULT_CHECKPOINT_INTERVAL", "DEFAULT_KEYFRAME_INTERVAL", "RecordOptions",
+__all__ = ["DEFAULT_CHECKPOINT_INTERVAL", "DEFAULT_KEYFRAME_INTERVAL", "FLUSH_EVENTS",
+           "IDLE_HORIZON_CHECKPOINTS", "OUTPUT_KEEP", "RecordOptions",
            "RecordResult", "Recorder", "default_trace_path", "digest_update", "replay_digest",
            "trace_dir", "update_latest"]
 
 DEFAULT_CHECKPOINT_INTERVAL = 10_000_000
 DEFAULT_KEYFRAME_INTERVAL = 200_000_000
+FLUSH_EVENTS = 1 << 19  # events of one kind per frame at most (11 MB encoded)
+OUTPUT_KEEP = 8 << 20  # guest output bytes a RecordResult keeps (the count is exact)
+INJECT_BATCH = 4096  # scripted inputs injected before the event log is drained
+# An idle guest (halted, no timer armed) whose next scripted input lies more than this many
+# checkpoint intervals ahead would only produce empty checkpoints until then: the recording
+# stops with "script-unreachable" instead of running on for ever.
+IDLE_HORIZON_CHECKPOINTS = 10_000
 
 
 def trace_dir() -> Path:
@@ -54,14 +64,23 @@ def trace_dir() -> Path:
 
 
 def default_trace_path(guest: str) -> Path:
-    """``<trace dir>/<guest>-<n>.aerotrace`` with the first free n, as rr numbers traces."""
+    """``<trace dir>/<guest>-<n>.aerotrace`` with the first free n, as rr numbers traces.
+
+    The name is taken by creating the file (empty, 0600, O_EXCL, never through a symlink):
+    two recordings started at once get different names, and a planted symlink is a taken
+    name, not a way to write elsewhere. The trace directory is created 0700."""
     root = trace_dir()
-    root.mkdir(parents=True, exist_ok=True)
-    stem = "".join(c if c.isalnum() or c in "-_." else "_" for c in guest) or "guest"
-    n = 0
-    while (root / f"{stem}-{n}.aerotrace").exists():
-        n += 1
-    return root / f"{stem}-{n}.aerotrace"
+    root.mkdir(mode=0o700, parents=True, exist_ok=True)
+    stem = "".join(c if c.isalnum() or c in "-_." else "_" for c in guest)[:64] or "guest"
+    for n in range(100_000):
+        path = root / f"{stem}-{n}.aerotrace"
+        try:
+            fd = create_private(path, exclusive=True)
+        except FileExistsError:
+            continue
+        os.close(fd)
+        return path
+    raise OSError(f"{root}: no free trace name for {stem}")
 
 
 def update_latest(path: Path) -> None:
@@ -119,16 +138,26 @@ class RecordResult:
     checkpoints: int
     keyframes: int
     digest: str
-    output: bytes  # COM1 and debug-console bytes, in order
+    output: bytes  # COM1 and debug-console bytes, in order: the first OUTPUT_KEEP of them
     elapsed: float
+    output_bytes: int = 0  # all COM1 and debug-console bytes the guest wrote
+    reason: str = ""  # why the recording stopped, when the stop name needs explaining
 
 
 class _FrameBuffer:
-    """Events waiting to be written, one list per frame kind."""
+    """Events waiting to be written, one list per frame kind. :attr:`full` says when one
+    kind holds :data:`FLUSH_EVENTS` events: the recorder then writes them out before the
+    next checkpoint, so that a frame stays far below the container's size limit and memory
+    does not grow with the guest's output."""
 
     def __init__(self) -> None:
         self.parts: dict[int, list[np.ndarray]] = {FrameKind.INPUT: [], FrameKind.DEVICE: [],
                                                    FrameKind.OUTPUT: []}
+        self.counts = dict.fromkeys(self.parts, 0)
+
+    @property
+    def full(self) -> bool:
+        return max(self.counts.values()) >= FLUSH_EVENTS
 
     def add(self, events: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         kinds = events["kind"]
@@ -139,6 +168,7 @@ class _FrameBuffer:
                            (FrameKind.OUTPUT, outputs)):
             if len(part):
                 self.parts[kind].append(part)
+                self.counts[kind] += len(part)
         return inputs, device, outputs
 
     def flush(self, w: TraceWriter, first_tick: int) -> None:
@@ -147,7 +177,11 @@ class _FrameBuffer:
                 continue
             ev = np.concatenate(parts)
             parts.clear()
-            w.append(kind, first_tick, int(ev["tick"][-1]), codec.encode_events(ev, first_tick))
+            self.counts[kind] = 0
+            for i in range(0, len(ev), FLUSH_EVENTS):
+                part = ev[i:i + FLUSH_EVENTS]
+                start = first_tick if i == 0 else int(part["tick"][0])
+                w.append(kind, start, int(part["tick"][-1]), codec.encode_events(part, start))
 
 
 class Recorder:
@@ -204,6 +238,13 @@ class Recorder:
 
     # ---- the loop ---------------------------------------------------------------------
     def run(self) -> RecordResult:
+        """Record until the guest stops, a limit is reached, or a stop is requested (also by
+        SIGINT or SIGTERM while recording on the main thread: the trace is then closed with
+        its final checkpoint and summary, stop ``interrupted``)."""
+        with _StopOnSignals() as signals:
+            return self._run(signals)
+
+    def _run(self, signals: _StopOnSignals) -> RecordResult:
         m, opt = self.m, self.opt
         start = time.monotonic()
         tick_hz = m.config.tick_hz
@@ -211,11 +252,12 @@ class Recorder:
         cp_ticks: list[int] = []
         cp_fps: list[int] = []
         counts = {"inputs": 0, "device": 0, "output": 0, "checkpoints": 0, "keyframes": 0}
-        output = bytearray()
+        output = _Output()
         next_cp = opt.checkpoint_interval
         last_cp = -1  # the tick of the last checkpoint taken (the frames are flushed by then)
         frame_start = 0
         stop_name = "limit"
+        reason = ""
         script = opt.script
         w = TraceWriter(self.path, self.metadata)
         try:
@@ -227,18 +269,23 @@ class Recorder:
             counts["keyframes"] += 1
             while True:
                 now = m.ticks
-                if opt.stop_requested():
+                if opt.stop_requested() or signals.requested:
                     stop_name = "interrupted"
                     break
                 if script is not None:
+                    injected = 0
                     for kind, a, b in script.due(now):
                         m.inject(kind, a, b)
+                        injected += 1
+                        if injected % INJECT_BATCH == 0:
+                            self._drain(buf, counts, output, script)
                 if opt.interactive is not None:
                     for byte in opt.interactive():
                         m.inject(Kind.SERIAL_RX, 0, byte)
                 target = next_cp
                 if opt.max_ticks is not None:
                     target = min(target, opt.max_ticks)
+                nt = None
                 if script is not None:
                     nt = script.next_tick(now)
                     if nt is not None:
@@ -270,6 +317,11 @@ class Recorder:
                     next_cp += opt.checkpoint_interval
                     if self.on_progress:
                         self.on_progress(m.ticks)
+                elif buf.full:
+                    # An output-heavy guest: write what is buffered now (the next events
+                    # are stamped at or after this tick), not at the checkpoint.
+                    buf.flush(w, frame_start)
+                    frame_start = m.ticks
                 if opt.realtime:
                     ahead = m.ticks / tick_hz - (time.monotonic() - start)
                     if ahead > 0:
@@ -287,6 +339,15 @@ class Recorder:
                         break
                     if script is not None and script.waiting_for_output:
                         stop_name = "script-stalled"
+                        reason = "the guest went idle while the input script waited for output"
+                        break
+                    if opt.interactive is None and nt is not None and \
+                            nt - m.ticks > IDLE_HORIZON_CHECKPOINTS * opt.checkpoint_interval \
+                            and (opt.max_ticks is None or opt.max_ticks > nt):
+                        stop_name = "script-unreachable"
+                        reason = (f"the guest is idle and the next scripted input is at tick "
+                                  f"{nt:,}, more than {IDLE_HORIZON_CHECKPOINTS:,} checkpoint "
+                                  f"intervals ahead")
                         break
             # The final state: a checkpoint at the last tick, then the summary.
             final_fp = m.fingerprint()
@@ -304,6 +365,8 @@ class Recorder:
                        "output_events": counts["output"], "checkpoints": counts["checkpoints"],
                        "keyframes": counts["keyframes"], "final_fingerprint": f"{final_fp:016x}",
                        "digest": digest}
+            if reason:
+                summary["reason"] = reason
             w.append(FrameKind.SUMMARY, m.ticks, m.ticks, codec.encode_json(summary))
             w.close()
         except BaseException:
@@ -311,10 +374,10 @@ class Recorder:
             raise
         return RecordResult(self.path, m.ticks, stop_name, m.exit_status, counts["inputs"],
                             counts["device"], counts["output"], counts["checkpoints"],
-                            counts["keyframes"], digest, bytes(output),
-                            time.monotonic() - start)
+                            counts["keyframes"], digest, bytes(output.kept),
+                            time.monotonic() - start, output.total, reason)
 
-    def _drain(self, buf: _FrameBuffer, counts: dict[str, int], output: bytearray,
+    def _drain(self, buf: _FrameBuffer, counts: dict[str, int], output: _Output,
                script: ScriptRunner | None) -> None:
         events = self.m.take_events()
         if not len(events):
@@ -329,8 +392,46 @@ class Recorder:
         shown = outputs[(outputs["a"] == Channel.COM1) | (outputs["a"] == Channel.DEBUGCON)]
         if len(shown):
             data = shown["b"].astype(np.uint8).tobytes()
-            output += data
+            output.add(data)
             if script is not None:
                 script.feed(data)
             if self.on_output is not None:
                 self.on_output(int(shown["tick"][-1]), data)
+
+
+class _Output:
+    """The guest's output bytes: the first OUTPUT_KEEP kept, all counted."""
+
+    def __init__(self) -> None:
+        self.kept = bytearray()
+        self.total = 0
+
+    def add(self, data: bytes) -> None:
+        self.total += len(data)
+        room = OUTPUT_KEEP - len(self.kept)
+        if room > 0:
+            self.kept += data[:room]
+
+
+class _StopOnSignals:
+    """While recording on the main thread, SIGINT, SIGTERM and SIGHUP set :attr:`requested` instead
+    of interrupting: the recorder notices between two slices, so the trace is closed with
+    its final checkpoint and summary. The previous handlers come back on exit."""
+
+    def __init__(self) -> None:
+        self.requested = False
+        self._saved: list[tuple[int, object]] = []
+
+    def _handler(self, _sig: int, _frame: object) -> None:
+        self.requested = True
+
+    def __enter__(self) -> _StopOnSignals:
+        if threading.current_thread() is threading.main_thread():
+            for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
+                self._saved.append((sig, signal.signal(sig, self._handler)))
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        for sig, handler in self._saved:
+            signal.signal(sig, handler)  # type: ignore[arg-type]
+        self._saved.clear()

@@ -14,23 +14,34 @@ Invariants:
 
 from __future__ import annotations
 
+import struct
 import time
-from collections.abc import Callable
-from dataclasses import dataclass, field
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from typing import Protocol
 
 import numpy as np
 from aero.traces import codec
-from aero.traces.container import FrameKind, TraceError, TraceFile
+from aero.traces.container import Frame, FrameKind, TraceError, TraceFile
 from aero.traces.record import digest_update, replay_digest
+from aero.traces.schema import check_metadata, check_summary
 
-from aero.events import EVENT_DTYPE, INPUT_LIMIT, Channel, Kind, describe
+from aero.events import (
+    EVENT_DTYPE,
+    EVENTS_VERSION,
+    INPUT_KINDS,
+    INPUT_LIMIT,
+    Channel,
+    Kind,
+    describe,
+)
 from aero.launch import GuestRef, LaunchError, find_image, find_image_by_hash, start_machine
 from aero.machine import Machine, MachineConfig, StopReason
 
-__all__ = ["Divergence", "ReplayError", "ReplayObserver", "ReplayResult", "Replayer",
-           "TraceContents", "guest_image", "guest_images", "load_contents", "restore_keyframe",
-           "seek"]
+__all__ = ["Divergence", "EventCursor", "MAX_HELD_EVENTS", "OUTPUT_KEEP", "ReplayError",
+           "ReplayObserver", "ReplayResult", "Replayer", "TraceContents", "guest_image",
+           "guest_images", "inject", "load_contents", "restore_keyframe", "scan", "seek",
+           "seek_stream"]
 
 
 class ReplayError(Exception):
@@ -57,8 +68,15 @@ class ReplayResult:
     stop: str
     exit_status: int | None
     elapsed: float
-    output: bytes = b""
+    output: bytes = b""  # COM1 and debug-console bytes, the first OUTPUT_KEEP of them
     complete: bool = True  # False: stopped by --until before the trace's end
+    output_bytes: int = 0  # all COM1 and debug-console bytes produced
+
+    @property
+    def evaluated(self) -> bool:
+        """Whether anything was verified at all (a checkpoint or an event): a replay of a
+        trace with nothing readable in it verifies nothing and proves nothing."""
+        return self.checkpoints_verified > 0 or self.events_verified > 0
 
     @property
     def diverged(self) -> bool:
@@ -71,89 +89,273 @@ class ReplayResult:
                     None if self.divergence is None else self.divergence.tick,
                 "divergence": None if self.divergence is None else self.divergence.to_dict(),
                 "stop": self.stop, "exit_status": self.exit_status,
-                "elapsed_seconds": round(self.elapsed, 3), "complete": self.complete}
+                "elapsed_seconds": round(self.elapsed, 3), "complete": self.complete,
+                "output_bytes": self.output_bytes, "evaluated": self.evaluated}
 
 
-@dataclass
+# Events one caller may hold as a single array (``TraceContents.inputs`` and friends): past
+# this a trace must be read frame by frame (``iter_events``).
+MAX_HELD_EVENTS = 1 << 22
+OUTPUT_KEEP = 8 << 20  # guest output bytes a ReplayResult keeps (the count is exact)
+
+_DEVICE_KINDS = np.array(sorted(int(k) for k in Kind if not k.is_input and k != Kind.OUTPUT),
+                         dtype=np.uint32)
+_ALLOWED_KINDS = {FrameKind.INPUT: np.array(sorted(int(k) for k in INPUT_KINDS), np.uint32),
+                  FrameKind.DEVICE: _DEVICE_KINDS,
+                  FrameKind.OUTPUT: np.array([int(Kind.OUTPUT)], np.uint32)}
+
+
 class TraceContents:
-    """A trace's decoded streams (events as EVENT_DTYPE arrays)."""
+    """A trace opened for replay: its checked metadata, the frame index, the summary and the
+    keyframe headers in memory; the event and checkpoint streams are decoded lazily, one
+    frame at a time (:meth:`iter_events`, :meth:`iter_checkpoints`).
 
-    trace: TraceFile
-    config: MachineConfig
-    guest: GuestRef
-    inputs: np.ndarray
-    device: np.ndarray
-    output: np.ndarray
-    cp_ticks: np.ndarray
-    cp_fps: np.ndarray
-    keyframes: list  # Frame headers of keyframes, in tick order
-    summary: dict | None
-    images: dict[str, bytes] = field(default_factory=dict)  # sha256 -> embedded image
+    Invariants:
 
+    * Memory does not grow with the trace: iterating holds one decoded frame. The array
+      properties (:attr:`inputs`, :attr:`device`, :attr:`output`, :attr:`cp_ticks`,
+      :attr:`cp_fps`) materialize a whole stream and refuse one of more than
+      :data:`MAX_HELD_EVENTS` entries (TraceError): they are for small traces and tools
+      that need random access (bisect's input minimisation, tests).
+    * Every decoded frame is checked: event kinds belong to the frame's kind, ticks never go
+      back (within and across frames), checkpoints strictly increase.
+    """
+
+    def __init__(self, trace: TraceFile, config: MachineConfig, guest: GuestRef,
+                 keyframes: list[Frame], summary: dict | None,
+                 images: dict[str, bytes] | None = None, *,
+                 inputs: np.ndarray | None = None) -> None:
+        self.trace = trace
+        self.config = config
+        self.guest = guest
+        self.keyframes = keyframes  # Frame headers of keyframes, in tick order
+        self.summary = summary
+        self.images = images if images is not None else {}  # sha256 -> embedded image
+        self._inputs_override = inputs
+        self._held: dict[str, np.ndarray] = {}
+
+    # ---- streaming -------------------------------------------------------------------
+    def frames(self, kind: int) -> list[Frame]:
+        return [f for f in self.trace.frames if f.kind == kind]
+
+    def iter_events(self, kind: int) -> Iterator[np.ndarray]:
+        """The events of one stream (FrameKind.INPUT, DEVICE or OUTPUT), one array per
+        frame, in log order."""
+        if kind == FrameKind.INPUT and self._inputs_override is not None:
+            yield self._inputs_override
+            return
+        allowed = _ALLOWED_KINDS[kind]
+        last = 0
+        for f in self.trace.frames:
+            if f.kind != kind:
+                continue
+            ev = codec.decode_events(self.trace.read(f), f)
+            if len(ev) == 0:
+                continue
+            if not bool(np.all(np.isin(ev["kind"], allowed))):
+                raise TraceError(f"{self.trace.path}: damaged {f.kind_name} frame at offset "
+                                 f"{f.offset} (events of the wrong kind)")
+            if int(ev["tick"][0]) < last:
+                raise TraceError(f"{self.trace.path}: {f.kind_name} events out of order "
+                                 f"(frame at offset {f.offset})")
+            last = int(ev["tick"][-1])
+            yield ev
+
+    def iter_checkpoints(self) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+        """(ticks, fingerprints) per checkpoint frame; ticks strictly increase."""
+        last = -1
+        for f in self.trace.frames:
+            if f.kind != FrameKind.CHECKPOINT:
+                continue
+            ticks, fps = codec.decode_checkpoints(self.trace.read(f), f)
+            if len(ticks) == 0:
+                continue
+            if int(ticks[0]) <= last:
+                raise TraceError(f"{self.trace.path}: checkpoints out of order (frame at "
+                                 f"offset {f.offset})")
+            last = int(ticks[-1])
+            yield ticks, fps
+
+    def cursor(self, kind: int) -> EventCursor:
+        return EventCursor(self.iter_events(kind))
+
+    # ---- whole streams (bounded) -------------------------------------------------------
+    def _hold(self, name: str, parts: Iterator[np.ndarray], dtype: np.dtype) -> np.ndarray:
+        if name not in self._held:
+            held: list[np.ndarray] = []
+            n = 0
+            for part in parts:
+                n += len(part)
+                if n > MAX_HELD_EVENTS:
+                    raise TraceError(f"{self.trace.path}: the {name} stream has more than "
+                                     f"{MAX_HELD_EVENTS:,} entries, too many to hold at once")
+                held.append(part)
+            self._held[name] = np.concatenate(held) if held else np.zeros(0, dtype=dtype)
+        return self._held[name]
+
+    @property
+    def inputs(self) -> np.ndarray:
+        if self._inputs_override is not None:
+            return self._inputs_override
+        return self._hold("input", self.iter_events(FrameKind.INPUT), EVENT_DTYPE)
+
+    @property
+    def device(self) -> np.ndarray:
+        return self._hold("device", self.iter_events(FrameKind.DEVICE), EVENT_DTYPE)
+
+    @property
+    def output(self) -> np.ndarray:
+        return self._hold("output", self.iter_events(FrameKind.OUTPUT), EVENT_DTYPE)
+
+    @property
+    def cp_ticks(self) -> np.ndarray:
+        return self._hold("checkpoint tick", (t for t, _ in self.iter_checkpoints()),
+                          np.dtype(np.uint64))
+
+    @property
+    def cp_fps(self) -> np.ndarray:
+        return self._hold("checkpoint fingerprint", (f for _, f in self.iter_checkpoints()),
+                          np.dtype(np.uint64))
+
+    # ---- figures ---------------------------------------------------------------------
     @property
     def end_tick(self) -> int:
         if self.summary is not None:
             return int(self.summary["ticks"])
         # A recorder that was killed: what is verified ends at the last checkpoint.
-        return int(self.cp_ticks[-1]) if len(self.cp_ticks) else 0
+        return max((f.last_tick for f in self.trace.frames if f.kind == FrameKind.CHECKPOINT),
+                   default=0)
 
     def digest(self) -> str:
         h = replay_digest(self.config.to_dict(), self.guest)
-        digest_update(h, self.inputs)
+        for part in self.iter_events(FrameKind.INPUT):
+            digest_update(h, part)
         return h.hexdigest()
 
+    def with_inputs(self, inputs: np.ndarray) -> TraceContents:
+        """The same trace with another input stream (bisect's predicates)."""
+        return TraceContents(self.trace, self.config, self.guest, self.keyframes, self.summary,
+                             self.images, inputs=inputs)
 
-def _concat(parts: list[np.ndarray]) -> np.ndarray:
-    return np.concatenate(parts) if parts else np.zeros(0, dtype=EVENT_DTYPE)
+
+class EventCursor:
+    """Reads one event stream frame by frame: :meth:`peek` looks ahead without consuming,
+    :meth:`advance` consumes. Holds the current frame plus what a caller peeks past it."""
+
+    def __init__(self, parts: Iterator[np.ndarray]) -> None:
+        self._it = parts
+        self._buf = np.zeros(0, dtype=EVENT_DTYPE)
+        self._pos = 0
+        self.taken = 0  # events consumed so far
+
+    def peek(self, n: int) -> np.ndarray:
+        """Up to ``n`` next events (fewer only at the stream's end)."""
+        while len(self._buf) - self._pos < n:
+            nxt = next(self._it, None)
+            if nxt is None:
+                break
+            rest = self._buf[self._pos:]
+            self._buf = np.concatenate([rest, nxt]) if len(rest) else nxt
+            self._pos = 0
+        return self._buf[self._pos:self._pos + n]
+
+    def advance(self, k: int) -> None:
+        self._pos += k
+        self.taken += k
+
+    def next_tick(self) -> int | None:
+        head = self.peek(1)
+        return int(head["tick"][0]) if len(head) else None
+
+    def skip(self, n: int) -> int:
+        """Consume ``n`` events (fewer at the end); returns how many were skipped."""
+        done = 0
+        while done < n:
+            part = self.peek(min(n - done, 1 << 16))
+            if not len(part):
+                break
+            self.advance(len(part))
+            done += len(part)
+        return done
 
 
 def load_contents(trace: TraceFile) -> TraceContents:
-    """Decode everything but keyframes and pages (those are read on demand)."""
-    meta = trace.metadata
+    """Check the metadata against its schema and read the summary, the keyframe headers and
+    an embedded image of the trace's guest; the streams stay in the file."""
+    try:
+        meta = check_metadata(trace.metadata)
+        if meta["events_version"] != EVENTS_VERSION:
+            raise TraceError(f"event vocabulary version {meta['events_version']} is not "
+                             f"supported (supported: {EVENTS_VERSION})")
+    except TraceError as exc:
+        raise ReplayError(f"{trace.path}: {exc}") from None
     try:
         config = MachineConfig.from_dict(meta["machine"])
     except (KeyError, TypeError, ValueError) as exc:
         raise ReplayError(f"{trace.path}: bad machine configuration in the metadata ({exc})") \
             from None
     try:
-        guest = GuestRef.from_dict(meta.get("guest"))
+        guest = GuestRef.from_dict(meta["guest"])
     except LaunchError as exc:
         raise ReplayError(f"{trace.path}: {exc}") from None
-    streams: dict[int, list[np.ndarray]] = {FrameKind.INPUT: [], FrameKind.DEVICE: [],
-                                            FrameKind.OUTPUT: []}
-    cps: list[tuple[np.ndarray, np.ndarray]] = []
-    keyframes = []
+    if guest.size > config.ram_size and guest.fmt != "rom":
+        raise ReplayError(f"{trace.path}: the guest image ({guest.size} bytes) cannot fit in "
+                          f"the configured RAM ({config.ram_size} bytes)")
+    keyframes: list[Frame] = []
     summary = None
     images: dict[str, bytes] = {}
+    last_cp = None
     for f in trace.frames:
-        if f.kind in streams:
-            ev = codec.decode_events(trace.read(f), f)
-            is_input = ev["kind"] < INPUT_LIMIT
-            if (f.kind == FrameKind.INPUT) != bool(np.all(is_input)) or \
-                    (f.kind == FrameKind.OUTPUT and not np.all(ev["kind"] == Kind.OUTPUT)):
-                raise TraceError(f"{trace.path}: damaged {f.kind_name} frame at offset "
-                                 f"{f.offset} (events of the wrong kind)")
-            streams[f.kind].append(ev)
-        elif f.kind == FrameKind.CHECKPOINT:
-            cps.append(codec.decode_checkpoints(trace.read(f), f))
-        elif f.kind == FrameKind.KEYFRAME:
+        if f.kind == FrameKind.KEYFRAME:
             keyframes.append(f)
+        elif f.kind == FrameKind.CHECKPOINT:
+            last_cp = f.last_tick
         elif f.kind == FrameKind.SUMMARY:
-            summary = codec.decode_json(trace.read(f), f, "summary")
-        elif f.kind == FrameKind.IMAGE:
+            if summary is not None:
+                raise TraceError(f"{trace.path}: two summary frames")
+            summary = check_summary(codec.decode_json(trace.read(f), f, "summary"))
+            if summary["ticks"] != f.first_tick:
+                raise TraceError(f"{trace.path}: the summary's ticks do not match its frame")
+        elif f.kind == FrameKind.IMAGE and guest.sha256 not in images:
             head, data = codec.decode_image(trace.read(f), f)
-            images[str(head["sha256"])] = data
-    inputs, device, output = (_concat(streams[k]) for k in
-                              (FrameKind.INPUT, FrameKind.DEVICE, FrameKind.OUTPUT))
-    for arr, name in ((inputs, "input"), (device, "device"), (output, "output")):
-        if len(arr) > 1 and np.any(np.diff(arr["tick"].astype(np.int64)) < 0):
-            raise TraceError(f"{trace.path}: {name} events out of order")
-    cp_ticks = np.concatenate([c[0] for c in cps]) if cps else np.zeros(0, np.uint64)
-    cp_fps = np.concatenate([c[1] for c in cps]) if cps else np.zeros(0, np.uint64)
-    if len(cp_ticks) > 1 and np.any(np.diff(cp_ticks.astype(np.int64)) <= 0):
-        raise TraceError(f"{trace.path}: checkpoints out of order")
-    return TraceContents(trace, config, guest, inputs, device, output, cp_ticks, cp_fps,
-                         keyframes, summary, images)
+            if head["sha256"] == guest.sha256:
+                images[guest.sha256] = data
+    if summary is not None and last_cp != summary["ticks"]:
+        raise TraceError(f"{trace.path}: the summary ends at tick {summary['ticks']} but the "
+                         f"last checkpoint is at {last_cp}")
+    if any(b.first_tick <= a.first_tick for a, b in zip(keyframes, keyframes[1:], strict=False)):
+        raise TraceError(f"{trace.path}: keyframes out of order")
+    return TraceContents(trace, config, guest, keyframes, summary, images)
+
+
+def scan(c: TraceContents) -> dict:
+    """Counts over every stream, read frame by frame (``aero info``): events per stream and
+    per kind, the last tick any frame reaches, checkpoints, COM1 output bytes and the input
+    digest recomputed."""
+    h = replay_digest(c.config.to_dict(), c.guest)
+    counts = {FrameKind.INPUT: 0, FrameKind.DEVICE: 0, FrameKind.OUTPUT: 0}
+    by_kind: dict[int, int] = {}
+    last = 0
+    com1 = 0
+    for kind in counts:
+        for ev in c.iter_events(kind):
+            counts[kind] += len(ev)
+            last = max(last, int(ev["tick"][-1]))
+            kinds, n = np.unique(ev["kind"], return_counts=True)
+            for k, v in zip(kinds.tolist(), n.tolist(), strict=True):
+                by_kind[k] = by_kind.get(k, 0) + v
+            if kind == FrameKind.INPUT:
+                digest_update(h, ev)
+            elif kind == FrameKind.OUTPUT:
+                com1 += int(np.count_nonzero(ev["a"] == Channel.COM1))
+    checkpoints = 0
+    for ticks, _ in c.iter_checkpoints():
+        checkpoints += len(ticks)
+        last = max(last, int(ticks[-1]))
+    return {"inputs": counts[FrameKind.INPUT], "device_events": counts[FrameKind.DEVICE],
+            "output_events": counts[FrameKind.OUTPUT], "by_kind": by_kind,
+            "last_tick": last, "checkpoints": checkpoints, "output_bytes": com1,
+            "digest": h.hexdigest()}
 
 
 def guest_image(c: TraceContents) -> bytes:
@@ -170,8 +372,9 @@ def guest_images(c: TraceContents) -> dict[str, bytes]:
     """Every image the guest needs (the guest image and, for Linux, the initrd), by SHA-256:
     embedded in the trace, else from the local image store."""
     images = {c.guest.sha256: guest_image(c)}
-    for h in c.guest.image_hashes()[1:]:
-        data = c.images.get(h) or find_image_by_hash(h)
+    if c.guest.initrd_sha256:
+        h = c.guest.initrd_sha256
+        data = c.images.get(h) or find_image_by_hash(h, c.guest.initrd_size)
         if data is None:
             raise ReplayError(f"the initrd of {c.guest.name} (sha256 {h[:16]}...) is neither in "
                               f"the trace nor in the image store; run `aero pack` on the "
@@ -180,62 +383,99 @@ def guest_images(c: TraceContents) -> dict[str, bytes]:
     return images
 
 
-def restore_keyframe(c: TraceContents, kf_frame, machine: Machine | None = None) -> tuple[
+def restore_keyframe(c: TraceContents, kf_frame: Frame, machine: Machine | None = None) -> tuple[
         Machine, codec.Keyframe]:
-    """A machine in the state of a keyframe."""
+    """A machine in the state of a keyframe. Everything in the keyframe is checked against
+    the configuration before RAM is allocated; the pages are copied one pages frame at a
+    time into a single snapshot buffer."""
+    where = f"{c.trace.path}: keyframe at tick {kf_frame.first_tick}"
+    expect_len = struct.calcsize("<QIIQ") + codec.CPU_STATE_BYTES + codec.DEV_STATE_BYTES + \
+        12 * (c.config.ram_size // codec.PAGE)
+    if kf_frame.raw_len != expect_len:
+        raise TraceError(f"{where} is not for this machine's {c.config.ram_size} bytes of RAM")
     k = codec.decode_keyframe(c.trace.read(kf_frame), kf_frame)
     if k.ram_size != c.config.ram_size:
-        raise TraceError(f"{c.trace.path}: keyframe at tick {k.tick} has the wrong RAM size")
-    pages_frames = list(c.trace.of_kind(FrameKind.PAGES))
-    cache: dict[int, dict[int, bytes]] = {}
-    ram = bytearray(k.ram_size)
-    for i, (h, j) in enumerate(zip(k.hashes.tolist(), k.page_frames.tolist(), strict=True)):
-        if j >= len(pages_frames):
-            raise TraceError(f"{c.trace.path}: keyframe at tick {k.tick} names a missing "
-                             f"pages frame")
-        if j not in cache:
-            cache[j] = codec.decode_pages(c.trace.read(pages_frames[j]), pages_frames[j])
-        data = cache[j].get(h)
-        if data is None:
-            raise TraceError(f"{c.trace.path}: page {i} of the keyframe at tick {k.tick} is "
-                             f"missing")
-        ram[i * codec.PAGE:(i + 1) * codec.PAGE] = data
+        raise TraceError(f"{where} has the wrong RAM size")
+    pages_frames = c.frames(FrameKind.PAGES)
+    n = len(k.hashes)
+    if n and int(k.page_frames.max()) >= len(pages_frames):
+        raise TraceError(f"{where} names a missing pages frame")
+    if machine is not None and machine.config.ram_size != k.ram_size:
+        raise TraceError(f"{where} does not fit a machine with {machine.config.ram_size} "
+                         f"bytes of RAM")
+    head = struct.pack("<IIII", codec.SNAPSHOT_MAGIC, k.ram_size, k.tick & 0xFFFFFFFF,
+                       (k.tick >> 32) & 0xFFFFFFFF) + k.cpu + k.devices
+    snap = bytearray(len(head) + k.ram_size)
+    snap[:len(head)] = head
+    base = len(head)
+    order = np.argsort(k.page_frames, kind="stable")
+    frames_of = k.page_frames[order]
+    bounds = np.flatnonzero(np.diff(frames_of.astype(np.int64))) + 1
+    for group in np.split(order, bounds) if n else []:
+        j = int(k.page_frames[group[0]])
+        pages = codec.decode_pages(c.trace.read(pages_frames[j]), pages_frames[j])
+        for i in group.tolist():
+            data = pages.get(int(k.hashes[i]))
+            if data is None:
+                raise TraceError(f"{where}: page {i} is missing")
+            snap[base + i * codec.PAGE:base + (i + 1) * codec.PAGE] = data
+        del pages
     m = machine or Machine(c.config)
     try:
-        m.restore(codec.snapshot_bytes(k, bytes(ram)))
+        m.restore(snap)
     except ValueError:
-        raise TraceError(f"{c.trace.path}: keyframe at tick {k.tick} does not restore") from None
+        raise TraceError(f"{where} does not restore") from None
+    del snap
     m.fingerprint()
     if not np.array_equal(m.page_hashes(), k.hashes):
-        raise TraceError(f"{c.trace.path}: keyframe at tick {k.tick}: page contents do not "
-                         f"match their hashes")
+        raise TraceError(f"{where}: page contents do not match their hashes")
     return m, k
+
+
+def inject(c: TraceContents, m: Machine, e: np.void) -> None:
+    """Apply one logged input (TraceError when the core refuses its arguments)."""
+    try:
+        m.inject(int(e["kind"]), int(e["a"]), int(e["b"]))
+    except ValueError as exc:
+        raise TraceError(f"{c.trace.path}: input at tick {int(e['tick'])}: {exc}") from None
+
+
+def seek_stream(c: TraceContents, tick: int) -> tuple[Machine, EventCursor]:
+    """:func:`seek`, returning the input stream positioned at the next input instead of its
+    index."""
+    kfs = [f for f in c.keyframes if f.first_tick <= tick]
+    if not kfs:
+        raise ReplayError(f"no keyframe at or before tick {tick}")
+    m, k = restore_keyframe(c, kfs[-1])
+    cur = c.cursor(FrameKind.INPUT)
+    if cur.skip(k.inputs_before) != k.inputs_before:
+        raise TraceError(f"{c.trace.path}: keyframe at tick {k.tick} counts more inputs than "
+                         f"the trace holds")
+    while True:
+        while m.ticks < tick:
+            head = cur.peek(1)
+            if not len(head) or int(head["tick"][0]) != m.ticks:
+                break
+            inject(c, m, head[0])
+            cur.advance(1)
+        if m.ticks >= tick:
+            break
+        nt = cur.next_tick()
+        target = min(tick, nt) if nt is not None and nt > m.ticks else tick
+        stop = m.run(target)
+        m.take_events()
+        m.take_output()
+        if stop in (StopReason.EXIT, StopReason.SHUTDOWN, StopReason.HALT):
+            break
+    return m, cur
 
 
 def seek(c: TraceContents, tick: int) -> tuple[Machine, int]:
     """A machine at ``tick`` (restored from the nearest keyframe at or before it, then run
     forward with the trace's inputs). As at a checkpoint, the inputs stamped ``tick`` are
     not applied yet. Returns (machine, index of the next input event to inject)."""
-    kfs = [f for f in c.keyframes if f.first_tick <= tick]
-    if not kfs:
-        raise ReplayError(f"no keyframe at or before tick {tick}")
-    m, k = restore_keyframe(c, kfs[-1])
-    i = k.inputs_before
-    inputs = c.inputs
-    n = len(inputs)
-    while True:
-        while i < n and int(inputs["tick"][i]) == m.ticks and m.ticks < tick:
-            m.inject(int(inputs["kind"][i]), int(inputs["a"][i]), int(inputs["b"][i]))
-            i += 1
-        if m.ticks >= tick:
-            break
-        target = min(tick, int(inputs["tick"][i])) if i < n else tick
-        stop = m.run(target)
-        m.take_events()
-        m.take_output()
-        if stop in (StopReason.EXIT, StopReason.SHUTDOWN, StopReason.HALT):
-            break
-    return m, i
+    m, cur = seek_stream(c, tick)
+    return m, cur.taken
 
 
 class ReplayObserver(Protocol):
@@ -282,25 +522,29 @@ class Replayer:
         except LaunchError as exc:
             raise ReplayError(str(exc)) from None
         end = c.end_tick if until is None else min(until, c.end_tick)
-        inputs, cp_ticks, cp_fps = c.inputs, c.cp_ticks, c.cp_fps
-        expect_dev, expect_out = c.device, c.output
-        i_in = i_cp = i_dev = i_out = 0
+        inputs = c.cursor(FrameKind.INPUT)
+        expect = {"event": c.cursor(FrameKind.DEVICE), "output": c.cursor(FrameKind.OUTPUT)}
+        cps = _Checkpoints(c.iter_checkpoints())
         verified = 0
+        verified_cps = 0
         divergence: Divergence | None = None
         output = bytearray()
+        output_bytes = 0
         tick_hz = m.config.tick_hz
         stop = StopReason.TICKS
         step = observer is not None and observer.per_instruction
         if observer is not None:
             observer.start(m, c)
 
-        def check(produced: np.ndarray, expected: np.ndarray, pos: int, what: str) -> int:
+        def check(produced: np.ndarray, what: str) -> None:
             nonlocal divergence, verified
+            cur = expect[what]
             n = len(produced)
-            exp = expected[pos:pos + n]
+            exp = cur.peek(n)
             if len(exp) == n and np.array_equal(produced, exp):
                 verified += n
-                return pos + n
+                cur.advance(n)
+                return
             # First difference: either side's event, whichever comes first.
             k = 0
             while k < min(n, len(exp)) and produced[k] == exp[k]:
@@ -312,24 +556,25 @@ class Replayer:
             detail = (f"replay produced {_show(got)}; the trace has {_show(want)}")
             if divergence is None or min(ticks) < divergence.tick:
                 divergence = Divergence(min(ticks), what, detail)
-            return pos + k
+            cur.advance(k)
 
         while divergence is None:
             now = m.ticks
-            while i_in < len(inputs) and int(inputs["tick"][i_in]) == now and now < end:
-                m.inject(int(inputs["kind"][i_in]), int(inputs["a"][i_in]),
-                         int(inputs["b"][i_in]))
-                i_in += 1
-            if i_in < len(inputs) and int(inputs["tick"][i_in]) < now:
-                divergence = Divergence(int(inputs["tick"][i_in]), "stop",
-                                        f"the machine passed tick {int(inputs['tick'][i_in])} "
-                                        f"without stopping there (it is at {now})")
+            nt = inputs.next_tick()
+            while nt is not None and nt == now and now < end:
+                inject(c, m, inputs.peek(1)[0])
+                inputs.advance(1)
+                nt = inputs.next_tick()
+            if nt is not None and nt < now:
+                divergence = Divergence(nt, "stop", f"the machine passed tick {nt} without "
+                                                    f"stopping there (it is at {now})")
                 break
             target = end
-            if i_in < len(inputs):
-                target = min(target, int(inputs["tick"][i_in]))
-            if i_cp < len(cp_ticks):
-                target = min(target, int(cp_ticks[i_cp]))
+            if nt is not None:
+                target = min(target, nt)
+            cp = cps.next_tick()
+            if cp is not None:
+                target = min(target, cp)
             if speed is not None:
                 target = min(target, now + max(int(tick_hz * speed) // 100, 1))
             if step:
@@ -344,26 +589,30 @@ class Replayer:
                 if step and m.ticks > now:
                     observer.instruction(m)
             produced = ev[ev["kind"] >= INPUT_LIMIT]
-            dev = produced[produced["kind"] != Kind.OUTPUT]
-            out = produced[produced["kind"] == Kind.OUTPUT]
-            i_dev = check(dev, expect_dev, i_dev, "event")
-            i_out = check(out, expect_out, i_out, "output")
+            is_out = produced["kind"] == Kind.OUTPUT
+            out = produced[is_out]
+            check(produced[~is_out], "event")
+            check(out, "output")
             if len(out):
                 shown = out[(out["a"] == Channel.COM1) | (out["a"] == Channel.DEBUGCON)]
                 data = shown["b"].astype(np.uint8).tobytes()
-                output += data
+                output_bytes += len(data)
+                if len(output) < OUTPUT_KEEP:
+                    output += data[:OUTPUT_KEEP - len(output)]
                 if on_output and data:
                     on_output(int(out["tick"][-1]), data)
             if divergence is not None:
                 break
-            while i_cp < len(cp_ticks) and int(cp_ticks[i_cp]) == m.ticks:
+            while cps.next_tick() == m.ticks:
+                want = cps.fingerprint()
                 fp = m.fingerprint()
-                if fp != int(cp_fps[i_cp]):
+                if fp != want:
                     divergence = Divergence(m.ticks, "checkpoint",
                                             f"state fingerprint {fp:016x}, the trace has "
-                                            f"{int(cp_fps[i_cp]):016x}")
+                                            f"{want:016x}")
                     break
-                i_cp += 1
+                cps.advance()
+                verified_cps += 1
                 if observer is not None:
                     observer.checkpoint(m, m.ticks)
                 if on_progress:
@@ -381,12 +630,11 @@ class Replayer:
         # Everything the trace recorded up to where the replay got must have happened.
         if divergence is None:
             reached = m.ticks
-            for arr, pos, what in ((expect_dev, i_dev, "event"), (expect_out, i_out, "output")):
-                rest = arr[pos:]
-                missing = rest[rest["tick"] <= reached] if len(rest) else rest
-                if len(missing):
-                    divergence = Divergence(int(missing[0]["tick"]), what,
-                                            f"the trace has {_show(missing[0])}, which the "
+            for what, cur in expect.items():
+                head = cur.peek(1)
+                if len(head) and int(head["tick"][0]) <= reached:
+                    divergence = Divergence(int(head["tick"][0]), what,
+                                            f"the trace has {_show(head[0])}, which the "
                                             f"replay never produced")
                     break
             if divergence is None and until is None and c.summary is not None and \
@@ -394,12 +642,38 @@ class Replayer:
                 divergence = Divergence(m.ticks, "stop",
                                         f"the replay stopped ({stop.name.lower()}) at tick "
                                         f"{m.ticks}; the recording ran to {c.end_tick}")
-        result = ReplayResult(m.ticks, i_cp, verified, i_in, divergence,
+        result = ReplayResult(m.ticks, verified_cps, verified, inputs.taken, divergence,
                               stop.name.lower(), m.exit_status, time.monotonic() - start,
-                              bytes(output), complete=until is None or until >= c.end_tick)
+                              bytes(output), complete=until is None or until >= c.end_tick,
+                              output_bytes=output_bytes)
         if observer is not None:
             observer.end(m, result)
         return result
+
+
+class _Checkpoints:
+    """The checkpoint stream, one frame decoded at a time."""
+
+    def __init__(self, parts: Iterator[tuple[np.ndarray, np.ndarray]]) -> None:
+        self._it = parts
+        self._ticks: list[int] = []
+        self._fps: list[int] = []
+        self._pos = 0
+
+    def next_tick(self) -> int | None:
+        while self._pos >= len(self._ticks):
+            nxt = next(self._it, None)
+            if nxt is None:
+                return None
+            self._ticks, self._fps = nxt[0].tolist(), nxt[1].tolist()
+            self._pos = 0
+        return self._ticks[self._pos]
+
+    def fingerprint(self) -> int:
+        return self._fps[self._pos]
+
+    def advance(self) -> None:
+        self._pos += 1
 
 
 def _show(e: np.void | None) -> str:

@@ -25,12 +25,16 @@ from __future__ import annotations
 
 import json
 import re
+from collections import deque
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TextIO
 
 from aero.events import Kind
 
-__all__ = ["Directive", "KEY_CODES", "ScriptError", "ScriptRunner", "load", "parse"]
+__all__ = ["Directive", "KEY_CODES", "MAX_DIRECTIVES", "MAX_EVENTS", "MAX_LINE", "MAX_TICK",
+           "OUTPUT_WINDOW", "ScriptError", "ScriptRunner", "load", "parse", "parse_lines"]
 
 # Set-2 make codes (extended keys as E0xxh): what AERO_EV_KEY carries.
 KEY_CODES: dict[str, int] = {
@@ -103,14 +107,38 @@ def _action(rest: str, where: str) -> dict:
         return {"action": "key", "key": KEY_CODES[name], "press": press}
     if word in ("reset", "nmi") and not arg:
         return {"action": word}
-    if word == "rtc" and re.fullmatch(r"-?\d+", arg):
+    if word == "rtc" and re.fullmatch(r"-?\d{1,19}", arg) and abs(int(arg)) <= MAX_TICK:
         return {"action": "rtc", "value": int(arg)}
     raise ScriptError(f"{where}: unknown action {rest!r} (serial, serial2, key, reset, nmi, rtc)")
 
 
+MAX_LINE = 16 << 10  # characters of one line
+MAX_DIRECTIVES = 100_000  # directives in one script
+MAX_EVENTS = 1 << 20  # input events one script may produce (bytes and key presses)
+MAX_TICK = (1 << 63) - 1  # ticks (absolute and relative) and the RTC value are 63-bit
+OUTPUT_WINDOW = 1 << 20  # "on" looks for its text in at most this much recent output
+
+
+def _lines(text: str) -> Iterator[str]:
+    start = 0
+    while start < len(text):
+        nl = text.find("\n", start)
+        end = len(text) if nl < 0 else nl
+        yield text[start:end]
+        start = end + 1
+
+
 def parse(text: str, name: str = "script") -> list[Directive]:
+    return parse_lines(_lines(text), name)
+
+
+def parse_lines(lines: Iterable[str], name: str = "script") -> list[Directive]:
+    """Directives from lines of text, within the limits above (ScriptError past them)."""
     out: list[Directive] = []
-    for no, raw in enumerate(text.splitlines(), 1):
+    events = 0
+    for no, raw in enumerate(lines, 1):
+        if len(raw) > MAX_LINE:
+            raise ScriptError(f"{name}:{no}: line longer than {MAX_LINE} characters")
         line = raw.strip()
         if line.startswith("#") or not line:
             continue
@@ -123,24 +151,46 @@ def parse(text: str, name: str = "script") -> list[Directive]:
             raise ScriptError(f"{where}: expected 'at TICK ACTION' or 'on \"TEXT\" ACTION'")
         if mt.group(1):
             t = mt.group(2)
-            d = Directive(no, "at", int(t.lstrip("+")), t.startswith("+"), b"",
+            digits = t.lstrip("+")
+            if len(digits) > 19 or int(digits) > MAX_TICK:
+                raise ScriptError(f"{where}: tick {digits[:24]} is beyond {MAX_TICK}")
+            d = Directive(no, "at", int(digits), t.startswith("+"), b"",
                           **_action(mt.group(3), where))
         else:
             d = Directive(no, "on", 0, False, _string(mt.group(5), where),
                           **_action(mt.group(6), where))
+        events += len(d.data) if d.action in ("serial", "serial2") else 2
+        if len(out) >= MAX_DIRECTIVES:
+            raise ScriptError(f"{where}: more than {MAX_DIRECTIVES} directives")
+        if events > MAX_EVENTS:
+            raise ScriptError(f"{where}: the script produces more than {MAX_EVENTS} inputs")
         out.append(d)
     return out
 
 
 def load(path: str | Path) -> list[Directive]:
+    """Parse a script file, read line by line: a line longer than MAX_LINE is refused when
+    it is met, without reading the rest of it."""
     p = Path(path)
+
+    def lines(f: TextIO) -> Iterator[str]:
+        while True:
+            line = f.readline(MAX_LINE + 2)
+            if not line:
+                return
+            if len(line) > MAX_LINE + 1 or (len(line) == MAX_LINE + 1 and
+                                             not line.endswith("\n")):
+                yield line  # too long: parse_lines names the line
+                return
+            yield line.rstrip("\n")
+
     try:
-        text = p.read_text(encoding="utf-8")
+        with open(p, encoding="utf-8", newline="\n") as f:
+            return parse_lines(lines(f), str(p))
     except OSError as exc:
         raise ScriptError(f"{p}: {exc.strerror}") from None
     except UnicodeDecodeError:
         raise ScriptError(f"{p}: not UTF-8 text") from None
-    return parse(text, str(p))
 
 
 @dataclass
@@ -157,7 +207,10 @@ class ScriptRunner:
     _last_tick: int = 0
     _output: bytearray = field(default_factory=bytearray)
     _search_from: int = 0
-    _queue: list[tuple[int, int, int, int]] = field(default_factory=list)
+    _queue: deque[tuple[int, int, int, int]] = field(default_factory=deque)
+
+    def __post_init__(self) -> None:
+        self._queue = deque(self._queue)  # callers may pass a list of prepared injections
 
     @classmethod
     def paced(cls, directives: list[Directive], tick_hz: int) -> ScriptRunner:
@@ -175,7 +228,13 @@ class ScriptRunner:
             self.directives[self._pos].trigger == "on"
 
     def feed(self, data: bytes) -> None:
+        """Guest output; only the last OUTPUT_WINDOW bytes after the previous match are
+        kept for "on" to search."""
         self._output += data
+        if len(self._output) > 2 * OUTPUT_WINDOW:
+            cut = max(self._search_from, len(self._output) - OUTPUT_WINDOW)
+            del self._output[:cut]
+            self._search_from = max(0, self._search_from - cut)
 
     def _expand(self, d: Directive, t0: int) -> None:
         q = self._queue
@@ -220,7 +279,7 @@ class ScriptRunner:
         self._advance(now)
         out = []
         while self._queue and self._queue[0][0] <= now:
-            _, kind, a, b = self._queue.pop(0)
+            _, kind, a, b = self._queue.popleft()
             out.append((kind, a, b))
             if not self._queue:
                 self._advance(now)

@@ -97,7 +97,7 @@ class TimeTravel:
         if first == 0 or (first is not None and not self._can_boot()):
             return restore_keyframe(self.c, self._kf[first])[0]
         try:
-            return start_machine(self.c.config, self.c.guest, guest_image(self.c))
+            return start_machine(self.c.config, self.c.guest, guest_image(self.c), self.c.images)
         except LaunchError as exc:
             raise ReplayError(str(exc)) from None
 

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import signal
 import sys
 from collections.abc import Callable, Sequence
 
@@ -182,6 +183,7 @@ def _silence_stdout() -> None:
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the command line ``argv`` (default: sys.argv); returns the exit code."""
     devnull_before = _stdout_is_devnull()
+    previous: list[tuple[int, object]] = []
     try:
         parser = build_parser()
         try:
@@ -192,6 +194,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         if not getattr(args, "func", None):
             print(OVERVIEW, end="")
             return EXIT_OK
+        previous = _exit_on_sigterm()
         code = int(args.func(args))
         sys.stdout.flush()
         return code
@@ -215,6 +218,25 @@ def main(argv: Sequence[str] | None = None) -> int:
             raise
         print(f"aero: error: {message}", file=sys.stderr)
         return EXIT_ERROR
+    finally:
+        for sig, handler in previous:
+            signal.signal(sig, handler)  # type: ignore[arg-type]
+
+
+def _exit_on_sigterm() -> list[tuple[int, object]]:
+    """SIGTERM and SIGHUP unwind like Ctrl-C (SystemExit 128 + the signal), so that
+    temporary files are removed and a recording is closed; returns the previous handlers
+    (none off the main thread)."""
+    def terminate(sig: int, _frame: object) -> None:
+        raise SystemExit(128 + sig)
+
+    saved: list[tuple[int, object]] = []
+    try:
+        for sig in (signal.SIGTERM, signal.SIGHUP):
+            saved.append((sig, signal.signal(sig, terminate)))
+    except ValueError:  # not the main thread
+        pass
+    return saved
 
 
 if __name__ == "__main__":

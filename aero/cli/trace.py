@@ -12,6 +12,7 @@ import contextlib
 import json
 import math
 import os
+import stat
 import sys
 import tempfile
 from pathlib import Path
@@ -147,10 +148,12 @@ def do_record(args: argparse.Namespace, *, script_text: str | None = None,
                "output_events": result.output_events, "checkpoints": result.checkpoints,
                "keyframes": result.keyframes, "digest": result.digest,
                "bytes": path.stat().st_size, "elapsed_seconds": round(result.elapsed, 3)}
+    if result.reason:
+        summary["reason"] = result.reason
     code = (result.exit_status & 0xFF) if result.stop == "exit" and result.exit_status \
         is not None else EXIT_OK
-    if result.stop == "script-stalled":
-        code = EXIT_FAIL
+    if result.stop in ("script-stalled", "script-unreachable", "shutdown"):
+        code = EXIT_FAIL  # as `aero run` exits on a triple fault
     return code, summary
 
 
@@ -162,9 +165,8 @@ def cmd_record(args: argparse.Namespace) -> int:
         print(f"\naero: recorded {summary['ticks']:,} ticks to {summary['trace']} "
               f"({summary['stop']}, {summary['inputs']} inputs, {summary['checkpoints']} "
               f"checkpoints)", file=sys.stderr)
-        if summary["stop"] == "script-stalled":
-            print("aero: the guest went idle while the input script waited for output",
-                  file=sys.stderr)
+        if summary.get("reason"):
+            print(f"aero: {summary['reason']}", file=sys.stderr)
     return code
 
 
@@ -230,6 +232,14 @@ def cmd_replay(args: argparse.Namespace) -> int:
             print(f"aero: internal error: {type(exc).__name__}: {exc}", file=sys.stderr)
             return EXIT_SKIP
         raise
+    if not result.diverged and not result.evaluated:
+        # Nothing readable in the trace (a damaged first frame, a file cut before its first
+        # checkpoint): a replay that verified nothing must not pass for a match.
+        if args.json:
+            print(json.dumps(result.to_dict()))
+        print("aero: cannot evaluate: nothing in the trace could be verified (no checkpoint "
+              "and no event)", file=sys.stderr)
+        return EXIT_SKIP if args.check else EXIT_ERROR
     if args.json:
         print(json.dumps(result.to_dict()))
     elif result.diverged:
@@ -254,47 +264,47 @@ def add_info(sub: argparse._SubParsersAction) -> None:
 
 
 def trace_info(path: Path) -> dict:
-    import numpy as np
-
     from aero.events import Kind, kind_name
     from aero.traces.container import FrameKind, open_trace
-    from aero.traces.replay import load_contents
+    from aero.traces.replay import load_contents, scan
 
     trace = open_trace(path)
     c = load_contents(trace)
     frames: dict[str, int] = {}
     for f in trace.frames:
         frames[f.kind_name] = frames.get(f.kind_name, 0) + 1
+    s = scan(c)
     by_kind: dict[str, int] = {}
-    for arr in (c.inputs, c.device, c.output):
-        kinds, counts = np.unique(arr["kind"], return_counts=True)
-        for k, n in zip(kinds.tolist(), counts.tolist(), strict=True):
-            by_kind[kind_name(k)] = by_kind.get(kind_name(k), 0) + n
-    digest = c.digest()
+    for k, n in s["by_kind"].items():
+        by_kind[kind_name(k)] = by_kind.get(kind_name(k), 0) + n
+    digest = s["digest"]
     summary = c.summary or {}
-    ticks = [int(a["tick"][-1]) for a in (c.inputs, c.device, c.output) if len(a)]
-    last = int(summary["ticks"]) if summary else max([*ticks, *(
-        [int(c.cp_ticks[-1])] if len(c.cp_ticks) else [])], default=0)
+    last = int(summary["ticks"]) if summary else s["last_tick"]
     problems = []
     if not trace.complete:
         problems.append(f"not closed cleanly: recovered up to the last complete frame "
                         f"({trace.recovered_bytes} bytes after it ignored)")
     if summary and summary.get("digest") != digest:
         problems.append("the summary's digest does not match the inputs")
+    if not s["checkpoints"]:
+        problems.append("no checkpoint: nothing in it can be verified")
     return {
         "trace": str(path), "format_version": trace.version, "complete": trace.complete,
-        "aero": trace.metadata.get("aero"), "created": trace.metadata.get("created"),
+        "aero": trace.metadata.get("aero") if isinstance(trace.metadata.get("aero"), str)
+        else None,
+        "created": trace.metadata.get("created") if isinstance(trace.metadata.get("created"),
+                                                               str) else None,
         "guest": c.guest.to_dict(), "machine": c.config.to_dict(),
         "packed": all(h in c.images for h in c.guest.image_hashes()),
         "ticks": last, "first_tick": 0, "last_tick": last,
-        "events": int(len(c.inputs) + len(c.device) + len(c.output)),
-        "inputs": int(len(c.inputs)), "device_events": int(len(c.device)),
-        "output_events": int(len(c.output)), "events_by_kind": by_kind,
-        "checkpoints": int(len(c.cp_ticks)), "keyframes": len(c.keyframes),
+        "events": s["inputs"] + s["device_events"] + s["output_events"],
+        "inputs": s["inputs"], "device_events": s["device_events"],
+        "output_events": s["output_events"], "events_by_kind": by_kind,
+        "checkpoints": s["checkpoints"], "keyframes": len(c.keyframes),
         "frames": frames, "bytes": path.stat().st_size,
         "stop": summary.get("stop"), "exit_status": summary.get("exit_status"),
         "digest": digest, "integrity": "ok" if not problems else "; ".join(problems),
-        "output_bytes": int(np.count_nonzero(c.output["a"] == 1)) if len(c.output) else 0,
+        "output_bytes": s["output_bytes"],
         "has_summary": bool(summary),
         "frame_kinds": sorted(FrameKind.NAMES.values()),
         "input_kinds": sorted(k.name.lower() for k in Kind if k.is_input),
@@ -312,7 +322,7 @@ def cmd_info(args: argparse.Namespace) -> int:
         raise CliError(str(exc)) from None
     if args.json:
         print(json.dumps(info))
-        return EXIT_OK
+        return EXIT_OK if info["integrity"] == "ok" else EXIT_FAIL
     from rich.table import Table
 
     t = Table(title=str(path), show_header=False)
@@ -346,12 +356,6 @@ def add_pack(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=cmd_pack)
 
 
-def _umask() -> int:
-    mask = os.umask(0)
-    os.umask(mask)
-    return mask
-
-
 def pack_trace(path: Path, out: Path) -> dict:
     from aero.traces import codec
     from aero.traces.container import FrameKind, TraceWriter, open_trace
@@ -365,10 +369,15 @@ def pack_trace(path: Path, out: Path) -> dict:
     missing = [h for h in c.guest.image_hashes() if h not in c.images]
     already = not missing
     fd, tmp = tempfile.mkstemp(dir=out.parent, prefix=".pack-")
-    os.close(fd)
-    os.chmod(tmp, 0o666 & ~_umask())  # as a new file would be, not mkstemp's 0600
     try:
-        with TraceWriter(tmp, trace.metadata) as w:
+        # The packed file keeps the mode of the trace it replaces (traces are private, 0600,
+        # when aero created them); a new output file is private.
+        try:
+            mode = stat.S_IMODE(out.stat().st_mode) if out.exists() else 0o600
+        except OSError:
+            mode = 0o600
+        os.fchmod(fd, mode)
+        with TraceWriter(tmp, trace.metadata, fd=fd) as w:
             for h in missing:
                 name = c.guest.name if h == c.guest.sha256 else f"{c.guest.name} initrd"
                 w.append(FrameKind.IMAGE, 0, 0, codec.encode_image(name, images[h]))
