@@ -173,6 +173,8 @@ typedef struct aero_block {
 #define AERO_TLB_INVALID 1u
 #define AERO_TLBI_GLOBAL 1u /* tlb_info: a global page (G with CR4.PGE): survives MOV CR3 */
 #define AERO_TLBI_LARGE 2u  /* tlb_info: part of a 4 MB page: INVLPG drops the whole page */
+#define AERO_TLBI_WOK 4u    /* tlb_info: the translation was checked for a write (rights, dirty
+                               bit) although the page is not write-mapped (it holds code) */
 typedef struct aero_tlb_entry {
     uint32_t tag_r;    /* linear page address readable through addend, or INVALID */
     uint32_t tag_w;    /* linear page address writable through addend, or INVALID */
@@ -224,6 +226,9 @@ struct aero_machine {
     uint32_t rom_size;          /* bytes */
     uint32_t *page_gen;         /* per RAM page: bumped when decoded code on it is written */
     uint8_t *code_page;         /* per RAM page: 1 if decoded blocks were made from it */
+    uint64_t *code_bits;        /* per RAM page: bit i set when decoded blocks hold bytes of
+                                   its 64-byte chunk i; a write that touches none of them
+                                   leaves the page's blocks valid */
     uint8_t *dirty;             /* per RAM page: written since the last fingerprint */
     uint64_t *page_hash;        /* per RAM page: cached hash, valid when !dirty */
     aero_tlb_entry tlb[2][AERO_TLB_SIZE]; /* software TLB: [0] supervisor, [1] user rights */
@@ -354,6 +359,8 @@ AERO_INLINE uint32_t aero_translate(aero_machine *m, uint32_t lin, int acc) {
 /* Host pointer for a physical page usable for reads (NULL: not RAM/ROM). */
 uint8_t *aero_phys_ptr(aero_machine *m, uint32_t phys);
 void aero_invalidate_code(aero_machine *m, uint32_t phys, uint32_t len);
+/* Record that decoded blocks now hold the bytes [phys, phys + len) of one RAM page. */
+void aero_note_code(aero_machine *m, uint32_t phys, uint32_t len);
 
 AERO_INLINE uint32_t load_le(const uint8_t *p, int size) {
     if (size == 1) return p[0];

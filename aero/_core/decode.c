@@ -188,8 +188,10 @@ static void decode_block(aero_machine *m, aero_block *b, uint32_t phys, uint32_t
     uint32_t lin0 = m->cpu.seg[S_CS].base + m->cpu.eip;
     f.page_lin = lin0 & ~0xFFFu;
     int pm = aero_pm(m);
+    /* The slot stays empty until the block is complete: a fault while fetching (the page
+     * after a crossing instruction) must not leave a half-decoded block behind. */
+    b->key = 0;
     b->phys = phys;
-    b->key = key;
     b->n = 0;
     while (b->n < AERO_BLOCK_INSNS) {
         aero_insn *in = &b->insn[b->n];
@@ -205,13 +207,14 @@ static void decode_block(aero_machine *m, aero_block *b, uint32_t phys, uint32_t
                 in->len = 0;
             }
             b->n = 1;
-            if (f.crossed && cacheable) b->key = 0; /* spans two pages: never cached */
+            b->key = (f.crossed && cacheable) ? 0 : key; /* spans two pages: never cached */
             return;
         }
         b->n++;
         if (ends_block(in, fl)) break;
         if (((ins_lin + in->len) & ~0xFFFu) != f.page_lin) break;
     }
+    b->key = key;
 }
 
 aero_block *aero_block_lookup(aero_machine *m) {
@@ -227,12 +230,15 @@ aero_block *aero_block_lookup(aero_machine *m) {
     int in_ram = phys < m->ram_size;
     uint32_t gen = in_ram ? m->page_gen[page] : 0;
     if (AERO_LIKELY(b->key == key && b->phys == phys && b->gen == gen)) return b;
-    if (in_ram && !m->code_page[page]) {
-        m->code_page[page] = 1;
-        aero_tlb_flush_writes(m); /* writes to this page must now take the slow path */
-    }
     decode_block(m, b, phys, key, 1);
     b->gen = gen;
+    if (in_ram) {
+        /* Writes to these bytes must now invalidate the page's blocks. */
+        uint32_t len = 0;
+        for (uint32_t i = 0; i < b->n; i++) len += b->insn[i].len;
+        if (len == 0 || (phys & 0xFFFu) + len > 0x1000u) len = 0x1000u - (phys & 0xFFFu);
+        aero_note_code(m, phys, len);
+    }
     if (b->key == 0) {
         /* An instruction crossing a page: decode into the scratch block each time. */
         m->scratch = *b;

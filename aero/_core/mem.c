@@ -156,8 +156,11 @@ uint32_t aero_translate_slow(aero_machine *m, uint32_t lin, int acc) {
     /* A mapped entry already holds this translation, checked for the same rights. */
     int set = acc_set(m, acc), slot = (int)((lin >> 12) & (AERO_TLB_SIZE - 1));
     const aero_tlb_entry *e = &m->tlb[set][slot];
-    if ((acc & AERO_ACC_WRITE) ? e->tag_w == (lin & ~0xFFFu) : e->tag_r == (lin & ~0xFFFu)) {
-        uint32_t info = m->tlb_info[set][slot];
+    uint32_t page = lin & ~0xFFFu, info = m->tlb_info[set][slot];
+    /* A page holding code is never write-mapped, but its translation may have been checked
+     * for writes already (AERO_TLBI_WOK): no walk then. */
+    if ((acc & AERO_ACC_WRITE) ? (e->tag_w == page || (e->tag_r == page && (info & AERO_TLBI_WOK)))
+                               : e->tag_r == page) {
         m->walk_info = info & 0xFFFu;
         return (info & ~0xFFFu) | (lin & 0xFFF);
     }
@@ -209,14 +212,35 @@ static int mappable(const aero_machine *m, uint32_t page, int write) {
     return !mask || !aero_bp_match(m, mask, page, 0x1000u);
 }
 
-/* Record a write to RAM page `page`: dirty tracking and self-modifying code. */
-static void note_write(aero_machine *m, uint32_t page) {
+/* The code_bits chunks (64 bytes each) that bytes [off, off + len) of a page touch
+ * (off + len <= 4096, len >= 1). */
+AERO_INLINE uint64_t chunk_mask(uint32_t off, uint32_t len) {
+    uint32_t first = off >> 6, last = (off + len - 1) >> 6;
+    uint64_t upto = last == 63 ? ~0ull : ((1ull << (last + 1)) - 1);
+    return upto & ~((1ull << first) - 1);
+}
+
+/* Record a write to bytes [off, off + len) of RAM page `page` (within the page): dirty
+ * tracking and self-modifying code. Only a write to a 64-byte chunk that decoded blocks
+ * were made from invalidates the page's blocks (data sharing a page with code does not). */
+static void note_write(aero_machine *m, uint32_t page, uint32_t off, uint32_t len) {
     m->dirty[page] = 1;
-    if (m->code_page[page]) {
+    if (m->code_page[page] && (m->code_bits[page] & chunk_mask(off, len))) {
         m->code_page[page] = 0;
+        m->code_bits[page] = 0;
         m->page_gen[page]++;
         m->exit_block = 1; /* the running block may be stale */
     }
+}
+
+void aero_note_code(aero_machine *m, uint32_t phys, uint32_t len) {
+    uint32_t page = phys >> 12;
+    if (len == 0 || page >= m->ram_pages) return;
+    if (!m->code_page[page]) {
+        m->code_page[page] = 1;
+        aero_tlb_flush_writes(m); /* writes to this page must now take the slow path */
+    }
+    m->code_bits[page] |= chunk_mask(phys & 0xFFFu, len);
 }
 
 /* Read of kind acc (0 or AERO_ACC_SYS). */
@@ -275,7 +299,7 @@ static void wr_slow(aero_machine *m, uint32_t lin, int size, uint32_t val, int a
     uint32_t info = m->walk_info;
     data_bp_check(m, lin, size, 1);
     if (!phys_is_ram(m, phys)) return; /* ROM and open bus ignore writes */
-    note_write(m, phys >> 12);
+    note_write(m, phys >> 12, phys & 0xFFFu, (uint32_t)size);
     uint8_t *p = m->ram + phys;
     store_le(p, size, val);
     uint32_t page = lin & ~0xFFFu;
@@ -287,11 +311,12 @@ static void wr_slow(aero_machine *m, uint32_t lin, int size, uint32_t val, int a
         e->tag_w = AERO_TLB_INVALID;
         e->addend = addend;
     }
-    m->tlb_info[set][slot] = (phys & ~0xFFFu) | info;
+    m->tlb_info[set][slot] = (phys & ~0xFFFu) | info | AERO_TLBI_WOK;
     /* With paging, the walk above set the dirty bit for this write, so later writes may go
-     * straight through: write-map the page (unless a breakpoint watches it). */
+     * straight through: write-map the page (unless a breakpoint watches it, or it holds
+     * decoded code: those writes must come here to be checked against the code chunks). */
     if (mappable(m, page, 0)) e->tag_r = page;
-    if (mappable(m, page, 1)) e->tag_w = page;
+    if (mappable(m, page, 1) && !m->code_page[phys >> 12]) e->tag_w = page;
 }
 
 void aero_wr_slow(aero_machine *m, uint32_t lin, int size, uint32_t val) { wr_slow(m, lin, size, val, 0); }
@@ -300,7 +325,12 @@ void aero_invalidate_code(aero_machine *m, uint32_t phys, uint32_t len) {
     if (len == 0) return;
     uint64_t end = (uint64_t)phys + len;
     if (end > m->ram_size) end = m->ram_size;
-    for (uint64_t a = phys & ~0xFFFu; a < end; a += 4096) note_write(m, (uint32_t)(a >> 12));
+    for (uint64_t a = phys; a < end;) {
+        uint64_t stop = (a | 0xFFFu) + 1;
+        if (stop > end) stop = end;
+        note_write(m, (uint32_t)(a >> 12), (uint32_t)(a & 0xFFFu), (uint32_t)(stop - a));
+        a = stop;
+    }
 }
 
 void aero_write_phys(aero_machine *m, uint32_t addr, const uint8_t *data, uint32_t len) {
