@@ -169,7 +169,11 @@ typedef struct aero_block {
  * sets: [0] holds translations checked with supervisor rights, [1] with user rights (CPL 3),
  * so privilege changes need no flush. A parallel array records each entry's physical page
  * and whether it came from a global or a 4 MB page (for MOV CR3 and INVLPG). */
-#define AERO_TLB_SIZE 256
+#define AERO_TLB_SIZE 1024
+/* The slot of a linear page: its low page-number bits folded with the next ones, so that
+ * buffers a multiple of 4 MB apart (or 1 MB apart, as code, source and destination often
+ * are) do not evict each other. */
+#define aero_tlb_slot(lin) ((((lin) >> 12) ^ ((lin) >> 22)) & (AERO_TLB_SIZE - 1))
 #define AERO_TLB_INVALID 1u
 #define AERO_TLBI_GLOBAL 1u /* tlb_info: a global page (G with CR4.PGE): survives MOV CR3 */
 #define AERO_TLBI_LARGE 2u  /* tlb_info: part of a 4 MB page: INVLPG drops the whole page */
@@ -308,7 +312,16 @@ AERO_INLINE uint32_t get_flags(aero_machine *m) {
 uint32_t aero_lazy_cf(const aero_machine *m);
 /* CF alone, without materializing the other flags. */
 AERO_INLINE uint32_t get_cf(aero_machine *m) {
-    return m->cpu.lf_op == LF_NONE ? (m->cpu.eflags & F_CF) : aero_lazy_cf(m);
+    const aero_cpu *c = &m->cpu;
+    switch (c->lf_op) {
+    case LF_NONE: return c->eflags & F_CF;
+    case LF_LOGIC: return 0;
+    case LF_INC: case LF_DEC: return c->lf_b & F_CF;
+    case LF_ADD: if (c->lf_size == 2) return c->lf_res < c->lf_a; break;
+    case LF_SUB: if (c->lf_size == 2) return c->lf_a < c->lf_b; break;
+    default: break;
+    }
+    return aero_lazy_cf(m);
 }
 AERO_INLINE void set_lazy(aero_machine *m, uint32_t op, uint32_t size, uint32_t a, uint32_t b, uint32_t res) {
     m->cpu.lf_op = op;
@@ -375,7 +388,7 @@ AERO_INLINE void store_le(uint8_t *p, int size, uint32_t v) {
 
 /* The TLB entry that serves linear address lin at the current privilege. */
 AERO_INLINE aero_tlb_entry *aero_tlb_entry_for(aero_machine *m, uint32_t lin) {
-    return &m->tlb[m->cpu.cpl == 3][(lin >> 12) & (AERO_TLB_SIZE - 1)];
+    return &m->tlb[m->cpu.cpl == 3][aero_tlb_slot(lin)];
 }
 /* The tag an access of `size` bytes at lin must find: its page, plus, while alignment
  * checking is armed, the address bits that make it misaligned, so that a misaligned access
@@ -612,6 +625,9 @@ void aero_io_write(aero_machine *m, uint16_t port, int size, uint32_t val);
 /* ---- decoder (decode.c) ---- */
 aero_block *aero_block_lookup(aero_machine *m);
 void aero_blocks_flush(aero_machine *m);
+/* The handler specialised for this decoded instruction's form, or its generic handler
+ * (fastpath.c). */
+aero_handler aero_fast_form(const aero_insn *in);
 /* Decode one instruction at CS:EIP into *in (used for single-instruction execution). */
 void aero_decode_one(aero_machine *m, aero_insn *in);
 

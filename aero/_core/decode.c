@@ -165,6 +165,7 @@ static uint8_t decode_insn(fetcher *f, aero_insn *in, int pm) {
     if ((desc.flags & AERO_OPF_MEM) && in->mod == 3) in->fn = aero_op_ud;
     if ((desc.flags & AERO_OPF_PM) && !pm) in->fn = aero_op_ud;
     if (lock && (!(desc.flags & AERO_OPF_LOCK) || in->mod == 3)) in->fn = aero_op_ud;
+    in->fn = aero_fast_form(in);
     return desc.flags;
 }
 
@@ -177,7 +178,10 @@ static void op_fetch_gp(aero_machine *m, const aero_insn *in) {
 /* Does this instruction end a block? Anything that can branch, fault-and-resume by
  * design (string ops), or change how the following bytes decode. */
 static int ends_block(const aero_insn *in, uint8_t flags) {
-    if (flags & (AERO_OPF_BRANCH | AERO_OPF_SYS | AERO_OPF_STR)) return 1;
+    if (flags & (AERO_OPF_BRANCH | AERO_OPF_SYS)) return 1;
+    /* A REP string instruction batches iterations against the clock; without REP it is an
+     * ordinary instruction. */
+    if ((flags & AERO_OPF_STR) && in->rep) return 1;
     return in->fn == aero_op_ud;
 }
 

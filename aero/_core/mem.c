@@ -61,7 +61,7 @@ void aero_tlb_flush(aero_machine *m) {
 
 void aero_tlb_flush_page(aero_machine *m, uint32_t lin) {
     uint32_t page = lin & ~0xFFFu, big = lin & 0xFFC00000u;
-    int slot = (int)((lin >> 12) & (AERO_TLB_SIZE - 1));
+    int slot = (int)aero_tlb_slot(lin);
     for (int set = 0; set < 2; set++) {
         aero_tlb_entry *e = &m->tlb[set][slot];
         if (e->tag_r == page || e->tag_w == page) tlb_drop(m, set, slot);
@@ -154,7 +154,7 @@ AERO_INLINE int acc_set(const aero_machine *m, int acc) {
 
 uint32_t aero_translate_slow(aero_machine *m, uint32_t lin, int acc) {
     /* A mapped entry already holds this translation, checked for the same rights. */
-    int set = acc_set(m, acc), slot = (int)((lin >> 12) & (AERO_TLB_SIZE - 1));
+    int set = acc_set(m, acc), slot = (int)aero_tlb_slot(lin);
     const aero_tlb_entry *e = &m->tlb[set][slot];
     uint32_t page = lin & ~0xFFFu, info = m->tlb_info[set][slot];
     /* A page holding code is never write-mapped, but its translation may have been checked
@@ -258,7 +258,7 @@ static uint32_t rd_slow(aero_machine *m, uint32_t lin, int size, int acc) {
     if (!p) return size == 1 ? 0xFFu : size == 2 ? 0xFFFFu : 0xFFFFFFFFu;
     uint32_t page = lin & ~0xFFFu;
     if (mappable(m, page, 0)) {
-        int set = acc_set(m, acc), slot = (int)((lin >> 12) & (AERO_TLB_SIZE - 1));
+        int set = acc_set(m, acc), slot = (int)aero_tlb_slot(lin);
         aero_tlb_entry *e = &m->tlb[set][slot];
         uintptr_t addend = (uintptr_t)(p - (phys & 0xFFF)) - page;
         if (e->tag_r != page || e->addend != addend) {
@@ -303,7 +303,7 @@ static void wr_slow(aero_machine *m, uint32_t lin, int size, uint32_t val, int a
     uint8_t *p = m->ram + phys;
     store_le(p, size, val);
     uint32_t page = lin & ~0xFFFu;
-    int set = acc_set(m, acc), slot = (int)((lin >> 12) & (AERO_TLB_SIZE - 1));
+    int set = acc_set(m, acc), slot = (int)aero_tlb_slot(lin);
     aero_tlb_entry *e = &m->tlb[set][slot];
     uintptr_t addend = (uintptr_t)(p - (phys & 0xFFF)) - page;
     if (e->tag_r != page || e->addend != addend) {
@@ -356,7 +356,7 @@ void aero_ram_modified(aero_machine *m, uint32_t addr, uint32_t len) {
  * CPL 3 through the supervisor TLB set, so user code never inherits such a mapping. */
 uint32_t aero_rd_sys(aero_machine *m, uint32_t lin, int size) {
     if (m->cpu.cpl != 3) return lin_rd(m, lin, size);
-    const aero_tlb_entry *e = &m->tlb[0][(lin >> 12) & (AERO_TLB_SIZE - 1)];
+    const aero_tlb_entry *e = &m->tlb[0][aero_tlb_slot(lin)];
     if (e->tag_r == (lin & ~0xFFFu) && (lin & 0xFFF) <= 0x1000u - (uint32_t)size)
         return load_le((const uint8_t *)(e->addend + lin), size);
     return rd_slow(m, lin, size, AERO_ACC_SYS);
@@ -367,7 +367,7 @@ void aero_wr_sys(aero_machine *m, uint32_t lin, int size, uint32_t val) {
         lin_wr(m, lin, size, val);
         return;
     }
-    const aero_tlb_entry *e = &m->tlb[0][(lin >> 12) & (AERO_TLB_SIZE - 1)];
+    const aero_tlb_entry *e = &m->tlb[0][aero_tlb_slot(lin)];
     if (e->tag_w == (lin & ~0xFFFu) && (lin & 0xFFF) <= 0x1000u - (uint32_t)size) {
         store_le((uint8_t *)(e->addend + lin), size, val);
         return;
