@@ -165,6 +165,18 @@ typedef struct aero_block {
     aero_insn insn[AERO_BLOCK_INSNS]; /* the instructions */
 } aero_block;
 
+/* The jump cache: the block that the last lookup of a linear address found under a mode
+ * (aero_block_lookup). An entry is valid while code_epoch has not moved since it was made:
+ * every event that could change the answer (a TLB entry dropped or replaced, a page's blocks
+ * invalidated, a block slot decoded again) moves it. */
+#define AERO_JUMP_CACHE 1024
+typedef struct aero_jump_entry {
+    uint32_t lin;          /* linear address of the block's first instruction */
+    uint32_t mode;         /* aero_jump_mode when it was made */
+    uint64_t epoch;        /* code_epoch when it was made */
+    struct aero_block *b;  /* the block */
+} aero_jump_entry;
+
 /* Software TLB: linear page -> host pointer, separate read and write tags. There are two
  * sets: [0] holds translations checked with supervisor rights, [1] with user rights (CPL 3),
  * so privilege changes need no flush. A parallel array records each entry's physical page
@@ -241,6 +253,10 @@ struct aero_machine {
     uint32_t walk_info;         /* AERO_TLBI_* of the last page walk */
     uint32_t ac_low;            /* 3 while alignment checking is armed (see tlb_key), else 0 */
     aero_block *blocks;         /* decoded block cache, AERO_BLOCK_CACHE slots */
+    uint64_t code_epoch;        /* bumped whenever a cached lin -> block answer may change: a
+                                   TLB entry dropped or replaced, a page's blocks invalidated,
+                                   a block slot decoded again */
+    aero_jump_entry jump[AERO_JUMP_CACHE]; /* block lookups by linear address and mode */
     aero_block scratch;         /* block for instructions that cross a page */
     /* --- configuration --- */
     aero_config cfg;            /* as given to aero_machine_new */
@@ -623,7 +639,22 @@ uint32_t aero_io_read(aero_machine *m, uint16_t port, int size);
 void aero_io_write(aero_machine *m, uint16_t port, int size, uint32_t val);
 
 /* ---- decoder (decode.c) ---- */
+/* Everything besides the linear address that decides which block runs there: the code
+ * segment's size, protected or virtual-8086 mode, and the CPL (the TLB set that fetches). */
+AERO_INLINE uint32_t aero_jump_mode(const aero_machine *m) {
+    return (m->cpu.seg[S_CS].attr & SA_DB) | (m->cpu.cr0 & CR0_PE) | (m->cpu.eflags & F_VM) | (m->cpu.cpl << 1);
+}
+AERO_INLINE uint32_t aero_jump_slot(uint32_t lin) { return (lin ^ (lin >> 10)) & (AERO_JUMP_CACHE - 1); }
+/* The block at CS:EIP: the jump cache when it answers, else aero_block_lookup. */
 aero_block *aero_block_lookup(aero_machine *m);
+AERO_INLINE aero_block *aero_block_find(aero_machine *m) {
+    const aero_segment *cs = &m->cpu.seg[S_CS];
+    uint32_t eip = m->cpu.eip, lin = cs->base + eip;
+    const aero_jump_entry *j = &m->jump[aero_jump_slot(lin)];
+    if (AERO_LIKELY(j->lin == lin && j->epoch == m->code_epoch && j->mode == aero_jump_mode(m) && eip <= cs->limit))
+        return j->b;
+    return aero_block_lookup(m);
+}
 void aero_blocks_flush(aero_machine *m);
 /* The handler specialised for this decoded instruction's form, or its generic handler
  * (fastpath.c). */

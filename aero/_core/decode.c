@@ -197,6 +197,7 @@ static void decode_block(aero_machine *m, aero_block *b, uint32_t phys, uint32_t
     b->key = 0;
     b->phys = phys;
     b->n = 0;
+    m->code_epoch++; /* jump-cache entries may point at this slot */
     while (b->n < AERO_BLOCK_INSNS) {
         aero_insn *in = &b->insn[b->n];
         uint32_t ins_lin = m->cpu.seg[S_CS].base + f.eip;
@@ -221,13 +222,32 @@ static void decode_block(aero_machine *m, aero_block *b, uint32_t phys, uint32_t
     b->key = key;
 }
 
+static aero_block *lookup_slow(aero_machine *m, uint32_t lin, uint32_t key);
+
 aero_block *aero_block_lookup(aero_machine *m) {
     uint32_t lin = m->cpu.seg[S_CS].base + m->cpu.eip;
     if (AERO_UNLIKELY(m->cpu.eip > m->cpu.seg[S_CS].limit)) {
         aero_fault(m, EXC_GP, 0, 1);
     }
-    uint32_t phys = aero_translate(m, lin, 0);
     uint32_t key = aero_decode_key(m) | (aero_pm(m) ? 4u : 0u);
+    uint32_t mode = aero_jump_mode(m);
+    /* The jump cache answers without translating or hashing the physical address: while
+     * code_epoch stands still, the TLB still maps lin (with the fetch rights of this CPL)
+     * to the same page and the block there is still valid. */
+    aero_jump_entry *j = &m->jump[aero_jump_slot(lin)];
+    if (AERO_LIKELY(j->lin == lin && j->mode == mode && j->epoch == m->code_epoch)) return j->b;
+    aero_block *b = lookup_slow(m, lin, key);
+    if (b != &m->scratch) {
+        j->lin = lin;
+        j->mode = mode;
+        j->epoch = m->code_epoch;
+        j->b = b;
+    }
+    return b;
+}
+
+static aero_block *lookup_slow(aero_machine *m, uint32_t lin, uint32_t key) {
+    uint32_t phys = aero_translate(m, lin, 0);
     uint32_t idx = (phys ^ (phys >> 12)) & (AERO_BLOCK_CACHE - 1);
     aero_block *b = &m->blocks[idx];
     uint32_t page = phys >> 12;
@@ -253,6 +273,7 @@ aero_block *aero_block_lookup(aero_machine *m) {
 }
 
 void aero_blocks_flush(aero_machine *m) {
+    m->code_epoch++;
     for (uint32_t i = 0; i < AERO_BLOCK_CACHE; i++) m->blocks[i].key = 0;
 }
 

@@ -425,7 +425,7 @@ static __attribute__((noinline)) void run_loop(aero_machine *m) {
             m->stop = AERO_STOP_TICKS;
             break;
         }
-        exec_block(m, aero_block_lookup(m));
+        exec_block(m, aero_block_find(m));
     }
 }
 

@@ -44,12 +44,14 @@ static void tlb_drop(aero_machine *m, int set, int i) {
 }
 
 void aero_tlb_flush_all(aero_machine *m) {
+    m->code_epoch++;
     for (int set = 0; set < 2; set++)
         for (int i = 0; i < AERO_TLB_SIZE; i++) tlb_drop(m, set, i);
     m->tlb_ctl = paging_ctl(m);
 }
 
 void aero_tlb_flush(aero_machine *m) {
+    m->code_epoch++;
     if (paging_ctl(m) != m->tlb_ctl) {
         aero_tlb_flush_all(m);
         return;
@@ -62,6 +64,7 @@ void aero_tlb_flush(aero_machine *m) {
 void aero_tlb_flush_page(aero_machine *m, uint32_t lin) {
     uint32_t page = lin & ~0xFFFu, big = lin & 0xFFC00000u;
     int slot = (int)aero_tlb_slot(lin);
+    m->code_epoch++;
     for (int set = 0; set < 2; set++) {
         aero_tlb_entry *e = &m->tlb[set][slot];
         if (e->tag_r == page || e->tag_w == page) tlb_drop(m, set, slot);
@@ -229,6 +232,7 @@ static void note_write(aero_machine *m, uint32_t page, uint32_t off, uint32_t le
         m->code_page[page] = 0;
         m->code_bits[page] = 0;
         m->page_gen[page]++;
+        m->code_epoch++;
         m->exit_block = 1; /* the running block may be stale */
     }
 }
@@ -262,6 +266,7 @@ static uint32_t rd_slow(aero_machine *m, uint32_t lin, int size, int acc) {
         aero_tlb_entry *e = &m->tlb[set][slot];
         uintptr_t addend = (uintptr_t)(p - (phys & 0xFFF)) - page;
         if (e->tag_r != page || e->addend != addend) {
+            if (e->tag_r != AERO_TLB_INVALID) m->code_epoch++; /* a translation is dropped */
             e->tag_w = AERO_TLB_INVALID; /* the write tag must describe the same translation */
             e->tag_r = page;
             e->addend = addend;
@@ -307,6 +312,7 @@ static void wr_slow(aero_machine *m, uint32_t lin, int size, uint32_t val, int a
     aero_tlb_entry *e = &m->tlb[set][slot];
     uintptr_t addend = (uintptr_t)(p - (phys & 0xFFF)) - page;
     if (e->tag_r != page || e->addend != addend) {
+        if (e->tag_r != AERO_TLB_INVALID) m->code_epoch++; /* a translation is dropped */
         e->tag_r = AERO_TLB_INVALID;
         e->tag_w = AERO_TLB_INVALID;
         e->addend = addend;
