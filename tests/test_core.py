@@ -189,6 +189,29 @@ def test_self_modifying_code_is_seen() -> None:
     assert m.get_regs().eax & 0xFFFF == 2  # patched again to inc by the first instruction
 
 
+def test_code_patch_across_a_chunk_boundary_is_seen() -> None:
+    """Decoded code is tracked in 64-byte chunks: stores to data on the code's page leave
+    it alone, a store to the second chunk of an instruction that straddles two chunks
+    re-decodes it."""
+    m = Machine(MachineConfig(ram_size=1 << 20))
+    real_mode(m)
+    # 1000: mov cx, 3
+    # 1003: mov byte [0x1800], cl      (data on the same page as the code)
+    # 1007: jmp 0x103E
+    # 103E: mov ax, 0x0100             (B8 00 01: the high immediate byte is at 0x1040, in
+    #                                   the next chunk)
+    # 1041: mov byte [0x1040], 0x02    (patches it: the next pass loads AX = 0x0200)
+    # 1046: loop 0x1003 ; hlt
+    code = {0x1000: "B9 03 00", 0x1003: "88 0E 00 18", 0x1007: "E9 34 00", 0x103E: "B8 00 01",
+            0x1041: "C6 06 40 10 02", 0x1046: "E2 BB", 0x1048: "F4"}
+    for addr, data in code.items():
+        m.write(addr, bytes.fromhex(data))
+    assert m.run(1000) == StopReason.HALT
+    r = m.get_regs()
+    assert r.eax & 0xFFFF == 0x0200  # the second pass saw the patched immediate
+    assert m.read(0x1800, 1) == b"\x01"
+
+
 def test_rom_is_mapped_at_reset_vector_and_below_1mb() -> None:
     rom = bytearray(b"\xF4" * 65536)
     rom[-16:-11] = bytes([0xEA, 0x00, 0x00, 0x00, 0xF0])  # jmp far F000:0000 -> hlt

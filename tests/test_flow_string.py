@@ -155,6 +155,49 @@ def test_batched_rep_equals_single_steps(seed: int) -> None:
     assert state(a) == state(b)
 
 
+@pytest.mark.parametrize("seed", range(2))
+@pytest.mark.parametrize("rep", [0xF2, 0xF3])
+@pytest.mark.parametrize("op", [0xA6, 0xA7, 0xAC, 0xAD, 0xAE, 0xAF])
+def test_batched_rep_compares_and_loads_equal_single_steps(op: int, rep: int, seed: int) -> None:
+    """REP LODS/SCAS/CMPS read forward runs through the TLB (memchr for REPNE SCASB): the
+    same registers, flags and ticks as one iteration per step, whether the compare ends the
+    repetition inside a page, at a page end, after the count, or a slice ends it."""
+    rng = random.Random(op * 4 + rep * 2 + seed)
+    prefix = [0x66] if rng.random() < 0.3 else []
+    prog = bytes([rep, *prefix, op, 0xF4])
+    size = 1 if op % 2 == 0 else 4 if prefix else 2
+    src, dst = rng.randrange(0x2000, 0x5000), rng.randrange(0x2000, 0x5000)
+    count = rng.randrange(2, 3000)
+    eax = rng.getrandbits(32)
+    if seed == 0:
+        # Long equal runs (REPE goes far, REPNE stops at once), a few bytes different.
+        fill = rng.randrange(256)
+        data = bytearray([fill]) * 0x6000
+        for _ in range(rng.randrange(0, 12)):
+            data[rng.randrange(len(data))] = rng.randrange(256)
+        eax = fill * 0x01010101
+    else:
+        # Random bytes (REPE stops at once), one planted match for REPNE at element k.
+        data = bytearray(rng.getrandbits(8) for _ in range(0x6000))
+        k = rng.randrange(1, count)
+        at = dst - 0x2000 + k * size
+        if op in (0xAE, 0xAF):
+            data[at:at + size] = eax.to_bytes(4, "little")[:size]
+        else:
+            data[at:at + size] = data[src - 0x2000 + k * size:src - 0x2000 + (k + 1) * size]
+    kw = {"ecx": count, "esi": src, "edi": dst, "eax": eax,
+          "flags": 0x2 | (F_DF if rng.random() < 0.2 else 0)}
+    a, b = machine(prog, **kw), machine(prog, **kw)
+    for m in (a, b):
+        m.write(0x2000, bytes(data))
+    for cut in sorted(rng.sample(range(1, 3000), 2)):
+        if a.run(cut) != StopReason.TICKS:
+            break
+    run_to_halt(a)
+    step_to_halt(b)
+    assert state(a) == state(b)
+
+
 def test_single_step_trap_between_rep_iterations() -> None:
     """With TF set, every iteration of REP STOSB is followed by a #DB trap."""
     m = machine(bytes([0xF3, 0xAA, 0xF4]), ecx=3, edi=0x3000, eax=0x41, flags=0x2 | F_TF)

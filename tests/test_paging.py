@@ -18,6 +18,7 @@ from sysenv import (
     CR4_PGE,
     CR4_PSE,
     EBX,
+    ECX,
     GP,
     HLT,
     IDT,
@@ -58,8 +59,9 @@ from sysenv import (
 
 from aero.machine import Machine, StopReason
 
-# Linear pages the tests remap. The TLB is direct-mapped by the low 8 bits of the page
-# number: these avoid the slots of the code, stack, page-table and result pages.
+# Linear pages the tests remap. The TLB is direct-mapped (aero_tlb_slot: the low 10 bits of
+# the page number folded with the next 10): these avoid the slots of the code, stack,
+# page-table and result pages.
 X, Y = 0x3A0000, 0x3A1000
 PA, PB, PC = 0x150000, 0x160000, 0x170000  # physical pages with known contents
 VA, VB, VC = 0x11111111, 0x22222222, 0x33333333
@@ -292,6 +294,28 @@ def test_invlpg_drops_one_page_only() -> None:
     m = paging_machine(code=code)
     assert run(m) == StopReason.HALT
     assert [out(m, i) for i in range(4)] == [VA, VB, VC, VB]
+
+
+def test_code_follows_the_translation_until_and_after_invlpg() -> None:
+    """Blocks are found by linear address (the jump cache): a remapped code page runs the
+    old code while the old translation stands, and the new code once INVLPG drops it, also
+    when every block involved is already decoded (the last pass decodes nothing)."""
+    table = 0x680  # the PTE each pass installs for X, indexed by ECX
+    body = (b"\xFF\xD3"                                 # L: call ebx
+            + b"\x89\x04\x8D" + u32(OUT)                 # mov [OUT + ecx*4], eax
+            + b"\x8B\x34\x8D" + u32(table)               # mov esi, [table + ecx*4]
+            + b"\x89\x35" + u32(pte_addr(X))              # mov [pte(X)], esi
+            + invlpg(X) + b"\x49")                       # dec ecx
+    code = (mov_r_imm(EBX, X + 0x100) + mov_r_imm(ECX, 3) + body
+            + b"\x75" + bytes([(-(len(body) + 2)) & 0xFF]) + HLT)  # jnz L
+    m = paging_machine(code=code)
+    m.write(table + 4, u32(PC | P | W | U) + u32(PC | P | W | U) + u32(PA | P | W | U))
+    m.write(PA + 0x100, b"\xB8" + u32(1) + b"\xC3")  # mov eax, 1 ; ret
+    m.write(PC + 0x100, b"\xB8" + u32(3) + b"\xC3")  # mov eax, 3 ; ret
+    assert run(m) == StopReason.HALT
+    # Pass ECX=3 runs PA's code and keeps X -> PA; pass 2 runs it again and maps X -> PC;
+    # pass 1 must see PC's code.
+    assert [out(m, i) for i in (3, 2, 1)] == [1, 1, 3]
 
 
 def test_invlpg_is_privileged() -> None:

@@ -167,14 +167,32 @@ typedef struct aero_block {
     aero_insn insn[AERO_BLOCK_INSNS]; /* the instructions */
 } aero_block;
 
+/* The jump cache: the block that the last lookup of a linear address found under a mode
+ * (aero_block_lookup). An entry is valid while code_epoch has not moved since it was made:
+ * every event that could change the answer (a TLB entry dropped or replaced, a page's blocks
+ * invalidated, a block slot decoded again) moves it. */
+#define AERO_JUMP_CACHE 1024
+typedef struct aero_jump_entry {
+    uint32_t lin;          /* linear address of the block's first instruction */
+    uint32_t mode;         /* aero_jump_mode when it was made */
+    uint64_t epoch;        /* code_epoch when it was made */
+    struct aero_block *b;  /* the block */
+} aero_jump_entry;
+
 /* Software TLB: linear page -> host pointer, separate read and write tags. There are two
  * sets: [0] holds translations checked with supervisor rights, [1] with user rights (CPL 3),
  * so privilege changes need no flush. A parallel array records each entry's physical page
  * and whether it came from a global or a 4 MB page (for MOV CR3 and INVLPG). */
-#define AERO_TLB_SIZE 256
+#define AERO_TLB_SIZE 1024
+/* The slot of a linear page: its low page-number bits folded with the next ones, so that
+ * buffers a multiple of 4 MB apart (or 1 MB apart, as code, source and destination often
+ * are) do not evict each other. */
+#define aero_tlb_slot(lin) ((((lin) >> 12) ^ ((lin) >> 22)) & (AERO_TLB_SIZE - 1))
 #define AERO_TLB_INVALID 1u
 #define AERO_TLBI_GLOBAL 1u /* tlb_info: a global page (G with CR4.PGE): survives MOV CR3 */
 #define AERO_TLBI_LARGE 2u  /* tlb_info: part of a 4 MB page: INVLPG drops the whole page */
+#define AERO_TLBI_WOK 4u    /* tlb_info: the translation was checked for a write (rights, dirty
+                               bit) although the page is not write-mapped (it holds code) */
 typedef struct aero_tlb_entry {
     uint32_t tag_r;    /* linear page address readable through addend, or INVALID */
     uint32_t tag_w;    /* linear page address writable through addend, or INVALID */
@@ -234,6 +252,9 @@ struct aero_machine {
     uint32_t rom_size;          /* bytes */
     uint32_t *page_gen;         /* per RAM page: bumped when decoded code on it is written */
     uint8_t *code_page;         /* per RAM page: 1 if decoded blocks were made from it */
+    uint64_t *code_bits;        /* per RAM page: bit i set when decoded blocks hold bytes of
+                                   its 64-byte chunk i; a write that touches none of them
+                                   leaves the page's blocks valid */
     uint8_t *dirty;             /* per RAM page: written since the last fingerprint */
     uint64_t *page_hash;        /* per RAM page: cached hash, valid when !dirty */
     aero_tlb_entry tlb[2][AERO_TLB_SIZE]; /* software TLB: [0] supervisor, [1] user rights */
@@ -242,6 +263,10 @@ struct aero_machine {
     uint32_t walk_info;         /* AERO_TLBI_* of the last page walk */
     uint32_t ac_low;            /* 3 while alignment checking is armed (see tlb_key), else 0 */
     aero_block *blocks;         /* decoded block cache, AERO_BLOCK_CACHE slots */
+    uint64_t code_epoch;        /* bumped whenever a cached lin -> block answer may change: a
+                                   TLB entry dropped or replaced, a page's blocks invalidated,
+                                   a block slot decoded again */
+    aero_jump_entry jump[AERO_JUMP_CACHE]; /* block lookups by linear address and mode */
     aero_block scratch;         /* block for instructions that cross a page */
     /* --- configuration --- */
     aero_config cfg;            /* as given to aero_machine_new */
@@ -330,7 +355,16 @@ AERO_INLINE uint32_t get_flags(aero_machine *m) {
 uint32_t aero_lazy_cf(const aero_machine *m);
 /* CF alone, without materializing the other flags. */
 AERO_INLINE uint32_t get_cf(aero_machine *m) {
-    return m->cpu.lf_op == LF_NONE ? (m->cpu.eflags & F_CF) : aero_lazy_cf(m);
+    const aero_cpu *c = &m->cpu;
+    switch (c->lf_op) {
+    case LF_NONE: return c->eflags & F_CF;
+    case LF_LOGIC: return 0;
+    case LF_INC: case LF_DEC: return c->lf_b & F_CF;
+    case LF_ADD: if (c->lf_size == 2) return c->lf_res < c->lf_a; break;
+    case LF_SUB: if (c->lf_size == 2) return c->lf_a < c->lf_b; break;
+    default: break;
+    }
+    return aero_lazy_cf(m);
 }
 AERO_INLINE void set_lazy(aero_machine *m, uint32_t op, uint32_t size, uint32_t a, uint32_t b, uint32_t res) {
     m->cpu.lf_op = op;
@@ -381,6 +415,8 @@ AERO_INLINE uint32_t aero_translate(aero_machine *m, uint32_t lin, int acc) {
 /* Host pointer for a physical page usable for reads (NULL: not RAM/ROM). */
 uint8_t *aero_phys_ptr(aero_machine *m, uint32_t phys);
 void aero_invalidate_code(aero_machine *m, uint32_t phys, uint32_t len);
+/* Record that decoded blocks now hold the bytes [phys, phys + len) of one RAM page. */
+void aero_note_code(aero_machine *m, uint32_t phys, uint32_t len);
 
 AERO_INLINE uint32_t load_le(const uint8_t *p, int size) {
     if (size == 1) return p[0];
@@ -395,7 +431,7 @@ AERO_INLINE void store_le(uint8_t *p, int size, uint32_t v) {
 
 /* The TLB entry that serves linear address lin at the current privilege. */
 AERO_INLINE aero_tlb_entry *aero_tlb_entry_for(aero_machine *m, uint32_t lin) {
-    return &m->tlb[m->cpu.cpl == 3][(lin >> 12) & (AERO_TLB_SIZE - 1)];
+    return &m->tlb[m->cpu.cpl == 3][aero_tlb_slot(lin)];
 }
 /* The tag an access of `size` bytes at lin must find: its page, plus, while alignment
  * checking is armed, the address bits that make it misaligned, so that a misaligned access
@@ -632,8 +668,26 @@ uint32_t aero_io_read(aero_machine *m, uint16_t port, int size);
 void aero_io_write(aero_machine *m, uint16_t port, int size, uint32_t val);
 
 /* ---- decoder (decode.c) ---- */
+/* Everything besides the linear address that decides which block runs there: the code
+ * segment's size, protected or virtual-8086 mode, and the CPL (the TLB set that fetches). */
+AERO_INLINE uint32_t aero_jump_mode(const aero_machine *m) {
+    return (m->cpu.seg[S_CS].attr & SA_DB) | (m->cpu.cr0 & CR0_PE) | (m->cpu.eflags & F_VM) | (m->cpu.cpl << 1);
+}
+AERO_INLINE uint32_t aero_jump_slot(uint32_t lin) { return (lin ^ (lin >> 10)) & (AERO_JUMP_CACHE - 1); }
+/* The block at CS:EIP: the jump cache when it answers, else aero_block_lookup. */
 aero_block *aero_block_lookup(aero_machine *m);
+AERO_INLINE aero_block *aero_block_find(aero_machine *m) {
+    const aero_segment *cs = &m->cpu.seg[S_CS];
+    uint32_t eip = m->cpu.eip, lin = cs->base + eip;
+    const aero_jump_entry *j = &m->jump[aero_jump_slot(lin)];
+    if (AERO_LIKELY(j->lin == lin && j->epoch == m->code_epoch && j->mode == aero_jump_mode(m) && eip <= cs->limit))
+        return j->b;
+    return aero_block_lookup(m);
+}
 void aero_blocks_flush(aero_machine *m);
+/* The handler specialised for this decoded instruction's form, or its generic handler
+ * (fastpath.c). */
+aero_handler aero_fast_form(const aero_insn *in);
 /* Decode one instruction at CS:EIP into *in (used for single-instruction execution). */
 void aero_decode_one(aero_machine *m, aero_insn *in);
 

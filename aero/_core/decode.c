@@ -165,6 +165,7 @@ static uint8_t decode_insn(fetcher *f, aero_insn *in, int pm) {
     if ((desc.flags & AERO_OPF_MEM) && in->mod == 3) in->fn = aero_op_ud;
     if ((desc.flags & AERO_OPF_PM) && !pm) in->fn = aero_op_ud;
     if (lock && (!(desc.flags & AERO_OPF_LOCK) || in->mod == 3)) in->fn = aero_op_ud;
+    in->fn = aero_fast_form(in);
     return desc.flags;
 }
 
@@ -177,7 +178,10 @@ static void op_fetch_gp(aero_machine *m, const aero_insn *in) {
 /* Does this instruction end a block? Anything that can branch, fault-and-resume by
  * design (string ops), or change how the following bytes decode. */
 static int ends_block(const aero_insn *in, uint8_t flags) {
-    if (flags & (AERO_OPF_BRANCH | AERO_OPF_SYS | AERO_OPF_STR)) return 1;
+    if (flags & (AERO_OPF_BRANCH | AERO_OPF_SYS)) return 1;
+    /* A REP string instruction batches iterations against the clock; without REP it is an
+     * ordinary instruction. */
+    if ((flags & AERO_OPF_STR) && in->rep) return 1;
     return in->fn == aero_op_ud;
 }
 
@@ -188,9 +192,12 @@ static void decode_block(aero_machine *m, aero_block *b, uint32_t phys, uint32_t
     uint32_t lin0 = m->cpu.seg[S_CS].base + m->cpu.eip;
     f.page_lin = lin0 & ~0xFFFu;
     int pm = aero_pm(m);
+    /* The slot stays empty until the block is complete: a fault while fetching (the page
+     * after a crossing instruction) must not leave a half-decoded block behind. */
+    b->key = 0;
     b->phys = phys;
-    b->key = key;
     b->n = 0;
+    m->code_epoch++; /* jump-cache entries may point at this slot */
     while (b->n < AERO_BLOCK_INSNS) {
         aero_insn *in = &b->insn[b->n];
         uint32_t ins_lin = m->cpu.seg[S_CS].base + f.eip;
@@ -205,36 +212,59 @@ static void decode_block(aero_machine *m, aero_block *b, uint32_t phys, uint32_t
                 in->len = 0;
             }
             b->n = 1;
-            if (f.crossed && cacheable) b->key = 0; /* spans two pages: never cached */
+            b->key = (f.crossed && cacheable) ? 0 : key; /* spans two pages: never cached */
             return;
         }
         b->n++;
         if (ends_block(in, fl)) break;
         if (((ins_lin + in->len) & ~0xFFFu) != f.page_lin) break;
     }
+    b->key = key;
 }
+
+static aero_block *lookup_slow(aero_machine *m, uint32_t lin, uint32_t key);
 
 aero_block *aero_block_lookup(aero_machine *m) {
     uint32_t lin = m->cpu.seg[S_CS].base + m->cpu.eip;
     if (AERO_UNLIKELY(m->cpu.eip > m->cpu.seg[S_CS].limit)) {
         aero_fault(m, EXC_GP, 0, 1);
     }
-    uint32_t phys = aero_translate(m, lin, 0);
     uint32_t key = aero_decode_key(m) | (aero_pm(m) ? 4u : 0u);
+    uint32_t mode = aero_jump_mode(m);
+    /* The jump cache answers without translating or hashing the physical address: while
+     * code_epoch stands still, the TLB still maps lin (with the fetch rights of this CPL)
+     * to the same page and the block there is still valid. */
+    aero_jump_entry *j = &m->jump[aero_jump_slot(lin)];
+    if (AERO_LIKELY(j->lin == lin && j->mode == mode && j->epoch == m->code_epoch)) return j->b;
+    aero_block *b = lookup_slow(m, lin, key);
+    if (b != &m->scratch) {
+        j->lin = lin;
+        j->mode = mode;
+        j->epoch = m->code_epoch;
+        j->b = b;
+    }
+    return b;
+}
+
+static aero_block *lookup_slow(aero_machine *m, uint32_t lin, uint32_t key) {
+    uint32_t phys = aero_translate(m, lin, 0);
     uint32_t idx = (phys ^ (phys >> 12)) & (AERO_BLOCK_CACHE - 1);
     aero_block *b = &m->blocks[idx];
     uint32_t page = phys >> 12;
     int in_ram = phys < m->ram_size;
     uint32_t gen = in_ram ? m->page_gen[page] : 0;
     if (AERO_LIKELY(b->key == key && b->phys == phys && b->gen == gen)) return b;
-    if (in_ram && !m->code_page[page]) {
-        m->code_page[page] = 1;
-        aero_tlb_flush_writes(m); /* writes to this page must now take the slow path */
-    }
     m->fetching = 1; /* instruction bytes are not data reads (host watches) */
     decode_block(m, b, phys, key, 1);
     m->fetching = 0;
     b->gen = gen;
+    if (in_ram) {
+        /* Writes to these bytes must now invalidate the page's blocks. */
+        uint32_t len = 0;
+        for (uint32_t i = 0; i < b->n; i++) len += b->insn[i].len;
+        if (len == 0 || (phys & 0xFFFu) + len > 0x1000u) len = 0x1000u - (phys & 0xFFFu);
+        aero_note_code(m, phys, len);
+    }
     if (b->key == 0) {
         /* An instruction crossing a page: decode into the scratch block each time. */
         m->scratch = *b;
@@ -245,6 +275,7 @@ aero_block *aero_block_lookup(aero_machine *m) {
 }
 
 void aero_blocks_flush(aero_machine *m) {
+    m->code_epoch++;
     for (uint32_t i = 0; i < AERO_BLOCK_CACHE; i++) m->blocks[i].key = 0;
 }
 

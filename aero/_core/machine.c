@@ -65,10 +65,11 @@ aero_machine *aero_machine_new(const aero_config *cfg) {
     m->ram = calloc(1, cfg->ram_size);
     m->page_gen = calloc(m->ram_pages, sizeof *m->page_gen);
     m->code_page = calloc(m->ram_pages, 1);
+    m->code_bits = calloc(m->ram_pages, sizeof *m->code_bits);
     m->dirty = malloc(m->ram_pages);
     m->page_hash = calloc(m->ram_pages, sizeof *m->page_hash);
     m->blocks = calloc(AERO_BLOCK_CACHE, sizeof *m->blocks);
-    if (!m->ram || !m->page_gen || !m->code_page || !m->dirty || !m->page_hash || !m->blocks) {
+    if (!m->ram || !m->page_gen || !m->code_page || !m->code_bits || !m->dirty || !m->page_hash || !m->blocks) {
         aero_machine_free(m);
         return NULL;
     }
@@ -91,6 +92,7 @@ void aero_machine_free(aero_machine *m) {
     free(m->rom);
     free(m->page_gen);
     free(m->code_page);
+    free(m->code_bits);
     free(m->dirty);
     free(m->page_hash);
     free(m->blocks);
@@ -463,7 +465,7 @@ static __attribute__((noinline)) void run_loop(aero_machine *m) {
             m->stop = AERO_STOP_TICKS;
             break;
         }
-        exec_block(m, aero_block_lookup(m));
+        exec_block(m, aero_block_find(m));
     }
 }
 
@@ -844,6 +846,7 @@ int aero_snapshot_load(aero_machine *m, const uint8_t *in, uint64_t len) {
     aero_pc_reschedule(m);
     memset(m->dirty, 1, m->ram_pages);
     memset(m->code_page, 0, m->ram_pages);
+    memset(m->code_bits, 0, (size_t)m->ram_pages * sizeof *m->code_bits);
     for (uint32_t i = 0; i < m->ram_pages; i++) m->page_gen[i]++;
     aero_tlb_flush_all(m);
     aero_blocks_flush(m);

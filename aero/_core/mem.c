@@ -44,12 +44,14 @@ static void tlb_drop(aero_machine *m, int set, int i) {
 }
 
 void aero_tlb_flush_all(aero_machine *m) {
+    m->code_epoch++;
     for (int set = 0; set < 2; set++)
         for (int i = 0; i < AERO_TLB_SIZE; i++) tlb_drop(m, set, i);
     m->tlb_ctl = paging_ctl(m);
 }
 
 void aero_tlb_flush(aero_machine *m) {
+    m->code_epoch++;
     if (paging_ctl(m) != m->tlb_ctl) {
         aero_tlb_flush_all(m);
         return;
@@ -61,7 +63,8 @@ void aero_tlb_flush(aero_machine *m) {
 
 void aero_tlb_flush_page(aero_machine *m, uint32_t lin) {
     uint32_t page = lin & ~0xFFFu, big = lin & 0xFFC00000u;
-    int slot = (int)((lin >> 12) & (AERO_TLB_SIZE - 1));
+    int slot = (int)aero_tlb_slot(lin);
+    m->code_epoch++;
     for (int set = 0; set < 2; set++) {
         aero_tlb_entry *e = &m->tlb[set][slot];
         if (e->tag_r == page || e->tag_w == page) tlb_drop(m, set, slot);
@@ -154,10 +157,13 @@ AERO_INLINE int acc_set(const aero_machine *m, int acc) {
 
 uint32_t aero_translate_slow(aero_machine *m, uint32_t lin, int acc) {
     /* A mapped entry already holds this translation, checked for the same rights. */
-    int set = acc_set(m, acc), slot = (int)((lin >> 12) & (AERO_TLB_SIZE - 1));
+    int set = acc_set(m, acc), slot = (int)aero_tlb_slot(lin);
     const aero_tlb_entry *e = &m->tlb[set][slot];
-    if ((acc & AERO_ACC_WRITE) ? e->tag_w == (lin & ~0xFFFu) : e->tag_r == (lin & ~0xFFFu)) {
-        uint32_t info = m->tlb_info[set][slot];
+    uint32_t page = lin & ~0xFFFu, info = m->tlb_info[set][slot];
+    /* A page holding code is never write-mapped, but its translation may have been checked
+     * for writes already (AERO_TLBI_WOK): no walk then. */
+    if ((acc & AERO_ACC_WRITE) ? (e->tag_w == page || (e->tag_r == page && (info & AERO_TLBI_WOK)))
+                               : e->tag_r == page) {
         m->walk_info = info & 0xFFFu;
         return (info & ~0xFFFu) | (lin & 0xFFF);
     }
@@ -300,14 +306,36 @@ void aero_watch_port(aero_machine *m, uint16_t port, int size, uint32_t val, uin
     m->exit_block = 1;
 }
 
-/* Record a write to RAM page `page`: dirty tracking and self-modifying code. */
-static void note_write(aero_machine *m, uint32_t page) {
+/* The code_bits chunks (64 bytes each) that bytes [off, off + len) of a page touch
+ * (off + len <= 4096, len >= 1). */
+AERO_INLINE uint64_t chunk_mask(uint32_t off, uint32_t len) {
+    uint32_t first = off >> 6, last = (off + len - 1) >> 6;
+    uint64_t upto = last == 63 ? ~0ull : ((1ull << (last + 1)) - 1);
+    return upto & ~((1ull << first) - 1);
+}
+
+/* Record a write to bytes [off, off + len) of RAM page `page` (within the page): dirty
+ * tracking and self-modifying code. Only a write to a 64-byte chunk that decoded blocks
+ * were made from invalidates the page's blocks (data sharing a page with code does not). */
+static void note_write(aero_machine *m, uint32_t page, uint32_t off, uint32_t len) {
     m->dirty[page] = 1;
-    if (m->code_page[page]) {
+    if (m->code_page[page] && (m->code_bits[page] & chunk_mask(off, len))) {
         m->code_page[page] = 0;
+        m->code_bits[page] = 0;
         m->page_gen[page]++;
+        m->code_epoch++;
         m->exit_block = 1; /* the running block may be stale */
     }
+}
+
+void aero_note_code(aero_machine *m, uint32_t phys, uint32_t len) {
+    uint32_t page = phys >> 12;
+    if (len == 0 || page >= m->ram_pages) return;
+    if (!m->code_page[page]) {
+        m->code_page[page] = 1;
+        aero_tlb_flush_writes(m); /* writes to this page must now take the slow path */
+    }
+    m->code_bits[page] |= chunk_mask(phys & 0xFFFu, len);
 }
 
 /* Read of kind acc (0 or AERO_ACC_SYS). */
@@ -326,10 +354,11 @@ static uint32_t rd_slow(aero_machine *m, uint32_t lin, int size, int acc) {
     if (!p) return size == 1 ? 0xFFu : size == 2 ? 0xFFFFu : 0xFFFFFFFFu;
     uint32_t page = lin & ~0xFFFu;
     if (mappable(m, page, phys, 0)) {
-        int set = acc_set(m, acc), slot = (int)((lin >> 12) & (AERO_TLB_SIZE - 1));
+        int set = acc_set(m, acc), slot = (int)aero_tlb_slot(lin);
         aero_tlb_entry *e = &m->tlb[set][slot];
         uintptr_t addend = (uintptr_t)(p - (phys & 0xFFF)) - page;
         if (e->tag_r != page || e->addend != addend) {
+            if (e->tag_r != AERO_TLB_INVALID) m->code_epoch++; /* a translation is dropped */
             e->tag_w = AERO_TLB_INVALID; /* the write tag must describe the same translation */
             e->tag_r = page;
             e->addend = addend;
@@ -368,23 +397,26 @@ static void wr_slow(aero_machine *m, uint32_t lin, int size, uint32_t val, int a
     data_bp_check(m, lin, size, 1);
     if (AERO_UNLIKELY(m->watch_data & AERO_WATCH_WRITE)) watch_check(m, lin, phys, size, AERO_WATCH_WRITE);
     if (!phys_is_ram(m, phys)) return; /* ROM and open bus ignore writes */
-    note_write(m, phys >> 12);
+    note_write(m, phys >> 12, phys & 0xFFFu, (uint32_t)size);
     uint8_t *p = m->ram + phys;
     store_le(p, size, val);
     uint32_t page = lin & ~0xFFFu;
-    int set = acc_set(m, acc), slot = (int)((lin >> 12) & (AERO_TLB_SIZE - 1));
+    int set = acc_set(m, acc), slot = (int)aero_tlb_slot(lin);
     aero_tlb_entry *e = &m->tlb[set][slot];
     uintptr_t addend = (uintptr_t)(p - (phys & 0xFFF)) - page;
     if (e->tag_r != page || e->addend != addend) {
+        if (e->tag_r != AERO_TLB_INVALID) m->code_epoch++; /* a translation is dropped */
         e->tag_r = AERO_TLB_INVALID;
         e->tag_w = AERO_TLB_INVALID;
         e->addend = addend;
     }
-    m->tlb_info[set][slot] = (phys & ~0xFFFu) | info;
+    m->tlb_info[set][slot] = (phys & ~0xFFFu) | info | AERO_TLBI_WOK;
     /* With paging, the walk above set the dirty bit for this write, so later writes may go
-     * straight through: write-map the page (unless a breakpoint watches it). */
+     * straight through: write-map the page (unless a breakpoint or a host watch covers it,
+     * or it holds decoded code: those writes must come here to be checked against the code
+     * chunks). */
     if (mappable(m, page, phys, 0)) e->tag_r = page;
-    if (mappable(m, page, phys, 1)) e->tag_w = page;
+    if (mappable(m, page, phys, 1) && !m->code_page[phys >> 12]) e->tag_w = page;
 }
 
 void aero_wr_slow(aero_machine *m, uint32_t lin, int size, uint32_t val) { wr_slow(m, lin, size, val, 0); }
@@ -393,7 +425,12 @@ void aero_invalidate_code(aero_machine *m, uint32_t phys, uint32_t len) {
     if (len == 0) return;
     uint64_t end = (uint64_t)phys + len;
     if (end > m->ram_size) end = m->ram_size;
-    for (uint64_t a = phys & ~0xFFFu; a < end; a += 4096) note_write(m, (uint32_t)(a >> 12));
+    for (uint64_t a = phys; a < end;) {
+        uint64_t stop = (a | 0xFFFu) + 1;
+        if (stop > end) stop = end;
+        note_write(m, (uint32_t)(a >> 12), (uint32_t)(a & 0xFFFu), (uint32_t)(stop - a));
+        a = stop;
+    }
 }
 
 void aero_write_phys(aero_machine *m, uint32_t addr, const uint8_t *data, uint32_t len) {
@@ -419,7 +456,7 @@ void aero_ram_modified(aero_machine *m, uint32_t addr, uint32_t len) {
  * CPL 3 through the supervisor TLB set, so user code never inherits such a mapping. */
 uint32_t aero_rd_sys(aero_machine *m, uint32_t lin, int size) {
     if (m->cpu.cpl != 3) return lin_rd(m, lin, size);
-    const aero_tlb_entry *e = &m->tlb[0][(lin >> 12) & (AERO_TLB_SIZE - 1)];
+    const aero_tlb_entry *e = &m->tlb[0][aero_tlb_slot(lin)];
     if (e->tag_r == (lin & ~0xFFFu) && (lin & 0xFFF) <= 0x1000u - (uint32_t)size)
         return load_le((const uint8_t *)(e->addend + lin), size);
     return rd_slow(m, lin, size, AERO_ACC_SYS);
@@ -430,7 +467,7 @@ void aero_wr_sys(aero_machine *m, uint32_t lin, int size, uint32_t val) {
         lin_wr(m, lin, size, val);
         return;
     }
-    const aero_tlb_entry *e = &m->tlb[0][(lin >> 12) & (AERO_TLB_SIZE - 1)];
+    const aero_tlb_entry *e = &m->tlb[0][aero_tlb_slot(lin)];
     if (e->tag_w == (lin & ~0xFFFu) && (lin & 0xFFF) <= 0x1000u - (uint32_t)size) {
         store_le((uint8_t *)(e->addend + lin), size, val);
         return;

@@ -607,3 +607,73 @@ void aero_op_aad(aero_machine *m, const aero_insn *in) {
     m->cpu.eflags = (get_flags(m) & ~F_ARITH) | szp_flags(r, 0);
     next(m, in);
 }
+
+/* ---- forms specialised at decode time (fastpath.c) ----
+ * 32-bit operand size in 32-bit code: EIP advances without a wrap; the memory forms have
+ * 32-bit addressing. The register forms (_r32) have mod = 3, the memory forms (_m32) not. */
+AERO_INLINE void next32(aero_machine *m, const aero_insn *in) { m->cpu.eip += in->len; }
+AERO_INLINE uint32_t ea32(const aero_machine *m, const aero_insn *in) {
+    return m->cpu.r[in->base] + (m->cpu.r[in->index] << in->scale) + in->disp;
+}
+/* E op= b with a memory E: one segment check and translation. */
+AERO_INLINE void alu_m32(aero_machine *m, const aero_insn *in, const int op, uint32_t b) {
+    if (op == OP_CMP) {
+        (void)alu(m, op, rd32(m, in->seg, ea32(m, in)), b, 4);
+    } else {
+        uint32_t lin = seg_lin_w(m, in->seg, ea32(m, in), 4);
+        lin_wr(m, lin, 4, alu(m, op, lin_rd_w(m, lin, 4), b, 4));
+    }
+    next32(m, in);
+}
+
+#define DEF_ALU_FAST(name, OP)                                                                      \
+    void aero_op_##name##_EvGv_r32(aero_machine *m, const aero_insn *in) {                          \
+        uint32_t r = alu(m, OP, m->cpu.r[in->rm], m->cpu.r[in->reg], 4);                            \
+        if (OP != OP_CMP) m->cpu.r[in->rm] = r;                                                      \
+        next32(m, in);                                                                              \
+    }                                                                                               \
+    void aero_op_##name##_GvEv_r32(aero_machine *m, const aero_insn *in) {                          \
+        uint32_t r = alu(m, OP, m->cpu.r[in->reg], m->cpu.r[in->rm], 4);                            \
+        if (OP != OP_CMP) m->cpu.r[in->reg] = r;                                                     \
+        next32(m, in);                                                                              \
+    }                                                                                               \
+    void aero_op_##name##_EvI_r32(aero_machine *m, const aero_insn *in) {                           \
+        uint32_t r = alu(m, OP, m->cpu.r[in->rm], in->imm, 4);                                      \
+        if (OP != OP_CMP) m->cpu.r[in->rm] = r;                                                      \
+        next32(m, in);                                                                              \
+    }                                                                                               \
+    void aero_op_##name##_eAXIz_32(aero_machine *m, const aero_insn *in) {                          \
+        uint32_t r = alu(m, OP, m->cpu.r[R_EAX], in->imm, 4);                                       \
+        if (OP != OP_CMP) m->cpu.r[R_EAX] = r;                                                       \
+        next32(m, in);                                                                              \
+    }                                                                                               \
+    void aero_op_##name##_GvEv_m32(aero_machine *m, const aero_insn *in) {                          \
+        uint32_t b = rd32(m, in->seg, ea32(m, in));                                                 \
+        uint32_t r = alu(m, OP, m->cpu.r[in->reg], b, 4);                                           \
+        if (OP != OP_CMP) m->cpu.r[in->reg] = r;                                                     \
+        next32(m, in);                                                                              \
+    }                                                                                               \
+    void aero_op_##name##_EvGv_m32(aero_machine *m, const aero_insn *in) { alu_m32(m, in, OP, m->cpu.r[in->reg]); } \
+    void aero_op_##name##_EvI_m32(aero_machine *m, const aero_insn *in) { alu_m32(m, in, OP, in->imm); }
+
+DEF_ALU_FAST(add, OP_ADD)
+DEF_ALU_FAST(or, OP_OR)
+DEF_ALU_FAST(adc, OP_ADC)
+DEF_ALU_FAST(sbb, OP_SBB)
+DEF_ALU_FAST(and, OP_AND)
+DEF_ALU_FAST(sub, OP_SUB)
+DEF_ALU_FAST(xor, OP_XOR)
+DEF_ALU_FAST(cmp, OP_CMP)
+
+void aero_op_test_EvGv_r32(aero_machine *m, const aero_insn *in) {
+    test_op(m, m->cpu.r[in->rm], m->cpu.r[in->reg], 4);
+    next32(m, in);
+}
+void aero_op_inc_Zv_32(aero_machine *m, const aero_insn *in) {
+    m->cpu.r[in->reg] = incdec(m, m->cpu.r[in->reg], 4, 0);
+    next32(m, in);
+}
+void aero_op_dec_Zv_32(aero_machine *m, const aero_insn *in) {
+    m->cpu.r[in->reg] = incdec(m, m->cpu.r[in->reg], 4, 1);
+    next32(m, in);
+}

@@ -136,3 +136,24 @@ void aero_op_stc(aero_machine *m, const aero_insn *in) { set_flags_masked(m, F_C
 void aero_op_cmc(aero_machine *m, const aero_insn *in) { set_flags_masked(m, F_CF, get_cf(m) ^ F_CF); next(m, in); }
 void aero_op_cld(aero_machine *m, const aero_insn *in) { m->cpu.eflags &= ~F_DF; next(m, in); }
 void aero_op_std(aero_machine *m, const aero_insn *in) { m->cpu.eflags |= F_DF; next(m, in); }
+
+/* ---- forms specialised at decode time (fastpath.c): 32-bit operands in 32-bit code,
+ * 32-bit addressing for the memory forms (_m32), mod = 3 for the register forms (_r32). ---- */
+AERO_INLINE void next32(aero_machine *m, const aero_insn *in) { m->cpu.eip += in->len; }
+AERO_INLINE uint32_t ea32(const aero_machine *m, const aero_insn *in) {
+    return m->cpu.r[in->base] + (m->cpu.r[in->index] << in->scale) + in->disp;
+}
+void aero_op_mov_EvGv_r32(aero_machine *m, const aero_insn *in) { m->cpu.r[in->rm] = m->cpu.r[in->reg]; next32(m, in); }
+void aero_op_mov_EvGv_m32(aero_machine *m, const aero_insn *in) { wr32(m, in->seg, ea32(m, in), m->cpu.r[in->reg]); next32(m, in); }
+void aero_op_mov_GvEv_r32(aero_machine *m, const aero_insn *in) { m->cpu.r[in->reg] = m->cpu.r[in->rm]; next32(m, in); }
+void aero_op_mov_GvEv_m32(aero_machine *m, const aero_insn *in) { m->cpu.r[in->reg] = rd32(m, in->seg, ea32(m, in)); next32(m, in); }
+void aero_op_mov_EvIz_m32(aero_machine *m, const aero_insn *in) { wr32(m, in->seg, ea32(m, in), in->imm); next32(m, in); }
+void aero_op_mov_ZvIv_32(aero_machine *m, const aero_insn *in) { m->cpu.r[in->reg] = in->imm; next32(m, in); }
+void aero_op_lea_32(aero_machine *m, const aero_insn *in) { m->cpu.r[in->reg] = ea32(m, in); next32(m, in); }
+void aero_op_xchg_EvGv_m32(aero_machine *m, const aero_insn *in) {
+    uint32_t lin = seg_lin_w(m, in->seg, ea32(m, in), 4);
+    uint32_t v = lin_rd_w(m, lin, 4);
+    lin_wr(m, lin, 4, m->cpu.r[in->reg]);
+    m->cpu.r[in->reg] = v;
+    next32(m, in);
+}

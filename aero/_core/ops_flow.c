@@ -631,3 +631,78 @@ void aero_op_popf(aero_machine *m, const aero_insn *in) {
     m->exit_block = 1; /* TF may have changed: the run loop must look again */
     next(m, in);
 }
+
+/* ---- forms specialised at decode time (fastpath.c): 32-bit operand size in 32-bit code
+ * (EIP and branch targets are not masked to 16 bits). ---- */
+AERO_INLINE void push32(aero_machine *m, uint32_t v) {
+    if (AERO_LIKELY(stack32(m))) {
+        uint32_t sp = m->cpu.r[R_ESP] - 4;
+        wr32(m, S_SS, sp, v);
+        m->cpu.r[R_ESP] = sp;
+    } else {
+        push(m, 4, v);
+    }
+}
+AERO_INLINE uint32_t pop32(aero_machine *m) {
+    if (AERO_LIKELY(stack32(m))) {
+        uint32_t sp = m->cpu.r[R_ESP];
+        uint32_t v = rd32(m, S_SS, sp);
+        m->cpu.r[R_ESP] = sp + 4;
+        return v;
+    }
+    return pop(m, 4);
+}
+/* Condition cc with the common lazy cases inline (ZF of any operation, CF of a 32-bit
+ * SUB/CMP); the rest in aero_cond. */
+AERO_INLINE int cond_fast(aero_machine *m, int cc) {
+    const aero_cpu *c = &m->cpu;
+    if (c->lf_op != LF_NONE && c->lf_size == 2) {
+        if ((cc >> 1) == 2) return (c->lf_res == 0) ^ (cc & 1);
+        if ((cc >> 1) == 1 && c->lf_op == LF_SUB) return (c->lf_a < c->lf_b) ^ (cc & 1);
+    }
+    return aero_cond(m, cc);
+}
+void aero_op_jcc_32(aero_machine *m, const aero_insn *in) {
+    uint32_t e = m->cpu.eip + in->len;
+    if (cond_fast(m, in->op & 15)) {
+        e += in->imm;
+        check_cs_limit(m, e);
+    }
+    m->cpu.eip = e;
+}
+void aero_op_jmp_J_32(aero_machine *m, const aero_insn *in) {
+    uint32_t t = m->cpu.eip + in->len + in->imm;
+    check_cs_limit(m, t);
+    m->cpu.eip = t;
+}
+void aero_op_call_Jz_32(aero_machine *m, const aero_insn *in) {
+    uint32_t ret = m->cpu.eip + in->len, t = ret + in->imm;
+    check_cs_limit(m, t);
+    push32(m, ret);
+    m->cpu.eip = t;
+}
+void aero_op_ret_32(aero_machine *m, const aero_insn *in) {
+    if (AERO_LIKELY(stack32(m))) {
+        uint32_t sp = m->cpu.r[R_ESP];
+        uint32_t t = rd32(m, S_SS, sp);
+        check_cs_limit(m, t);
+        m->cpu.r[R_ESP] = sp + 4;
+        m->cpu.eip = t;
+    } else {
+        ret_near(m, in, 0);
+    }
+}
+void aero_op_push_Zv_32(aero_machine *m, const aero_insn *in) {
+    push32(m, m->cpu.r[in->reg]);
+    m->cpu.eip += in->len;
+}
+/* POP ESP loads the popped value (it overrides the increment). */
+void aero_op_pop_Zv_32(aero_machine *m, const aero_insn *in) {
+    uint32_t v = pop32(m);
+    m->cpu.r[in->reg] = v;
+    m->cpu.eip += in->len;
+}
+void aero_op_push_I_32(aero_machine *m, const aero_insn *in) {
+    push32(m, in->imm);
+    m->cpu.eip += in->len;
+}

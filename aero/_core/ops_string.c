@@ -9,7 +9,8 @@
  * paying its own tick, so the result is exactly that of one iteration per call. EIP stays on
  * the instruction until the repetition ends. Registers are updated after every iteration,
  * so a fault in the middle leaves a resumable state. Forward REP MOVS/STOS copy runs that
- * stay within one page and the segment limits straight through the TLB's host pointers.
+ * stay within one page and the segment limits straight through the TLB's host pointers;
+ * forward REP LODS/SCAS/CMPS read such runs the same way (memchr for REPNE SCASB).
  */
 #include "cpu.h"
 
@@ -143,6 +144,68 @@ AERO_INLINE uint32_t fast_forward(aero_machine *m, const aero_insn *in, const in
     return (uint32_t)n;
 }
 
+/* Forward REP LODS/SCAS/CMPS fast path: up to max elements within one page on each side and
+ * within the segment limits, read through TLB host pointers (a read tag means the page is
+ * readable at this privilege, unwatched, and the access cannot fault). Stops after the
+ * element that ends a REPE/REPNE compare (*end = 1). Registers and lazy flags end as the
+ * element-by-element loop leaves them. Returns the elements done; 0: not applicable. */
+AERO_INLINE uint32_t fast_scan(aero_machine *m, const aero_insn *in, const int kind, int size, uint32_t max,
+                               int *end) {
+    uint64_t n = max;
+    const uint8_t *hs = NULL, *hd = NULL;
+    uint32_t si = idx_get(m, in, R_ESI), di = idx_get(m, in, R_EDI);
+    if (kind == K_LODS || kind == K_CMPS) {
+        uint64_t r = span_room(m, in, in->seg, si, size, 0);
+        if (r < n) n = r;
+        uint32_t ls = m->cpu.seg[in->seg].base + si;
+        const aero_tlb_entry *es = aero_tlb_entry_for(m, ls);
+        if (n == 0 || es->tag_r != tlb_key(m, ls, size)) return 0;
+        hs = (const uint8_t *)(es->addend + ls);
+    }
+    if (kind == K_SCAS || kind == K_CMPS) {
+        uint64_t r = span_room(m, in, S_ES, di, size, 0);
+        if (r < n) n = r;
+        uint32_t ld = m->cpu.seg[S_ES].base + di;
+        const aero_tlb_entry *ed = aero_tlb_entry_for(m, ld);
+        if (n == 0 || ed->tag_r != tlb_key(m, ld, size)) return 0;
+        hd = (const uint8_t *)(ed->addend + ld);
+    }
+    uint64_t done = n;
+    if (kind == K_LODS) {
+        set_reg(m, R_EAX, size, load_le(hs + (n - 1) * (uint64_t)size, size));
+        idx_set(m, in, R_ESI, si + (uint32_t)(n * (uint64_t)size));
+        return (uint32_t)n;
+    }
+    uint32_t a = 0, b = 0;
+    int want_eq = in->rep == 0xF3; /* REPE goes on while equal, REPNE while different */
+    if (kind == K_SCAS) {
+        a = get_reg(m, R_EAX, size);
+        if (size == 1 && !want_eq) {
+            const uint8_t *hit = memchr(hd, (int)a, (size_t)n);
+            done = hit ? (uint64_t)(hit - hd) + 1 : n;
+            b = hd[done - 1];
+        } else {
+            for (done = 0; done < n;) {
+                b = load_le(hd + done * (uint64_t)size, size);
+                done++;
+                if ((a == b) != want_eq) break;
+            }
+        }
+    } else {
+        for (done = 0; done < n;) {
+            a = load_le(hs + done * (uint64_t)size, size);
+            b = load_le(hd + done * (uint64_t)size, size);
+            done++;
+            if ((a == b) != want_eq) break;
+        }
+        idx_set(m, in, R_ESI, si + (uint32_t)(done * (uint64_t)size));
+    }
+    *end = (a == b) != want_eq;
+    set_lazy(m, LF_SUB, lf_size_of(size), a, b, a - b);
+    idx_set(m, in, R_EDI, di + (uint32_t)(done * (uint64_t)size));
+    return (uint32_t)done;
+}
+
 /* Execute string instruction `kind` with its REP semantics (see the top of the file). */
 AERO_INLINE void string_op(aero_machine *m, const aero_insn *in, const int kind) {
     int size = str_size(in);
@@ -163,6 +226,12 @@ AERO_INLINE void string_op(aero_machine *m, const aero_insn *in, const int kind)
         if ((kind == K_MOVS || kind == K_STOS) && cnt > 1 && !(m->cpu.eflags & F_DF) && may_batch(m)) {
             uint64_t budget = (uint64_t)m->countdown + 1; /* this iteration plus paid extras */
             done = fast_forward(m, in, kind, size, budget < cnt ? (uint32_t)budget : cnt);
+            if (done) m->countdown -= (int64_t)(done - 1);
+        }
+        if ((kind == K_LODS || kind == K_SCAS || kind == K_CMPS) && cnt > 1 && !(m->cpu.eflags & F_DF) &&
+            may_batch(m)) {
+            uint64_t budget = (uint64_t)m->countdown + 1; /* this iteration plus paid extras */
+            done = fast_scan(m, in, kind, size, budget < cnt ? (uint32_t)budget : cnt, &end);
             if (done) m->countdown -= (int64_t)(done - 1);
         }
         if (!done) {
