@@ -9,7 +9,15 @@ import json
 import sys
 from pathlib import Path
 
-from aero.cli.common import EXIT_OK, CliError
+from aero.cli.common import (
+    EXIT_OK,
+    CliError,
+    add_trace_argument,
+    address,
+    integer,
+    tick,
+    trace_path,
+)
 
 __all__ = ["COMMANDS", "serve_gdb"]
 
@@ -45,43 +53,41 @@ def serve_gdb(path: Path, address: str, tick: int) -> int:
     return EXIT_OK
 
 
-def _int(s: str) -> int:
-    try:
-        return int(s.replace("_", ""), 0)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not a number: {s!r}") from None
-
-
 def _mem(s: str) -> tuple[int, int]:
+    """ADDR[:LEN]: a physical address and a length of 1 to 4096 bytes."""
     addr, _, length = s.partition(":")
-    return _int(addr), _int(length) if length else 1
+    n = integer("length", lo=1, hi=4096)(length) if length else 1
+    return address(addr), n
 
 
 def add_query(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("query", help="the history of a memory range, port or register in a "
                                      "trace; the last write to a byte before a tick")
-    p.add_argument("trace", help="trace file ('latest' for the latest recording)")
+    add_trace_argument(p)
     what = p.add_mutually_exclusive_group(required=True)
     what.add_argument("--mem", type=_mem, metavar="ADDR[:LEN]",
                       help="every change of these physical bytes")
-    what.add_argument("--port", type=_int, metavar="PORT", help="every IN/OUT on this port")
+    what.add_argument("--port", type=integer("port", hi=0xFFFF), metavar="PORT",
+                      help="every IN/OUT on this port")
     what.add_argument("--reg", metavar="NAME", help="every change of this register")
-    what.add_argument("--last-write", type=_int, metavar="ADDR",
+    what.add_argument("--last-write", type=address, metavar="ADDR",
                       help="the instruction that last wrote this physical byte (with --before)")
-    p.add_argument("--before", type=_int, metavar="TICK", help="for --last-write")
-    p.add_argument("--from", dest="t_from", type=_int, default=0, metavar="TICK")
-    p.add_argument("--to", dest="t_to", type=_int, default=None, metavar="TICK")
-    p.add_argument("--json", action="store_true")
+    p.add_argument("--before", type=tick, metavar="TICK",
+                   help="with --last-write: the last write before this tick")
+    p.add_argument("--from", dest="t_from", type=tick, default=0, metavar="TICK",
+                   help="the first tick of the range (default 0)")
+    p.add_argument("--to", dest="t_to", type=tick, default=None, metavar="TICK",
+                   help="the last tick of the range (default: the trace's end)")
+    p.add_argument("--json", action="store_true", help="print the results as JSON")
     p.set_defaults(func=cmd_query)
 
 
 def cmd_query(args: argparse.Namespace) -> int:
-    from aero.cli.trace import _trace_arg
     from aero.traces import query
     from aero.traces.container import TraceError, open_trace
     from aero.traces.replay import ReplayError, load_contents
 
-    path = _trace_arg(None if args.trace == "latest" else args.trace)
+    path = trace_path(args.trace)
     if args.last_write is not None and args.before is None:
         raise CliError("--last-write needs --before TICK")
     try:
