@@ -6,6 +6,7 @@ import argparse
 import json
 import sys
 
+from aero.cli.campaigns import add_executor_arguments, run_cpu_campaign
 from aero.cli.common import EXIT_FAIL, EXIT_OK, CliError
 
 
@@ -79,7 +80,8 @@ def _add_fuzz(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("fuzz", help="differential fuzzing")
     fsub = p.add_subparsers(dest="target", required=True)
     c = fsub.add_parser("cpu", help="instruction-level differential fuzzing of the CPU")
-    c.add_argument("--against", choices=("unicorn",), default="unicorn")
+    c.add_argument("--against", default="unicorn",
+                   help="reference(s), comma-separated: unicorn, qemu (default unicorn)")
     c.add_argument("--examples", type=int, default=1000)
     c.add_argument("--seed", type=int, default=0)
     c.add_argument("--mode", choices=("real", "pm32", "pm32-paging", "all"), default="all",
@@ -91,24 +93,18 @@ def _add_fuzz(sub: argparse._SubParsersAction) -> None:
     c.add_argument("--classes", default=None,
                    help="comma-separated instruction classes (default: every comparable "
                         "one): alu,data,stack,flow,string,system,invalid")
+    add_executor_arguments(c)
     c.set_defaults(func=cmd_fuzz_cpu)
 
 
 def cmd_fuzz_cpu(args: argparse.Namespace) -> int:
     """``aero fuzz cpu``: exit 0 when no unexplained divergence, 1 otherwise, 2 on bad
     arguments."""
-    from aero.fuzz.campaign import (
-        print_divergence,
-        print_explained,
-        run_campaign,
-        scenarios,
-    )
+    from aero.fuzz.campaign import scenarios
 
     examples = int(args.examples)  # type: ignore[attr-defined]
     if examples < 1:
         raise CliError("--examples must be at least 1")
-    if getattr(args, "against", "unicorn") != "unicorn":
-        raise CliError("only --against unicorn is supported")
     classes = getattr(args, "classes", None)
     if isinstance(classes, str):
         classes = [c for c in classes.split(",") if c]
@@ -117,37 +113,7 @@ def cmd_fuzz_cpu(args: argparse.Namespace) -> int:
             scenarios(["real"], classes)
     except ValueError as exc:
         raise CliError(str(exc)) from exc
-    as_json = bool(getattr(args, "json", False))
-    show = not as_json and not getattr(args, "no_progress", False) and sys.stderr.isatty()
-    mode, seed = args.mode, int(args.seed)  # type: ignore[attr-defined]
-    if show:
-        from rich.progress import Progress
-
-        with Progress(transient=True) as prog:
-            task = prog.add_task("fuzz cpu", total=examples)
-            result = run_campaign(examples, seed, mode,
-                                  progress=lambda n: prog.update(task, completed=n),
-                                  classes=classes)
-    else:
-        result = run_campaign(examples, seed, mode, classes=classes)
-    if as_json:
-        print(json.dumps(result.to_dict()))
-    else:
-        from rich.console import Console
-
-        console = Console(emoji=False, highlight=False)
-        for div in result.unexplained:
-            print_divergence(console, div)
-        print_explained(console, [d for d in result.divergences if d.explained])
-        console.print(
-            f"examples {result.examples}  discarded {result.discarded}  "
-            f"divergences {len(result.divergences)} "
-            f"(unexplained {len(result.unexplained)}, explained occurrences "
-            f"{result.explained_count})  runs {result.runs}  {result.elapsed:.1f} s")
-        if result.not_implemented:
-            console.print(f"not implemented in this core (left out): "
-                          f"{', '.join(result.not_implemented)}")
-    return EXIT_FAIL if result.unexplained else EXIT_OK
+    return run_cpu_campaign(args, examples, classes)
 
 
 COMMANDS = (_add_conformance, _add_fuzz)
