@@ -215,7 +215,12 @@ class Checker:
                 close()
 
     def run(self, scenario: Scenario) -> PairResult:
-        return run_pair(scenario, self.aero, self.refs[scenario.mode])  # type: ignore[arg-type]
+        ref = self.refs[scenario.mode]
+        result = run_pair(scenario, self.aero, ref)  # type: ignore[arg-type]
+        after = getattr(ref, "after_pair", None)  # state the step results do not carry
+        if after is not None:
+            after(result, self.aero)
+        return result
 
     def check(self, scenario: Scenario) -> tuple[StepRecord, KnownDivergence | None] | None:
         """The first divergence of a scenario and its explanation, or None.
