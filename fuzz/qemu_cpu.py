@@ -340,7 +340,7 @@ class QemuMachine:
 
     def step(self) -> None:
         assert self.gdb is not None
-        reply = self.gdb.step(STEP_TIMEOUT)
+        reply = self.gdb.step()
         if not reply.startswith(("T", "S")):
             raise GdbError(f"unexpected stop reply {reply[:20]!r}")
 
@@ -475,6 +475,8 @@ class QemuCPU:
         self.regs_now: dict[str, int] = {}
         self.tables: dict[str, int] = {}
         self.broken = False
+        self._accesses: list[tuple[str, int, int]] = []
+        self._code_entries: set[int] = set()
 
     def close(self) -> None:
         if self.machine is not None:
@@ -486,14 +488,17 @@ class QemuCPU:
 
     # ---- load ----------------------------------------------------------------------------
     def load(self, scenario: Scenario, image: np.ndarray) -> None:
-        if self.broken or not self.machine.alive():
-            self._restart()
-            self.broken = False
-        try:
-            self._load(scenario, image)
-        except (GdbError, OSError) as exc:
-            self.broken = True
-            raise NotComparable(f"qemu: {exc}") from None
+        for attempt in (0, 1):  # a QEMU found dead here is replaced and the load retried
+            if self.broken or not self.machine.alive():
+                self._restart()
+                self.broken = False
+            try:
+                self._load(scenario, image)
+                return
+            except (GdbError, OSError) as exc:
+                self.broken = True
+                if attempt:
+                    raise NotComparable(f"qemu: {exc}") from None
 
     def _load(self, scenario: Scenario, image: np.ndarray) -> None:
         m = self.machine
@@ -574,13 +579,33 @@ class QemuCPU:
                 raise NotComparable("qemu: SIDT would store this backend's IDT base")
             if b2 == 0x00 and reg in (0, 1, 2, 3):
                 raise NotComparable("qemu: SLDT/STR/LLDT/LTR see this backend's TR")
+        self._accesses = []
         if info.has_memory_operand:
             seg = info.seg_override or info.default_seg
             off = effective_offset(info, self._named_regs())
             a = self._linear(seg, off)
             if not 0 <= a < RAM_SIZE - 16:
                 raise NotComparable("qemu: memory operand outside RAM")
+            row = info.row
+            size = 1 if row is None or any("b" in o for o in row.operands) else info.opsize
+            # The explicit operand, as the known-divergence matchers see a reference's
+            # accesses (QEMU does not report its own).
+            self._accesses = [("r", a, size)]
+        self._code_entries = self._entries_of([lin, lin + (info.length or 1) - 1])
         return lin, raw
+
+    def retrace(self) -> list[tuple[str, int, int]]:
+        """The memory accesses of the last step, as far as the decoding tells."""
+        return list(self._accesses)
+
+    def _entries_of(self, lins: list[int]) -> set[int]:
+        paging = self.scenario.paging if self.scenario else None
+        if paging is None:
+            return set()
+        from .difftest import paging_entries
+
+        mem = self.machine.ram[:RAM_SIZE]
+        return {e for lin in lins if lin >> 22 == 0 for e in paging_entries(mem, paging, lin)}
 
     def _named_regs(self) -> dict[str, int]:
         return {k: self.regs_now[k] for k in GPRS + ("eip", "eflags", *SEGS)}
@@ -630,7 +655,8 @@ class QemuCPU:
         for lin in lins:
             if lin >> 22 == 0:
                 for e in paging_entries(mem, paging, lin):
-                    if e + 4 <= RAM_SIZE:
+                    # Entries the instruction's own fetch used keep what QEMU set.
+                    if e + 4 <= RAM_SIZE and e not in self._code_entries:
                         out.append((e, ram[e:e + 4].tobytes()))
         return out
 
