@@ -213,6 +213,7 @@ class QemuMachine:
         self.qmp: socket.socket | None = None
         self._qbuf = b""
         self.ram_map: mmap.mmap | None = None
+        self._blob = None
         try:
             self._start(binary)
         except BaseException:
@@ -324,22 +325,27 @@ class QemuMachine:
     def read_regs(self) -> dict[str, int]:
         assert self.gdb is not None
         blob = self.gdb.read_registers()
+        self._blob: bytes | None = blob
         return {k: int.from_bytes(blob[_OFFS[i]:_OFFS[i] + 4], "little")
                 for k, i in _IDX.items()}
 
     def write_regs(self, values: dict[str, int]) -> None:
-        """Write registers: ``values`` over the current register file (read first, so
-        that nothing else changes; the gdbstub loads the selectors that differ, through
-        the descriptor tables in protected mode, before it writes the rest)."""
+        """Write registers: ``values`` over the current register file (so that nothing
+        else changes; the gdbstub loads the selectors that differ, through the descriptor
+        tables in protected mode, before it writes the rest). The register file is the
+        one last read or written, unless a step came in between."""
         assert self.gdb is not None
-        blob = bytearray(self.gdb.read_registers())
+        blob = bytearray(self._blob if self._blob is not None else self.gdb.read_registers())
         for k, v in values.items():
             i = _IDX[k]
             blob[_OFFS[i]:_OFFS[i] + 4] = (v & 0xFFFFFFFF).to_bytes(4, "little")
         self.gdb.write_registers(bytes(blob))
+        # A selector that could not be loaded keeps its old value: read back once more.
+        self._blob = None if any(k in SEGS for k in values) else bytes(blob)
 
     def step(self) -> None:
         assert self.gdb is not None
+        self._blob = None
         reply = self.gdb.step()
         if not reply.startswith(("T", "S")):
             raise GdbError(f"unexpected stop reply {reply[:20]!r}")
