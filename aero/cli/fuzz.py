@@ -8,6 +8,7 @@ import sys
 
 from aero.cli.campaigns import add_executor_arguments, run_cpu_campaign
 from aero.cli.common import EXIT_FAIL, EXIT_OK, CliError
+from aero.cli.inputs import add_fuzz_inputs
 
 
 def _add_conformance(sub: argparse._SubParsersAction) -> None:
@@ -95,6 +96,7 @@ def _add_fuzz(sub: argparse._SubParsersAction) -> None:
                         "one): alu,data,stack,flow,string,system,invalid")
     add_executor_arguments(c)
     c.set_defaults(func=cmd_fuzz_cpu)
+    add_fuzz_inputs(fsub)
 
 
 def cmd_fuzz_cpu(args: argparse.Namespace) -> int:
