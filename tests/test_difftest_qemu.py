@@ -241,3 +241,19 @@ def test_campaign_cli_against_both_references() -> None:
     out = json.loads(proc.stdout)
     assert set(out["references"]) == {"unicorn", "qemu"}
     assert out["references"]["qemu"]["examples"] == 8
+
+
+def test_known_qemu_divergences_are_documented_with_cases() -> None:
+    from pathlib import Path
+
+    from aero.fuzz.qemu_cpu import KNOWN_QEMU_DIVERGENCES, SHARED_WITH_UNICORN
+
+    root = Path(__file__).resolve().parent.parent
+    doc = (root / "docs" / "known-divergences.md").read_text()
+    section = doc[doc.index("## QEMU: instruction-level"):doc.index("## Unicorn:")]
+    cases = {json.loads(p.read_text()).get("known_divergence")
+             for p in (root / "tests" / "regressions").glob("*.json")}
+    for k in KNOWN_QEMU_DIVERGENCES:
+        assert f"`{k.key}`" in section, k.key
+        assert k.key in cases, f"no regression case for {k.key}"
+    assert {k.key for k in KNOWN_QEMU_DIVERGENCES} >= set(SHARED_WITH_UNICORN)
