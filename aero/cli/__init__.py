@@ -30,7 +30,9 @@ Commands:
   aero check [TRACE]        replay with invariant oracles and report violations
   aero export TRACE         Perfetto timeline or Tenet instruction trace
   aero conformance sst DIR  check the CPU against hardware-captured SingleStepTests
-  aero fuzz cpu             differential fuzzing of the CPU against Unicorn
+  aero fuzz cpu             differential fuzzing of the CPU against Unicorn and/or QEMU
+  aero fuzz inputs GUEST    fuzz a guest's input schedules against an oracle
+  aero difftest GUEST       run a guest in aero and QEMU, report the first difference
   aero bench                guest MIPS, side by side with Unicorn and QEMU
 
 Every data command takes --json. `aero COMMAND --help` for details.
@@ -41,10 +43,10 @@ Exit codes: 0 success, 1 check failed / divergence / violation, 2 usage or input
 
 
 def _commands() -> Sequence[Callable[[argparse._SubParsersAction], None]]:
-    from aero.cli import bench, check, diff, export, fuzz, run, trace
+    from aero.cli import bench, check, diff, difftest, export, fuzz, run, trace
 
     return (*run.COMMANDS, *trace.COMMANDS, *diff.COMMANDS, *check.COMMANDS,
-            *export.COMMANDS, *fuzz.COMMANDS, *bench.COMMANDS)
+            *export.COMMANDS, *fuzz.COMMANDS, *difftest.COMMANDS, *bench.COMMANDS)
 
 
 def build_parser() -> argparse.ArgumentParser:
