@@ -132,3 +132,23 @@ def test_unreachable_scheduler_is_a_one_line_error() -> None:
          "--dask", "tcp://127.0.0.1:9"], capture_output=True, text=True, timeout=60)
     assert proc.returncode == 2
     assert proc.stderr.count("\n") == 1 and "cannot reach the Dask scheduler" in proc.stderr
+
+
+SUITE = next((p / "shared" / "conformance" / "sst80286-real" for p in ROOT.parents
+              if (p / "shared" / "conformance" / "sst80286-real").is_dir()), ROOT / "missing")
+
+
+@pytest.mark.skipif(not SUITE.is_dir(), reason="the SingleStepTests suite is not available")
+def test_conformance_through_the_executor_equals_a_direct_run() -> None:
+    from aero.fuzz.sst import run_directory
+    from aero.fuzz.sst_campaign import files, sst_chunk
+    from aero.fuzz.sst_campaign import merge as merge_sst
+
+    only = {"00", "01", "F7.6"}
+    keys = files(SUITE, only)
+    out = run("conformance", sst_chunk, {"directory": str(SUITE), "keys": keys}, len(keys),
+              0, ExecutorSpec(jobs=2), chunk_size=1)
+    merged = merge_sst(out, str(SUITE))
+    assert merged.pop("not_evaluated") == []
+    assert json.dumps(merged, sort_keys=True) == json.dumps(run_directory(SUITE, only),
+                                                            sort_keys=True)

@@ -6,7 +6,7 @@ import argparse
 import json
 import sys
 
-from aero.cli.campaigns import add_executor_arguments, run_cpu_campaign
+from aero.cli.campaigns import add_executor_arguments, run_campaign_cli, run_cpu_campaign
 from aero.cli.common import EXIT_FAIL, EXIT_OK, CliError
 from aero.cli.inputs import add_fuzz_inputs
 
@@ -19,6 +19,7 @@ def _add_conformance(sub: argparse._SubParsersAction) -> None:
     s.add_argument("--only", nargs="*", help="opcode files to run (e.g. 00 80.1 F7.6)")
     s.add_argument("--json", action="store_true")
     s.add_argument("--no-progress", action="store_true")
+    add_executor_arguments(s)
     s.set_defaults(func=cmd_conformance_sst)
 
 
@@ -30,25 +31,26 @@ def cmd_conformance_sst(args: argparse.Namespace) -> int:
     directory = Path(args.directory)
     if not directory.is_dir():
         raise CliError(f"{directory}: not a directory")
-    show = not args.json and not args.no_progress and sys.stderr.isatty()
-    try:
-        if show:
-            from rich.progress import Progress
+    from aero.fuzz.sst_campaign import files, merge, sst_chunk
 
-            files = len(list(directory.glob("*.jsonl.gz")))
-            with Progress(transient=True) as prog:
-                task = prog.add_task("conformance", total=files)
-                result = run_directory(directory, set(args.only) if args.only else None,
-                                       progress=lambda _k: prog.advance(task))
-        else:
-            result = run_directory(directory, set(args.only) if args.only else None)
+    try:
+        keys = files(directory, set(args.only) if args.only else None)
+        if not (directory / "metadata.json").exists():
+            run_directory(directory, set())  # the error for a directory without metadata
+        if getattr(args, "chunk", None) is None:
+            args.chunk = 1
+        outcomes = run_campaign_cli(args, "conformance", sst_chunk,
+                                    {"directory": str(directory), "keys": keys}, len(keys), 0)
+        result = merge(outcomes, str(directory))
     except (FileNotFoundError, ValueError) as exc:
         raise CliError(str(exc)) from exc
     if args.json:
         print(json.dumps(result))
     else:
         _print_sst_table(result)
-    return EXIT_OK if result["failed"] == 0 else EXIT_FAIL
+    for ne in result["not_evaluated"]:
+        print(f"chunk {ne['chunk']} not evaluated: {ne['error']}", file=sys.stderr)
+    return EXIT_OK if result["failed"] == 0 and not result["not_evaluated"] else EXIT_FAIL
 
 
 def _print_sst_table(result: dict) -> None:
