@@ -113,7 +113,7 @@ def run_cpu_campaign(args: argparse.Namespace, examples: int,
         return EXIT_FAIL if failed else EXIT_OK
     from rich.console import Console
 
-    console = Console(emoji=False, highlight=False)
+    console = Console(emoji=False, highlight=False, markup=False, soft_wrap=True)
     for ref in refs:
         r = report["references"][ref]
         for d in r["divergences"]:
@@ -130,8 +130,12 @@ def run_cpu_campaign(args: argparse.Namespace, examples: int,
             console.print(f"not implemented in this core (left out): "
                           f"{', '.join(r['not_implemented'])}")
     for ne in report["not_evaluated"]:
-        console.print(f"[red]chunk {ne['chunk']} not evaluated[/red]: {ne['error']}")
-    console.print(f"{elapsed:.1f} s, {report['examples'] / max(elapsed, 1e-9):.1f} examples/s")
+        console.print(f"chunk {ne['chunk']} not evaluated: {ne['error']}")
+    if getattr(args, "resume", None):
+        console.print(f"{elapsed:.1f} s (chunks already in {args.resume} not run again)")
+    else:
+        console.print(f"{elapsed:.1f} s, {report['examples'] / max(elapsed, 1e-9):.1f} "
+                      f"examples/s")
     return EXIT_FAIL if failed else EXIT_OK
 
 
@@ -139,11 +143,11 @@ def _print_divergence(console: object, ref: str, d: dict) -> None:
     from rich.table import Table
 
     table = Table(title=f"{d['mode']}  {d['bytes']}  ({d['decoded']})  step {d['step'] + 1}/"
-                        f"{len(d['code'])}  x{d['occurrences']}  [red]UNEXPLAINED[/red]")
+                        f"{len(d['code'])}  x{d['occurrences']}  UNEXPLAINED")
     for col in ("field", "aero", ref):
         table.add_column(col)
     for m in d["mismatches"]:
-        table.add_row(m["field"], _hex(m["aero"]), _hex(m["ref"]), style="red")
+        table.add_row(m["field"], _hex(m["aero"]), _hex(m["ref"]))
     console.print(table)  # type: ignore[attr-defined]
     console.print("  sequence: " + " | ".join(d["code"]))  # type: ignore[attr-defined]
 
