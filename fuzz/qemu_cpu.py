@@ -637,6 +637,19 @@ class QemuCPU:
             return [("w", base + ((r["esp"] - size) & mask), size)]
         if 0x58 <= op <= 0x5F:
             return [("r", base + (r["esp"] & mask), size)]
+        if op in (0xA4, 0xA5, 0xA6, 0xA7, 0xAA, 0xAB, 0xAC, 0xAD, 0xAE, 0xAF):
+            # String instructions: DS:(E)SI (segment override allowed), ES:(E)DI.
+            n = 1 if op % 2 == 0 else size
+            amask = 0xFFFFFFFF if getattr(info, "asz32", False) else 0xFFFF
+            seg = getattr(info, "seg_override", None) or "ds"
+            sbase = 0 if is_pm(self.mode) else (r[seg] & 0xFFFF) << 4
+            ebase = 0 if is_pm(self.mode) else (r["es"] & 0xFFFF) << 4
+            src = ("r", sbase + (r["esi"] & amask), n)
+            dst = ("w" if op in (0xA4, 0xA5, 0xAA, 0xAB) else "r",
+                   ebase + (r["edi"] & amask), n)
+            return {0xA4: [src, dst], 0xA5: [src, dst], 0xA6: [src, dst], 0xA7: [src, dst],
+                    0xAA: [dst], 0xAB: [dst], 0xAC: [src], 0xAD: [src], 0xAE: [dst],
+                    0xAF: [dst]}[op]
         return []
 
     def retrace(self) -> list[tuple[str, int, int]]:
