@@ -484,6 +484,7 @@ class QemuCPU:
         self.broken = False
         self._accesses: list[tuple[str, int, int]] = []
         self._code_entries: set[int] = set()
+        self._own_writes: set[int] = set()
 
     def close(self) -> None:
         if self.machine is not None:
@@ -622,6 +623,13 @@ class QemuCPU:
                 self._accesses.append(("w", a, size))
         self._accesses += self._stack_accesses(raw, info)
         self._code_entries = self._entries_of([lin, lin + (info.length or 1) - 1])
+        # Entries the instruction's own reads use are treated like the fetch's (their
+        # accessed bits are the instruction's); those of its writes are left as QEMU set
+        # them.
+        self._code_entries |= self._entries_of(
+            [x for k, a, n in self._accesses if k == "r" for x in (a, a + n - 1)])
+        self._own_writes = self._entries_of(
+            [x for k, a, n in self._accesses if k == "w" for x in (a, a + n - 1)])
         return lin, raw
 
     def _stack_accesses(self, raw: bytes, info: object) -> list[tuple[str, int, int]]:
@@ -635,7 +643,8 @@ class QemuCPU:
         base = 0 if is_pm(self.mode) else (r["ss"] & 0xFFFF) << 4
         if 0x50 <= op <= 0x57 or op in (0x68, 0x6A):
             return [("w", base + ((r["esp"] - size) & mask), size)]
-        if 0x58 <= op <= 0x5F:
+        if 0x58 <= op <= 0x5F or op in (0x07, 0x17, 0x1F) or (
+                op == 0x0F and raw[i + 1:i + 2] in (b"\xa1", b"\xa9")):
             return [("r", base + (r["esp"] & mask), size)]
         if op in (0xA4, 0xA5, 0xA6, 0xA7, 0xAA, 0xAB, 0xAC, 0xAD, 0xAE, 0xAF):
             # String instructions: DS:(E)SI (segment override allowed), ES:(E)DI.
@@ -691,9 +700,14 @@ class QemuCPU:
             raise NotComparable("qemu: ring-0 exception frame outside RAM")
         if hi >= 16 and hi > AREA - 32 and lo < AREA_END:
             raise NotComparable("qemu: ring-0 exception frame on this backend's tables")
-        # Elsewhere (pm32 only) a frame lands in QEMU's larger RAM or nowhere: nothing to
-        # put back; the unwinding checks that it can read it.
-        saved = [(lo, ram[lo:hi].tobytes())] if inside else []
+        # Elsewhere (pm32 only) a frame lands in QEMU's larger RAM or nowhere (or wraps
+        # around 4 GB to address 0): the bytes of the scenario's RAM it may reach are put
+        # back; the unwinding checks that it can read the frame.
+        if inside:
+            saved = [(lo, ram[lo:hi].tobytes())]
+        else:
+            addrs = [(r["esp"] - k) & 0xFFFFFFFF for k in range(1, 17)]
+            saved = [(a, bytes([int(ram[a])])) for a in addrs if a < RAM_SIZE]
         if paging is not None:
             from .difftest import page_fault_code
 
@@ -749,6 +763,8 @@ class QemuCPU:
             exc = vector
             regs, code = self._unwind(after, vector, before)
             for addr, data in reversed(saved):
+                if addr in self._own_writes:
+                    continue
                 if addr in self._code_entries:
                     # The instruction's own fetch used this entry and may have set its
                     # accessed bit; only the dirty bit (a 4 MB page's, by the frame's
@@ -878,6 +894,8 @@ def hidden_state_mismatches(aero: object, info: dict[str, object], pm: bool) -> 
         if not isinstance(q, tuple):
             continue
         seg = getattr(r, s)
+        if pm and not seg.selector & ~3:
+            continue  # a null selector: the hidden part is not architectural
         _sel, base, limit, flags = q
         attr = ((flags >> 8) & 0xFF) | ((flags >> 20) & 0xF) << 12
         if base != seg.base:
