@@ -641,7 +641,8 @@ class QemuCPU:
         size = getattr(info, "opsize", 4)
         mask = 0xFFFFFFFF if is_pm(self.mode) else 0xFFFF
         base = 0 if is_pm(self.mode) else (r["ss"] & 0xFFFF) << 4
-        if 0x50 <= op <= 0x57 or op in (0x68, 0x6A):
+        if 0x50 <= op <= 0x57 or op in (0x68, 0x6A, 0x06, 0x0E, 0x16, 0x1E) or (
+                op == 0x0F and raw[i + 1:i + 2] in (b"\xa0", b"\xa8")):
             return [("w", base + ((r["esp"] - size) & mask), size)]
         if 0x58 <= op <= 0x5F or op in (0x07, 0x17, 0x1F) or (
                 op == 0x0F and raw[i + 1:i + 2] in (b"\xa1", b"\xa9")):
