@@ -14,7 +14,13 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from .executor import NOT_EVALUATED, Chunk, ChunkOutcome, merge_counts
+from .executor import (
+    NOT_EVALUATED,
+    Chunk,
+    ChunkOutcome,
+    merge_counts,
+    module_independent_generation,
+)
 
 __all__ = ["REFERENCES", "cpu_chunk", "finding_key", "merge"]
 
@@ -30,8 +36,9 @@ def cpu_chunk(chunk: Chunk, params: dict) -> dict:
 
     out: dict[str, dict] = {}
     for ref in params["against"]:
-        res = run_campaign(chunk.count, chunk.seed, params["mode"],
-                           classes=params.get("classes"), reference=ref)
+        with module_independent_generation():
+            res = run_campaign(chunk.count, chunk.seed, params["mode"],
+                               classes=params.get("classes"), reference=ref)
         d = res.to_dict()
         d.pop("elapsed_seconds", None)
         out[ref] = d

@@ -35,7 +35,8 @@ from pathlib import Path
 from typing import Any
 
 __all__ = ["Chunk", "ChunkOutcome", "ExecutorError", "ExecutorSpec", "NOT_EVALUATED",
-           "ProgressLine", "chunk_seed", "default_jobs", "plan", "run"]
+           "ProgressLine", "chunk_seed", "default_jobs", "module_independent_generation",
+           "plan", "run"]
 
 NOT_EVALUATED = "not-evaluated"
 DEFAULT_CHUNK = 25
@@ -103,6 +104,35 @@ def plan(examples: int, seed: int, chunk_size: int = DEFAULT_CHUNK) -> list[Chun
         raise ValueError("examples must be >= 0 and chunk size >= 1")
     return [Chunk(i, start, min(chunk_size, examples - start), chunk_seed(seed, i))
             for i, start in enumerate(range(0, examples, chunk_size))]
+
+
+@contextlib.contextmanager
+def module_independent_generation() -> Iterator[None]:
+    """Hypothesis (6.13x and later) biases generation toward constants it finds in the
+    source of the *local* modules loaded in the process, so the same seed generates other
+    examples in a process that has imported other modules (a test runner, a worker).
+    Within this context it sees none, so a chunk generates the same examples everywhere."""
+    try:
+        from hypothesis.internal.conjecture import providers
+    except ImportError:  # pragma: no cover - another Hypothesis layout
+        yield
+        return
+    original = getattr(providers, "_get_local_constants", None)
+    constants = getattr(providers, "Constants", None)
+    cache = getattr(providers, "CONSTANTS_CACHE", None)
+    if original is None or constants is None:
+        yield
+        return
+    empty = constants()
+    providers._get_local_constants = lambda: empty
+    if cache is not None:
+        cache.cache.clear()
+    try:
+        yield
+    finally:
+        providers._get_local_constants = original
+        if cache is not None:
+            cache.cache.clear()
 
 
 # ---- progress ------------------------------------------------------------------------------

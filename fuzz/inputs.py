@@ -35,7 +35,7 @@ from hypothesis import strategies as st
 
 from aero.events import Kind
 
-from .executor import Chunk, ChunkOutcome
+from .executor import Chunk, ChunkOutcome, module_independent_generation
 
 __all__ = ["DEFAULT_KINDS", "KINDS", "InputsError", "base_contents", "candidate",
            "inputs_chunk", "minimise_and_save", "schedules"]
@@ -150,7 +150,8 @@ def inputs_chunk(chunk: Chunk, params: dict) -> dict:
             _BASES[key] = base_contents(params["guest"], Path(tmp), key[1])
     c = _BASES[key]
     predicate = failure_predicate(params["oracle"])
-    tried, failing = _run(c, predicate, params["kinds"], chunk.count, chunk.seed)
+    with module_independent_generation():
+        tried, failing = _run(c, predicate, params["kinds"], chunk.count, chunk.seed)
     return {"examples": tried, "failing": failing}
 
 

@@ -54,7 +54,7 @@ def toy_chunk(chunk: Chunk, params: dict) -> dict:
 
 
 def cpu_report(spec: ExecutorSpec, **kw: object) -> dict:
-    return merge(run("fuzz cpu", cpu_chunk, CPU, 30, 11, spec, chunk_size=10, **kw),
+    return merge(run("fuzz cpu", cpu_chunk, CPU, 30, 13, spec, chunk_size=10, **kw),
                  ["unicorn"])
 
 
