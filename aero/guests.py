@@ -101,6 +101,8 @@ GUESTS: dict[str, GuestSpec] = {s.name: s for s in (
           "INVLPG, MOV CR3, global pages"),
     _spec("demo", "flat", "interactive shell on COM1 and the keyboard; PIT, RTC and PIC "
           "interrupts (recorded and replayed by `aero demo`)"),
+    _spec("stats", "flat", "numbers on COM1, n/sum/mean on an empty line; divides by zero "
+          "when no number came first (a bug for `aero fuzz inputs` to find)"),
 )}
 
 BENCH_GUESTS: dict[str, GuestSpec] = {s.name: s for s in (

@@ -193,12 +193,34 @@ def derive_seed(seed: int, run: int) -> int:
 class Checker:
     """Runs scenarios on aero and Unicorn (one Unicorn instance per mode)."""
 
-    def __init__(self, modes: Sequence[str]) -> None:
+    def __init__(self, modes: Sequence[str], reference: str = "unicorn") -> None:
         self.aero = AeroCPU()
-        self.refs = {m: UnicornCPU(m) for m in modes}
+        self.reference = reference
+        self.explain: Callable[[StepRecord], KnownDivergence | None] = explain
+        self.refs: dict[str, object]
+        if reference == "qemu":
+            from .qemu_cpu import explain as qemu_explain
+            from .qemu_cpu import qemu_references
+
+            self.refs = dict(qemu_references(modes))
+            self.explain = qemu_explain
+        else:
+            self.refs = {m: UnicornCPU(m) for m in modes}
+
+    def close(self) -> None:
+        """End the reference processes (QEMU); Unicorn needs nothing."""
+        for ref in self.refs.values():
+            close = getattr(ref, "close", None)
+            if close is not None:
+                close()
 
     def run(self, scenario: Scenario) -> PairResult:
-        return run_pair(scenario, self.aero, self.refs[scenario.mode])
+        ref = self.refs[scenario.mode]
+        result = run_pair(scenario, self.aero, ref)  # type: ignore[arg-type]
+        after = getattr(ref, "after_pair", None)  # state the step results do not carry
+        if after is not None:
+            after(result, self.aero)
+        return result
 
     def check(self, scenario: Scenario) -> tuple[StepRecord, KnownDivergence | None] | None:
         """The first divergence of a scenario and its explanation, or None.
@@ -209,7 +231,7 @@ class Checker:
         rec = self.run(scenario).divergence
         if rec is None:
             return None
-        known = explain(rec)
+        known = self.explain(rec)
         if known is None and any(m.field.startswith("reference:") for m in rec.mismatches):
             raise NotComparable(rec.mismatches[0].field)
         return rec, known
@@ -280,19 +302,20 @@ def _run_once(strategy: object, checker: Checker, budget: int, run_seed: int,
 def run_campaign(examples: int, seed: int, mode: str,
                  progress: Callable[[int], None] | None = None,
                  classes: Sequence[str] | None = None,
-                 max_runs: int = 1000) -> CampaignResult:
+                 max_runs: int = 1000, reference: str = "unicorn") -> CampaignResult:
     """Run ``examples`` scenarios (discarded ones not counted) and collect divergences.
 
     ``mode`` is ``real``, ``pm32``, ``pm32-paging`` or ``all`` (the three); ``classes``
     defaults to every comparable class. Handlers the core has not implemented yet are left
     out and listed.
-    ``progress`` is called with the number of examples run so far.
+    ``progress`` is called with the number of examples run so far. ``reference`` is
+    ``unicorn`` or ``qemu`` (:mod:`aero.fuzz.qemu_cpu`).
     """
     modes = ["real", "pm32", "pm32-paging"] if mode == "all" else [mode]
     classes = list(classes or DEFAULT_CLASSES)
     pending = pending_handlers()
     strategy = scenarios(modes, classes, pending)
-    checker = Checker(modes)
+    checker = Checker(modes, reference)
     result = CampaignResult(0, seed, modes, classes, not_implemented=sorted(pending))
     found: dict[str, Divergence] = {}
     start = time.monotonic()
@@ -307,6 +330,7 @@ def run_campaign(examples: int, seed: int, mode: str,
         if result.examples == before or outcome == "exhausted":
             break  # nothing valid could be generated any more
         break  # the run used its whole budget without a new divergence
+    checker.close()  # (QEMU also ends at exit when an exception skips this)
     result.runs = run
     result.divergences = list(found.values())
     result.elapsed = time.monotonic() - start

@@ -73,6 +73,9 @@ BASE = {
     ("fingerprints",): ["T", "--at", "0"], ("check",): ["T"],
     ("export",): ["T", "--format", "perfetto"], ("conformance", "sst"): ["D"],
     ("fuzz", "cpu"): [], ("bench",): [], ("completion",): ["bash"],
+    ("query",): ["T", "--mem", "0x100"], ("fuzz", "inputs"): ["stats", "--oracle",
+                                                             "exit-status:1"],
+    ("difftest",): ["rom_hello"],
 }
 
 

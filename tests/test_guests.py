@@ -72,7 +72,7 @@ def check_output(name: str, text: str) -> None:
     assert sum(ln.startswith("PASS ") for ln in lines) == checks
 
 
-INTERACTIVE = {"demo"}  # driven by input: tests/test_demo_record.py, tests/test_demo_qemu.py
+INTERACTIVE = {"demo", "stats"}  # driven by input: tests/test_demo_*.py, tests/test_fuzz_inputs.py
 
 
 def test_every_guest_is_listed() -> None:

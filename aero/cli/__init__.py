@@ -51,7 +51,9 @@ Commands:
   aero query [TRACE]        history of memory, a port or a register; the last write to a
                             byte before a tick (replay --gdb: debug a trace with gdb)
   aero conformance sst DIR  check the CPU against hardware-captured SingleStepTests
-  aero fuzz cpu             differential fuzzing of the CPU against Unicorn
+  aero fuzz cpu             differential fuzzing of the CPU against Unicorn and/or QEMU
+  aero fuzz inputs GUEST    fuzz a guest's input schedules against an oracle
+  aero difftest GUEST       run a guest in aero and QEMU, report the first difference
   aero bench                guest MIPS, side by side with Unicorn and QEMU
   aero completion SHELL     a completion script for bash, zsh or tcsh
 
@@ -65,11 +67,23 @@ Exit codes: 0 success, 1 check failed / divergence / violation, 2 usage or input
 
 
 def _commands() -> Sequence[Callable[[argparse._SubParsersAction], None]]:
-    from aero.cli import bench, check, completion, diff, export, fuzz, ls, query, run, trace
+    from aero.cli import (
+        bench,
+        check,
+        completion,
+        diff,
+        difftest,
+        export,
+        fuzz,
+        ls,
+        query,
+        run,
+        trace,
+    )
 
     return (*run.COMMANDS, *trace.COMMANDS, *ls.COMMANDS, *diff.COMMANDS, *check.COMMANDS,
-            *export.COMMANDS, *query.COMMANDS, *fuzz.COMMANDS, *bench.COMMANDS,
-            *completion.COMMANDS)
+            *export.COMMANDS, *query.COMMANDS, *fuzz.COMMANDS, *difftest.COMMANDS,
+            *bench.COMMANDS, *completion.COMMANDS)
 
 
 def version_text() -> str:

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 
+from aero.cli.campaigns import add_executor_arguments, run_campaign_cli, run_cpu_campaign
 from aero.cli.common import (
     EXIT_FAIL,
     EXIT_OK,
@@ -14,8 +16,8 @@ from aero.cli.common import (
     existing_dir,
     integer,
     mark_path,
-    progress,
 )
+from aero.cli.inputs import add_fuzz_inputs
 
 
 def _add_conformance(sub: argparse._SubParsersAction) -> None:
@@ -23,11 +25,12 @@ def _add_conformance(sub: argparse._SubParsersAction) -> None:
     csub = p.add_subparsers(dest="suite", required=True)
     s = csub.add_parser("sst", help="run a SingleStepTests directory")
     mark_path(s.add_argument("directory", type=existing_dir,
-                             help="a directory of SingleStepTests *.jsonl.gz files"), "dir")
+                             help="a directory of SingleStepTests files"), "dir")
     s.add_argument("--only", nargs="+", metavar="OPCODE",
                    help="opcode files to run (e.g. 00 80.1 F7.6)")
     s.add_argument("--json", action="store_true", help="print the results as JSON")
     add_progress_options(s)
+    add_executor_arguments(s)
     s.set_defaults(func=cmd_conformance_sst)
 
 
@@ -37,18 +40,26 @@ def cmd_conformance_sst(args: argparse.Namespace) -> int:
     from aero.fuzz.sst import run_directory
 
     directory: Path = args.directory
-    only = set(args.only) if args.only else None
-    files = len(only) if only else len(list(directory.glob("*.jsonl.gz")))
+    from aero.fuzz.sst_campaign import files, merge, sst_chunk
+
     try:
-        with progress(args, "conformance", files, "opcode files") as prog:
-            result = run_directory(directory, only, progress=lambda _k: prog.advance())
+        keys = files(directory, set(args.only) if args.only else None)
+        if not (directory / "metadata.json").exists():
+            run_directory(directory, set())  # the error for a directory without metadata
+        if getattr(args, "chunk", None) is None:
+            args.chunk = 1
+        outcomes = run_campaign_cli(args, "conformance", sst_chunk,
+                                    {"directory": str(directory), "keys": keys}, len(keys), 0)
+        result = merge(outcomes, str(directory))
     except (FileNotFoundError, ValueError) as exc:
         raise CliError(str(exc)) from None
     if args.json:
         print(json.dumps(result))
     else:
         _print_sst_table(result)
-    return EXIT_OK if result["failed"] == 0 else EXIT_FAIL
+    for ne in result["not_evaluated"]:
+        print(f"chunk {ne['chunk']} not evaluated: {ne['error']}", file=sys.stderr)
+    return EXIT_OK if result["failed"] == 0 and not result["not_evaluated"] else EXIT_FAIL
 
 
 def _print_sst_table(result: dict) -> None:
@@ -80,8 +91,8 @@ def _add_fuzz(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("fuzz", help="differential fuzzing")
     fsub = p.add_subparsers(dest="target", required=True)
     c = fsub.add_parser("cpu", help="instruction-level differential fuzzing of the CPU")
-    c.add_argument("--against", choices=("unicorn",), default="unicorn",
-                   help="the reference to compare with (unicorn)")
+    c.add_argument("--against", default="unicorn", metavar="REF[,REF]",
+                   help="reference(s), comma-separated: unicorn, qemu (default unicorn)")
     c.add_argument("--examples", type=integer("example count", lo=1, hi=100_000_000),
                    default=1000, metavar="N", help="generated examples (default 1000)")
     c.add_argument("--seed", type=integer("seed", hi=2**64 - 1), default=0, metavar="S",
@@ -95,24 +106,19 @@ def _add_fuzz(sub: argparse._SubParsersAction) -> None:
     c.add_argument("--classes", default=None,
                    help="comma-separated instruction classes (default: every comparable "
                         "one): alu,data,stack,flow,string,system,invalid")
+    add_executor_arguments(c)
     c.set_defaults(func=cmd_fuzz_cpu)
+    add_fuzz_inputs(fsub)
 
 
 def cmd_fuzz_cpu(args: argparse.Namespace) -> int:
     """``aero fuzz cpu``: exit 0 when no unexplained divergence, 1 otherwise, 2 on bad
     arguments."""
-    from aero.fuzz.campaign import (
-        print_divergence,
-        print_explained,
-        run_campaign,
-        scenarios,
-    )
+    from aero.fuzz.campaign import scenarios
 
     examples = int(args.examples)  # type: ignore[attr-defined]
     if examples < 1:
         raise CliError("--examples must be at least 1")
-    if getattr(args, "against", "unicorn") != "unicorn":
-        raise CliError("only --against unicorn is supported")
     classes = getattr(args, "classes", None)
     if isinstance(classes, str):
         classes = [c for c in classes.split(",") if c]
@@ -121,27 +127,7 @@ def cmd_fuzz_cpu(args: argparse.Namespace) -> int:
             scenarios(["real"], classes)
     except ValueError as exc:
         raise CliError(str(exc)) from exc
-    as_json = bool(getattr(args, "json", False))
-    mode, seed = args.mode, int(args.seed)  # type: ignore[attr-defined]
-    with progress(args, "fuzz cpu", examples, "examples") as prog:
-        result = run_campaign(examples, seed, mode, progress=prog.update, classes=classes)
-    if as_json:
-        print(json.dumps(result.to_dict()))
-    else:
-
-        con = console(emoji=False, highlight=False)
-        for div in result.unexplained:
-            print_divergence(con, div)
-        print_explained(con, [d for d in result.divergences if d.explained])
-        con.print(
-            f"examples {result.examples}  discarded {result.discarded}  "
-            f"divergences {len(result.divergences)} "
-            f"(unexplained {len(result.unexplained)}, explained occurrences "
-            f"{result.explained_count})  runs {result.runs}  {result.elapsed:.1f} s")
-        if result.not_implemented:
-            con.print(f"not implemented in this core (left out): "
-                          f"{', '.join(result.not_implemented)}")
-    return EXIT_FAIL if result.unexplained else EXIT_OK
+    return run_cpu_campaign(args, examples, classes)
 
 
 COMMANDS = (_add_conformance, _add_fuzz)

@@ -1,0 +1,975 @@
+"""QEMU as an instruction-level difftest backend, driven through its gdbstub.
+
+One ``qemu-system-i386`` process (TCG, stopped with ``-S``) serves many scenarios. Its RAM
+is a shared file in /dev/shm (``memory-backend-file,share=on``) that this process maps:
+the scenario image is written and the memory after each instruction read with numpy,
+without a packet per byte. Everything else goes through the gdbstub (``-gdb``): registers
+(``G``, including CR0/CR3/CR4), code bytes (``M``, which makes QEMU drop translated code
+for them), single steps (``s``); the hidden state the gdbstub does not show (GDTR, IDTR,
+descriptor caches) through QMP's ``human-monitor-command info registers``.
+
+Machine layout (invariants):
+
+* Physical 0 .. RAM_SIZE is the scenario's memory, byte for byte, except the
+  page-directory entry 1 (PD_ADDR + 4 .. + 8) in ``pm32-paging``, which maps this
+  backend's own area; it is shown to the comparison with the scenario's value.
+* At :data:`AREA` (4 MB, identity-mapped by that page-directory entry) lie the IDT (256
+  interrupt gates, DPL 3, selector 08h, gate ``v`` pointing at ``LANDING + 16 v``) or in
+  real mode the IVT (vector ``v`` -> ``LANDING_SEG:16 v``), a TSS (ESP0 = STACK_TOP,
+  SS0 = 10h; loaded into TR once at start), and a ring-0 stack. The scenario's IDTR limit
+  is kept, its base replaced by :data:`AREA`; IDTR is reported as the scenario's.
+* An exception is delivered by QEMU through that table; a single step ends at the
+  landing address, which gives the vector; the pushed frame gives the error code and
+  the state before delivery (EIP, CS, EFLAGS, ESP, SS), which is what is reported
+  (aero stops before delivering). Frame bytes pushed onto the scenario's own stack
+  (CPL 0, real mode) and the accessed/dirty bits that push set are put back.
+* The i440FX PAM registers make C0000h-FFFFFh RAM and SMRAM's D_OPEN bit makes
+  A0000h-BFFFFh RAM, so the first megabyte is plain memory as in aero.
+
+Not comparable (the example is discarded): SIDT/STR/LTR/LLDT (they would see or change
+this backend's tables), memory operands outside RAM (QEMU has RAM there, aero not), a
+ring-0 stack frame that could not be pushed, a QEMU that died or stopped answering (it is
+restarted for the next example).
+"""
+
+from __future__ import annotations
+
+import atexit
+import json
+import mmap
+import os
+import re
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import weakref
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from .difftest import (
+    CODE_SEL,
+    CR0_PM,
+    CR0_REAL,
+    DATA_SEL,
+    ERROR_CODE_VECTORS,
+    EXC_PF,
+    GPRS,
+    PAGE,
+    PD_ADDR,
+    PTE_D,
+    PTE_P,
+    PTE_W,
+    RAM_SIZE,
+    SEGS,
+    Mismatch,
+    NotComparable,
+    PairResult,
+    Scenario,
+    StepRecord,
+    StepResult,
+    decode,
+    effective_offset,
+    is_pm,
+)
+from .gdbremote import GdbClient, GdbError
+
+__all__ = ["AREA", "KNOWN_QEMU_DIVERGENCES", "QemuCPU", "QemuMachine", "QemuUnavailable",
+           "check_qemu", "explain", "qemu_references"]
+
+QEMU = "qemu-system-i386"
+MIN_VERSION = (6, 0)
+QEMU_RAM_MB = 8
+AREA = 0x400000
+IDT_ADDR = AREA
+TSS_ADDR = AREA + 0x800
+TEMP_GDT = AREA + 0x1000
+STACK_TOP = AREA + 0x3000
+OUR_PT = AREA + 0x4000
+LANDING = AREA + 0x5000
+LANDING_SEG = 0x5000
+AREA_END = AREA + 0x6000
+STUB_ADDR = 0x500
+STUB_DATA = 0x5F0
+STEP_TIMEOUT = 5.0
+START_TIMEOUT = 10.0
+KILL_GRACE = 2.0
+
+# The gdbstub's 'g' packet (qemu-system-i386 7.2, read back): 8 GPRs, EIP, EFLAGS,
+# 6 selectors, FS/GS/kernel-GS base, CR0, CR2, CR3, CR4, CR8, EFER, 8 x87 registers of 10
+# bytes, 8 FPU control registers, 8 XMM of 16 bytes, MXCSR.
+_SIZES = [4] * 25 + [10] * 8 + [4] * 8 + [16] * 8 + [4]
+_OFFS = [sum(_SIZES[:i]) for i in range(len(_SIZES))]
+_IDX = {n: i for i, n in enumerate(GPRS + ("eip", "eflags", "cs", "ss", "ds", "es", "fs",
+                                            "gs", "fs_base", "gs_base", "k_gs_base"))}
+_IDX.update(cr0=19, cr2=20, cr3=21, cr4=22, cr8=23, efer=24)
+REG_BYTES = sum(_SIZES)
+
+
+class QemuUnavailable(RuntimeError):
+    """QEMU is missing, too old, or could not be started."""
+
+
+def check_qemu() -> str:
+    """Path of a usable qemu-system-i386 (QemuUnavailable with a one-line reason)."""
+    path = shutil.which(QEMU)
+    if path is None:
+        raise QemuUnavailable(f"{QEMU} is not installed (Debian package qemu-system-x86)")
+    try:
+        out = subprocess.run([path, "--version"], capture_output=True, text=True,
+                             timeout=10, stdin=subprocess.DEVNULL).stdout
+    except (OSError, subprocess.TimeoutExpired) as exc:
+        raise QemuUnavailable(f"{QEMU} --version failed: {exc}") from None
+    m = re.search(r"version (\d+)\.(\d+)", out)
+    if not m or (int(m.group(1)), int(m.group(2))) < MIN_VERSION:
+        raise QemuUnavailable(f"{QEMU} is too old ({out.strip()[:60] or 'no version'}); "
+                              f"need {MIN_VERSION[0]}.{MIN_VERSION[1]} or newer")
+    return path
+
+
+# ---- machine code of the set-up stubs ---------------------------------------------------
+
+def _pci_write8(reg: int, value: int) -> bytes:
+    """Real-mode code: write ``value`` to the i440FX's configuration register ``reg``."""
+    addr = 0x80000000 | (reg & 0xFC)
+    return (b"\xba\xf8\x0c" + b"\x66\xb8" + addr.to_bytes(4, "little") + b"\x66\xef"
+            + b"\xba" + (0xCFC + (reg & 3)).to_bytes(2, "little") + bytes([0xB0, value, 0xEE]))
+
+
+# PAM0-6 (59h-5Fh): read and write to RAM; SMRAM (72h): D_OPEN.
+_CHIPSET = b"".join(_pci_write8(r, 0x33) for r in range(0x59, 0x60)) + _pci_write8(0x72, 0x4A)
+# lgdt [STUB_DATA]; lidt [STUB_DATA + 8] with 32-bit operand size (32-bit bases).
+_TABLES = (b"\x66\x0f\x01\x16" + STUB_DATA.to_bytes(2, "little")
+           + b"\x66\x0f\x01\x1e" + (STUB_DATA + 8).to_bytes(2, "little"))
+# 32-bit: mov ax, 18h; ltr ax
+_LTR = b"\x66\xb8\x18\x00\x0f\x00\xd8"
+def _mov_cr(cr: int, value: int, real: bool) -> bytes:
+    """mov eax, value; mov crN, eax (real-mode or 32-bit code)."""
+    return ((b"\x66" if real else b"") + b"\xb8" + value.to_bytes(4, "little")
+            + bytes([0x0F, 0x22, 0xC0 | cr << 3]))
+
+
+def _descriptor(base: int, limit: int, access: int, flags: int) -> bytes:
+    return ((limit & 0xFFFF) | (base & 0xFFFF) << 16 | ((base >> 16) & 0xFF) << 32
+            | access << 40 | ((limit >> 16) & 0xF) << 48 | flags << 52
+            | ((base >> 24) & 0xFF) << 56).to_bytes(8, "little")
+
+
+def _idt() -> bytes:
+    out = bytearray()
+    for v in range(256):
+        off = LANDING + 16 * v
+        out += ((off & 0xFFFF) | CODE_SEL << 16 | 0xEE00 << 32
+                | (off >> 16) << 48).to_bytes(8, "little")
+    return bytes(out)
+
+
+def _ivt() -> bytes:
+    return b"".join(((16 * v) | LANDING_SEG << 16).to_bytes(4, "little") for v in range(256))
+
+
+_IDT_BYTES = _idt()
+_IVT_BYTES = _ivt()
+
+
+# ---- the QEMU process ----------------------------------------------------------------------
+
+_LIVE: weakref.WeakSet[QemuMachine] = weakref.WeakSet()
+
+
+@atexit.register
+def _end_all() -> None:
+    for m in list(_LIVE):
+        m.close()
+
+
+def _die_with_parent() -> None:
+    try:
+        import ctypes
+
+        ctypes.CDLL(None).prctl(1, signal.SIGKILL, 0, 0, 0)  # PR_SET_PDEATHSIG
+    except (OSError, AttributeError):
+        pass
+
+
+class QemuMachine:
+    """One stopped qemu-system-i386 with its gdbstub, QMP socket and shared RAM.
+
+    Invariant: while open, ``ram`` maps QEMU's whole RAM; :meth:`close` ends the process
+    group (SIGTERM, then SIGKILL after :data:`KILL_GRACE`), reaps it and removes its files.
+    """
+
+    def __init__(self) -> None:
+        binary = check_qemu()
+        self.dir = Path(tempfile.mkdtemp(prefix="aero-qemu-cpu-",
+                                         dir="/dev/shm" if os.path.isdir("/dev/shm") else None))
+        self.proc: subprocess.Popen[bytes] | None = None
+        self.gdb: GdbClient | None = None
+        self.qmp: socket.socket | None = None
+        self._qbuf = b""
+        self.ram_map: mmap.mmap | None = None
+        self._blob = None
+        try:
+            self._start(binary)
+        except BaseException:
+            self.close()
+            raise
+        _LIVE.add(self)
+
+    def _start(self, binary: str) -> None:
+        size = QEMU_RAM_MB << 20
+        ram_path = self.dir / "ram"
+        with open(ram_path, "wb") as f:
+            f.truncate(size)
+        with socket.socket() as s:  # a free port for the gdbstub
+            s.bind(("127.0.0.1", 0))
+            port = s.getsockname()[1]
+        qmp_path = self.dir / "qmp.sock"
+        cmd = [binary, "-machine", "pc,memory-backend=ram0", "-accel", "tcg",
+               "-m", f"{QEMU_RAM_MB}M", "-object",
+               f"memory-backend-file,id=ram0,size={QEMU_RAM_MB}M,mem-path={ram_path},share=on",
+               "-nodefaults", "-display", "none", "-no-reboot", "-no-shutdown", "-S",
+               "-gdb", f"tcp:127.0.0.1:{port}", "-qmp", f"unix:{qmp_path},server=on,wait=off",
+               "-monitor", "none", "-serial", "none", "-parallel", "none"]
+        self.stderr = open(self.dir / "stderr", "wb")  # noqa: SIM115 - closed in close()
+        self.proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=self.stderr,
+                                     stderr=self.stderr, start_new_session=True,
+                                     preexec_fn=_die_with_parent
+                                     if sys.platform == "linux" else None)
+        deadline = time.monotonic() + START_TIMEOUT
+        while True:
+            try:
+                self.gdb = GdbClient("127.0.0.1", port, timeout=STEP_TIMEOUT)
+                break
+            except OSError:
+                if self.proc.poll() is not None:
+                    raise QemuUnavailable(f"{QEMU} exited at start: "
+                                          f"{self._stderr_line()}") from None
+                if time.monotonic() > deadline:
+                    raise QemuUnavailable(f"{QEMU} did not open its gdbstub") from None
+                time.sleep(0.02)
+        self.qmp = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        self.qmp.settimeout(STEP_TIMEOUT)
+        self.qmp.connect(str(qmp_path))
+        self._qmp_reply()  # greeting
+        self.qmp_command("qmp_capabilities")
+        fd = os.open(ram_path, os.O_RDWR)
+        try:
+            self.ram_map = mmap.mmap(fd, size)
+        finally:
+            os.close(fd)
+        self.ram = np.frombuffer(self.ram_map, dtype=np.uint8)
+        self.template = bytearray(self.gdb.read_registers())
+        if len(self.template) != REG_BYTES:
+            raise QemuUnavailable(f"unexpected gdbstub register layout ({len(self.template)} "
+                                  f"bytes, expected {REG_BYTES})")
+        self._init_machine()
+
+    def _stderr_line(self) -> str:
+        try:
+            text = (self.dir / "stderr").read_text(errors="replace").strip()
+        except OSError:
+            return "no message"
+        return text.splitlines()[-1] if text else "no message"
+
+    # ---- QMP -------------------------------------------------------------------------------
+    def _qmp_reply(self) -> dict:
+        assert self.qmp is not None
+        while True:
+            while b"\n" not in self._qbuf:
+                try:
+                    data = self.qmp.recv(65536)
+                except (TimeoutError, OSError) as exc:
+                    raise GdbError(f"QMP: {exc}") from None
+                if not data:
+                    raise GdbError("QMP connection closed")
+                self._qbuf += data
+            line, self._qbuf = self._qbuf.split(b"\n", 1)
+            msg = json.loads(line)
+            if "event" not in msg:
+                return msg
+
+    def qmp_command(self, name: str, **arguments: object) -> object:
+        assert self.qmp is not None
+        req: dict[str, object] = {"execute": name}
+        if arguments:
+            req["arguments"] = arguments
+        self.qmp.sendall(json.dumps(req).encode() + b"\n")
+        reply = self._qmp_reply()
+        if "error" in reply:
+            raise GdbError(f"QMP {name}: {reply['error']}")
+        return reply.get("return")
+
+    def info_registers(self) -> dict[str, object]:
+        """The monitor's ``info registers``: CRs, GDTR/IDTR and descriptor caches."""
+        text = str(self.qmp_command("human-monitor-command", **{"command-line":
+                                                                "info registers"}))
+        out: dict[str, object] = {}
+        for name, sel, base, limit, flags in re.findall(
+                r"^(ES|CS|SS|DS|FS|GS|LDT|TR) ?=([0-9a-f]{4}) ([0-9a-f]{8}) ([0-9a-f]{8}) "
+                r"([0-9a-f]{8})", text, re.M):
+            out[name.lower()] = (int(sel, 16), int(base, 16), int(limit, 16), int(flags, 16))
+        for name, base, limit in re.findall(r"^(GDT|IDT)=\s+([0-9a-f]{8}) ([0-9a-f]{8})",
+                                            text, re.M):
+            out[name.lower()] = (int(base, 16), int(limit, 16))
+        for name, val in re.findall(r"\b(CR[0234])=([0-9a-f]{8})", text):
+            out[name.lower()] = int(val, 16)
+        return out
+
+    # ---- registers -------------------------------------------------------------------------
+    def read_regs(self) -> dict[str, int]:
+        assert self.gdb is not None
+        blob = self.gdb.read_registers()
+        self._blob: bytes | None = blob
+        return {k: int.from_bytes(blob[_OFFS[i]:_OFFS[i] + 4], "little")
+                for k, i in _IDX.items()}
+
+    def write_regs(self, values: dict[str, int]) -> None:
+        """Write registers: ``values`` over the current register file (so that nothing
+        else changes; the gdbstub loads the selectors that differ, through the descriptor
+        tables in protected mode, before it writes the rest). The register file is the
+        one last read or written, unless a step came in between."""
+        assert self.gdb is not None
+        blob = bytearray(self._blob if self._blob is not None else self.gdb.read_registers())
+        for k, v in values.items():
+            i = _IDX[k]
+            blob[_OFFS[i]:_OFFS[i] + 4] = (v & 0xFFFFFFFF).to_bytes(4, "little")
+        self.gdb.write_registers(bytes(blob))
+        # A selector that could not be loaded keeps its old value: read back once more.
+        self._blob = None if any(k in SEGS for k in values) else bytes(blob)
+
+    def step(self) -> None:
+        assert self.gdb is not None
+        self._blob = None
+        reply = self.gdb.step()
+        if not reply.startswith(("T", "S")):
+            raise GdbError(f"unexpected stop reply {reply[:20]!r}")
+
+    def _init_machine(self) -> None:
+        """Once per process: chipset (RAM below 1 MB), TR (our TSS), our tables."""
+        assert self.gdb is not None
+        ram = self.ram
+        ram[AREA:AREA_END] = 0
+        gdt = (bytes(8) + _descriptor(0, 0xFFFFF, 0x9B, 0xC) + _descriptor(0, 0xFFFFF, 0x93, 0xC)
+               + _descriptor(TSS_ADDR, 0x67, 0x89, 0))
+        ram[TEMP_GDT:TEMP_GDT + len(gdt)] = np.frombuffer(gdt, dtype=np.uint8)
+        tss = bytearray(0x68)
+        tss[4:8] = STACK_TOP.to_bytes(4, "little")
+        tss[8:10] = DATA_SEL.to_bytes(2, "little")
+        tss[0x66:0x68] = (0x68).to_bytes(2, "little")
+        ram[TSS_ADDR:TSS_ADDR + 0x68] = np.frombuffer(bytes(tss), dtype=np.uint8)
+        # The page table of this area (page-directory entry 1 in pm32-paging).
+        for i in range(AREA_END // PAGE - AREA // PAGE):
+            e = (AREA + i * PAGE) | PTE_P | PTE_W
+            ram[OUR_PT + 4 * i:OUR_PT + 4 * i + 4] = np.frombuffer(e.to_bytes(4, "little"),
+                                                                 dtype=np.uint8)
+        self._set_tables(TEMP_GDT, len(gdt) - 1, IDT_ADDR, 0x3FF)
+        self.run_real(_CHIPSET + _TABLES)
+        self.gdb.write_memory(STUB_ADDR, _LTR)
+        self.write_regs({**_dummy_selectors(True), "eip": STUB_ADDR, "eflags": 2,
+                         "cr0": CR0_PM})
+        self.write_regs({"cs": CODE_SEL, "ss": DATA_SEL, "ds": DATA_SEL, "es": DATA_SEL,
+                         "fs": DATA_SEL, "gs": DATA_SEL, "eip": STUB_ADDR, "eflags": 2})
+        self.step()
+        self.step()
+        info = self.info_registers()
+        tr = info.get("tr")
+        if not (isinstance(tr, tuple) and tr[1] == TSS_ADDR):
+            raise QemuUnavailable(f"could not load TR in QEMU (TR {tr})")
+        self.tables: tuple[int, int, int] | None = None  # GDTR and IDT limit loaded last
+
+    def _set_tables(self, gdt_base: int, gdt_limit: int, idt_base: int, idt_limit: int) -> None:
+        data = (gdt_limit.to_bytes(2, "little") + gdt_base.to_bytes(4, "little") + bytes(2)
+                + idt_limit.to_bytes(2, "little") + idt_base.to_bytes(4, "little"))
+        self.ram[STUB_DATA:STUB_DATA + 14] = np.frombuffer(data, dtype=np.uint8)
+
+    def run_real(self, code: bytes) -> None:
+        """Execute real-mode ``code`` at STUB_ADDR (CS = STUB_ADDR >> 4, other segments 0),
+        one instruction at a time."""
+        assert self.gdb is not None
+        # Real mode without paging (selectors unchanged, so none is reloaded yet).
+        self.write_regs({"cr0": CR0_REAL, "cr3": 0, "cr4": 0, "eflags": 2})
+        self.gdb.write_memory(STUB_ADDR, code)
+        seg = STUB_ADDR >> 4
+        self.write_regs({"cs": seg ^ 1, "ss": 1, "ds": 1, "es": 1, "fs": 1, "gs": 1,
+                         "eip": 0, "eflags": 2})
+        self.write_regs({"cs": seg, "ss": 0, "ds": 0, "es": 0, "fs": 0, "gs": 0,
+                         "eip": 0, "eflags": 2})
+        for _ in range(_count_insns(code)):
+            self.step()
+
+    def alive(self) -> bool:
+        return self.proc is not None and self.proc.poll() is None
+
+    def close(self) -> None:
+        """End QEMU and remove its files (idempotent)."""
+        for c in (self.gdb, self.qmp):
+            if c is not None:
+                try:
+                    c.close()
+                except OSError:
+                    pass
+        self.gdb = self.qmp = None
+        if self.proc is not None:
+            if self.proc.poll() is None:
+                try:
+                    os.killpg(self.proc.pid, signal.SIGTERM)
+                except ProcessLookupError:
+                    pass
+                try:
+                    self.proc.wait(KILL_GRACE)
+                except subprocess.TimeoutExpired:
+                    pass
+            try:
+                os.killpg(self.proc.pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+            self.proc.wait()
+            self.proc = None
+        if getattr(self, "stderr", None) is not None:
+            self.stderr.close()
+            self.stderr = None
+        if self.ram_map is not None:
+            self.ram = np.zeros(0, dtype=np.uint8)
+            try:
+                self.ram_map.close()
+            except BufferError:
+                pass  # a view is still alive; the mapping goes with it
+            self.ram_map = None
+        shutil.rmtree(self.dir, ignore_errors=True)
+        _LIVE.discard(self)
+
+
+def _count_insns(code: bytes) -> int:
+    """Instructions of the real-mode chipset/table stub (decoded as aero does)."""
+    n, i = 0, 0
+    while i < len(code):
+        info = decode(code[i:i + 15], False)
+        assert info.length is not None
+        i += info.length
+        n += 1
+    return n
+
+
+def _dummy_selectors(pm: bool) -> dict[str, int]:
+    return {s: 0 for s in SEGS} if pm else {s: 0xFFFF for s in SEGS}
+
+
+# ---- the backend ------------------------------------------------------------------------------
+
+@dataclass
+class _Frame:
+    """Bytes the delivery of an exception may write in the scenario's memory."""
+
+    saved: list[tuple[int, bytes]]
+
+
+class QemuCPU:
+    """QEMU as a :class:`~aero.fuzz.difftest.Backend` for one mode; several QemuCPU share
+    a :class:`QemuMachine` (:func:`qemu_references`)."""
+
+    def __init__(self, mode: str, machine: QemuMachine | None = None) -> None:
+        self.mode = mode
+        self.shared = machine is not None
+        self.machine = machine if machine is not None else QemuMachine()
+        self.scenario: Scenario | None = None
+        self.regs_now: dict[str, int] = {}
+        self.tables: dict[str, int] = {}
+        self.broken = False
+        self._accesses: list[tuple[str, int, int]] = []
+        self._code_entries: set[int] = set()
+        self._own_writes: set[int] = set()
+
+    def close(self) -> None:
+        if self.machine is not None:
+            self.machine.close()
+
+    def _restart(self) -> None:
+        self.machine.close()
+        self.machine = QemuMachine()
+
+    # ---- load ----------------------------------------------------------------------------
+    def load(self, scenario: Scenario, image: np.ndarray) -> None:
+        for attempt in (0, 1):  # a QEMU found dead here is replaced and the load retried
+            if self.broken or not self.machine.alive():
+                self._restart()
+                self.broken = False
+            try:
+                self._load(scenario, image)
+                return
+            except (GdbError, OSError) as exc:
+                self.broken = True
+                if attempt:
+                    raise NotComparable(f"qemu: {exc}") from None
+
+    def _load(self, scenario: Scenario, image: np.ndarray) -> None:
+        m = self.machine
+        r = scenario.regs
+        pm = is_pm(scenario.mode)
+        paging = scenario.paging
+        self.scenario = scenario
+        self.tables = {k: r[k] for k in ("gdtr_base", "gdtr_limit", "idtr_base", "idtr_limit")}
+        # GDTR = the scenario's, IDTR = (AREA, the scenario's limit), by LGDT/LIDT in
+        # real mode, unless they are still loaded from the last scenario.
+        key = (r["gdtr_base"], r["gdtr_limit"], r["idtr_limit"])
+        if m.tables != key:
+            m.tables = None
+            m._set_tables(r["gdtr_base"], r["gdtr_limit"], IDT_ADDR, r["idtr_limit"])
+            m.run_real(_TABLES)
+            m.tables = key
+        ram = m.ram
+        ram[:RAM_SIZE] = image
+        table = _IDT_BYTES if pm else _IVT_BYTES
+        ram[IDT_ADDR:IDT_ADDR + len(table)] = np.frombuffer(table, dtype=np.uint8)
+        if paging is not None:
+            pde1 = OUR_PT | PTE_P | PTE_W
+            ram[PD_ADDR + 4:PD_ADDR + 8] = np.frombuffer(pde1.to_bytes(4, "little"),
+                                                         dtype=np.uint8)
+        sel = {s: r[s] & 0xFFFF for s in SEGS}
+        base = ({"fs_base": 0, "gs_base": 0} if pm
+                else {"fs_base": sel["fs"] << 4, "gs_base": sel["gs"] << 4})
+        gprs = {k: r[k] for k in GPRS}
+        # The gdbstub loads the selectors that changed (through the GDT in protected mode)
+        # before it writes the control registers: first other selectors in real mode and
+        # CR0.PE as the mode needs; then the scenario's selectors, without paging, and the
+        # final control registers.
+        dummy = {s: (0 if sel[s] else 8) if pm else sel[s] ^ 1 for s in SEGS}
+        m.write_regs({"cr0": CR0_PM if pm else CR0_REAL, "cr3": 0, "cr4": 0, "eflags": 2})
+        # Without paging, so that the debug write's addresses are physical; QEMU drops the
+        # code it translated from these bytes.
+        m.gdb.write_memory(scenario.code_address, b"".join(scenario.code))  # type: ignore
+        m.write_regs(dummy)
+        cr0, cr3, cr4 = (CR0_PM if pm else CR0_REAL), 0, 0
+        if paging is not None:
+            cr0, cr3, cr4 = paging.cr0, paging.cr3, paging.cr4
+        m.write_regs({**sel, **base, **gprs, "eip": r["eip"], "eflags": r["eflags"],
+                      "cr0": cr0, "cr3": cr3, "cr4": cr4, "cr2": 0})
+        self.regs_now = m.read_regs()
+        want = {s: sel[s] for s in SEGS}
+        got = {s: self.regs_now[s] & 0xFFFF for s in SEGS}
+        if got != want or self.regs_now["eip"] != r["eip"]:
+            raise NotComparable(f"qemu: could not load the scenario's selectors ({got})")
+
+    def adopt(self, regs: dict[str, int], memory: list[tuple[int, bytes]]) -> None:
+        m = self.machine
+        if regs:
+            cur = m.read_regs()  # every field, so that nothing is reset to the template
+            cur.update({k: v for k, v in regs.items() if k in _IDX})
+            m.write_regs(cur)
+            self.regs_now = cur
+        for addr, data in memory:
+            m.gdb.write_memory(addr, data)  # type: ignore[union-attr]
+
+    # ---- step -----------------------------------------------------------------------------
+    def _linear(self, seg: str, off: int) -> int:
+        r = self.regs_now
+        if is_pm(self.mode):
+            return off & 0xFFFFFFFF
+        return ((r[seg] & 0xFFFF) << 4) + off
+
+    def _precheck(self) -> tuple[int, bytes]:
+        """Refuse what this backend cannot compare; the instruction's bytes."""
+        assert self.scenario is not None
+        r = self.regs_now
+        lin = self._linear("cs", r["eip"])
+        raw = self.machine.ram[lin:lin + 15].tobytes() if 0 <= lin < RAM_SIZE else b""
+        if not raw:
+            raise NotComparable("qemu: code outside RAM")
+        info = decode(raw, is_pm(self.mode))
+        op2 = _two_byte(raw, info)
+        if op2 is not None:
+            b2, reg = op2
+            if b2 == 0x01 and reg == 1:
+                raise NotComparable("qemu: SIDT would store this backend's IDT base")
+            if b2 == 0x00 and reg in (0, 1, 2, 3):
+                raise NotComparable("qemu: SLDT/STR/LLDT/LTR see this backend's TR")
+        paging = self.scenario.paging
+        if paging is not None:
+            from .difftest import page_fault_code
+
+            mem = self.machine.ram[:RAM_SIZE]
+            gdt = self.tables["gdtr_base"]
+            for a in (gdt, gdt + self.tables["gdtr_limit"]):
+                if page_fault_code(mem, paging, a, False, False) is not None:
+                    # An exception could not be delivered (the gate's code segment is
+                    # in the GDT): QEMU would shut down.
+                    raise NotComparable("qemu: the GDT is not mapped")
+        self._accesses = []
+        if info.has_memory_operand:
+            seg = info.seg_override or info.default_seg
+            off = effective_offset(info, self._named_regs())
+            a = self._linear(seg, off)
+            row = info.row
+            size = 1 if row is None or any(o in ("Eb", "Gb", "Ob") for o in row.operands) \
+                else info.opsize
+            beyond_limit = not is_pm(self.mode) and off + size - 1 > 0xFFFF
+            if beyond_limit and AREA - 16 <= a < AREA_END:
+                raise NotComparable("qemu: memory operand in this backend's tables")
+            if not beyond_limit and not 0 <= a < RAM_SIZE - 16:
+                # aero has no memory there, QEMU has (its RAM is larger).
+                raise NotComparable("qemu: memory operand outside RAM")
+            # The explicit operand, as the known-divergence matchers see a reference's
+            # accesses (QEMU does not report its own): read, and written when it is a
+            # destination.
+            self._accesses = [("r", a, size)]
+            if row is not None and row.operands and row.operands[0].startswith("E") and \
+                    row.mnemonic not in _READ_ONLY_E:
+                self._accesses.append(("w", a, size))
+        self._accesses += self._stack_accesses(raw, info)
+        self._code_entries = self._entries_of([lin, lin + (info.length or 1) - 1])
+        # Entries the instruction's own reads use are treated like the fetch's (their
+        # accessed bits are the instruction's); those of its writes are left as QEMU set
+        # them.
+        self._code_entries |= self._entries_of(
+            [x for k, a, n in self._accesses if k == "r" for x in (a, a + n - 1)])
+        self._own_writes = self._entries_of(
+            [x for k, a, n in self._accesses if k == "w" for x in (a, a + n - 1)])
+        return lin, raw
+
+    def _stack_accesses(self, raw: bytes, info: object) -> list[tuple[str, int, int]]:
+        """PUSH/POP of a register or immediate: the stack access (for the matchers)."""
+        i = len(getattr(info, "prefixes", b""))
+        if i >= len(raw):
+            return []
+        op, r = raw[i], self.regs_now
+        size = getattr(info, "opsize", 4)
+        mask = 0xFFFFFFFF if is_pm(self.mode) else 0xFFFF
+        base = 0 if is_pm(self.mode) else (r["ss"] & 0xFFFF) << 4
+        if 0x50 <= op <= 0x57 or op in (0x68, 0x6A, 0x06, 0x0E, 0x16, 0x1E) or (
+                op == 0x0F and raw[i + 1:i + 2] in (b"\xa0", b"\xa8")):
+            return [("w", base + ((r["esp"] - size) & mask), size)]
+        if 0x58 <= op <= 0x5F or op in (0x07, 0x17, 0x1F) or (
+                op == 0x0F and raw[i + 1:i + 2] in (b"\xa1", b"\xa9")):
+            return [("r", base + (r["esp"] & mask), size)]
+        if op in (0xA4, 0xA5, 0xA6, 0xA7, 0xAA, 0xAB, 0xAC, 0xAD, 0xAE, 0xAF):
+            # String instructions: DS:(E)SI (segment override allowed), ES:(E)DI.
+            n = 1 if op % 2 == 0 else size
+            amask = 0xFFFFFFFF if getattr(info, "asz32", False) else 0xFFFF
+            seg = getattr(info, "seg_override", None) or "ds"
+            sbase = 0 if is_pm(self.mode) else (r[seg] & 0xFFFF) << 4
+            ebase = 0 if is_pm(self.mode) else (r["es"] & 0xFFFF) << 4
+            src = ("r", sbase + (r["esi"] & amask), n)
+            dst = ("w" if op in (0xA4, 0xA5, 0xAA, 0xAB) else "r",
+                   ebase + (r["edi"] & amask), n)
+            return {0xA4: [src, dst], 0xA5: [src, dst], 0xA6: [src, dst], 0xA7: [src, dst],
+                    0xAA: [dst], 0xAB: [dst], 0xAC: [src], 0xAD: [src], 0xAE: [dst],
+                    0xAF: [dst]}[op]
+        return []
+
+    def retrace(self) -> list[tuple[str, int, int]]:
+        """The memory accesses of the last step, as far as the decoding tells."""
+        return list(self._accesses)
+
+    def _entries_of(self, lins: list[int]) -> set[int]:
+        paging = self.scenario.paging if self.scenario else None
+        if paging is None:
+            return set()
+        from .difftest import paging_entries
+
+        mem = self.machine.ram[:RAM_SIZE]
+        return {e for lin in lins if lin >> 22 == 0 for e in paging_entries(mem, paging, lin)}
+
+    def _named_regs(self) -> dict[str, int]:
+        return {k: self.regs_now[k] for k in GPRS + ("eip", "eflags", *SEGS)}
+
+    def _cpl(self) -> int:
+        return self.regs_now["ss"] & 3 if is_pm(self.mode) else 0
+
+    def _save_frame(self) -> list[tuple[int, bytes]]:
+        """The scenario's bytes an exception frame (and its accessed/dirty bits) would
+        overwrite; raises NotComparable when the frame could not be pushed."""
+        r, ram = self.regs_now, self.machine.ram
+        if not is_pm(self.mode):
+            ss = (r["ss"] & 0xFFFF) << 4
+            # Where the frame's bytes go, with SP wrapping inside the segment or not (a
+            # word at SP = FFFFh reaches the next segment).
+            addrs = {ss + ((r["esp"] - k) & 0xFFFF) for k in range(1, 7)}
+            addrs |= {a + 1 for a in addrs}
+            return [(a, bytes([int(ram[a])])) for a in sorted(addrs) if a < RAM_SIZE]
+        if self._cpl() == 3:
+            return self._delivery_entries()
+        lo, hi = (r["esp"] - 16) & 0xFFFFFFFF, r["esp"] & 0xFFFFFFFF
+        paging = self.scenario.paging if self.scenario else None
+        inside = 16 <= hi <= RAM_SIZE
+        if paging is not None and not inside:
+            raise NotComparable("qemu: ring-0 exception frame outside RAM")
+        if hi >= 16 and hi > AREA - 32 and lo < AREA_END:
+            raise NotComparable("qemu: ring-0 exception frame on this backend's tables")
+        # Elsewhere (pm32 only) a frame lands in QEMU's larger RAM or nowhere (or wraps
+        # around 4 GB to address 0): the bytes of the scenario's RAM it may reach are put
+        # back; the unwinding checks that it can read the frame.
+        if inside:
+            saved = [(lo, ram[lo:hi].tobytes())]
+        else:
+            addrs = [(r["esp"] - k) & 0xFFFFFFFF for k in range(1, 17)]
+            saved = [(a, bytes([int(ram[a])])) for a in addrs if a < RAM_SIZE]
+        if paging is not None:
+            from .difftest import page_fault_code
+
+            mem = ram[:RAM_SIZE]
+            for a in (lo, hi - 1):
+                if page_fault_code(mem, paging, a, False, True) is not None:
+                    raise NotComparable("qemu: ring-0 exception frame on a page it cannot "
+                                        "write (QEMU would shut down)")
+        return saved + self._delivery_entries()
+
+    def _delivery_entries(self) -> list[tuple[int, bytes]]:
+        """Paging entries whose accessed/dirty bits delivering an exception may set: those
+        of the GDT (the gate's code segment) and of the ring-0 stack frame."""
+        paging = self.scenario.paging if self.scenario else None
+        if paging is None:
+            return []
+        from .difftest import paging_entries
+
+        ram, r = self.machine.ram, self.regs_now
+        mem = ram[:RAM_SIZE]
+        lins = [self.tables["gdtr_base"], self.tables["gdtr_base"] + self.tables["gdtr_limit"]]
+        if self._cpl() == 0:
+            lins += [(r["esp"] - 16) & 0xFFFFFFFF, (r["esp"] - 1) & 0xFFFFFFFF]
+        out = []
+        for lin in lins:
+            if lin >> 22 == 0:
+                for e in paging_entries(mem, paging, lin):
+                    if e + 4 <= RAM_SIZE:
+                        out.append((e, ram[e:e + 4].tobytes()))
+        return out
+
+    def step(self) -> StepResult:
+        try:
+            return self._step()
+        except (GdbError, OSError) as exc:
+            self.broken = True
+            raise NotComparable(f"qemu: {exc}") from None
+
+    def _step(self) -> StepResult:
+        m = self.machine
+        before = self.regs_now
+        _lin, raw = self._precheck()
+        saved = self._save_frame()
+        m.step()
+        after = m.read_regs()
+        exc = code = cr2 = None
+        regs = dict(after)
+        vector = self._landing(after)
+        if vector is None and _no_progress(before, after, raw):
+            self.broken = True  # a shutdown (triple fault) leaves QEMU unusable
+            raise NotComparable("qemu: the step made no progress (exception not delivered)")
+        if vector is not None:
+            exc = vector
+            regs, code = self._unwind(after, vector, before)
+            for addr, data in reversed(saved):
+                if addr in self._own_writes:
+                    continue
+                if addr in self._code_entries:
+                    # The instruction's own fetch used this entry and may have set its
+                    # accessed bit; only the dirty bit (a 4 MB page's, by the frame's
+                    # push) comes from the delivery.
+                    m.ram[addr] = (int(m.ram[addr]) & ~PTE_D) | (data[0] & PTE_D)
+                    continue
+                m.ram[addr:addr + len(data)] = np.frombuffer(data, dtype=np.uint8)
+            if vector == EXC_PF:
+                cr2 = after["cr2"]
+        self.regs_now = regs
+        tables = dict(self.tables)
+        if _loads_table(raw, is_pm(self.mode)) and exc is None:
+            info = m.info_registers()
+            gb, gl = info["gdt"]  # type: ignore[misc]
+            ib, il = info["idt"]  # type: ignore[misc]
+            tables.update(gdtr_base=gb, gdtr_limit=gl, idtr_base=ib, idtr_limit=il)
+            self.tables = tables
+        out = {k: regs[k] for k in GPRS + ("eip", "eflags")}
+        out.update({s: regs[s] & 0xFFFF for s in SEGS})
+        out.update(tables)
+        memory = m.ram[:RAM_SIZE].copy()
+        if self.scenario is not None and self.scenario.paging is not None:
+            memory[PD_ADDR + 4:PD_ADDR + 8] = 0
+        return StepResult(out, exc, memory, error_code=code, cr2=cr2)
+
+    def _landing(self, r: dict[str, int]) -> int | None:
+        """The vector whose handler execution landed on, or None."""
+        if is_pm(self.mode) or r["cr0"] & 1:
+            off = r["eip"] - LANDING
+            if (r["cs"] & 0xFFFF) == CODE_SEL and 0 <= off < 256 * 16 and off % 16 == 0:
+                return off // 16
+            return None
+        if (r["cs"] & 0xFFFF) == LANDING_SEG and r["eip"] % 16 == 0 and r["eip"] < 4096:
+            return r["eip"] // 16
+        return None
+
+    def _unwind(self, r: dict[str, int], vector: int,
+                before: dict[str, int]) -> tuple[dict[str, int], int | None]:
+        """The state just before delivery, read from the frame; the error code."""
+        ram = self.machine.ram
+        out = dict(r)
+        if not is_pm(self.mode):
+            sp = (r["ss"] & 0xFFFF) * 16
+            words = [int.from_bytes(ram[sp + ((r["esp"] + 2 * i) & 0xFFFF):][:2].tobytes(),
+                                    "little") for i in range(3)]
+            out["eip"], out["cs"] = words[0], words[1]
+            out["eflags"] = (r["eflags"] & 0xFFFF0000) | words[2]
+            out["esp"] = (r["esp"] & 0xFFFF0000) | ((r["esp"] + 6) & 0xFFFF)
+            return out, None
+        esp = r["esp"]
+        if not 0 <= esp <= len(ram) - 24:
+            raise NotComparable("qemu: exception frame outside QEMU's RAM")
+        words = [int.from_bytes(ram[esp + 4 * i:esp + 4 * i + 4].tobytes(), "little")
+                 for i in range(6)]
+        code = None
+        if vector in ERROR_CODE_VECTORS:
+            code, words = words[0] & 0xFFFF, words[1:]
+        out["eip"], out["cs"], out["eflags"] = words[0], words[1] & 0xFFFF, words[2]
+        if self._cpl() == 3 and (words[1] & 3) == 3:
+            out["esp"], out["ss"] = words[3], words[4] & 0xFFFF
+        else:
+            out["esp"] = (esp + 12 + (4 if code is not None else 0)) & 0xFFFFFFFF
+        return out, code
+
+    # ---- hidden state ------------------------------------------------------------------------
+    def after_pair(self, result: PairResult, aero: object) -> None:
+        """Compare what the gdbstub does not show (CR0/CR3/CR4, descriptor caches) after
+        the scenario's last instruction, when nothing diverged before and it completed."""
+        if not result.steps or result.divergence is not None:
+            return
+        last = result.steps[-1]
+        if last.aero.exception is not None:
+            return
+        try:
+            info = self.machine.info_registers()
+        except (GdbError, OSError):
+            return
+        mism = hidden_state_mismatches(aero, info, is_pm(self.mode))
+        last.mismatches.extend(mism)
+
+
+# Instructions whose first (E) operand is only read.
+_READ_ONLY_E = frozenset({"cmp", "test", "bt", "push", "call", "jmp", "lgdt", "lidt", "lldt",
+                          "ltr", "lmsw", "verr", "verw", "bound", "invlpg", "mul", "imul", "div",
+                          "idiv", "callf", "jmpf", "esc", "nop"})
+
+
+def _no_progress(before: dict[str, int], after: dict[str, int], raw: bytes) -> bool:
+    """Nothing changed although the instruction is not one that may repeat in place
+    (a REP string iteration, a jump to itself)."""
+    keys = GPRS + ("eip", "eflags", "cs", "ss", "ds", "es", "fs", "gs")
+    if any(before[k] != after[k] for k in keys):
+        return False
+    stripped = raw.lstrip(bytes([0x26, 0x2E, 0x36, 0x3E, 0x64, 0x65, 0x66, 0x67, 0xF0,
+                                 0xF2, 0xF3]))
+    rep = any(b in (0xF2, 0xF3) for b in raw[:len(raw) - len(stripped)])
+    self_jump = stripped[:2] in (b"\xeb\xfe",) or stripped[:1] == b"\xf4"
+    return not (rep or self_jump)
+
+
+def _two_byte(raw: bytes, info: object) -> tuple[int, int] | None:
+    """(second opcode byte, ModRM reg) of a 0F xx instruction, else None."""
+    i = len(getattr(info, "prefixes", b""))
+    if len(raw) > i + 2 and raw[i] == 0x0F:
+        return raw[i + 1], (raw[i + 2] >> 3) & 7
+    return None
+
+
+def _loads_table(raw: bytes, code32: bool) -> bool:
+    info = decode(raw, code32)
+    op = _two_byte(raw, info)
+    return op is not None and op[0] == 0x01 and op[1] in (2, 3)
+
+
+def hidden_state_mismatches(aero: object, info: dict[str, object], pm: bool) -> list[Mismatch]:
+    """Differences of CR0/CR2/CR3/CR4 and the descriptor caches between aero and QEMU's
+    ``info registers`` (attributes as aero stores them: access byte | flags << 12; in real
+    mode the attributes are not compared, the gdbstub loads real-mode caches itself)."""
+    r = aero.machine.get_regs()  # type: ignore[attr-defined]
+    out: list[Mismatch] = []
+    for k in ("cr0", "cr2", "cr3", "cr4"):
+        q = info.get(k)
+        if isinstance(q, int) and q != getattr(r, k):
+            out.append(Mismatch(k, getattr(r, k), q))
+    for s in SEGS:
+        q = info.get(s)
+        if not isinstance(q, tuple):
+            continue
+        seg = getattr(r, s)
+        if pm and not seg.selector & ~3:
+            continue  # a null selector: the hidden part is not architectural
+        _sel, base, limit, flags = q
+        attr = ((flags >> 8) & 0xFF) | ((flags >> 20) & 0xF) << 12
+        if base != seg.base:
+            out.append(Mismatch(f"{s}.base", seg.base, base))
+        if limit != seg.limit:
+            out.append(Mismatch(f"{s}.limit", seg.limit, limit))
+        if pm and (attr | 1) != (seg.attr | 1) and flags & 0x8000:
+            out.append(Mismatch(f"{s}.attr", seg.attr, attr))
+    return out
+
+
+def qemu_references(modes: Iterable[str]) -> dict[str, QemuCPU]:
+    """One QemuCPU per mode, all on one QEMU process."""
+    machine = QemuMachine()
+    return {m: QemuCPU(m, machine) for m in modes}
+
+
+# ---- known divergences ------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class KnownQemuDivergence:
+    """A documented case where QEMU deviates from the architecture (docs/known-divergences.md,
+    QEMU section): ``matches`` recognises this case and nothing else."""
+
+    key: str
+    title: str
+    evidence: str
+    matches: Callable[[StepRecord], bool]
+
+
+def _from_unicorn(keys: Iterable[str]) -> tuple[KnownQemuDivergence, ...]:
+    """Unicorn's entries whose cause is QEMU's TCG (Unicorn is a fork of it): the same
+    matcher and evidence apply to QEMU."""
+    from .unicorn import KNOWN_DIVERGENCES
+
+    by_key = {k.key: k for k in KNOWN_DIVERGENCES}
+    return tuple(KnownQemuDivergence(
+        k, by_key[k].title.replace("Unicorn", "QEMU"),
+        by_key[k].evidence + " Seen against qemu-system-i386 7.2 (TCG) as well.",
+        by_key[k].matches) for k in keys if k in by_key)
+
+
+# The Unicorn entries confirmed to occur against qemu-system-i386 too (found by
+# `aero fuzz cpu --against qemu`).
+SHARED_WITH_UNICORN = ("segment-checks", "lock-prefix", "test-alias", "length-limit",
+                       "code-segment-limit", "enter-mixed-sizes", "ret-imm16-sign",
+                       "locked-neg-flags", "arpl-write", "cmps-operand-order",
+                       "faulting-rotate-flags", "pusha-order", "push-sreg-width", "icebp")
+
+
+def _bswap16(rec: StepRecord) -> bool:
+    """BSWAP (0F C8+r) with a 16-bit operand, completed on both sides, where only the
+    destination register differs."""
+    info = rec.info
+    if not 0x1C8 <= info.opcode <= 0x1CF or info.osz32:
+        return False
+    if rec.aero.exception is not None or rec.ref.exception is not None:
+        return False
+    reg = GPRS[info.opcode & 7]
+    return bool(rec.mismatches) and all(m.field == reg for m in rec.mismatches)
+
+
+KNOWN_QEMU_DIVERGENCES: tuple[KnownQemuDivergence, ...] = _from_unicorn(SHARED_WITH_UNICORN) + (
+    KnownQemuDivergence(
+        "bswap-16",
+        "BSWAP with a 16-bit operand: QEMU's result differs from aero's (undefined)",
+        "Intel SDM Vol. 2A 'BSWAP': 'When the BSWAP instruction references a 16-bit "
+        "register, the result is undefined.' Neither value is wrong; the low word of the "
+        "destination is left out of the regression case.",
+        _bswap16),
+)
+
+
+def explain(rec: StepRecord) -> KnownQemuDivergence | None:
+    """The known QEMU divergence that explains this step record, if any."""
+    return next((k for k in KNOWN_QEMU_DIVERGENCES if k.matches(rec)), None)

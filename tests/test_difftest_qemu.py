@@ -1,0 +1,259 @@
+"""QEMU as an instruction-level reference (aero.fuzz.qemu_cpu): state after every
+instruction, exceptions through the IDT, the hidden state, process hygiene."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+from aero.fuzz.difftest import (
+    PD_ADDR,
+    PT_ADDR,
+    USER_CODE_SEL,
+    USER_DATA_SEL,
+    AeroCPU,
+    NotComparable,
+    Paging,
+    Scenario,
+    initial_regs,
+    run_pair,
+)
+from aero.fuzz.qemu_cpu import QemuCPU, QemuMachine, QemuUnavailable, check_qemu, explain
+from procenv import assert_gone
+
+pytestmark = pytest.mark.skipif(subprocess.run(["which", "qemu-system-i386"],
+                                               capture_output=True).returncode != 0,
+                                reason="qemu-system-i386 is not installed")
+
+
+@pytest.fixture(scope="module")
+def machine():
+    m = QemuMachine()
+    yield m
+    pid = m.proc.pid if m.proc else None
+    m.close()
+    if pid is not None:
+        assert_gone(pid)
+
+
+@pytest.fixture(scope="module")
+def aero() -> AeroCPU:
+    return AeroCPU()
+
+
+def real(code: str, **regs: int) -> Scenario:
+    r = initial_regs("real")
+    r.update(cs=0x100, ds=0x200, es=0x300, ss=0x400, eip=0x10, esp=0x8000)
+    r.update(regs)
+    return Scenario("real", r, [bytes.fromhex(c) for c in code.split()], 0)
+
+
+def pm(code: str, fill: int = 7, **regs: int) -> Scenario:
+    r = initial_regs("pm32")
+    r.update(eip=0x5000, esp=0x9000)
+    r.update(regs)
+    return Scenario("pm32", r, [bytes.fromhex(c) for c in code.split()], fill)
+
+
+def paging(code: str, cpl: int = 0, wp: bool = False, pages: dict[int, int] | None = None,
+           **regs: int) -> Scenario:
+    r = initial_regs("pm32-paging")
+    r.update(eip=0x3000, esp=0x8000)
+    if cpl == 3:
+        r.update({s: USER_DATA_SEL for s in ("es", "ss", "ds", "fs", "gs")}, cs=USER_CODE_SEL)
+    r.update(regs)
+    ptes = bytearray(Paging().ptes)
+    ptes[1] = ptes[2] = 0
+    for page, flags in (pages or {}).items():
+        ptes[page] = flags
+    return Scenario("pm32-paging", r, [bytes.fromhex(c) for c in code.split()], 0,
+                    paging=Paging(cpl, wp, False, False, 7, bytes(ptes)))
+
+
+def test_sequences_agree_instruction_by_instruction(machine, aero) -> None:
+    for sc in (real("b83412 01d8 50 8b0e0010", ebx=5),
+               pm("b834120000 01d8 50 8b0d00100000 0fafc3", ebx=7),
+               paging("b834120000 50 8b0d00500000 891d00600000", ebx=9)):
+        res = run_pair(sc, aero, QemuCPU(sc.mode, machine))
+        assert res.divergence is None, res.divergence
+        assert len(res.steps) == len(sc.code)
+        assert res.steps[-1].ref.regs["eip"] == sc.regs["eip"] + sum(map(len, sc.code))
+
+
+def test_a_difference_is_reported(machine, aero) -> None:
+    """The comparison is live: QEMU's memory changed behind its back shows up."""
+    sc = pm("8b0d00100000")
+    q = QemuCPU("pm32", machine)
+    orig = q._load
+
+    def corrupt(scenario: Scenario, image: np.ndarray) -> None:
+        orig(scenario, image)
+        machine.ram[0x1000] ^= 0xFF
+
+    q._load = corrupt  # type: ignore[method-assign]
+    rec = run_pair(sc, aero, q).divergence
+    assert rec is not None
+    assert {m.field for m in rec.mismatches} >= {"ecx"}
+
+
+@pytest.mark.parametrize("sc, vector, err", [
+    (real("31c0 f7f0"), 0, None),                # #DE in real mode (through the IVT)
+    (pm("31c0 f7f0"), 0, None),                  # #DE in protected mode (through the IDT)
+    (pm("cc"), 3, None),                         # a trap: INT3
+    (pm("0f0b"), 6, None),                       # UD2
+    (pm("8ed8", eax=0x50), 13, 0x50),            # #GP(selector) with an error code
+])
+def test_exceptions_are_identified(machine, aero, sc, vector, err) -> None:
+    res = run_pair(sc, aero, QemuCPU(sc.mode, machine))
+    assert res.divergence is None, res.divergence
+    st = res.steps[-1]
+    assert st.aero.exception == st.ref.exception == vector
+    assert st.ref.error_code == err
+    # The state before delivery: the frame on the scenario's stack was put back.
+    assert st.ref.regs["esp"] == sc.regs["esp"]
+    assert st.ref.regs["cs"] == sc.regs["cs"]
+
+
+@pytest.mark.parametrize("code, cpl, wp, flags, err", [
+    ("8903", 3, False, 0x05, 7),     # user write to a read-only page: P|W|U
+    ("8b03", 3, False, 0x03, 5),     # user read of a supervisor page: P|U
+    ("8b03", 0, False, 0x00, 0),     # supervisor read, not present
+    ("8903", 0, True, 0x05, 3),      # CR0.WP: supervisor write to a read-only page
+])
+def test_page_faults_agree(machine, aero, code, cpl, wp, flags, err) -> None:
+    sc = paging(code, cpl, wp, {0x50: flags}, ebx=0x50010, eax=0x1234, eflags=0x43)
+    res = run_pair(sc, aero, QemuCPU("pm32-paging", machine))
+    assert res.divergence is None, res.divergence
+    st = res.steps[0]
+    assert st.aero.exception == st.ref.exception == 14
+    assert st.aero.error_code == st.ref.error_code == err
+    assert st.aero.cr2 == st.ref.cr2 == 0x50010
+    assert st.ref.regs["cs"] == (USER_CODE_SEL if cpl == 3 else 0x08)
+    assert st.ref.regs["ss"] == (USER_DATA_SEL if cpl == 3 else 0x10)
+
+
+def test_accessed_and_dirty_bits_are_compared(machine, aero) -> None:
+    res = run_pair(paging("8903", ebx=0x50010), aero, QemuCPU("pm32-paging", machine))
+    assert res.divergence is None
+    mem = res.steps[0].ref.memory
+    assert mem[PT_ADDR + 0x50 * 4] == 0x67 and mem[PD_ADDR] & 0x20
+    # This backend's page-directory entry 1 is shown as the scenario has it.
+    assert not mem[PD_ADDR + 4:PD_ADDR + 8].any()
+
+
+def test_hidden_state_is_compared(machine, aero) -> None:
+    """Descriptor caches and control registers after the last instruction (QMP)."""
+    sc = pm("b810000000 8ec0", eax=0x10)
+    q = QemuCPU("pm32", machine)
+    res = run_pair(sc, aero, q)
+    q.after_pair(res, aero)
+    assert res.divergence is None
+    # A cache aero got wrong would be reported: corrupt aero's ES base.
+    from aero.machine import Segment
+
+    res = run_pair(sc, aero, q)
+    r = aero.machine.get_regs()
+    r.es = Segment(r.es.selector, 0x1000, r.es.limit, r.es.attr)
+    aero.machine.set_regs(r)
+    q.after_pair(res, aero)
+    assert res.divergence is not None
+    assert [m.field for m in res.divergence.mismatches] == ["es.base"]
+
+
+def test_what_cannot_be_compared_is_refused(machine, aero) -> None:
+    with pytest.raises(NotComparable, match="SIDT"):
+        run_pair(pm("0f010d00100000"), aero, QemuCPU("pm32", machine))
+    with pytest.raises(NotComparable, match="outside RAM"):
+        run_pair(pm("8b0d00002000"), aero, QemuCPU("pm32", machine))
+
+
+def test_a_dead_or_silent_qemu_is_not_evaluated_and_replaced(aero) -> None:
+    q = QemuCPU("pm32")
+    pids = []
+    try:
+        # Dead between examples: replaced before the next one, which is evaluated.
+        pids.append(q.machine.proc.pid)
+        os.killpg(pids[-1], signal.SIGKILL)
+        assert run_pair(pm("40"), aero, q).divergence is None
+        # Dead in the middle of an example: that example is not evaluated.
+        pids.append(q.machine.proc.pid)
+        orig = q._load
+
+        def then_die(scenario: Scenario, image: np.ndarray) -> None:
+            orig(scenario, image)
+            os.killpg(q.machine.proc.pid, signal.SIGKILL)
+
+        q._load = then_die  # type: ignore[method-assign]
+        with pytest.raises(NotComparable, match="qemu"):
+            run_pair(pm("40"), aero, q)
+        q._load = orig  # type: ignore[method-assign]
+        assert run_pair(pm("40"), aero, q).divergence is None
+        # A gdbstub that stops answering mid-example: not evaluated, QEMU replaced.
+        pids.append(q.machine.proc.pid)
+
+        def then_stop(scenario: Scenario, image: np.ndarray) -> None:
+            orig(scenario, image)
+            q.machine.gdb.timeout = 0.5
+            os.kill(q.machine.proc.pid, signal.SIGSTOP)
+
+        q._load = then_stop  # type: ignore[method-assign]
+        with pytest.raises(NotComparable, match="stopped answering"):
+            run_pair(pm("40"), aero, q)
+        q._load = orig  # type: ignore[method-assign]
+        assert run_pair(pm("40"), aero, q).divergence is None
+        assert len(set(pids)) == 3
+    finally:
+        pids.append(q.machine.proc.pid if q.machine.proc else 0)
+        q.close()
+    for pid in pids:
+        if pid:
+            assert_gone(pid)
+
+
+def test_missing_qemu_is_a_one_line_error(monkeypatch) -> None:
+    import shutil
+
+    monkeypatch.setattr(shutil, "which", lambda _name: None)
+    with pytest.raises(QemuUnavailable, match="not installed"):
+        check_qemu()
+
+
+def test_known_divergences_are_explained(machine, aero) -> None:
+    """QEMU performs no segment-limit checks (as Unicorn, its fork): explained."""
+    sc = real("8b0effff")  # a word at DS:FFFF crosses the 64 KB limit
+    rec = run_pair(sc, aero, QemuCPU("real", machine)).divergence
+    assert rec is not None and rec.aero.exception == 13 and rec.ref.exception is None
+    known = explain(rec)
+    assert known is not None and known.key == "segment-checks"
+
+
+def test_campaign_cli_against_both_references() -> None:
+    proc = subprocess.run(
+        [sys.executable, "-m", "aero", "fuzz", "cpu", "--against", "unicorn,qemu",
+         "--examples", "8", "--mode", "pm32", "--classes", "alu", "--seed", "2",
+         "--jobs", "1", "--json"], capture_output=True, text=True, timeout=300)
+    assert proc.returncode in (0, 1), proc.stderr
+    out = json.loads(proc.stdout)
+    assert set(out["references"]) == {"unicorn", "qemu"}
+    assert out["references"]["qemu"]["examples"] == 8
+
+
+def test_known_qemu_divergences_are_documented_with_cases() -> None:
+    from pathlib import Path
+
+    from aero.fuzz.qemu_cpu import KNOWN_QEMU_DIVERGENCES, SHARED_WITH_UNICORN
+
+    root = Path(__file__).resolve().parent.parent
+    doc = (root / "docs" / "known-divergences.md").read_text()
+    section = doc[doc.index("## QEMU: instruction-level"):doc.index("## Unicorn:")]
+    cases = {json.loads(p.read_text()).get("known_divergence")
+             for p in (root / "tests" / "regressions").glob("*.json")}
+    for k in KNOWN_QEMU_DIVERGENCES:
+        assert f"`{k.key}`" in section, k.key
+        assert k.key in cases, f"no regression case for {k.key}"
+    assert {k.key for k in KNOWN_QEMU_DIVERGENCES} >= set(SHARED_WITH_UNICORN)
