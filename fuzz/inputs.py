@@ -22,7 +22,6 @@ Invariants:
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import tempfile
 from collections.abc import Callable, Sequence
@@ -99,8 +98,7 @@ def candidate(c, events: Sequence[tuple[int, int, int, int]]):  # -> TraceConten
         np.zeros(0, dtype=c.inputs.dtype)
     inputs = np.concatenate([fixed, extra])
     end = (max(e[0] for e in events) if events else c.end_tick) + RUN_TICKS
-    summary = dict(c.summary or {}, ticks=end)
-    return dataclasses.replace(c, inputs=inputs, summary=summary)
+    return c.with_inputs(inputs, end_tick=end)
 
 
 class _Failing(Exception):
@@ -146,9 +144,11 @@ def inputs_chunk(chunk: Chunk, params: dict) -> dict:
 
     key = (params["guest"], int(params.get("rtc", 0)))
     if key not in _BASES:
-        with tempfile.TemporaryDirectory(prefix="aero-fuzz-inputs-") as tmp:
-            _BASES[key] = base_contents(params["guest"], Path(tmp), key[1])
-    c = _BASES[key]
+        # The base trace is read lazily (frame by frame), so its file lives as long as the
+        # cached contents: the directory goes with the worker process.
+        tmp = tempfile.TemporaryDirectory(prefix="aero-fuzz-inputs-")
+        _BASES[key] = (tmp, base_contents(params["guest"], Path(tmp.name), key[1]))
+    c = _BASES[key][1]
     predicate = failure_predicate(params["oracle"])
     with module_independent_generation():
         tried, failing = _run(c, predicate, params["kinds"], chunk.count, chunk.seed)

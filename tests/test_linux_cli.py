@@ -56,6 +56,7 @@ def test_run_default_command_line(files: tuple[Path, Path], capsys) -> None:
     (["{old}"], "too old"),
     (["{k}", "--initrd", "{rd}", "--ram", str(17 << 20)], "needs memory up to"),
     (["{k}", "--initrd", "{big}"], "does not fit"),
+    (["{k}", "--initrd", "{huge}"], "must fit in RAM"),
     (["{k}", "--append", "x" * 300], "at most 255"),
     (["{rd}", "--format", "flat", "--append", "quiet"], "for Linux kernels"),
     (["{rd}", "--format", "flat", "--initrd", "{rd}"], "for Linux kernels"),
@@ -66,9 +67,14 @@ def test_bad_input_is_one_line_and_exit_2(files: tuple[Path, Path], tmp_path: Pa
     k, rd = files
     old = tmp_path / "old"
     old.write_bytes(bzimage(version=0x0204))
+    # Within the 32 MB of RAM as a file, too big beside the kernel below initrd_addr_max and
+    # the top of RAM: the boot protocol's check. Larger than RAM: refused before reading.
     big = tmp_path / "big"
-    big.write_bytes(bytes(40 << 20))
-    subst = {"{k}": str(k), "{rd}": str(rd), "{old}": str(old), "{big}": str(big)}
+    big.write_bytes(bytes(31 << 20))
+    huge = tmp_path / "huge"
+    huge.write_bytes(bytes(40 << 20))
+    subst = {"{k}": str(k), "{rd}": str(rd), "{old}": str(old), "{big}": str(big),
+             "{huge}": str(huge)}
     for cmd in ("run", "record"):
         assert main([cmd, *[subst.get(a, a) for a in argv]]) == 2
         err = capsys.readouterr().err

@@ -232,9 +232,11 @@ class TraceContents:
             digest_update(h, part)
         return h.hexdigest()
 
-    def with_inputs(self, inputs: np.ndarray) -> TraceContents:
-        """The same trace with another input stream (bisect's predicates)."""
-        return TraceContents(self.trace, self.config, self.guest, self.keyframes, self.summary,
+    def with_inputs(self, inputs: np.ndarray, end_tick: int | None = None) -> TraceContents:
+        """The same trace with another input stream (bisect's predicates, input fuzzing),
+        and with ``end_tick``, running to that tick instead of the recorded end."""
+        summary = self.summary if end_tick is None else dict(self.summary or {}, ticks=end_tick)
+        return TraceContents(self.trace, self.config, self.guest, self.keyframes, summary,
                              self.images, inputs=inputs)
 
 
@@ -304,6 +306,7 @@ def load_contents(trace: TraceFile) -> TraceContents:
     keyframes: list[Frame] = []
     summary = None
     images: dict[str, bytes] = {}
+    wanted = set(guest.image_hashes())
     last_cp = None
     for f in trace.frames:
         if f.kind == FrameKind.KEYFRAME:
@@ -316,10 +319,11 @@ def load_contents(trace: TraceFile) -> TraceContents:
             summary = check_summary(codec.decode_json(trace.read(f), f, "summary"))
             if summary["ticks"] != f.first_tick:
                 raise TraceError(f"{trace.path}: the summary's ticks do not match its frame")
-        elif f.kind == FrameKind.IMAGE and guest.sha256 not in images:
+        elif f.kind == FrameKind.IMAGE and len(images) < len(wanted):
+            # Only the images this guest names (its image and, for Linux, its initrd).
             head, data = codec.decode_image(trace.read(f), f)
-            if head["sha256"] == guest.sha256:
-                images[guest.sha256] = data
+            if head["sha256"] in wanted and head["sha256"] not in images:
+                images[head["sha256"]] = data
     if summary is not None and last_cp != summary["ticks"]:
         raise TraceError(f"{trace.path}: the summary ends at tick {summary['ticks']} but the "
                          f"last checkpoint is at {last_cp}")

@@ -143,14 +143,21 @@ _MACHINE: dict[str, tuple[Callable[[Any], bool], bool, str]] = {
     "devices": (_bool, False, "true or false"),
     "tick_hz": (_int(1000, 10**12), False, "an integer from 1000 to 10**12"),
     "post_ports": (_list_of(_int(1, 0xFFFF), 4), False, "up to four ports 1-FFFFh"),
+    # A Linux kernel's command line (x86's COMMAND_LINE_SIZE is 2048, the NUL included).
+    "cmdline": (lambda v: _str(2047)(v) and v.isascii() and v.isprintable(), False,
+                "printable ASCII of at most 2047 characters"),
 }
 
 _GUEST: dict[str, tuple[Callable[[Any], bool], bool, str]] = {
     "name": (_str(255), True, "a string of at most 255 characters"),
-    "fmt": (_one_of("flat", "rom", "multiboot"), True, "flat, rom or multiboot"),
+    "fmt": (_one_of("flat", "rom", "multiboot", "linux"), True,
+            "flat, rom, multiboot or linux"),
     "load_addr": (_U32, True, "a 32-bit address"),
     "sha256": (_str(64, _HEX64), True, "64 lowercase hex digits"),
     "size": (_int(1, MAX_IMAGE_BYTES), True, f"1 to {MAX_IMAGE_BYTES} bytes"),
+    # A Linux guest's initial ramdisk.
+    "initrd_sha256": (_str(64, _HEX64), False, "64 lowercase hex digits"),
+    "initrd_size": (_int(1, MAX_IMAGE_BYTES), False, f"1 to {MAX_IMAGE_BYTES} bytes"),
 }
 
 _METADATA: dict[str, tuple[Callable[[Any], bool], bool, str]] = {
@@ -182,6 +189,9 @@ _IMAGE_HEAD: dict[str, tuple[Callable[[Any], bool], bool, str]] = {
     "name": (_str(255), True, "a string"),
     "sha256": (_str(64, _HEX64), True, "64 lowercase hex digits"),
     "size": (_int(1, MAX_IMAGE_BYTES), True, f"1 to {MAX_IMAGE_BYTES} bytes"),
+    # A Linux guest's initial ramdisk.
+    "initrd_sha256": (_str(64, _HEX64), False, "64 lowercase hex digits"),
+    "initrd_size": (_int(1, MAX_IMAGE_BYTES), False, f"1 to {MAX_IMAGE_BYTES} bytes"),
 }
 
 

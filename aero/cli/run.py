@@ -43,7 +43,8 @@ def start_guest(args: argparse.Namespace):  # noqa: ANN201 - (resolved guest, Ma
     if Path(args.guest).is_dir():
         raise CliError(f"{args.guest}: is a directory, not a guest image")
     try:
-        r = resolve(args.guest, args.format, args.load_addr, args.initrd, ram_size=args.ram)
+        limit_ram = args.ram if args.ram is not None else args.ram_default
+        r = resolve(args.guest, args.format, args.load_addr, args.initrd, ram_size=limit_ram)
         cmdline = args.append
         if cmdline is None:
             cmdline = (r.cmdline or DEFAULT_CMDLINE) if r.ref.fmt == "linux" else ""
