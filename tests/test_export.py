@@ -152,6 +152,7 @@ def _parse(line: str) -> dict[str, int]:
     return {k: int(v, 16) for k, v in (f.split("=") for f in line.split(","))}
 
 
+@pytest.mark.slow
 def test_tenet_matches_stepping_by_hand(demo_trace: Path) -> None:
     c = load_contents(open_trace(demo_trace))
     assert len(c.keyframes) >= 3

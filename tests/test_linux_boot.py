@@ -116,6 +116,7 @@ def booted(guest: lg.LinuxGuest) -> tuple[Machine, bytes]:
 
 
 @pytest.mark.skipif(not HAS_FPU, reason="the core has no x87 FPU: Linux stops at FPU init")
+@pytest.mark.slow
 def test_boots_to_init_and_runs_a_shell_command(booted: tuple[Machine, bytes]) -> None:
     m, out = booted
     text = out.decode(errors="replace")
