@@ -81,6 +81,7 @@ class Divergence:
         self._ref = _state_dict(ref_regs, rec.ref.exception, rec.ref.memory, image,
                                 rec.ref.error_code, rec.ref.cr2)
         rec.aero.memory = rec.ref.memory = np.zeros(0, dtype=np.uint8)
+        rec.before_memory = None
 
     @property
     def explained(self) -> bool:
