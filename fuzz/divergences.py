@@ -322,8 +322,6 @@ def _enter_frame(rec: StepRecord) -> bool:
     if stack32 == d.osz32 or rec.aero.exception is not None or rec.ref.exception:
         return False
     level = d.imm2 & 31
-    if level > 1:
-        return False
     size = d.opsize
     smask = 0xFFFFFFFF if stack32 else 0xFFFF
 
@@ -333,15 +331,19 @@ def _enter_frame(rec: StepRecord) -> bool:
     frame = sp(b["esp"] - size)  # FrameTemp: (E)SP after pushing (E)BP
     ebp = frame if d.osz32 else (b["ebp"] & 0xFFFF0000) | (frame & 0xFFFF)
     esp = sp(b["esp"] - size * (level + 1) - d.imm)
-    allowed: dict[int, int] = {}
-    slot = _linear(segs, "ss", (b["esp"] - size) & smask)
-    for k in range(size):
-        allowed[slot + k] = (b["ebp"] >> (8 * k)) & 0xFF
+    # The pushes of the SDM's operation: (E)BP; for i = 1 .. level - 1 the frame pointer
+    # at SS:[(E)BP - i * size] ((E)BP by the stack size); then FrameTemp.
+    values = [b["ebp"]]
+    for i in range(1, level):
+        values.append(_read(rec, _linear(segs, "ss", (b["ebp"] - i * size) & smask), size))
     if level:
-        slot2 = _linear(segs, "ss", (b["esp"] - 2 * size) & smask)
-        ft = frame if d.osz32 else frame & 0xFFFF
+        values.append(frame)
+    allowed: dict[int, int] = {}
+    for n, v in enumerate(values):
+        slot = _linear(segs, "ss", (b["esp"] - (n + 1) * size) & smask)
         for k in range(size):
-            allowed[slot2 + k] = (ft >> (8 * k)) & 0xFF
+            allowed[slot + k] = (v >> (8 * k)) & 0xFF
+    slot2 = _linear(segs, "ss", (b["esp"] - (level + 1) * size) & smask)  # FrameTemp's
     if not (_regs_are(rec, {"ebp": ebp, "esp": esp, "eip": _next_eip(rec, d)})
             and _memory_as_before(rec, allowed)):
         return False

@@ -409,7 +409,9 @@ _PUSH_SREG = {0x06: "es", 0x0E: "cs", 0x16: "ss", 0x1E: "ds", 0x1A0: "fs", 0x1A8
 _POP_SREG = {0x07: "es", 0x17: "ss", 0x1F: "ds", 0x1A1: "fs", 0x1A9: "gs"}
 _STRING = {0xA4: ("r", "w"), 0xA5: ("r", "w"), 0xA6: ("r", "r"), 0xA7: ("r", "r"),
            0xAA: (None, "w"), 0xAB: (None, "w"), 0xAC: ("r", None), 0xAD: ("r", None),
-           0xAE: (None, "r"), 0xAF: (None, "r")}
+           0xAE: (None, "r"), 0xAF: (None, "r"),
+           # INS stores to ES:(E)DI, OUTS loads from DS:(E)SI (the port side is I/O).
+           0x6C: (None, "w"), 0x6D: (None, "w"), 0x6E: ("r", None), 0x6F: ("r", None)}
 
 
 def _size(code: str, d: Decoded) -> int:
@@ -425,8 +427,7 @@ def _signed(v: int, bits: int) -> int:
 def data_accesses(d: Decoded, regs: dict[str, int], stack32: bool) -> list[Access] | None:
     """The data accesses of one execution of the instruction, in the order of the SDM's
     operation, or None when this model does not cover the instruction exactly (PUSHA,
-    POPA, ENTER with a nesting level above 1, INT n, IRET in protected mode, instructions
-    whose access depends on a condition, x87, I/O strings)."""
+    POPA, ENTER with a nesting level above 1, INT n, IRET, x87)."""
     if d.length is None or not d.defined:
         return None
     op = d.opcode
@@ -511,7 +512,7 @@ def data_accesses(d: Decoded, regs: dict[str, int], stack32: bool) -> list[Acces
         if dst:
             out.append(Access("es", regs["edi"] & amask, size, dst))
         return out
-    if op in (0x60, 0x61, 0xCC, 0xCD, 0xCE, 0xCF, 0xF1, 0x6C, 0x6D, 0x6E, 0x6F):
+    if op in (0x60, 0x61, 0xCC, 0xCD, 0xCE, 0xCF, 0xF1):
         return None
     return []
 

@@ -204,3 +204,17 @@ def test_length_limit_needs_a_clean_gp() -> None:
     sc = real("66" * 13 + "0f03c0")
     assert explained(sc) == "length-limit"
     assert explained(sc, _set(eax=5)) is None
+
+
+def test_enter_mixed_sizes_checks_every_push() -> None:
+    r = initial_regs("pm32")
+    r.update(eip=0x2000, esp=0x18000, ebp=0x24000)
+    sc = Scenario("pm32", r, [bytes.fromhex("66c8000002")], 0,
+                  [(0x23FFE, b"\x34\x12")])  # 16-bit ENTER 0,2 on a 32-bit stack
+    assert explained(sc) == "enter-mixed-sizes"
+
+    def wrong_copy(_c: bytes, res: StepResult) -> None:
+        res.memory = res.memory.copy()
+        res.memory[0x18000 - 4] ^= 1  # the frame pointer copied from [EBP - 2]
+    assert explained(sc, wrong_copy) is None
+    assert explained(sc, _set(esp=0x18000 - 6 + 2)) is None

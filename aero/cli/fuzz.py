@@ -23,7 +23,7 @@ def _add_conformance(sub: argparse._SubParsersAction) -> None:
 def cmd_conformance_sst(args: argparse.Namespace) -> int:
     from pathlib import Path
 
-    from aero.fuzz.sst import run_directory
+    from aero.fuzz.sst import run_directory, suite_files, suite_root
 
     directory = Path(args.directory)
     if not directory.is_dir():
@@ -33,7 +33,7 @@ def cmd_conformance_sst(args: argparse.Namespace) -> int:
         if show:
             from rich.progress import Progress
 
-            files = len(list(directory.glob("*.jsonl.gz")))
+            files = len(suite_files(suite_root(directory)))
             with Progress(transient=True) as prog:
                 task = prog.add_task("conformance", total=files)
                 result = run_directory(directory, set(args.only) if args.only else None,
