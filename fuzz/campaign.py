@@ -218,14 +218,15 @@ class Checker:
 
 def _run_once(strategy: object, checker: Checker, budget: int, run_seed: int,
               result: CampaignResult, found: dict[str, Divergence],
-              progress: Callable[[int], None] | None) -> str:
+              progress: Callable[[int], None] | None, shrink: bool = True) -> str:
     """One Hypothesis run; returns ``found`` (a new divergence, shrunk and recorded),
     ``done`` (budget used) or ``exhausted`` (no valid example could be generated)."""
     target: list[str | None] = [None]
     last: list[_Found | None] = [None]
 
     @settings(max_examples=budget, database=None, deadline=None, derandomize=False,
-              suppress_health_check=list(HealthCheck), phases=[Phase.generate, Phase.shrink],
+              suppress_health_check=list(HealthCheck),
+              phases=[Phase.generate, Phase.shrink] if shrink else [Phase.generate],
               report_multiple_bugs=False, verbosity=Verbosity.quiet, print_blob=False)
     @hseed(run_seed)
     @given(strategy)
@@ -281,13 +282,15 @@ def _run_once(strategy: object, checker: Checker, budget: int, run_seed: int,
 def run_campaign(examples: int, seed: int, mode: str,
                  progress: Callable[[int], None] | None = None,
                  classes: Sequence[str] | None = None,
-                 max_runs: int = 1000) -> CampaignResult:
+                 max_runs: int = 1000, shrink: bool = True) -> CampaignResult:
     """Run ``examples`` scenarios (discarded ones not counted) and collect divergences.
 
     ``mode`` is ``real``, ``pm32``, ``pm32-paging`` or ``all`` (the three); ``classes``
     defaults to every comparable class. Handlers the core has not implemented yet are left
     out and listed.
-    ``progress`` is called with the number of examples run so far.
+    ``progress`` is called with the number of examples run so far. ``shrink=False`` with
+    ``max_runs=1`` stops at the first unexplained divergence, unshrunk (a quick verdict, as
+    mutation testing needs).
     """
     modes = ["real", "pm32", "pm32-paging"] if mode == "all" else [mode]
     classes = list(classes or DEFAULT_CLASSES)
@@ -301,7 +304,7 @@ def run_campaign(examples: int, seed: int, mode: str,
     while result.examples < examples and run < max_runs:
         before = result.examples
         outcome = _run_once(strategy, checker, examples - result.examples,
-                            derive_seed(seed, run), result, found, progress)
+                            derive_seed(seed, run), result, found, progress, shrink)
         run += 1
         if outcome == "found":
             continue
