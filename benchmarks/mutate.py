@@ -45,8 +45,8 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
-__all__ = ["CHECKS", "MUTANTS", "Mutant", "apply_mutant", "build_tree", "copy_tree",
-           "main", "run_mutant"]
+__all__ = ["CFLAGS", "CHECKS", "Check", "MUTANTS", "Mutant", "MutantResult", "SST_SCRIPT",
+           "apply_mutant", "build_tree", "copy_tree", "main", "make_checks", "run_mutant"]
 
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "benchmarks" / "results"
@@ -280,9 +280,11 @@ print(ns['_stamp'])
 """
 
 
-def build_tree(tree: Path, cache: Path) -> tuple[bool, str]:
+def build_tree(tree: Path, cache: Path, cflags: list[str] | None = None) -> tuple[bool, str]:
     """Compile the copy's core into aero/_aero_core*.so, reusing cached objects of files
-    that did not change. (ok, log)."""
+    that did not change. (ok, log). ``cflags`` replaces :data:`CFLAGS` (e.g. -O0 for a
+    quick build: optimisation does not change what the core computes)."""
+    cflags = CFLAGS if cflags is None else cflags
     cache.mkdir(parents=True, exist_ok=True)
     gen = _run([sys.executable, "-c", _GEN], tree, 300)
     if gen.returncode != 0:
@@ -292,12 +294,12 @@ def build_tree(tree: Path, cache: Path) -> tuple[bool, str]:
     headers = b"".join(p.read_bytes() for p in sorted(core.glob("*.h")))
     optable = (core / "optable.inc").read_bytes()
     include = sysconfig.get_paths()["include"]
-    flags = CFLAGS + [f"-I{core}", f"-I{include}", f'-DAERO_CORE_STAMP="{stamp}"']
+    flags = cflags + [f"-I{core}", f"-I{include}", f'-DAERO_CORE_STAMP="{stamp}"']
     sources = sorted(core.glob("*.c")) + [tree / "aero" / "_aero_core_gen.c"]
     objects = []
     for src in sources:
         text = src.read_bytes()
-        key = hashlib.sha256(text + headers + " ".join(CFLAGS).encode()
+        key = hashlib.sha256(text + headers + " ".join(cflags).encode()
                              + (optable if b"optable.inc" in text else b"")
                              + (stamp.encode() if b"AERO_CORE_STAMP" in text else b"")
                              ).hexdigest()[:24]
@@ -327,11 +329,11 @@ def _suite() -> Path | None:
     return None
 
 
-_SST = """
+SST_SCRIPT = """
 import json, sys
 from pathlib import Path
 from aero.fuzz.sst import run_directory
-r = run_directory(Path(sys.argv[1]))
+r = run_directory(Path(sys.argv[1]), set(sys.argv[2:]) or None)
 bad = [(k, f['name']) for k, o in r['opcodes'].items() for f in o['failures']]
 print(json.dumps({'failed': r['failed'], 'first': bad[:3]}))
 sys.exit(1 if r['failed'] else 0)
@@ -362,7 +364,7 @@ def make_checks(examples: int, unit: tuple[str, ...] = UNIT_TESTS) -> tuple[Chec
     suite = _suite()
     checks = []
     if suite is not None:
-        checks.append(Check("sst", (sys.executable, "-c", _SST, str(suite)), 900))
+        checks.append(Check("sst", (sys.executable, "-c", SST_SCRIPT, str(suite)), 900))
     for mode in ("real", "pm32", "pm32-paging"):
         checks.append(Check(f"unicorn-{mode}",
                             (sys.executable, "-c", _CAMPAIGN, mode, str(examples)), 900))
@@ -393,7 +395,7 @@ class MutantResult:
 
 
 def run_mutant(mutant: Mutant | None, checks: tuple[Check, ...], workdir: Path, cache: Path,
-               all_checks: bool = False) -> MutantResult:
+               all_checks: bool = False, cflags: list[str] | None = None) -> MutantResult:
     """Copy, patch, build and check one mutant (None: the unmutated tree)."""
     start = time.monotonic()
     name = mutant.name if mutant else "(none)"
@@ -403,7 +405,7 @@ def run_mutant(mutant: Mutant | None, checks: tuple[Check, ...], workdir: Path, 
     try:
         if mutant is not None:
             apply_mutant(tree, mutant)
-        res.built, res.log = build_tree(tree, cache)
+        res.built, res.log = build_tree(tree, cache, cflags)
         if not res.built:
             return res
         env = dict(os.environ, PYTHONPATH=str(tree), PYTHONDONTWRITEBYTECODE="1")
