@@ -1,0 +1,281 @@
+"""aero's results and flags against a reference model written from the SDM pseudo-code
+(tests/refmodel.py): ALU, shifts and rotates (counts 0, 1, the operand size and above),
+SHLD/SHRD (count 0, 1, size, above size), BCD adjustments and single string iterations;
+and the restartability property: after a fault, the state equals the state before the
+instruction except for the documented exception frame."""
+
+from __future__ import annotations
+
+from functools import cache
+
+import numpy as np
+import refmodel as ref
+from aero.fuzz.difftest import AeroCPU, Scenario, initial_regs
+from hypothesis import HealthCheck, given, seed, settings
+from hypothesis import strategies as st
+
+from aero.machine import Machine, MachineConfig, Regs, Segment, StopReason
+
+SETTINGS = settings(max_examples=300, database=None, deadline=None,
+                    suppress_health_check=list(HealthCheck))
+VAL = st.one_of(st.sampled_from((0, 1, 0x7F, 0x80, 0xFF, 0x7FFF, 0x8000, 0xFFFF, 0x7FFFFFFF,
+                                 0x80000000, 0xFFFFFFFF, 0x10, 0x0F, 0x99, 0x9A)),
+                st.integers(0, 0xFFFFFFFF))
+FLAGS = st.integers(0, 0xFFF).map(lambda f: (f & (ref.ARITH | 0x400)) | 2)
+SIZE = st.sampled_from((1, 2, 4))
+COUNT = st.one_of(st.sampled_from((0, 1, 2, 7, 8, 9, 15, 16, 17, 31, 32, 33, 0xFF)),
+                  st.integers(0, 0xFF))
+
+
+@cache
+def cpu() -> AeroCPU:
+    return AeroCPU()
+
+
+def run(code: bytes, memory: list[tuple[int, bytes]] | None = None, **regs: int):
+    """One instruction in flat 32-bit protected mode on aero: (registers, exception, RAM)."""
+    r = initial_regs("pm32")
+    r.update(eip=0x2000, esp=0x8000)
+    r.update(regs)
+    sc = Scenario("pm32", r, [code], 0, list(memory or []))
+    c = cpu()
+    c.load(sc, sc.image())
+    res = c.step()
+    return res.regs, res.exception, res.memory
+
+
+def _prefix(size: int) -> bytes:
+    return b"\x66" if size == 2 else b""
+
+
+def _check(regs: dict, reg: str, want: int | None, size: int, flags: int, defined: int
+           ) -> None:
+    m = (1 << (8 * size)) - 1
+    if want is not None:
+        assert regs[reg] & m == want & m, (hex(regs[reg] & m), hex(want & m))
+    assert (regs["eflags"] ^ flags) & defined & ref.ARITH == 0, \
+        (hex(regs["eflags"] & ref.ARITH), hex(flags), hex(defined))
+
+
+ALU = {"add": 0x00, "or": 0x08, "adc": 0x10, "sbb": 0x18, "and": 0x20, "sub": 0x28,
+       "xor": 0x30, "cmp": 0x38}
+
+
+@seed(5001)
+@SETTINGS
+@given(st.sampled_from(sorted(ALU)), VAL, VAL, SIZE, FLAGS)
+def test_alu_against_the_model(op: str, a: int, b: int, size: int, flags: int) -> None:
+    code = _prefix(size) + bytes([ALU[op] + (0 if size == 1 else 1), 0xD8])  # op eAX/AL, eBX/BL
+    regs, exc, _ = run(code, eax=a, ebx=b, eflags=flags)
+    assert exc is None
+    r, f, defined = ref.alu(op, a, b, size, flags)
+    _check(regs, "eax", r, size, f, defined)
+
+
+@seed(5002)
+@SETTINGS
+@given(st.sampled_from(("inc", "dec", "neg")), VAL, SIZE, FLAGS)
+def test_inc_dec_neg_against_the_model(op: str, a: int, size: int, flags: int) -> None:
+    modrm = {"inc": 0xC0, "dec": 0xC8, "neg": 0xD8}[op]
+    opc = (0xF6 if op == "neg" else 0xFE) + (0 if size == 1 else 1)
+    regs, exc, _ = run(_prefix(size) + bytes([opc, modrm]), eax=a, eflags=flags)
+    assert exc is None
+    r, f, defined = ref.neg(a, size) if op == "neg" else ref.incdec(op, a, size, flags)
+    _check(regs, "eax", r, size, f, defined)
+
+
+SHIFTS = ("rol", "ror", "rcl", "rcr", "shl", "shr", "sal", "sar")
+
+
+@seed(5003)
+@settings(max_examples=600, database=None, deadline=None,
+          suppress_health_check=list(HealthCheck))
+@given(st.sampled_from(SHIFTS), VAL, COUNT, SIZE, FLAGS)
+def test_shifts_and_rotates_against_the_model(op: str, a: int, count: int, size: int,
+                                              flags: int) -> None:
+    reg = SHIFTS.index(op)
+    code = _prefix(size) + bytes([0xD2 if size == 1 else 0xD3, 0xC0 | reg << 3])  # eAX, CL
+    regs, exc, _ = run(code, eax=a, ecx=count, eflags=flags)
+    assert exc is None
+    r, f, defined = ref.shift("shl" if op == "sal" else op, a, count, size, flags)
+    _check(regs, "eax", r, size, f, defined)
+
+
+@seed(5004)
+@SETTINGS
+@given(st.booleans(), VAL, VAL, COUNT, st.sampled_from((2, 4)), FLAGS)
+def test_shld_shrd_against_the_model(left: bool, d: int, s: int, count: int, size: int,
+                                     flags: int) -> None:
+    code = _prefix(size) + bytes([0x0F, 0xA5 if left else 0xAD, 0xD8])  # eAX, eBX, CL
+    regs, exc, _ = run(code, eax=d, ebx=s, ecx=count, eflags=flags)
+    assert exc is None
+    r, f, defined = ref.shxd(left, d, s, count, size, flags)
+    _check(regs, "eax", r, size, f, defined)
+
+
+@seed(5005)
+@SETTINGS
+@given(st.sampled_from(("daa", "das", "aaa", "aas", "aam", "aad")), st.integers(0, 0xFFFF),
+       FLAGS, st.one_of(st.just(10), st.integers(1, 0xFF)))
+def test_bcd_against_the_model(op: str, ax: int, flags: int, base: int) -> None:
+    code = {"daa": b"\x27", "das": b"\x2f", "aaa": b"\x37", "aas": b"\x3f",
+            "aam": bytes([0xD4, base]), "aad": bytes([0xD5, base])}[op]
+    regs, exc, _ = run(code, eax=ax, eflags=flags)
+    assert exc is None
+    if op in ("daa", "das"):
+        r, f, defined = (ref.daa if op == "daa" else ref.das)(ax & 0xFF, flags)
+        _check(regs, "eax", r, 1, f, defined)
+        assert regs["eax"] >> 8 & 0xFF == ax >> 8  # AH untouched
+    elif op in ("aaa", "aas"):
+        r, f, defined = ref.aaa_aas(op == "aas", ax, flags)
+        _check(regs, "eax", r, 2, f, defined)
+    elif op == "aam":
+        r, f, defined = ref.aam(ax & 0xFF, base)
+        _check(regs, "eax", r, 2, f, defined)
+    else:
+        r, f, defined = ref.aad(ax, base)
+        _check(regs, "eax", r, 2, f, defined)
+
+
+def test_aam_zero_is_a_divide_error() -> None:
+    regs, exc, _ = run(b"\xd4\x00", eax=0x1234)
+    assert exc == 0 and regs["eax"] == 0x1234 and regs["eip"] == 0x2000
+
+
+STRINGS = {"movs": 0xA4, "cmps": 0xA6, "stos": 0xAA, "lods": 0xAC, "scas": 0xAE}
+
+
+@seed(5006)
+@SETTINGS
+@given(st.sampled_from(sorted(STRINGS)), SIZE, st.booleans(), VAL, VAL, VAL, FLAGS)
+def test_string_iteration_against_the_model(op: str, size: int, down: bool, a: int, x: int,
+                                            y: int, flags: int) -> None:
+    si, di = 0x30000, 0x40000
+    m = (1 << (8 * size)) - 1
+    mem = [(si, (x & m).to_bytes(size, "little")), (di, (y & m).to_bytes(size, "little"))]
+    flags = (flags & ~0x400) | (0x400 if down else 0)
+    code = _prefix(size) + bytes([STRINGS[op] + (0 if size == 1 else 1)])
+    regs, exc, ram = run(code, mem, eax=a, esi=si, edi=di, eflags=flags)
+    assert exc is None
+    step = -size if down else size
+    moves_si = op in ("movs", "cmps", "lods")
+    moves_di = op in ("movs", "cmps", "stos", "scas")
+    assert regs["esi"] == si + (step if moves_si else 0)
+    assert regs["edi"] == di + (step if moves_di else 0)
+    got_di = int.from_bytes(ram[di:di + size].tobytes(), "little")
+    if op == "movs":
+        assert got_di == x & m
+    elif op == "stos":
+        assert got_di == a & m
+    else:
+        assert got_di == y & m
+    if op == "lods":
+        _check(regs, "eax", x, size, flags & ref.ARITH, ref.ARITH)
+    if op in ("cmps", "scas"):
+        first, second = (x, y) if op == "cmps" else (a, y)
+        _r, f, defined = ref.alu("cmp", first, second, size, flags)
+        _check(regs, "eax", a, size, f, defined)
+    if op not in ("cmps", "scas", "lods"):
+        assert regs["eflags"] & ref.ARITH == flags & ref.ARITH
+
+
+# ---- restartability ---------------------------------------------------------------------------
+
+HANDLER = 0x8000  # IVT entry v -> 0000:8000+v, where a HLT waits
+CODE_SEG, CODE_IP = 0x1000, 0x0100
+
+
+@cache
+def real_machine() -> Machine:
+    return Machine(MachineConfig(ram_size=2 << 20, devices=False))
+
+
+def _real_regs(r: dict[str, int]) -> Regs:
+    regs = Regs()
+    for k in ("eax", "ecx", "edx", "ebx", "esp", "ebp", "esi", "edi"):
+        setattr(regs, k, r[k])
+    for s in ("es", "ss", "ds", "fs", "gs"):
+        setattr(regs, s, Segment(r[s], r[s] << 4, 0xFFFF, 0x93))
+    regs.cs = Segment(CODE_SEG, CODE_SEG << 4, 0xFFFF, 0x9B)
+    regs.eip = CODE_IP
+    regs.eflags = r["eflags"]
+    regs.idtr_base, regs.idtr_limit = 0, 0x3FF
+    regs.cr0 = 0x60000010
+    return regs
+
+
+# Faulting forms: (bytes, register overrides that make it fault, vector).
+FAULTS = (
+    ("ad", {"esi": 0xFFFF}, 13),                  # LODSW at DS:FFFF
+    ("f3ad", {"esi": 0xFFFF, "ecx": 5}, 13),      # REP LODSW
+    ("a5", {"edi": 0xFFFF}, 13),                  # MOVSW to ES:FFFF
+    ("f3a5", {"esi": 0xFFFF, "ecx": 3}, 13),      # REP MOVSW from DS:FFFF
+    ("a7", {"edi": 0xFFFF}, 13),                  # CMPSW
+    ("ab", {"edi": 0xFFFF}, 13),                  # STOSW
+    ("af", {"edi": 0xFFFF}, 13),                  # SCASW
+    ("0107", {"ebx": 0xFFFF}, 13),                # ADD [BX],AX
+    ("f00107", {"ebx": 0xFFFF}, 13),              # LOCK ADD [BX],AX
+    ("ff4600", {"ebp": 0xFFFF}, 12),              # INC word [BP]
+    ("58", {"esp": 0xFFFF}, 12),                  # POP AX at SP = FFFF
+    ("c3", {"esp": 0xFFFF}, 12),                  # RET
+    ("f7f3", {"ebx": 0}, 0),                      # DIV BX by zero
+    ("0fa50f", {"ebx": 0xFFFF, "ecx": 4}, 13),    # SHLD [BX],CX,CL
+    ("0fb10f", {"ebx": 0xFFFF}, 13),              # CMPXCHG [BX],CX
+    ("6207", {"ebx": 0xFFFE}, 13),                # BOUND AX,[BX] beyond FFFF
+    ("c40f", {"ebx": 0xFFFE}, 13),                # LES CX,[BX]
+    ("ff37", {"ebx": 0xFFFF}, 13),                # PUSH [BX]
+    ("8f07", {"ebx": 0xFFFF, "esp": 0x100}, 13),  # POP [BX]
+    ("0fab0f", {"ebx": 0xFFFF, "ecx": 0}, 13),    # BTS [BX],CX
+    ("c9", {"ebp": 0xFFFF}, 12),                  # LEAVE
+)
+
+
+@seed(5007)
+@settings(max_examples=250, database=None, deadline=None,
+          suppress_health_check=list(HealthCheck))
+@given(st.sampled_from(FAULTS), st.lists(st.integers(0, 0xFFFFFFFF), min_size=8, max_size=8),
+       FLAGS, st.integers(0, 0xFFFF))
+def test_a_fault_leaves_the_state_before_it(form, values, flags: int, fill: int) -> None:
+    """Real mode, delivered through the IVT: everything is as before the instruction except
+    CS:IP (the handler), SP (6 lower), FLAGS (IF, TF cleared) and the 6-byte frame (IP of
+    the faulting instruction, CS, FLAGS before it) (SDM Vol. 3A 6.5, 20.1.4)."""
+    code_hex, overrides, vector = form
+    m = real_machine()
+    names = ("eax", "ecx", "edx", "ebx", "esp", "ebp", "esi", "edi")
+    r = {n: v & 0xFFFF for n, v in zip(names, values, strict=True)}
+    r.update(es=0x2000, ss=0x3000, ds=0x4000, fs=0, gs=0, eflags=flags)
+    if r["esp"] < 0x20:
+        r["esp"] = 0x8000
+    r.update(overrides)
+    image = np.frombuffer(np.random.default_rng(fill).integers(0, 256, 0x50000, dtype=np.uint8)
+                          .tobytes(), dtype=np.uint8)
+    with m.ram_writable() as ram:
+        ram[:0x50000] = image
+        for v in range(32):
+            ram[v * 4:v * 4 + 4] = np.frombuffer(
+                (HANDLER + v).to_bytes(2, "little") + b"\0\0", dtype=np.uint8)
+        ram[HANDLER:HANDLER + 32] = 0xF4
+        code = bytes.fromhex(code_hex) + b"\xf4"
+        start = (CODE_SEG << 4) + CODE_IP
+        ram[start:start + len(code)] = np.frombuffer(code, dtype=np.uint8)
+    before = m.ram[:0x50000].copy()
+    m.set_regs(_real_regs(r))
+    m.clear_exception()
+    stop = m.run(m.ticks + 1000)
+    assert stop == StopReason.HALT
+    after = m.get_regs()
+    assert (after.cs.selector, after.eip) == (0, HANDLER + vector + 1), \
+        (code_hex, after.cs.selector, hex(after.eip))
+    for n in names:
+        want = (r[n] - 6) & 0xFFFF if n == "esp" else r[n]
+        assert getattr(after, n) & 0xFFFF == want & 0xFFFF, (code_hex, n)
+        assert getattr(after, n) >> 16 == 0, (code_hex, n)
+    for s in ("es", "ss", "ds"):
+        assert getattr(after, s).selector == r[s]
+    assert after.eflags & 0xFFFF == (r["eflags"] & ~0x300) & 0xFFFF | 2
+    frame_lo = (r["ss"] << 4) + ((r["esp"] - 6) & 0xFFFF)
+    frame = m.ram[frame_lo:frame_lo + 6].tobytes()
+    assert frame == (CODE_IP.to_bytes(2, "little") + CODE_SEG.to_bytes(2, "little")
+                     + (r["eflags"] & 0xFFFF).to_bytes(2, "little")), code_hex
+    diff = np.flatnonzero(m.ram[:0x50000] != before)
+    assert set(diff.tolist()) <= set(range(frame_lo, frame_lo + 6)), (code_hex, diff[:8])
