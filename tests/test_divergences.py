@@ -218,3 +218,23 @@ def test_enter_mixed_sizes_checks_every_push() -> None:
         res.memory[0x18000 - 4] ^= 1  # the frame pointer copied from [EBP - 2]
     assert explained(sc, wrong_copy) is None
     assert explained(sc, _set(esp=0x18000 - 6 + 2)) is None
+
+
+# ---- every kept example of a known divergence is still explained ---------------------------
+
+KNOWN_CASES = sorted(p for p in (ROOT / "tests" / "regressions").glob("*.json")
+                     if '"known_divergence"' in p.read_text())
+
+
+@pytest.mark.parametrize("path", KNOWN_CASES, ids=[p.stem for p in KNOWN_CASES])
+def test_kept_examples_are_explained_by_their_entry(path: Path) -> None:
+    import json
+
+    case = json.loads(path.read_text())
+    sc = Scenario.from_dict(case["scenario"])
+    aero, refs = backends()
+    rec = run_pair(sc, aero, refs[sc.mode]).divergence
+    assert rec is not None
+    k = explain(rec)
+    assert k is not None and k.key == case["known_divergence"], (
+        [(m.field, m.aero, m.ref) for m in rec.mismatches])
