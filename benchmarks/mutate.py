@@ -350,6 +350,7 @@ sys.exit(1 if u else 0)
 
 UNIT_TESTS = ("tests/test_core.py", "tests/test_flow_string.py", "tests/test_paging.py",
               "tests/test_protection.py", "tests/test_system.py", "tests/test_exceptions.py",
+              "tests/test_refmodel.py", "tests/test_conditional_access.py",
               "tests/test_difftest_unicorn.py::test_regression")
 
 

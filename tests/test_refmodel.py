@@ -84,6 +84,35 @@ def test_inc_dec_neg_against_the_model(op: str, a: int, size: int, flags: int) -
     _check(regs, "eax", r, size, f, defined)
 
 
+def _cond(cc: int, f: int) -> bool:
+    """SDM Vol. 2 Appendix B, condition codes (tttn)."""
+    cf, zf, sf, of, pf = (bool(f & x) for x in (ref.CF, ref.ZF, ref.SF, ref.OF, ref.PF))
+    base = (of, cf, zf, cf or zf, sf, pf, sf != of, zf or sf != of)[cc >> 1]
+    return base != bool(cc & 1)
+
+
+@seed(5008)
+@SETTINGS
+@given(st.sampled_from(("cmp", "sub", "add", "and", "sbb")), VAL,
+       st.one_of(st.just(None), VAL), SIZE, st.integers(0, 15), FLAGS)
+def test_conditions_after_an_operation(op: str, a: int, b: int | None, size: int, cc: int,
+                                       flags: int) -> None:
+    """SETcc right after an arithmetic operation (equal operands included) reads the flags
+    that operation defines."""
+    b = a if b is None else b
+    r = initial_regs("pm32")
+    r.update(eip=0x2000, esp=0x8000, eax=a, ebx=b, eflags=flags)
+    code = [_prefix(size) + bytes([ALU[op] + (0 if size == 1 else 1), 0xD8]),
+            bytes([0x0F, 0x90 | cc, 0xC1])]  # op eAX,eBX; SETcc CL
+    sc = Scenario("pm32", r, code, 0)
+    c = cpu()
+    c.load(sc, sc.image())
+    assert c.step().exception is None
+    res = c.step()
+    _r, f, _defined = ref.alu(op, a, b, size, flags)
+    assert res.regs["ecx"] & 0xFF == int(_cond(cc, f)), (op, hex(a), hex(b), cc)
+
+
 SHIFTS = ("rol", "ror", "rcl", "rcr", "shl", "shr", "sal", "sar")
 
 
