@@ -127,7 +127,11 @@ MUTANTS: tuple[Mutant, ...] = (
     # ---- BCD and division
     _m("daa-high-threshold", "bcd", ALU, "    if (old_al > 0x99 || old_cf) {\n        al += 0x60;",
        "    if (old_al > 0x9F || old_cf) {\n        al += 0x60;"),
-    _m("das-borrow", "bcd", ALU, "if (old_cf || al < 6) f |= F_CF;", "if (al < 6) f |= F_CF;"),
+    Mutant("das-borrow", "bcd", ALU, "if (old_cf || al < 6) f |= F_CF;", "if (al < 6) f |= F_CF;",
+           equivalent="when CF was set before, DAS's second step ('IF old_AL > 99H or old_CF "
+                      "= 1 THEN AL := AL - 60H; CF := 1') sets CF anyway, so dropping old_CF "
+                      "from the first step changes no result (SDM Vol. 2 'DAS')"),
+    _m("das-af-not-set", "bcd", ALU, "        al -= 6;\n        f |= F_AF;", "        al -= 6;"),
     _m("aaa-no-mask", "bcd", ALU, "    ax &= 0xFF0F;", "    ax &= 0xFFFF;"),
     _m("aad-result-width", "bcd", ALU, "uint32_t r = (al + ah * base) & 0xFF;",
        "uint32_t r = (al + ah * base) & 0xFFFF;"),

@@ -172,3 +172,15 @@ def test_segment_load_reads_the_descriptor_not_the_operand_page_twice() -> None:
     # MOV DS,[EBX] from the absent page: #PF on the operand read.
     _r, exc, err, cr2, _ = run("8e1b", ebx=ABSENT)
     assert (exc, err, cr2) == (14, 0x4, ABSENT)
+
+
+# ---- a fault leaves the flags of before (restartability) ------------------------------------
+
+@pytest.mark.parametrize("code", ["0fa503", "0fad03", "0fa40305", "d303", "d103", "f613"])
+def test_a_faulting_write_leaves_the_flags(code: str) -> None:
+    """SHLD/SHRD, shifts and NOT of memory whose write raises #PF: every register, EFLAGS
+    included, is as before (SDM Vol. 3A 6.5)."""
+    mem = [(RO, b"\x81\x00\x00\x80")]
+    regs, exc, err, cr2, _ = run(code, mem, ebx=RO, eax=0x12345678, ecx=3, eflags=0x8D7)
+    assert (exc, err, cr2) == (14, 0x7, RO)
+    assert regs["eflags"] == 0x8D7 and regs["eax"] == 0x12345678 and regs["eip"] == 0x3000
