@@ -308,3 +308,24 @@ def test_a_fault_leaves_the_state_before_it(form, values, flags: int, fill: int)
                      + (r["eflags"] & 0xFFFF).to_bytes(2, "little")), code_hex
     diff = np.flatnonzero(m.ram[:0x50000] != before)
     assert set(diff.tolist()) <= set(range(frame_lo, frame_lo + 6)), (code_hex, diff[:8])
+
+
+@seed(5009)
+@SETTINGS
+@given(st.sampled_from((2, 4)), st.integers(-40, 40), st.sampled_from(("a3", "ab", "b3", "bb")))
+def test_bit_offsets_from_a_register_are_signed(size: int, offset: int, op: str) -> None:
+    """BT/BTS/BTR/BTC m, r: the register is a signed bit offset from the operand's address
+    (SDM Vol. 2 "BT": "BitBase + (BitOffset DIV 8)"), in operand-size units."""
+    base = 0x30000
+    mem = [(base - 16, bytes(range(0x11, 0x11 + 32)))]
+    regs, exc, ram = run(_prefix(size) + bytes.fromhex(f"0f{op}03"), mem, ebx=base,
+                         eax=offset & 0xFFFFFFFF)
+    assert exc is None
+    bits = 8 * size
+    unit = base + (offset // bits) * size
+    word = int.from_bytes(bytes(range(0x11, 0x11 + 32))[unit - base + 16:][:size], "little")
+    bit = offset % bits
+    assert regs["eflags"] & 1 == (word >> bit) & 1
+    new = {"a3": word, "ab": word | 1 << bit, "b3": word & ~(1 << bit),
+           "bb": word ^ 1 << bit}[op]
+    assert int.from_bytes(ram[unit:unit + size].tobytes(), "little") == new
