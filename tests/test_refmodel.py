@@ -329,3 +329,29 @@ def test_bit_offsets_from_a_register_are_signed(size: int, offset: int, op: str)
     new = {"a3": word, "ab": word | 1 << bit, "b3": word & ~(1 << bit),
            "bb": word ^ 1 << bit}[op]
     assert int.from_bytes(ram[unit:unit + size].tobytes(), "little") == new
+
+
+@seed(5010)
+@SETTINGS
+@given(VAL, st.one_of(st.just(None), VAL), VAL, SIZE, FLAGS, st.booleans())
+def test_cmpxchg_against_the_model(acc: int, dest: int | None, src: int, size: int, flags: int,
+                                   memory: bool) -> None:
+    """CMPXCHG r/m, r (SDM Vol. 2): flags of CMP accumulator, DEST; equal: DEST := SRC, else
+    the accumulator := DEST."""
+    m = (1 << (8 * size)) - 1
+    dest = acc if dest is None else dest
+    opc = 0xB0 if size == 1 else 0xB1
+    if memory:
+        code = _prefix(size) + bytes([0x0F, opc, 0x0B])  # [EBX], ECX/CX/CL
+        regs, exc, ram = run(code, [(0x30000, (dest & m).to_bytes(size, "little"))],
+                             eax=acc, ebx=0x30000, ecx=src, eflags=flags)
+        got = int.from_bytes(ram[0x30000:0x30000 + size].tobytes(), "little")
+    else:
+        code = _prefix(size) + bytes([0x0F, opc, 0xCB])  # EBX/BX/BL, ECX/CX/CL
+        regs, exc, _ = run(code, eax=acc, ebx=dest, ecx=src, eflags=flags)
+        got = regs["ebx"] & m
+    assert exc is None
+    _r, f, defined = ref.alu("cmp", acc, dest, size, flags)
+    equal = (acc & m) == (dest & m)
+    assert got == (src & m if equal else dest & m)
+    _check(regs, "eax", acc if equal else dest, size, f, defined)
