@@ -142,9 +142,17 @@ def test_shld_shrd_against_the_model(left: bool, d: int, s: int, count: int, siz
     _check(regs, "eax", r, size, f, defined)
 
 
+# AL values at the decision boundaries of the BCD adjustments (low nibble 9/A, 99h/9Ah,
+# 9Fh/A0h, the 6 borrow), with any AH.
+AL_EDGES = (0x00, 0x05, 0x06, 0x09, 0x0A, 0x0F, 0x10, 0x99, 0x9A, 0x9F, 0xA0, 0xF9, 0xFA,
+            0xFF, 0x60, 0x66)
+AX_BCD = st.one_of(st.integers(0, 0xFFFF), st.tuples(st.integers(0, 0xFF), st.sampled_from(
+    AL_EDGES)).map(lambda t: t[0] << 8 | t[1]))
+
+
 @seed(5005)
 @SETTINGS
-@given(st.sampled_from(("daa", "das", "aaa", "aas", "aam", "aad")), st.integers(0, 0xFFFF),
+@given(st.sampled_from(("daa", "das", "aaa", "aas", "aam", "aad")), AX_BCD,
        FLAGS, st.one_of(st.just(10), st.integers(1, 0xFF)))
 def test_bcd_against_the_model(op: str, ax: int, flags: int, base: int) -> None:
     code = {"daa": b"\x27", "das": b"\x2f", "aaa": b"\x37", "aas": b"\x3f",
@@ -355,3 +363,27 @@ def test_cmpxchg_against_the_model(acc: int, dest: int | None, src: int, size: i
     equal = (acc & m) == (dest & m)
     assert got == (src & m if equal else dest & m)
     _check(regs, "eax", acc if equal else dest, size, f, defined)
+
+
+@seed(5011)
+@SETTINGS
+@given(VAL, VAL, SIZE, FLAGS, st.booleans())
+def test_xadd_against_the_model(dest: int, src: int, size: int, flags: int,
+                                memory: bool) -> None:
+    """XADD r/m, r (SDM Vol. 2): TEMP := SRC + DEST; SRC := DEST; DEST := TEMP; the flags
+    of the addition."""
+    m = (1 << (8 * size)) - 1
+    opc = 0xC0 if size == 1 else 0xC1
+    if memory:
+        code = _prefix(size) + bytes([0x0F, opc, 0x0B])  # [EBX], ECX/CX/CL
+        regs, exc, ram = run(code, [(0x30000, (dest & m).to_bytes(size, "little"))],
+                             ebx=0x30000, ecx=src, eflags=flags)
+        got = int.from_bytes(ram[0x30000:0x30000 + size].tobytes(), "little")
+    else:
+        code = _prefix(size) + bytes([0x0F, opc, 0xCB])  # EBX/BX/BL, ECX/CX/CL
+        regs, exc, _ = run(code, ebx=dest, ecx=src, eflags=flags)
+        got = regs["ebx"] & m
+    assert exc is None
+    r, f, defined = ref.alu("add", dest, src, size, flags)
+    assert got == r
+    _check(regs, "ecx", dest, size, f, defined)
