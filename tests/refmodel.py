@@ -195,3 +195,26 @@ def aad(ax: int, base: int) -> tuple[int, int, int]:
     """AAD imm8: AL = (AL + AH * imm8) & FFH, AH = 0. SF ZF PF defined."""
     al = ((ax & 0xFF) + (ax >> 8) * base) & 0xFF
     return al, szp(al, 1), SF | ZF | PF
+
+
+def divide(signed: bool, dividend: int, divisor: int, size: int) -> tuple[int, int] | None:
+    """DIV/IDIV (SDM Vol. 2): quotient and remainder of the double-width dividend, or None
+    for #DE (divisor 0, or a quotient outside the destination's range: 00H-FFH, or 80H-7FH
+    signed, i.e. -128..127 for a byte). IDIV truncates toward zero; the remainder has the
+    dividend's sign."""
+    bits = 8 * size
+    m = (1 << bits) - 1
+    divisor &= m
+    dividend &= (1 << (2 * bits)) - 1
+    if divisor == 0:
+        return None
+    if not signed:
+        q, r = divmod(dividend, divisor)
+        return None if q > m else (q, r)
+    n = dividend - (1 << (2 * bits)) if dividend >> (2 * bits - 1) else dividend
+    d = divisor - (1 << bits) if divisor >> (bits - 1) else divisor
+    q = abs(n) // abs(d) * (1 if (n < 0) == (d < 0) else -1)
+    r = n - q * d
+    if not -(1 << (bits - 1)) <= q <= (1 << (bits - 1)) - 1:
+        return None
+    return q & m, r & m

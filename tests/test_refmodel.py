@@ -387,3 +387,38 @@ def test_xadd_against_the_model(dest: int, src: int, size: int, flags: int,
     r, f, defined = ref.alu("add", dest, src, size, flags)
     assert got == r
     _check(regs, "ecx", dest, size, f, defined)
+
+
+@seed(5012)
+@SETTINGS
+@given(st.booleans(), SIZE, VAL, VAL, st.one_of(
+    st.sampled_from((0, 1, 2, 0x7F, 0x80, 0xFF, 0xFFFF, 0x8000, 0xFFFFFFFF, 0x80000000)), VAL),
+    st.booleans())
+def test_div_idiv_against_the_model(signed: bool, size: int, lo: int, hi: int, divisor: int,
+                                    edge: bool) -> None:
+    """DIV/IDIV r: quotient, remainder and #DE, the quotient range edges included (IDIV
+    may produce -128 / -32768 / -2^31)."""
+    bits = 8 * size
+    m = (1 << bits) - 1
+    if edge:  # a dividend whose quotient is exactly the most negative value
+        d = divisor & m or 1
+        q = -(1 << (bits - 1))
+        dividend = (q * (d - (1 << bits) if signed and d >> (bits - 1) else d)) & (
+            (1 << (2 * bits)) - 1)
+    else:
+        dividend = ((hi & m) << bits | (lo & m))
+    regs0 = {"eax": dividend & 0xFFFF if size == 1 else dividend & m,
+             "edx": 0 if size == 1 else dividend >> bits, "ebx": divisor}
+    opc = 0xF6 if size == 1 else 0xF7
+    code = _prefix(size) + bytes([opc, 0xFB if signed else 0xF3])  # IDIV/DIV eBX (or BL)
+    regs, exc, _ = run(code, **regs0)
+    want = ref.divide(signed, dividend, divisor, size)
+    if want is None:
+        assert exc == 0 and regs["eip"] == 0x2000
+        return
+    assert exc is None
+    q, r = want
+    if size == 1:
+        assert regs["eax"] & 0xFFFF == r << 8 | q
+    else:
+        assert regs["eax"] & m == q and regs["edx"] & m == r
