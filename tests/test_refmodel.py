@@ -227,14 +227,14 @@ def real_machine() -> Machine:
     return Machine(MachineConfig(ram_size=2 << 20, devices=False))
 
 
-def _real_regs(r: dict[str, int]) -> Regs:
+def _real_regs(r: dict[str, int], ip: int = CODE_IP) -> Regs:
     regs = Regs()
     for k in ("eax", "ecx", "edx", "ebx", "esp", "ebp", "esi", "edi"):
         setattr(regs, k, r[k])
     for s in ("es", "ss", "ds", "fs", "gs"):
         setattr(regs, s, Segment(r[s], r[s] << 4, 0xFFFF, 0x93))
     regs.cs = Segment(CODE_SEG, CODE_SEG << 4, 0xFFFF, 0x9B)
-    regs.eip = CODE_IP
+    regs.eip = ip
     regs.eflags = r["eflags"]
     regs.idtr_base, regs.idtr_limit = 0, 0x3FF
     regs.cr0 = 0x60000010
@@ -264,6 +264,9 @@ FAULTS = (
     ("8f07", {"ebx": 0xFFFF, "esp": 0x100}, 13),  # POP [BX]
     ("0fab0f", {"ebx": 0xFFFF, "ecx": 0}, 13),    # BTS [BX],CX
     ("c9", {"ebp": 0xFFFF}, 12),                  # LEAVE
+    ("66c3", {"esp": 0x100}, 13),                 # o32 RET to a random 32-bit target
+    ("66e27f", {"ecx": 5, "ip": 0xFFF0}, 13),     # o32 LOOP to 1_0072h
+    ("66e97f000000", {"ip": 0xFFF0}, 13),         # o32 JMP rel32 beyond the limit
 )
 
 
@@ -284,6 +287,7 @@ def test_a_fault_leaves_the_state_before_it(form, values, flags: int, fill: int)
     if r["esp"] < 0x20:
         r["esp"] = 0x8000
     r.update(overrides)
+    ip = r.pop("ip", CODE_IP)
     image = np.frombuffer(np.random.default_rng(fill).integers(0, 256, 0x50000, dtype=np.uint8)
                           .tobytes(), dtype=np.uint8)
     with m.ram_writable() as ram:
@@ -293,10 +297,10 @@ def test_a_fault_leaves_the_state_before_it(form, values, flags: int, fill: int)
                 (HANDLER + v).to_bytes(2, "little") + b"\0\0", dtype=np.uint8)
         ram[HANDLER:HANDLER + 32] = 0xF4
         code = bytes.fromhex(code_hex) + b"\xf4"
-        start = (CODE_SEG << 4) + CODE_IP
+        start = (CODE_SEG << 4) + ip
         ram[start:start + len(code)] = np.frombuffer(code, dtype=np.uint8)
     before = m.ram[:0x50000].copy()
-    m.set_regs(_real_regs(r))
+    m.set_regs(_real_regs(r, ip))
     m.clear_exception()
     stop = m.run(m.ticks + 1000)
     assert stop == StopReason.HALT
@@ -312,7 +316,7 @@ def test_a_fault_leaves_the_state_before_it(form, values, flags: int, fill: int)
     assert after.eflags & 0xFFFF == (r["eflags"] & ~0x300) & 0xFFFF | 2
     frame_lo = (r["ss"] << 4) + ((r["esp"] - 6) & 0xFFFF)
     frame = m.ram[frame_lo:frame_lo + 6].tobytes()
-    assert frame == (CODE_IP.to_bytes(2, "little") + CODE_SEG.to_bytes(2, "little")
+    assert frame == (ip.to_bytes(2, "little") + CODE_SEG.to_bytes(2, "little")
                      + (r["eflags"] & 0xFFFF).to_bytes(2, "little")), code_hex
     diff = np.flatnonzero(m.ram[:0x50000] != before)
     assert set(diff.tolist()) <= set(range(frame_lo, frame_lo + 6)), (code_hex, diff[:8])
@@ -422,3 +426,27 @@ def test_div_idiv_against_the_model(signed: bool, size: int, lo: int, hi: int, d
         assert regs["eax"] & 0xFFFF == r << 8 | q
     else:
         assert regs["eax"] & m == q and regs["edx"] & m == r
+
+
+def run_real(code: str, memory: list[tuple[int, bytes]] | None = None, **regs: int):
+    """One instruction in real mode on aero: (registers, exception, RAM)."""
+    r = initial_regs("real")
+    r.update(cs=0x1000, ss=0x3000, ds=0x4000, es=0x2000, eip=0x100, esp=0x8000)
+    r.update(regs)
+    sc = Scenario("real", r, [bytes.fromhex(code)], 0, list(memory or []))
+    c = cpu()
+    c.load(sc, sc.image())
+    res = c.step()
+    return res.regs, res.exception, res.memory
+
+
+def test_leave_and_enter_use_the_16_bit_stack_pointer() -> None:
+    """SDM "LEAVE": SP := BP on a 16-bit stack (the upper halves of ESP and EBP play no
+    part); "ENTER": with a 16-bit operand size BP := FrameTemp[15:0]."""
+    regs, exc, _ = run_real("c9", [(0x30100, b"\x34\x12")], ebp=0x56780100, esp=0x9ABC0010)
+    assert exc is None
+    assert regs["esp"] == 0x9ABC0102 and regs["ebp"] == 0x56781234
+    regs, exc, ram = run_real("c8000000", ebp=0x12345678, esp=0x56780100)
+    assert exc is None
+    assert regs["esp"] == 0x567800FE and regs["ebp"] == 0x123400FE
+    assert ram[0x300FE:0x30100].tobytes() == b"\x78\x56"
