@@ -450,3 +450,8 @@ def test_leave_and_enter_use_the_16_bit_stack_pointer() -> None:
     assert exc is None
     assert regs["esp"] == 0x567800FE and regs["ebp"] == 0x123400FE
     assert ram[0x300FE:0x30100].tobytes() == b"\x78\x56"
+    # 32-bit operand size on the 16-bit stack: EBP := FrameTemp, the whole ESP after the push.
+    regs, exc, ram = run_real("66c8000000", ebp=0x12345678, esp=0x56780100)
+    assert exc is None
+    assert regs["esp"] == 0x567800FC and regs["ebp"] == 0x567800FC
+    assert ram[0x300FC:0x30100].tobytes() == b"\x78\x56\x34\x12"
