@@ -455,3 +455,19 @@ def test_leave_and_enter_use_the_16_bit_stack_pointer() -> None:
     assert exc is None
     assert regs["esp"] == 0x567800FC and regs["ebp"] == 0x567800FC
     assert ram[0x300FC:0x30100].tobytes() == b"\x78\x56\x34\x12"
+
+
+@seed(5013)
+@SETTINGS
+@given(VAL, VAL, st.sampled_from(("be", "bf", "b6", "b7")), st.sampled_from((2, 4)))
+def test_movsx_movzx_against_the_model(src: int, old: int, op: str, size: int) -> None:
+    """MOVSX/MOVZX r, r/m8 and r/m16 (SDM Vol. 2): sign- or zero-extension of the source to
+    the operand size; a 16-bit destination keeps the register's upper half."""
+    width = 1 if op in ("be", "b6") else 2
+    v = src & ((1 << (8 * width)) - 1)
+    if op in ("be", "bf") and v >> (8 * width - 1):
+        v -= 1 << (8 * width)
+    m = (1 << (8 * size)) - 1
+    regs, exc, _ = run(_prefix(size) + bytes.fromhex(f"0f{op}c3"), eax=old, ebx=src)
+    assert exc is None
+    assert regs["eax"] == (old & ~m & 0xFFFFFFFF) | (v & m)
