@@ -471,3 +471,30 @@ def test_movsx_movzx_against_the_model(src: int, old: int, op: str, size: int) -
     regs, exc, _ = run(_prefix(size) + bytes.fromhex(f"0f{op}c3"), eax=old, ebx=src)
     assert exc is None
     assert regs["eax"] == (old & ~m & 0xFFFFFFFF) | (v & m)
+
+
+def test_lock_is_legal_exactly_where_the_sdm_lists_it() -> None:
+    """Every opcode (and group member) of both opcode maps with a LOCK prefix and a memory
+    operand ([EBX], writable): #UD unless the SDM's LOCK list (aero.fuzz.sdm, written
+    without aero's table) allows it; allowed forms run. The same with a register operand:
+    always #UD."""
+    from aero.fuzz import sdm
+
+    wrong = []
+    for op in [o for o in range(0x100) if o not in sdm.PREFIX_BYTES and o != 0x0F] + \
+            [0x100 | o for o in range(0x100)]:
+        for reg in range(8):
+            for modrm in (0x03 | reg << 3, 0xC3 | reg << 3):
+                head = bytes([0x0F, op & 0xFF]) if op >= 0x100 else bytes([op])
+                code = b"\xf0" + head + bytes([modrm]) + bytes(6)
+                d = sdm.decode(code, True)
+                if not d.defined or d.length is None:
+                    continue
+                if not d.has_modrm and (reg or modrm & 0xC0 == 0xC0):
+                    continue  # one encoding per opcode without a ModRM byte
+                legal = sdm.lock_legal(d)
+                regs, exc, _ = run(code[:d.length], [(0x30000, bytes(16))], ebx=0x30000,
+                                   eax=1, ecx=0, edx=0)
+                if (exc == 6) == legal:
+                    wrong.append((code[:d.length].hex(), legal, exc))
+    assert not wrong, wrong[:20]
