@@ -104,10 +104,14 @@ MUTANTS: tuple[Mutant, ...] = (
     _m("rcr-of", "shift", ALU, "of = ((r & sign) != 0) ^ ((r & (sign >> 1)) != 0);",
        "of = ((r & sign) != 0) ^ cf;"),
     _m("shld-cf", "shift", ALU, "cf = (d >> (32 - count)) & 1;", "cf = (d >> (31 - count)) & 1;"),
-    _m("shxd-flags-before-write", "restartability", ALU,
-       "        if (in->mod != 3) lin_wr(m, lin, size, r); /* a #PF here must leave EFLAGS alone */\n"
-       "        m->cpu.eflags = f;\n",
-       "        m->cpu.eflags = f;\n        if (in->mod != 3) lin_wr(m, lin, size, r);\n"),
+    Mutant("shxd-flags-before-write", "restartability", ALU,
+           "        if (in->mod != 3) lin_wr(m, lin, size, r); /* a #PF here must leave EFLAGS alone */\n"
+           "        m->cpu.eflags = f;\n",
+           "        m->cpu.eflags = f;\n        if (in->mod != 3) lin_wr(m, lin, size, r);\n",
+           equivalent="the destination was read with a write check (lin_rd_w) before the flags "
+                      "are computed, so the store cannot fault afterwards and the order of the "
+                      "two statements is unobservable (tests/test_conditional_access.py checks "
+                      "that a faulting SHLD/SHRD leaves EFLAGS alone)"),
     # ---- bit operations, exchange-and-compare
     _m("bt-offset-unsigned", "bit", ALU, "int32_t so = (int32_t)sext(offset, size);",
        "int32_t so = (int32_t)offset;"),
