@@ -119,9 +119,14 @@ MUTANTS: tuple[Mutant, ...] = (
        "case 2: nv = v & (1u << bit); break;"),
     _m("cmpxchg-compare-order", "alu", ALU, "(void)alu(m, OP_CMP, acc, d, size);",
        "(void)alu(m, OP_CMP, d, acc, size);"),
-    _m("cmpxchg-no-writeback", "conditional-access", ALU,
-       "        if (in->mod != 3) lin_wr(m, lin, size, d);\n        set_reg(m, R_EAX, size, d);",
-       "        set_reg(m, R_EAX, size, d);"),
+    Mutant("cmpxchg-no-writeback", "conditional-access", ALU,
+           "        if (in->mod != 3) lin_wr(m, lin, size, d);\n        set_reg(m, R_EAX, size, d);",
+           "        set_reg(m, R_EAX, size, d);",
+           equivalent="the destination is read through a write translation (lin_rd_w), which "
+                      "already raises the write's #PF and sets the dirty bit, and the value "
+                      "written back is the value read: dropping the store changes nothing "
+                      "observable (tests/test_conditional_access.py checks the #PF and the "
+                      "dirty bit on both outcomes)"),
     _m("cmpxchg8b-zf-inverted", "alu", ALU,
        "        f |= F_ZF;\n    } else {\n        lin_wr(m, lin, 4, lo);",
        "    } else {\n        f |= F_ZF;\n        lin_wr(m, lin, 4, lo);"),
