@@ -502,3 +502,22 @@ def test_lock_is_legal_exactly_where_the_sdm_lists_it() -> None:
                 if (exc == 6) == legal:
                     wrong.append((code[:d.length].hex(), legal, exc))
     assert not wrong, wrong[:20]
+
+
+def test_bcd_adjustments_exhaustively() -> None:
+    """DAA, DAS, AAA, AAS for every AL with every CF and AF (SDM pseudo-code)."""
+    wrong = []
+    for op, code in (("daa", b"\x27"), ("das", b"\x2f"), ("aaa", b"\x37"), ("aas", b"\x3f")):
+        for al in range(256):
+            for flags in (2, 2 | ref.CF, 2 | ref.AF, 2 | ref.CF | ref.AF):
+                ax = 0x5A00 | al
+                regs, exc, _ = run(code, eax=ax, eflags=flags)
+                if op in ("daa", "das"):
+                    r, f, defined = (ref.daa if op == "daa" else ref.das)(al, flags)
+                    got = regs["eax"] & 0xFF
+                else:
+                    r, f, defined = ref.aaa_aas(op == "aas", ax, flags)
+                    got = regs["eax"] & 0xFFFF
+                if exc is not None or got != r or (regs["eflags"] ^ f) & defined & ref.ARITH:
+                    wrong.append((op, hex(al), hex(flags), hex(got), hex(r)))
+    assert not wrong, wrong[:10]
