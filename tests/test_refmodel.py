@@ -9,6 +9,7 @@ from __future__ import annotations
 from functools import cache
 
 import numpy as np
+import pytest
 import refmodel as ref
 from aero.fuzz.difftest import AeroCPU, Scenario, initial_regs
 from hypothesis import HealthCheck, given, seed, settings
@@ -274,11 +275,12 @@ FAULTS = (
 )
 
 
+@pytest.mark.parametrize("form", FAULTS, ids=[f[0] for f in FAULTS])
 @seed(5007)
-@settings(max_examples=250, database=None, deadline=None,
+@settings(max_examples=12, database=None, deadline=None,
           suppress_health_check=list(HealthCheck))
-@given(st.sampled_from(FAULTS), st.lists(st.integers(0, 0xFFFFFFFF), min_size=8, max_size=8),
-       FLAGS, st.integers(0, 0xFFFF))
+@given(values=st.lists(st.integers(0, 0xFFFFFFFF), min_size=8, max_size=8), flags=FLAGS,
+       fill=st.integers(0, 0xFFFF))
 def test_a_fault_leaves_the_state_before_it(form, values, flags: int, fill: int) -> None:
     """Real mode, delivered through the IVT: everything is as before the instruction except
     CS:IP (the handler), SP (6 lower), FLAGS (IF, TF cleared) and the 6-byte frame (IP of
