@@ -81,6 +81,7 @@ class Divergence:
         self._ref = _state_dict(ref_regs, rec.ref.exception, rec.ref.memory, image,
                                 rec.ref.error_code, rec.ref.cr2)
         rec.aero.memory = rec.ref.memory = np.zeros(0, dtype=np.uint8)
+        rec.before_memory = None
 
     @property
     def explained(self) -> bool:
@@ -239,14 +240,15 @@ class Checker:
 
 def _run_once(strategy: object, checker: Checker, budget: int, run_seed: int,
               result: CampaignResult, found: dict[str, Divergence],
-              progress: Callable[[int], None] | None) -> str:
+              progress: Callable[[int], None] | None, shrink: bool = True) -> str:
     """One Hypothesis run; returns ``found`` (a new divergence, shrunk and recorded),
     ``done`` (budget used) or ``exhausted`` (no valid example could be generated)."""
     target: list[str | None] = [None]
     last: list[_Found | None] = [None]
 
     @settings(max_examples=budget, database=None, deadline=None, derandomize=False,
-              suppress_health_check=list(HealthCheck), phases=[Phase.generate, Phase.shrink],
+              suppress_health_check=list(HealthCheck),
+              phases=[Phase.generate, Phase.shrink] if shrink else [Phase.generate],
               report_multiple_bugs=False, verbosity=Verbosity.quiet, print_blob=False)
     @hseed(run_seed)
     @given(strategy)
@@ -302,14 +304,17 @@ def _run_once(strategy: object, checker: Checker, budget: int, run_seed: int,
 def run_campaign(examples: int, seed: int, mode: str,
                  progress: Callable[[int], None] | None = None,
                  classes: Sequence[str] | None = None,
-                 max_runs: int = 1000, reference: str = "unicorn") -> CampaignResult:
+                 max_runs: int = 1000, reference: str = "unicorn",
+                 shrink: bool = True) -> CampaignResult:
     """Run ``examples`` scenarios (discarded ones not counted) and collect divergences.
 
     ``mode`` is ``real``, ``pm32``, ``pm32-paging`` or ``all`` (the three); ``classes``
     defaults to every comparable class. Handlers the core has not implemented yet are left
     out and listed.
     ``progress`` is called with the number of examples run so far. ``reference`` is
-    ``unicorn`` or ``qemu`` (:mod:`aero.fuzz.qemu_cpu`).
+    ``unicorn`` or ``qemu`` (:mod:`aero.fuzz.qemu_cpu`). ``shrink=False`` with
+    ``max_runs=1`` stops at the first unexplained divergence, unshrunk (a quick verdict, as
+    mutation testing needs).
     """
     modes = ["real", "pm32", "pm32-paging"] if mode == "all" else [mode]
     classes = list(classes or DEFAULT_CLASSES)
@@ -323,7 +328,7 @@ def run_campaign(examples: int, seed: int, mode: str,
     while result.examples < examples and run < max_runs:
         before = result.examples
         outcome = _run_once(strategy, checker, examples - result.examples,
-                            derive_seed(seed, run), result, found, progress)
+                            derive_seed(seed, run), result, found, progress, shrink)
         run += 1
         if outcome == "found":
             continue

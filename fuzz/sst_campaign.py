@@ -17,9 +17,9 @@ __all__ = ["files", "merge", "sst_chunk"]
 
 def files(directory: Path, only: set[str] | None = None) -> list[str]:
     """The opcode keys of a directory's test files, in name order."""
-    from .sst import _opcode_key
+    from .sst import _opcode_key, suite_files, suite_root
 
-    keys = [_opcode_key(p) for p in sorted(Path(directory).glob("*.jsonl.gz"))]
+    keys = [_opcode_key(p) for p in suite_files(suite_root(Path(directory)))]
     return [k for k in keys if not only or k in only]
 
 
@@ -33,14 +33,16 @@ def sst_chunk(chunk: Chunk, params: dict) -> dict:
 
 def merge(outcomes: Sequence[ChunkOutcome], directory: str) -> dict:
     ok = [o.result for o in outcomes if o.status == "ok" and o.result is not None]
-    out: dict = {"directory": directory, "total": 0, "passed": 0, "failed": 0, "excluded": 0,
+    out: dict = {"directory": directory, "files": 0, "total": 0, "passed": 0, "failed": 0,
+                 "excluded": 0, "adjusted": 0,
                  "exclusion_reasons": ok[0]["exclusion_reasons"] if ok else {},
-                 "exclusions": [], "opcodes": {},
+                 "exclusions": [], "adjustments": [], "opcodes": {},
                  "not_evaluated": [{"chunk": o.index, "error": o.error}
                                    for o in outcomes if o.status != "ok"]}
     for r in ok:
-        for k in ("total", "passed", "failed", "excluded"):
+        for k in ("files", "total", "passed", "failed", "excluded", "adjusted"):
             out[k] += r[k]
         out["exclusions"] += r["exclusions"]
+        out["adjustments"] += r["adjustments"]
         out["opcodes"].update(r["opcodes"])
     return out

@@ -14,8 +14,10 @@ Invariants:
   :data:`EXCLUSIONS` (the one list of what is not comparable at instruction level, each
   entry with its reason; docs/known-divergences.md echoes it), plus the ``invalid``
   class: encodings that are #UD on every IA-32 processor.
-* REP/REPNE prefixes appear only on string rows and LOCK only on ``lock`` rows with a
-  memory operand, except in a small fraction of deliberately invalid encodings (#UD).
+* Prefixes are drawn from the whole encoding space, independently of the row: LOCK and
+  REP/REPNE may precede any instruction (LOCK where the SDM does not allow it is #UD),
+  so a wrong ``lock``/``str`` flag in aero's table is exercised, not avoided. Rows marked
+  ``lock`` take a register operand less often when LOCK is present.
 * Every strategy is a pure function of Hypothesis's choices: same seed, same scenarios.
 """
 
@@ -130,8 +132,10 @@ def _both_rep_prefixes(info: InsnInfo) -> bool:
 
 
 def _locked_bit_op_on_register(info: InsnInfo) -> bool:
-    return (info.lock and info.mod == 3 and info.row is not None
-            and info.row.handler in ("bt_EvGv", "bt_EvIb"))
+    # Judged on the raw encoding (0F AB, B3, BB, BA /5-/7 with a register operand), not
+    # on aero's table, so that a wrong table row cannot widen the exclusion.
+    return (info.lock and info.mod == 3
+            and (info.opcode in (0x1A3, 0x1AB, 0x1B3, 0x1BB) or info.opcode == 0x1BA))
 
 
 ALL_MODES = ("real", "pm32", "pm32-paging")
@@ -460,12 +464,10 @@ def _instruction(mode: str, rows: tuple[isa.Insn, ...],
                 prefixes.append(0x66)
             elif kind == "asize":
                 prefixes.append(0x67)
-            elif kind == "rep" and row is not None and "str" in row.flags:
+            elif kind == "rep":
                 prefixes.append(draw(_REP))
-            elif kind == "lock" and row is not None and "lock" in row.flags:
+            else:
                 prefixes.append(0xF0)
-        if row is not None and "lock" not in row.flags and draw(_ONE_IN[50]) == 0:
-            prefixes.append(0xF0)  # LOCK on a row that cannot be locked: #UD
         osz32 = code32 != (0x66 in prefixes)
         asz32 = code32 != (0x67 in prefixes)
         if row is None:

@@ -216,9 +216,29 @@ def test_generated_encodings_respect_the_rules(sc: Scenario) -> None:
     for code in sc.code:
         info = decode(code, sc.code32)
         assert excluded_encoding(info, sc.mode) is None
-        if info.rep:
-            assert info.row is not None and "str" in info.row.flags
         assert info.length is None or info.length == len(code)
+
+
+@seed(20240604)
+@settings(max_examples=400, database=None, deadline=None,
+          suppress_health_check=list(HealthCheck), phases=[Phase.generate])
+@given(scenarios(["real"], ALL_CLASSES))
+def test_prefixes_come_from_the_whole_encoding_space(sc: Scenario) -> None:
+    """LOCK and REP are not limited to the rows aero's table marks ``lock``/``str``."""
+    for code in sc.code:
+        info = decode(code, sc.code32)
+        if info.row is not None and info.lock and "lock" not in info.row.flags:
+            _SEEN.add("lock")
+        if info.row is not None and info.rep and "str" not in info.row.flags:
+            _SEEN.add("rep")
+
+
+_SEEN: set[str] = set()
+
+
+def test_prefixes_seen_outside_the_table_flags() -> None:
+    test_prefixes_come_from_the_whole_encoding_space()
+    assert _SEEN == {"lock", "rep"}
 
 
 @seed(20240602)

@@ -37,20 +37,20 @@ def _add_conformance(sub: argparse._SubParsersAction) -> None:
 def cmd_conformance_sst(args: argparse.Namespace) -> int:
     from pathlib import Path
 
-    from aero.fuzz.sst import run_directory
+    from aero.fuzz.sst import run_directory, suite_root
 
     directory: Path = args.directory
     from aero.fuzz.sst_campaign import files, merge, sst_chunk
 
     try:
         keys = files(directory, set(args.only) if args.only else None)
-        if not (directory / "metadata.json").exists():
+        if not (suite_root(directory) / "metadata.json").exists():
             run_directory(directory, set())  # the error for a directory without metadata
         if getattr(args, "chunk", None) is None:
             args.chunk = 1
         outcomes = run_campaign_cli(args, "conformance", sst_chunk,
                                     {"directory": str(directory), "keys": keys}, len(keys), 0)
-        result = merge(outcomes, str(directory))
+        result = merge(outcomes, str(suite_root(directory)))
     except (FileNotFoundError, ValueError) as exc:
         raise CliError(str(exc)) from None
     if args.json:
