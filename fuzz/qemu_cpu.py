@@ -949,13 +949,16 @@ SHARED_WITH_UNICORN = ("segment-checks", "lock-prefix", "test-alias", "length-li
 
 def _bswap16(rec: StepRecord) -> bool:
     """BSWAP (0F C8+r) with a 16-bit operand, completed on both sides, where only the
-    destination register differs."""
-    info = rec.info
-    if not 0x1C8 <= info.opcode <= 0x1CF or info.osz32:
+    destination register differs. The instruction is read by the SDM model
+    (:mod:`aero.fuzz.sdm`), never by aero's decoder."""
+    from .sdm import decode
+
+    d = decode(rec.code, rec.mode != "real")
+    if not d.defined or not 0x1C8 <= d.opcode <= 0x1CF or d.osz32:
         return False
     if rec.aero.exception is not None or rec.ref.exception is not None:
         return False
-    reg = GPRS[info.opcode & 7]
+    reg = GPRS[d.opcode & 7]
     return bool(rec.mismatches) and all(m.field == reg for m in rec.mismatches)
 
 
