@@ -203,8 +203,25 @@ def input_file(text: str) -> str:
     return str(existing_file(text))
 
 
+def script_file(text: str) -> str:
+    """``record --input``: a script file, ``-`` for stdin, or the bare name of a script that
+    ships with the bundled guests (``linux.script``, ``demo.script`` in guests/) when no file
+    of that name exists in the current directory."""
+    if text == STDIO:
+        return text
+    p = Path(text)
+    if not p.exists() and text.endswith(".script") and p.name == text:
+        from aero import guests
+
+        bundled = guests.SOURCE_DIR / text
+        if bundled.is_file():
+            return str(bundled)
+    return str(existing_file(text))
+
+
 existing_file.grammar = "input"  # type: ignore[attr-defined]
 input_file.grammar = "input"  # type: ignore[attr-defined]
+script_file.grammar = "input"  # type: ignore[attr-defined]
 
 
 def _writable_target(text: str, what: str) -> Path:

@@ -44,6 +44,8 @@ def _instruction(ins: dict | None) -> str:
         return "(none)"
     text = f"{ins['cs']:04x}:{ins['eip']:08x} (linear {ins['linear']:08x}, {ins['mode']}-bit)  " \
            f"{ins['bytes']:<16} {ins['text']}"
+    if ins.get("symbol"):
+        text += f"  <{ins['symbol']}>"
     if ins.get("interrupts"):
         text += "  [interrupt " + ", ".join(f"{v:#04x}" for v in ins["interrupts"]) + " taken]"
     return text
@@ -123,19 +125,61 @@ def add_diff(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--chunk", type=integer("tick count", lo=1), default=None, metavar="TICKS",
                    help="ticks between fingerprint comparisons before bisecting (default: the "
                         "checkpoint interval, at most 10,000,000)")
+    mark_path(p.add_argument("--symbols", metavar="FILE",
+                             help="name instruction addresses as symbol+offset from this "
+                                  "System.map or /proc/kallsyms listing (default for a Linux "
+                                  "kernel: the kernel's own kallsyms table, read from its "
+                                  "image)"))
     p.add_argument("--json", action="store_true", help="print the report as JSON")
     add_progress_options(p)
     p.set_defaults(func=cmd_diff)
 
 
+def kernel_symbols(path: Path, symbols: str | None):  # noqa: ANN201 - SymbolTable | None
+    """The symbol table for the instructions of ``path``'s report: the ``symbols`` file when
+    given (an unreadable one is an error), else, for a Linux guest whose kernel image is
+    packed in the trace or in the image store, the kernel's own kallsyms table; else None."""
+    from aero.symbols import SymbolError, kallsyms_from_bzimage, load_symbol_file
+    from aero.traces.diff import DiffError, open_contents
+    from aero.traces.replay import ReplayError, guest_image
+
+    if symbols is not None:
+        try:
+            return load_symbol_file(symbols)
+        except SymbolError as exc:
+            raise CliError(str(exc)) from None
+    try:
+        c = open_contents(path)
+        if c.guest.fmt != "linux":
+            return None
+        return kallsyms_from_bzimage(guest_image(c))
+    except (DiffError, ReplayError, SymbolError):
+        return None
+
+
+def annotate_symbols(report: dict, table) -> None:  # noqa: ANN001 - a SymbolTable
+    """Add ``symbol`` (``name+0xoff``) to every instruction of a diff report that lies in a
+    text symbol of ``table``."""
+    fd = report.get("first_divergence")
+    for step in (fd, (fd or {}).get("consumed")):
+        for ins in ((step or {}).get("instruction") or {}).values():
+            if ins is not None:
+                name = table.describe(ins["linear"])
+                if name is not None:
+                    ins["symbol"] = name
+
+
 def cmd_diff(args: argparse.Namespace) -> int:
     from aero.traces.diff import DiffError, diff_traces
 
+    table = kernel_symbols(args.a, args.symbols)
     try:
         with progress(args, "diffing: aligning the streams, then narrowing to the tick"):
             report = diff_traces(args.a, args.b, chunk=args.chunk)
     except DiffError as exc:
         raise CliError(str(exc)) from None
+    if table is not None:
+        annotate_symbols(report, table)
     if args.json:
         print(json.dumps(report))
     elif report["identical"]:

@@ -28,12 +28,12 @@ from aero.cli.common import (
     add_progress_options,
     add_trace_argument,
     console,
-    input_file,
     integer,
     interval,
     mark_path,
     output_file,
     progress,
+    script_file,
     speed,
     tick,
     trace_path,
@@ -49,8 +49,10 @@ def add_record(sub: argparse._SubParsersAction) -> None:
     mark_path(p.add_argument("-o", "--output", type=output_file("trace"),
                              help="trace file (default: the trace directory, with a 'latest' "
                                   "link); not '-': a trace needs a seekable file"))
-    mark_path(p.add_argument("--input", type=input_file, metavar="FILE",
-                             help="scripted input file, '-' for stdin (format: docs/cli.md)"))
+    mark_path(p.add_argument("--input", type=script_file, metavar="FILE",
+                             help="scripted input file, '-' for stdin, or a script shipped "
+                                  "with the guests (linux.script, demo.script); format: "
+                                  "docs/cli.md"))
     p.add_argument("--interactive", action="store_true",
                    help="bridge COM1 to this terminal (Ctrl-A x ends the recording)")
     p.add_argument("--speed", type=speed, default=None, metavar="max|realtime",
