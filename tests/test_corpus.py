@@ -12,13 +12,17 @@ from aero.traces.replay import Replayer, load_contents
 from aero.cli.trace import trace_info
 
 CORPUS = sorted((Path(__file__).resolve().parent / "corpus").glob("*.aerotrace"))
+# A Linux session replays a whole kernel boot (about 3e9 ticks): a slow test.
+SLOW = ("linux-",)
 
 
 def test_the_corpus_is_not_empty() -> None:
     assert CORPUS, "tests/corpus/ holds no traces"
 
 
-@pytest.mark.parametrize("path", CORPUS, ids=[p.name for p in CORPUS])
+@pytest.mark.parametrize("path", [
+    pytest.param(p, marks=pytest.mark.slow) if p.name.startswith(SLOW) else p for p in CORPUS],
+    ids=[p.name for p in CORPUS])
 def test_corpus_trace_replays(path: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("AERO_IMAGE_STORE", str(tmp_path / "empty"))  # packed: needs no store
     info = trace_info(path)

@@ -39,6 +39,10 @@ def _add_bench(sub: argparse._SubParsersAction) -> None:
                         "size, seek time)")
     g.add_argument("--trace-only", action="store_true",
                    help="only the record/replay figures")
+    g.add_argument("--linux", action="store_true",
+                   help="only the Linux boot figures: the bundled guest to its /init marker "
+                        "in aero and in qemu-system-i386, HLT time, trace sizes, replay speed "
+                        "(several minutes; not part of the default run)")
     p.add_argument("--save", nargs="?", const="", default=None, metavar="FILE",
                    help="save the report with the commit and the machine description "
                         "(default file: benchmarks/results/DATE-COMMIT.json)")
@@ -80,6 +84,8 @@ def cmd_bench(args: argparse.Namespace) -> int:
     settings = mips.QUICK if args.quick else mips.FULL
     if args.repetitions:
         settings = dataclasses.replace(settings, repetitions=args.repetitions)
+    if getattr(args, "linux", False):
+        return _bench_linux(args)
     only_trace = getattr(args, "trace_only", False)
     with_trace = not getattr(args, "no_trace", False)
     report: dict[str, object] = {}
@@ -112,6 +118,28 @@ def cmd_bench(args: argparse.Namespace) -> int:
             recordreplay.print_report(report["record_replay"])  # type: ignore[arg-type]
         if saved is not None:
             _print_comparison(history.compare(saved["report"], report), saved)
+    return 0
+
+
+def _bench_linux(args: argparse.Namespace) -> int:
+    """``aero bench --linux``: the figures of :mod:`aero.bench.linuxboot`."""
+    from aero.bench import history, linuxboot
+    from aero.launch import LaunchError
+
+    try:
+        with progress(args, "bench") as prog:
+            report: dict[str, object] = {"linux_boot": linuxboot.run(prog.note)}
+    except LaunchError as exc:
+        raise CliError(str(exc)) from None
+    except RuntimeError as exc:
+        raise CliError(str(exc)) from None
+    if args.save is not None:
+        path = history.save(report, Path(args.save) if args.save else None)
+        print(f"aero bench: saved to {path}", file=sys.stderr)
+    if args.json:
+        print(json.dumps(report))
+    else:
+        linuxboot.print_report(report["linux_boot"])  # type: ignore[arg-type]
     return 0
 
 
