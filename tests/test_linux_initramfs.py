@@ -5,6 +5,7 @@ byte-determinism, the initramfs layout, and the fetch errors on a machine withou
 from __future__ import annotations
 
 import random
+import shutil
 import stat
 from pathlib import Path
 
@@ -137,3 +138,41 @@ def test_fetch_with_unknown_package_says_what_to_do(monkeypatch: pytest.MonkeyPa
     with pytest.raises(lg.AptUnavailable, match="dpkg --add-architecture i386"):
         lg.fetch(tmp_path / "cache")
     assert not (tmp_path / "cache").exists()
+
+
+def _fake_apt(tmp_path: Path) -> Path:
+    """Stand-ins for apt-cache and apt-get whose download is corrupt (not a .deb), beside
+    the real dpkg-deb, which must refuse it."""
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    (bin_dir / "apt-cache").write_text(
+        '#!/bin/sh\ncase "$3" in\n'
+        '  linux-image-686:i386) printf "Package: linux-image-686\\nVersion: 6.1.99-1\\n'
+        'Depends: linux-image-6.1.0-99-686 (= 6.1.99-1)\\n" ;;\n'
+        '  linux-image-6.1.0-99-686:i386) printf "Version: 6.1.99-1\\n" ;;\n'
+        '  busybox-static:i386) printf "Version: 1:1.35.0-4\\n" ;;\n'
+        '  *) exit 100 ;;\nesac\n')
+    (bin_dir / "apt-get").write_text(
+        "#!/bin/sh\nprintf 'truncated' > linux-image.deb\nprintf 'junk' > busybox.deb\n")
+    for tool in ("apt-cache", "apt-get"):
+        (bin_dir / tool).chmod(0o755)
+    (bin_dir / "dpkg-deb").symlink_to(shutil.which("dpkg-deb"))
+    return bin_dir
+
+
+@pytest.mark.skipif(shutil.which("dpkg-deb") is None, reason="dpkg-deb is not installed")
+def test_corrupt_package_download_is_refused(monkeypatch: pytest.MonkeyPatch, tmp_path: Path,
+                                            capsys) -> None:
+    from aero.cli import main
+
+    monkeypatch.setenv("PATH", f"{_fake_apt(tmp_path)}:/usr/bin:/bin")
+    cache = tmp_path / "cache"
+    with pytest.raises(lg.LinuxGuestError, match="dpkg-deb -x failed"):
+        lg.fetch(cache)
+    assert list(cache.iterdir()) == []  # no final directory, no temporary left behind
+    monkeypatch.setenv("AERO_LINUX_CACHE", str(cache))
+    for cmd in ("run", "record"):
+        assert main([cmd, "linux", "--ticks", "1000"]) == 2
+        err = capsys.readouterr().err
+        assert err.startswith("aero: error: dpkg-deb -x failed") and err.count("\n") == 1, err
+    assert list(cache.iterdir()) == []
