@@ -209,3 +209,16 @@ def test_bench_linux_is_opt_in(monkeypatch: pytest.MonkeyPatch, capsys) -> None:
     monkeypatch.setattr(mips, "print_table", lambda _r: None)
     monkeypatch.setattr(recordreplay, "print_report", lambda _r: None)
     assert main(["bench", "--no-progress"]) == 0  # the default run leaves Linux out
+
+
+def test_bench_counts_ticks_skipped_in_hlt() -> None:
+    from aero.launch import resolve, start_machine
+    from aero.machine import MachineConfig
+
+    # The demo guest prints its prompt and halts until input comes: nearly all idle.
+    r = resolve("demo")
+    m = start_machine(MachineConfig(ram_size=32 << 20), r.ref, r.data, r.images)
+    idle = linuxboot.idle_ticks(m, 300_000_000)
+    assert m.ticks == 300_000_000
+    assert idle["halts"] >= 1
+    assert 300_000_000 - linuxboot.IDLE_SLICE * idle["halts"] <= idle["idle_ticks"] < 300_000_000
