@@ -222,3 +222,20 @@ def test_bench_counts_ticks_skipped_in_hlt() -> None:
     assert m.ticks == 300_000_000
     assert idle["halts"] >= 1
     assert 300_000_000 - linuxboot.IDLE_SLICE * idle["halts"] <= idle["idle_ticks"] < 300_000_000
+
+
+def test_bench_hlt_count_with_a_trace_s_inputs_reproduces_the_run() -> None:
+    from aero.traces.replay import guest_images
+
+    from aero.launch import start_machine
+
+    # The demo session of the corpus, its inputs injected at their ticks: the run ends in
+    # the recorded final state, and most of it is spent waiting for the next typed byte.
+    c = load_contents(open_trace(CORPUS / "demo.aerotrace"))
+    images = guest_images(c)
+    m = start_machine(c.config, c.guest, images[c.guest.sha256], images)
+    idle = linuxboot.idle_ticks(m, c.end_tick, c.inputs)
+    ticks, fps = list(c.iter_checkpoints())[-1]
+    assert m.ticks == c.end_tick == int(ticks[-1])
+    assert m.fingerprint() == int(fps[-1])
+    assert idle["halts"] > 1 and c.end_tick // 2 < idle["idle_ticks"] < c.end_tick
