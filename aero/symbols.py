@@ -30,6 +30,7 @@ from __future__ import annotations
 import bisect
 import bz2
 import gzip
+import io
 import lzma
 import re
 import struct
@@ -128,7 +129,7 @@ def vmlinux_from_bzimage(image: bytes) -> bytes:
         if payload.startswith(b"\xfd7zXZ\x00"):
             out = lzma.LZMADecompressor(format=lzma.FORMAT_XZ).decompress(payload, MAX_VMLINUX)
         elif payload.startswith(b"\x1f\x8b"):
-            out = gzip.GzipFile(fileobj=_Reader(payload)).read(MAX_VMLINUX)
+            out = gzip.GzipFile(fileobj=io.BytesIO(payload)).read(MAX_VMLINUX)
         elif payload.startswith(b"BZh"):
             out = bz2.BZ2Decompressor().decompress(payload, MAX_VMLINUX)
         elif payload[:1] == b"\x5d":
@@ -142,19 +143,6 @@ def vmlinux_from_bzimage(image: bytes) -> bytes:
     if not out.startswith(b"\x7fELF\x01\x01"):
         raise SymbolError("the decompressed kernel is not a 32-bit little-endian ELF file")
     return out
-
-
-class _Reader:
-    """A minimal read-only file over bytes, for gzip.GzipFile."""
-
-    def __init__(self, data: bytes) -> None:
-        self._data, self._pos = data, 0
-
-    def read(self, n: int = -1) -> bytes:
-        end = len(self._data) if n is None or n < 0 else self._pos + n
-        out = self._data[self._pos:end]
-        self._pos += len(out)
-        return out
 
 
 def _sections(elf: bytes) -> dict[str, tuple[int, int, int]]:
