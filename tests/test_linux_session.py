@@ -239,3 +239,17 @@ def test_bench_hlt_count_with_a_trace_s_inputs_reproduces_the_run() -> None:
     assert m.ticks == c.end_tick == int(ticks[-1])
     assert m.fingerprint() == int(fps[-1])
     assert idle["halts"] > 1 and c.end_tick // 2 < idle["idle_ticks"] < c.end_tick
+
+
+def test_diff_finds_the_kernel_symbols_of_a_linux_trace(session) -> None:  # noqa: ANN001
+    from aero.cli.diff import kernel_symbols
+
+    t = kernel_symbols(SESSION, None)  # the kernel packed in the trace
+    assert t is not None and t.describe(0xC1000000) == "startup_32"
+    assert kernel_symbols(CORPUS / "demo.aerotrace", None) is None  # not a Linux guest
+    report = {"first_divergence": {"instruction": {"a": {"linear": 0xC1000010},
+                                                   "b": {"linear": 0x7C00}},
+                                   "consumed": None}}
+    annotate_symbols(report, t)
+    assert report["first_divergence"]["instruction"]["a"]["symbol"] == "startup_32+0x10"
+    assert "symbol" not in report["first_divergence"]["instruction"]["b"]
