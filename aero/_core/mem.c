@@ -232,8 +232,9 @@ static void watch_log_access(aero_machine *m, uint32_t lin, uint32_t phys, int s
     }
     if (kind == AERO_WATCH_READ) {
         const uint8_t *p = aero_phys_ptr(m, phys);
-        val = p ? load_le(p, size) : 0xFFFFFFFFu >> (32 - 8 * size);
+        val = p ? load_le(p, size) : 0xFFFFFFFFu;
     }
+    if (size < 4) val &= (1u << (8 * size)) - 1u; /* a write passes the whole register */
     uint32_t *e = m->watch_log + 5 * m->watch_log_len++;
     e[0] = lin;
     e[1] = phys;
