@@ -222,3 +222,11 @@ def test_written_pages_payload_round_trip_and_damage() -> None:
         codec.decode_written(payload, frame, 8192)  # another machine's RAM
     with pytest.raises(TraceError):
         codec.decode_written(payload[:-1], frame, 8195)
+
+
+def test_replaced_inputs_fall_back_to_keyframe_hashes(written_trace, increments) -> None:
+    """With another input stream the written pages describe another run: not used."""
+    other = written_trace.with_inputs(written_trace.inputs.copy())
+    found, stats = last_write(other, TICKS, increments[1] + 1)
+    assert stats.unit == "keyframe"
+    assert found is not None and found.tick == increments[1]
