@@ -3,6 +3,7 @@ values computed independently with the library's seek."""
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import subprocess
 import sys
@@ -230,3 +231,21 @@ def test_replaced_inputs_fall_back_to_keyframe_hashes(written_trace, increments)
     found, stats = last_write(other, TICKS, increments[1] + 1)
     assert stats.unit == "keyframe"
     assert found is not None and found.tick == increments[1]
+
+
+@pytest.mark.parametrize("addr,length,lo,hi", [
+    (0x8FFE0, 64, 0, 3_200_000),         # the stack, across a page boundary
+    (0x20000, 64, 500_000, 3_150_000),   # the state block, a range inside checkpoint intervals
+    (0xB8000, 320, 0, 3_200_000),        # VGA text
+    (0x7C00, 16, 0, 3_200_000),          # the guest's code: never written after loading
+])
+def test_memory_history_skipping_matches_full_re_execution(written_trace, contents, addr,
+                                                           length, lo, hi) -> None:
+    """The corpus trace has one keyframe, so its query re-executes everything armed: the
+    ground truth the written-pages skip must reproduce exactly."""
+    hi = min(hi, written_trace.end_tick)
+    truth, full = memory_history(contents, addr, length, lo, hi)
+    got, stats = memory_history(written_trace, addr, length, lo, hi)
+    assert len(contents.keyframes) == 1 and full.unit == "keyframe"
+    assert [dataclasses.astuple(c) for c in got] == [dataclasses.astuple(c) for c in truth]
+    assert stats.ticks_armed <= full.ticks_armed
