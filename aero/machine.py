@@ -26,8 +26,8 @@ from aero.events import EVENT_DTYPE
 
 __all__ = ["DEFAULT_FEATURES", "FEATURE_BITS", "GPR_NAMES", "INTR_QUEUE", "Machine",
            "MachineConfig", "PORT_STAT_DTYPE", "PortStat", "Regs", "SEGMENT_NAMES", "Segment",
-           "StopReason", "WATCH_EXEC", "WATCH_IO", "WATCH_MAX", "WATCH_PHYS", "WATCH_READ",
-           "WATCH_WRITE", "WatchHit", "hash64"]
+           "StopReason", "WATCH_EXEC", "WATCH_IO", "WATCH_LOG", "WATCH_MAX", "WATCH_PHYS",
+           "WATCH_READ", "WATCH_WRITE", "Access", "WatchHit", "hash64"]
 
 ffi, lib = load_core()
 
@@ -44,6 +44,7 @@ INTR_QUEUE = lib.AERO_INTR_QUEUE
 WATCH_MAX = lib.AERO_WATCH_MAX
 WATCH_WRITE, WATCH_READ = lib.AERO_WATCH_WRITE, lib.AERO_WATCH_READ
 WATCH_EXEC, WATCH_PHYS, WATCH_IO = lib.AERO_WATCH_EXEC, lib.AERO_WATCH_PHYS, lib.AERO_WATCH_IO
+WATCH_LOG = lib.AERO_WATCH_LOG
 GPR_NAMES = ("eax", "ecx", "edx", "ebx", "esp", "ebp", "esi", "edi")
 
 
@@ -58,6 +59,18 @@ class WatchHit(NamedTuple):
     kind: int
     value: int
     eip: int
+
+
+class Access(NamedTuple):
+    """A data access logged by a WATCH_LOG watch: linear and physical address, size in
+    bytes, kind (WATCH_READ or WATCH_WRITE) and the value read or written (little-endian,
+    ``size`` bytes)."""
+
+    lin: int
+    phys: int
+    size: int
+    kind: int
+    value: int
 
 
 class StopReason(enum.IntEnum):
@@ -425,6 +438,14 @@ class Machine:
         lib.aero_page_hashes(self._m, ffi.cast("uint64_t *", ffi.from_buffer(out)))
         return out
 
+    def written_pages(self) -> np.ndarray:
+        """The RAM pages written since the last :meth:`fingerprint` (bool, one per 4 KB): by
+        the guest, a device or the host, whatever the value written (a restore marks them
+        all). A superset of the pages whose contents changed."""
+        out = np.empty(self.config.ram_size // 4096, dtype=np.uint8)
+        lib.aero_written_pages(self._m, ffi.cast("uint8_t *", ffi.from_buffer(out)))
+        return out.astype(bool)
+
     # ---- host watches (debuggers, history queries; not guest state) -------------------
     def set_watch(self, slot: int, addr: int, length: int, flags: int) -> None:
         """Arm watch ``slot`` (0 to WATCH_MAX-1) on [addr, addr+length) for the accesses in
@@ -442,6 +463,16 @@ class Machine:
         if not lib.aero_watch_take(self._m, out):
             return None
         return WatchHit(*(int(out[i]) for i in range(6)))
+
+    def take_watch_log(self) -> tuple[list[Access], int]:
+        """The accesses WATCH_LOG watches logged since the last call, in order, and the
+        number that did not fit (the core holds WATCH_LOG_MAX between two calls). A logging
+        watch never stops :meth:`run`."""
+        out = ffi.new("uint32_t[]", 5 * lib.AERO_WATCH_LOG_MAX)
+        lost = ffi.new("uint32_t *")
+        n = lib.aero_watch_log(self._m, out, lost)
+        vals = ffi.unpack(out, 5 * n)
+        return [Access(*vals[5 * i:5 * i + 5]) for i in range(n)], int(lost[0])
 
     def watch_resume(self) -> None:
         """Instruction watches do not trigger at the current tick (resume after a stop)."""

@@ -3,6 +3,7 @@ values computed independently with the library's seek."""
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import subprocess
 import sys
@@ -129,3 +130,122 @@ def test_cli_query_json_and_bad_arguments(increments) -> None:
     p = subprocess.run([*base, "--mem", "0x20000", "--to", "10**12"], capture_output=True,
                        text=True, timeout=120, env=env)
     assert p.returncode == 2
+
+
+# ---- traces with written-pages frames (format version 2) ---------------------------------
+
+@pytest.fixture(scope="module")
+def written_trace(tmp_path_factory, contents):
+    """The demo run of the corpus trace recorded again by this version (same script and RTC,
+    so the same run), with short intervals so that the written pages can skip."""
+    from aero.traces.api import record
+
+    path = tmp_path_factory.mktemp("written") / "demo.aerotrace"
+    record("demo", path, script=ROOT / "guests" / "demo.script", rtc=1709214350,
+           ticks=3_200_000, checkpoint_interval=100_000, keyframe_interval=1_000_000)
+    return load_contents(open_trace(path))
+
+
+def _written(c) -> list[tuple[int, int, np.ndarray]]:
+    from aero.traces import codec
+
+    pages = c.config.ram_size // codec.PAGE
+    return [(f.first_tick, f.last_tick, codec.decode_written(c.trace.read(f), f, pages))
+            for f in c.trace.of_kind(FrameKind.WRITTEN)]
+
+
+def test_written_frames_tile_the_trace_and_cover_every_write(written_trace, increments) -> None:
+    frames = _written(written_trace)
+    assert frames[0][0] == 0 and frames[-1][1] == written_trace.end_tick
+    assert all(a[1] == b[0] for a, b in zip(frames, frames[1:], strict=False))
+    page = TICKS // 4096
+    for t in increments:
+        assert any(lo <= t < hi and flags[page] for lo, hi, flags in frames), t
+    # The counter's page is not written in every interval (the guest idles in between), so
+    # there is something to skip.
+    assert sum(bool(flags[page]) for _, _, flags in frames) < len(frames)
+
+
+def test_memory_history_with_written_pages_matches_the_seek_oracle(written_trace,
+                                                                   increments) -> None:
+    changes, stats = memory_history(written_trace, TICKS, 4, 0, increments[2] + 1)
+    assert [c.tick for c in changes] == increments
+    assert [(c.old, c.new) for c in changes] == [
+        ("00000000", "01000000"), ("01000000", "02000000"), ("02000000", "03000000")]
+    assert all(c.insn == "inc dword ptr [0x20000]" for c in changes)
+    assert stats.unit == "checkpoint" and 0 < stats.executed < stats.intervals
+    assert stats.ticks_armed < stats.ticks_executed
+    # --from drops earlier changes; a range that starts inside an interval still works.
+    later, _ = memory_history(written_trace, TICKS, 4, increments[0] + 1, increments[2] + 1)
+    assert [c.tick for c in later] == increments[1:]
+
+
+def test_last_write_with_written_pages(written_trace, contents, increments) -> None:
+    for before in (increments[1] + 1, increments[1], increments[2] + 1, increments[2] + 50_000):
+        found, stats = last_write(written_trace, TICKS + 1, before)
+        expect = max(t for t in increments if t < before)
+        assert found is not None and found.tick == expect and found.eip == 0x7EDA, before
+        assert stats.unit == "checkpoint"
+        if before == expect + 1:
+            # The latest candidate interval holds the write: it alone was armed.
+            assert stats.executed == 1 and stats.ticks_armed <= 100_000
+        # The version-1 corpus trace (keyframe hashes) gives the same answer.
+        old, old_stats = last_write(contents, TICKS + 1, before)
+        assert old is not None and (old.tick, old.eip, old.old, old.new) == \
+            (found.tick, found.eip, found.old, found.new)
+        assert old_stats.unit == "keyframe"
+
+
+def test_last_write_sees_writes_of_the_same_value(written_trace, increments) -> None:
+    """The written pages are dirty marks, not hash changes: a byte rewritten with its own
+    value is still found (the boot code's zeroing of the state block writes zeros onto
+    zeros), where keyframe hashes see no change."""
+    found, _ = last_write(written_trace, TICKS + 3, increments[0])
+    assert found is not None and found.tick < increments[0] and found.old == found.new == "00"
+    m, _ = seek(written_trace, found.tick)
+    assert m.get_regs().eip == found.eip
+
+
+def test_written_pages_payload_round_trip_and_damage() -> None:
+    from aero.traces import codec
+    from aero.traces.container import Frame, TraceError
+
+    rng = np.random.default_rng(7)
+    flags = rng.random(8195) < 0.1
+    payload = codec.encode_written(flags)
+    assert len(payload) == 4 + (8195 + 7) // 8
+    frame = Frame(FrameKind.WRITTEN, 0, 10, 0, 0, len(payload), len(payload))
+    assert np.array_equal(codec.decode_written(payload, frame, 8195), flags)
+    # Page i is bit i % 8 of byte i // 8.
+    one = codec.encode_written(np.arange(16) == 9)
+    assert one[4:] == bytes([0, 2])
+    with pytest.raises(TraceError):
+        codec.decode_written(payload, frame, 8192)  # another machine's RAM
+    with pytest.raises(TraceError):
+        codec.decode_written(payload[:-1], frame, 8195)
+
+
+def test_replaced_inputs_fall_back_to_keyframe_hashes(written_trace, increments) -> None:
+    """With another input stream the written pages describe another run: not used."""
+    other = written_trace.with_inputs(written_trace.inputs.copy())
+    found, stats = last_write(other, TICKS, increments[1] + 1)
+    assert stats.unit == "keyframe"
+    assert found is not None and found.tick == increments[1]
+
+
+@pytest.mark.parametrize("addr,length,lo,hi", [
+    (0x8FFE0, 64, 0, 3_200_000),         # the stack, across a page boundary
+    (0x20000, 64, 500_000, 3_150_000),   # the state block, a range inside checkpoint intervals
+    (0xB8000, 320, 0, 3_200_000),        # VGA text
+    (0x7C00, 16, 0, 3_200_000),          # the guest's code: never written after loading
+])
+def test_memory_history_skipping_matches_full_re_execution(written_trace, contents, addr,
+                                                           length, lo, hi) -> None:
+    """The corpus trace has one keyframe, so its query re-executes everything armed: the
+    ground truth the written-pages skip must reproduce exactly."""
+    hi = min(hi, written_trace.end_tick)
+    truth, full = memory_history(contents, addr, length, lo, hi)
+    got, stats = memory_history(written_trace, addr, length, lo, hi)
+    assert len(contents.keyframes) == 1 and full.unit == "keyframe"
+    assert [dataclasses.astuple(c) for c in got] == [dataclasses.astuple(c) for c in truth]
+    assert stats.ticks_armed <= full.ticks_armed

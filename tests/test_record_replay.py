@@ -232,7 +232,7 @@ def test_cli_record_replay_info_json(tmp_path: Path) -> None:
     r = aero("info", str(p), "--json")
     info = json.loads(r.stdout)
     assert r.returncode == 0
-    assert info["format_version"] == 1 and info["complete"] is True
+    assert info["format_version"] == 2 and info["complete"] is True
     assert info["ticks"] == rec["ticks"] and info["digest"] == rec["digest"]
     assert info["events"] == rec["inputs"] + rec["device_events"] + rec["output_events"]
     # A second recording of the same run: same digest, different creation metadata allowed.

@@ -27,8 +27,9 @@ from aero.events import EVENT_DTYPE
 
 __all__ = ["CPU_STATE_BYTES", "DEV_STATE_BYTES", "Keyframe", "PAGE", "PAGES_PER_FRAME",
            "SNAPSHOT_MAGIC", "decode_checkpoints", "decode_events", "decode_image", "decode_json",
-           "decode_keyframe", "decode_pages", "encode_checkpoints", "encode_events",
-           "encode_image", "encode_json", "encode_keyframe", "encode_pages", "snapshot_bytes"]
+           "decode_keyframe", "decode_pages", "decode_written", "encode_checkpoints",
+           "encode_events", "encode_image", "encode_json", "encode_keyframe", "encode_pages",
+           "encode_written", "snapshot_bytes"]
 
 PAGE = 4096
 PAGES_PER_FRAME = 1024  # 4 MB of RAM per pages frame at most
@@ -99,6 +100,22 @@ def decode_checkpoints(payload: bytes, frame: Frame) -> tuple[np.ndarray, np.nda
     _need(n == 0 or (int(ticks[0]) >= frame.first_tick and int(ticks[-1]) <= frame.last_tick
                      and bool(np.all(np.diff(ticks.astype(np.int64)) > 0))), frame, "checkpoint")
     return ticks.astype(np.uint64), fps.astype(np.uint64)
+
+
+def encode_written(pages: np.ndarray) -> bytes:
+    """A written-pages payload: ``pages:u32`` then one bit per RAM page, page i in bit
+    i % 8 of byte i // 8 (set: the page was written in the frame's checkpoint interval)."""
+    bits = np.packbits(np.asarray(pages, dtype=bool), bitorder="little")
+    return struct.pack("<I", len(pages)) + bits.tobytes()
+
+
+def decode_written(payload: bytes, frame: Frame, pages: int) -> np.ndarray:
+    """The written flags (bool, one per page) of a trace whose RAM has ``pages`` pages."""
+    _need(len(payload) >= 4, frame, "written-pages")
+    (n,) = struct.unpack_from("<I", payload)
+    _need(n == pages and len(payload) == 4 + (n + 7) // 8, frame, "written-pages")
+    bits = np.frombuffer(payload, np.uint8, (n + 7) // 8, 4)
+    return np.unpackbits(bits, count=n, bitorder="little").astype(bool)
 
 
 # ---- keyframes and pages ------------------------------------------------------------------

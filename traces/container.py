@@ -44,8 +44,8 @@ __all__ = ["CODEC_RAW", "CODEC_ZSTD", "END_MAGIC", "FORMAT_VERSION", "FRAME_MAGI
 MAGIC = b"AEROTRC\x00"
 FRAME_MAGIC = b"AEFR"
 END_MAGIC = b"AEROEND\x00"
-FORMAT_VERSION = 1
-SUPPORTED_VERSIONS = (1,)
+FORMAT_VERSION = 2  # 2 added the written-pages frames (kind 10)
+SUPPORTED_VERSIONS = (1, 2)
 
 _HEADER = struct.Struct("<8sHHI")  # magic, version, flags, meta_len
 _FRAME = struct.Struct("<4sBBHQQIII")  # magic kind codec reserved first last raw stored crc
@@ -71,9 +71,10 @@ class FrameKind:
     INDEX = 7  # offsets of every frame, written at a clean close
     PAGES = 8  # RAM pages stored by content hash, referenced by keyframes
     IMAGE = 9  # an embedded guest image (``aero pack``)
+    WRITTEN = 10  # the RAM pages written in one checkpoint interval (version 2 on)
 
     NAMES = {1: "input", 2: "device", 3: "output", 4: "checkpoint", 5: "keyframe",
-             6: "summary", 7: "index", 8: "pages", 9: "image"}
+             6: "summary", 7: "index", 8: "pages", 9: "image", 10: "written"}
 
 
 class TraceError(Exception):

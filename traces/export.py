@@ -7,7 +7,8 @@
 * :func:`write_tenet` re-executes a tick range (seek to its start through keyframes, then
   one tick at a time with the trace's inputs) and writes one line per instruction in the
   text format of the Tenet trace explorer: the registers that changed since the previous
-  line and ``eip``. Memory accesses are not included (the core has no per-access hook).
+  line, ``eip``, and the memory the previous instruction read and wrote (``mr=``/``mw=``),
+  which the core's watch logs access by access with the value read or written.
 
 Invariants: both are pure functions of the trace (and, for Tenet, the guest image); the
 output for a given trace and arguments is byte-for-byte the same on every run.
@@ -26,7 +27,7 @@ from aero.traces.container import FrameKind
 from aero.traces.replay import ReplayError, TraceContents, inject, seek_stream
 
 from aero.events import Channel, Device, Kind, ResetCause
-from aero.machine import Machine, StopReason
+from aero.machine import WATCH_LOG, WATCH_READ, WATCH_WRITE, Access, Machine, StopReason
 
 TENET_LIMIT = 5_000_000  # ticks a Tenet export may cover without --force
 
@@ -287,11 +288,28 @@ def _tenet_state(m: Machine) -> tuple[dict[str, int], bool]:
     return regs, r.halted
 
 
+def _arm_log(m: Machine) -> None:
+    """Log every data access at every linear address (two slots: a range stops at 2^32 - 1)."""
+    flags = WATCH_READ | WATCH_WRITE | WATCH_LOG
+    m.set_watch(0, 0, 0xFFFF_FFFF, flags)
+    m.set_watch(1, 0xFFFF_FFFF, 1, flags)
+
+
+def _tenet_memory(accesses: list[Access]) -> str:
+    """``mr=ADDR:HEX`` / ``mw=ADDR:HEX`` items, in access order: linear address, the bytes
+    in memory order."""
+    return "".join(f",{'mw' if a.kind == WATCH_WRITE else 'mr'}={a.lin:#x}:"
+                   f"{a.value.to_bytes(a.size, 'little').hex()}" for a in accesses)
+
+
 def tenet_lines(c: TraceContents, start: int, end: int, *, force: bool = False) -> Iterator[str]:
     """One line per instruction executed in ticks [start, end): ``eip`` (linear, CS base
-    + EIP) of the instruction and the registers that changed since the previous line (all
-    of them on the first). Interrupt deliveries show as the first handler instruction's
-    line; ticks spent halted produce no lines."""
+    + EIP) of the instruction, the registers that changed since the previous line (all
+    of them on the first), and the data accesses made since the previous line (by the
+    previous instruction, and by an interrupt delivery in between): ``mr=``/``mw=`` with
+    the linear address and the bytes read or written, in the order they were made.
+    Interrupt deliveries show as the first handler instruction's line; ticks spent halted
+    produce no lines. The accesses of the range's last instruction have no line to go on."""
     if start < 0 or end <= start:
         raise ExportError(f"empty tick range {start}..{end}")
     if end > c.end_tick:
@@ -301,7 +319,17 @@ def tenet_lines(c: TraceContents, start: int, end: int, *, force: bool = False) 
                           f"{TENET_LIMIT:,} (one line per instruction); narrow the range or "
                           f"pass --force")
     m, inputs = seek_stream(c, start)
+    _arm_log(m)
     prev: dict[str, int] = {}
+    pending: list[Access] = []
+
+    def take_log() -> None:
+        log, lost = m.take_watch_log()
+        if lost:
+            raise ExportError(f"tick {m.ticks}: {lost} memory accesses did not fit the "
+                              f"core's access log")
+        pending.extend(log)
+
     while m.ticks < end:
         while inputs.next_tick() == m.ticks:
             inject(c, m, inputs.peek(1)[0])
@@ -313,8 +341,13 @@ def tenet_lines(c: TraceContents, start: int, end: int, *, force: bool = False) 
         m.take_output()
         delivered = bool(np.any(ev["kind"] == Kind.INTA))
         if not halted and not delivered and m.ticks > before:
-            yield ",".join(f"{k}={v:#x}" for k, v in regs.items() if prev.get(k) != v)
+            # The line of the instruction just executed: the state before it, with what the
+            # instructions (and deliveries) before it did.
+            yield ",".join(f"{k}={v:#x}" for k, v in regs.items() if prev.get(k) != v) + \
+                _tenet_memory(pending)
             prev = regs
+            pending.clear()
+        take_log()
         if stop in (StopReason.EXIT, StopReason.SHUTDOWN):
             break
         if m.ticks == before:
@@ -335,6 +368,7 @@ def tenet_lines(c: TraceContents, start: int, end: int, *, force: bool = False) 
                 m.run(target)
                 m.take_events()
                 m.take_output()
+                take_log()
 
 
 def write_tenet(c: TraceContents, out: IO[str], start: int, end: int, *,

@@ -255,6 +255,7 @@ class Recorder:
         output = _Output()
         next_cp = opt.checkpoint_interval
         last_cp = -1  # the tick of the last checkpoint taken (the frames are flushed by then)
+        written_since = 0  # where the checkpoint interval the written pages describe began
         frame_start = 0
         stop_name = "limit"
         reason = ""
@@ -301,13 +302,16 @@ class Recorder:
                 m.take_output()  # the debug console's bytes are in the event log too
                 self._drain(buf, counts, output, script)
                 if m.ticks >= next_cp:
-                    last_cp = m.ticks
+                    written = m.written_pages()  # before the fingerprint clears the marks
                     cp_ticks.append(m.ticks)
                     cp_fps.append(m.fingerprint())
                     counts["checkpoints"] += 1
                     buf.flush(w, frame_start)
                     w.append(FrameKind.CHECKPOINT, cp_ticks[0], cp_ticks[-1],
                              codec.encode_checkpoints(cp_ticks, cp_fps))
+                    w.append(FrameKind.WRITTEN, written_since, m.ticks,
+                             codec.encode_written(written))
+                    last_cp = written_since = m.ticks
                     cp_ticks.clear()
                     cp_fps.clear()
                     frame_start = m.ticks
@@ -350,6 +354,7 @@ class Recorder:
                                   f"intervals ahead")
                         break
             # The final state: a checkpoint at the last tick, then the summary.
+            written = m.written_pages()
             final_fp = m.fingerprint()
             if last_cp != m.ticks:
                 cp_ticks.append(m.ticks)
@@ -359,6 +364,8 @@ class Recorder:
             if cp_ticks:
                 w.append(FrameKind.CHECKPOINT, cp_ticks[0], cp_ticks[-1],
                          codec.encode_checkpoints(cp_ticks, cp_fps))
+                w.append(FrameKind.WRITTEN, written_since, m.ticks,
+                         codec.encode_written(written))
             digest = self._digest.hexdigest()
             summary = {"ticks": m.ticks, "stop": stop_name, "exit_status": m.exit_status,
                        "inputs": counts["inputs"], "device_events": counts["device"],

@@ -134,6 +134,12 @@ class TraceContents:
         self._inputs_override = inputs
         self._held: dict[str, np.ndarray] = {}
 
+    @property
+    def recorded_inputs(self) -> bool:
+        """True unless the inputs were replaced (:meth:`with_inputs`): only then do the
+        trace's per-interval summaries (written pages) describe the run."""
+        return self._inputs_override is None
+
     # ---- streaming -------------------------------------------------------------------
     def frames(self, kind: int) -> list[Frame]:
         return [f for f in self.trace.frames if f.kind == kind]

@@ -226,6 +226,10 @@ int aero_devices_load(aero_machine *m, const uint8_t *in);
 /* Per-page RAM hashes (ram_size / 4096 of them) as of the last aero_fingerprint: the
  * content addresses keyframes store pages under. */
 void aero_page_hashes(aero_machine *m, uint64_t *out);
+/* The RAM pages written since the last aero_fingerprint, one byte per page (ram_size / 4096
+ * of them): 1 written (by the guest, a device or the host, whatever the value; a restore
+ * marks every page), 0 not. A superset of the pages whose contents changed. */
+void aero_written_pages(aero_machine *m, uint8_t *out);
 
 /* ---- host watches (debuggers and history queries; not guest state) ----
  * Up to AERO_WATCH_MAX ranges, each of reads, writes or instruction starts, on linear or
@@ -242,6 +246,9 @@ void aero_page_hashes(aero_machine *m, uint64_t *out);
 #define AERO_WATCH_PHYS 8u  /* data: match the physical address instead of the linear one */
 #define AERO_WATCH_IO 16u   /* I/O ports [addr, addr+len) instead of memory (with READ/WRITE:
                                IN and OUT, string forms included) */
+#define AERO_WATCH_LOG 32u  /* data: log every access in range (aero_watch_log) instead of
+                               stopping run() */
+#define AERO_WATCH_LOG_MAX 256 /* accesses the log holds between two aero_watch_log calls */
 /* Arm slot (0 to AERO_WATCH_MAX-1) for [addr, addr+len); flags 0 disarms it. Returns 0, or -1
  * for a bad slot, an empty range or a range past 4 GB. */
 int aero_watch_set(aero_machine *m, uint32_t slot, uint32_t addr, uint32_t len, uint32_t flags);
@@ -252,6 +259,13 @@ int aero_watch_set(aero_machine *m, uint32_t slot, uint32_t addr, uint32_t len, 
 int aero_watch_take(aero_machine *m, uint32_t *out);
 /* Instruction watches do not trigger at the current tick (resuming from a watch stop). */
 void aero_watch_resume(aero_machine *m);
+/* The data accesses AERO_WATCH_LOG watches logged since the last call, in the order they were
+ * made (instruction fetches excluded; an access that crosses a page is logged byte by byte):
+ * returns how many (at most AERO_WATCH_LOG_MAX) and fills out[5*i .. 5*i+4] with the linear
+ * address, the physical address, the size, the kind (AERO_WATCH_READ or _WRITE) and the
+ * value read or written (0xFF.. for a read of unmapped memory); *lost gets the number of
+ * accesses that did not fit, and the log is emptied. */
+uint32_t aero_watch_log(aero_machine *m, uint32_t *out, uint32_t *lost);
 
 /* Canonical, layout-independent serialization of the CPU state (AERO_CPU_STATE_BYTES). */
 void aero_cpu_serialize(aero_machine *m, uint8_t *out);

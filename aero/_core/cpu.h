@@ -310,6 +310,10 @@ struct aero_machine {
     uint32_t ev_lost;           /* events dropped because the slack ran out (an error) */
     /* --- observation only (not state: never saved, restored or hashed) --- */
     aero_port_stat *port_log;   /* 65536 per-port counters (aero_port_log_enable), NULL: off */
+    uint32_t *watch_log;        /* AERO_WATCH_LOG_MAX x 5 words (aero_watch_log), allocated
+                                   when a logging watch is first armed, NULL: never */
+    uint32_t watch_log_len;     /* accesses in watch_log */
+    uint32_t watch_log_lost;    /* accesses that did not fit since the last aero_watch_log */
 };
 
 /* ---- fault delivery ---- */

@@ -97,6 +97,7 @@ void aero_machine_free(aero_machine *m) {
     free(m->page_hash);
     free(m->blocks);
     free(m->port_log);
+    free(m->watch_log);
     aero_pc_free(m);
     free(m);
 }
@@ -911,4 +912,8 @@ uint64_t aero_fingerprint(aero_machine *m) {
 
 void aero_page_hashes(aero_machine *m, uint64_t *out) {
     memcpy(out, m->page_hash, (size_t)m->ram_pages * sizeof *out);
+}
+
+void aero_written_pages(aero_machine *m, uint8_t *out) {
+    memcpy(out, m->dirty, m->ram_pages);
 }

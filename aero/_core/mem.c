@@ -10,6 +10,8 @@
  * an armed data breakpoint or a host watch covers are never mapped for the watched kind of
  * access, so those accesses come here, where the breakpoint or watch is matched.
  */
+#include <stdlib.h>
+
 #include "cpu.h"
 
 /* Page-table entry bits. */
@@ -219,9 +221,44 @@ static int watch_overlap(const aero_machine *m, uint32_t lin, uint32_t phys, uin
     }
     return 0;
 }
-/* Record a data watch hit of [lin, lin+size): run() stops after the instruction. */
-static void watch_check(aero_machine *m, uint32_t lin, uint32_t phys, int size, uint32_t kind) {
-    if (m->fetching || !watch_overlap(m, lin, phys, (uint32_t)size, kind)) return;
+/* Log an access to [lin, lin+size) for the logging watches; val is the value written (for a
+ * read it is taken from memory here, before the access). */
+static void watch_log_access(aero_machine *m, uint32_t lin, uint32_t phys, int size, uint32_t kind,
+                             uint32_t val) {
+    if (!m->watch_log) return;
+    if (m->watch_log_len >= AERO_WATCH_LOG_MAX) {
+        m->watch_log_lost++;
+        return;
+    }
+    if (kind == AERO_WATCH_READ) {
+        const uint8_t *p = aero_phys_ptr(m, phys);
+        val = p ? load_le(p, size) : 0xFFFFFFFFu;
+    }
+    if (size < 4) val &= (1u << (8 * size)) - 1u; /* a write passes the whole register */
+    uint32_t *e = m->watch_log + 5 * m->watch_log_len++;
+    e[0] = lin;
+    e[1] = phys;
+    e[2] = (uint32_t)size;
+    e[3] = kind;
+    e[4] = val;
+}
+/* Record a data watch hit of [lin, lin+size): run() stops after the instruction (a logging
+ * watch logs the access instead). val: the value of a write. */
+static void watch_check(aero_machine *m, uint32_t lin, uint32_t phys, int size, uint32_t kind,
+                        uint32_t val) {
+    if (m->fetching) return;
+    int stop = 0, log = 0;
+    for (int i = 0; i < AERO_WATCH_MAX; i++) {
+        const aero_watch *w = &m->watch[i];
+        if (!(w->flags & kind) || (w->flags & AERO_WATCH_IO)) continue;
+        uint32_t a = (w->flags & AERO_WATCH_PHYS) ? phys : lin;
+        if ((uint64_t)a + (uint32_t)size > w->addr && a <= w->last) {
+            if (w->flags & AERO_WATCH_LOG) log = 1;
+            else stop = 1;
+        }
+    }
+    if (log) watch_log_access(m, lin, phys, size, kind, val);
+    if (!stop) return;
     if (!m->watch_hit) {
         m->watch_hit = 1;
         m->watch_hit_lin = lin;
@@ -257,7 +294,14 @@ int aero_watch_set(aero_machine *m, uint32_t slot, uint32_t addr, uint32_t len, 
     w->addr = addr;
     w->last = flags & AERO_WATCH_EXEC ? addr : addr + (len ? len - 1 : 0);
     w->flags = flags & (AERO_WATCH_READ | AERO_WATCH_WRITE | AERO_WATCH_EXEC | AERO_WATCH_PHYS |
-                        AERO_WATCH_IO);
+                        AERO_WATCH_IO | AERO_WATCH_LOG);
+    if ((w->flags & AERO_WATCH_LOG) && !m->watch_log) {
+        m->watch_log = malloc((size_t)AERO_WATCH_LOG_MAX * 5 * sizeof *m->watch_log);
+        if (!m->watch_log) {
+            w->flags = 0;
+            return -1;
+        }
+    }
     m->watch_data = 0;
     m->watch_exec = 0;
     m->watch_skip = 0; /* arming anew forgets aero_watch_resume */
@@ -283,6 +327,15 @@ int aero_watch_take(aero_machine *m, uint32_t *out) {
     out[5] = m->watch_hit_eip;
     m->watch_hit = 0;
     return 1;
+}
+
+uint32_t aero_watch_log(aero_machine *m, uint32_t *out, uint32_t *lost) {
+    uint32_t n = m->watch_log_len;
+    if (n) memcpy(out, m->watch_log, (size_t)n * 5 * sizeof *out);
+    *lost = m->watch_log_lost;
+    m->watch_log_len = 0;
+    m->watch_log_lost = 0;
+    return n;
 }
 
 void aero_watch_port(aero_machine *m, uint16_t port, int size, uint32_t val, uint32_t kind) {
@@ -349,7 +402,7 @@ static uint32_t rd_slow(aero_machine *m, uint32_t lin, int size, int acc) {
     uint32_t phys = translate(m, lin, acc);
     uint32_t info = m->walk_info;
     data_bp_check(m, lin, size, 0);
-    if (AERO_UNLIKELY(m->watch_data & AERO_WATCH_READ)) watch_check(m, lin, phys, size, AERO_WATCH_READ);
+    if (AERO_UNLIKELY(m->watch_data & AERO_WATCH_READ)) watch_check(m, lin, phys, size, AERO_WATCH_READ, 0);
     uint8_t *p = aero_phys_ptr(m, phys);
     if (!p) return size == 1 ? 0xFFu : size == 2 ? 0xFFFFu : 0xFFFFFFFFu;
     uint32_t page = lin & ~0xFFFu;
@@ -395,7 +448,7 @@ static void wr_slow(aero_machine *m, uint32_t lin, int size, uint32_t val, int a
     uint32_t phys = translate(m, lin, acc | AERO_ACC_WRITE);
     uint32_t info = m->walk_info;
     data_bp_check(m, lin, size, 1);
-    if (AERO_UNLIKELY(m->watch_data & AERO_WATCH_WRITE)) watch_check(m, lin, phys, size, AERO_WATCH_WRITE);
+    if (AERO_UNLIKELY(m->watch_data & AERO_WATCH_WRITE)) watch_check(m, lin, phys, size, AERO_WATCH_WRITE, val);
     if (!phys_is_ram(m, phys)) return; /* ROM and open bus ignore writes */
     note_write(m, phys >> 12, phys & 0xFFFu, (uint32_t)size);
     uint8_t *p = m->ram + phys;

@@ -112,7 +112,7 @@ def cmd_query(args: argparse.Namespace) -> int:
     if not rows:
         print("no write found before that tick" if args.last_write is not None
               else "no changes")
-        if stats.executed < stats.intervals:
+        if stats.executed < stats.intervals and stats.unit == "keyframe":
             print("(keyframe intervals at whose two ends the bytes were equal were skipped: "
                   "writes there that left them as they were are not seen)", file=sys.stderr)
     for r in rows:
@@ -122,8 +122,9 @@ def cmd_query(args: argparse.Namespace) -> int:
         else:
             print(f"tick {r.tick:>12,}  eip {r.eip:08x}  {r.insn:<28} {r.what}: "
                   f"{r.old} -> {r.new}")
-    print(f"({stats.executed} of {stats.intervals} keyframe intervals re-executed, "
-          f"{stats.ticks_executed:,} ticks, {stats.seconds:.2f} s)", file=sys.stderr)
+    print(f"({stats.executed} of {stats.intervals} {stats.unit} intervals re-executed with the "
+          f"watch armed ({stats.ticks_armed:,} ticks), {stats.ticks_executed:,} ticks in all "
+          f"from {stats.restores} keyframe restore(s), {stats.seconds:.2f} s)", file=sys.stderr)
     return EXIT_OK
 
 
