@@ -50,7 +50,6 @@ from aero.fuzz.difftest import (
     USER_DATA_SEL,
     Scenario,
     StepResult,
-    decode,
     is_pm,
 )
 from unicorn import (
@@ -74,6 +73,9 @@ from unicorn import (
     UcError,
 )
 from unicorn import x86_const as X
+
+from .sdm import STRING_OPS
+from .sdm import decode as sdm_decode
 
 __all__ = ["CODE_SEL_CPL", "DATA_SEL_CPL", "EXC_DB", "EXC_UD", "KNOWN_DIVERGENCES",
            "KnownDivergence", "PAGING_TABLES", "STUB_ADDR", "STUB_FRAME", "UnicornCPU",
@@ -387,7 +389,8 @@ class UnicornCPU:
         elif res.exception is not None:
             return
         start = before["eip"]  # flat code segment
-        length = decode(bytes(uc.mem_read(start, 15)), True).length or 15
+        length = sdm_decode(bytes(uc.mem_read(start, 15)), True).length or 15
+        length = min(length, 15)
         used = [(start, length)] + [(a, n) for _k, a, n in res.accesses]
         used_pages = {p for a, n in used for p in range(a >> 12, ((a + n - 1) >> 12) + 1)}
         used_pdes = {p >> 10 for p in used_pages}
@@ -418,10 +421,10 @@ class UnicornCPU:
         cs_base = 0 if is_pm(self.mode) else (cs & 0xFFFF) << 4
         start = cs_base + eip
         window = bytes(uc.mem_read(start, max(0, min(15, RAM_SIZE - start))))
-        info = decode(window, is_pm(self.mode))
-        length = info.length or 1
-        self._soft_int = info.row is not None and info.row.handler in (
-            "int_Ib", "int3", "into", "int1")
+        info = sdm_decode(window, is_pm(self.mode))
+        length = info.length if info.length is not None and info.length <= 15 else 1
+        # INT n, INT3, INTO, INT1: software interrupts (the SDM model's opcodes).
+        self._soft_int = info.defined and info.opcode in (0xCD, 0xCC, 0xCE, 0xF1)
         self._start, self._fires = start, 0
         error: str | None = None
         try:
@@ -429,7 +432,7 @@ class UnicornCPU:
         except UcError as exc:
             if exc.errno == UC_ERR_INSN_INVALID:
                 self._vector = EXC_UD
-                if info.row is not None and info.row.handler == "int_Ib" and info.imm == 6:
+                if info.defined and info.opcode == 0xCD and info.imm == 6:
                     # Unicorn reports any vector 6 as an invalid instruction and leaves
                     # EIP on it; INT 6 is a valid software interrupt (EIP after it).
                     uc.reg_write(X.UC_X86_REG_EIP, (eip + length) & 0xFFFFFFFF)
@@ -471,9 +474,9 @@ class UnicornCPU:
         if res.regs["eip"] != before["eip"] or res.regs["cs"] != before["cs"]:
             return False
         cs_base = 0 if is_pm(self.mode) else (before["cs"] & 0xFFFF) << 4
-        info = decode(bytes(self.uc.mem_read(cs_base + before["eip"], 15)),
-                      is_pm(self.mode))
-        if not info.rep or info.row is None or "str" not in info.row.flags:
+        info = sdm_decode(bytes(self.uc.mem_read(cs_base + before["eip"], 15)),
+                          is_pm(self.mode))
+        if not info.rep or info.opcode not in STRING_OPS:
             return False
         return res.regs["ecx"] & (0xFFFFFFFF if info.asz32 else 0xFFFF) == 0
 
