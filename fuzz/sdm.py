@@ -511,10 +511,11 @@ def _signed(v: int, bits: int) -> int:
     return v - (1 << bits) if v >> (bits - 1) else v
 
 
-def data_accesses(d: Decoded, regs: dict[str, int], stack32: bool) -> list[Access] | None:
+def data_accesses(d: Decoded, regs: dict[str, int], stack32: bool,
+                  real: bool = False) -> list[Access] | None:
     """The data accesses of one execution of the instruction, in the order of the SDM's
-    operation, or None when this model does not cover the instruction exactly (PUSHA,
-    POPA, ENTER with a nesting level above 1, INT n, IRET, x87)."""
+    operation, or None when this model does not cover the instruction exactly (INT n,
+    protected-mode IRET, x87). ``real``: the processor is in real-address mode."""
     if d.length is None or not d.defined:
         return None
     op = d.opcode
@@ -532,11 +533,13 @@ def data_accesses(d: Decoded, regs: dict[str, int], stack32: bool) -> list[Acces
     out: list[Access] = []
     if d.has_modrm:
         key = d.key
-        if d.mod == 3 or key in _NO_ACCESS:
-            pass
-        elif key == (0x8F, 0):  # POP Ev: the stack read, then the store (ESP already raised)
+        if key == (0x8F, 0):  # POP Ev: the stack read, then the store (ESP already raised)
+            if d.mod == 3:
+                return [pop(osz)]
             after = dict(regs, esp=(regs["esp"] & ~smask) | ((esp + osz) & smask))
             return [pop(osz), Access(d.seg, effective_offset(d, after), osz, "w")]
+        if d.mod == 3 or key in _NO_ACCESS:
+            pass
         elif key in ((0xFF, 2), (0xFF, 3), (0xFF, 6)):
             size = osz + 2 if key == (0xFF, 3) else osz
             out.append(Access(d.seg, effective_offset(d, regs), size, "r"))
@@ -578,12 +581,21 @@ def data_accesses(d: Decoded, regs: dict[str, int], stack32: bool) -> list[Acces
     if op == 0xC9:  # LEAVE: (E)SP := (E)BP, then pop (E)BP
         return [Access("ss", regs["ebp"] & smask, osz, "r")]
     if op == 0xC8:
+        # ENTER: push (E)BP; for i = 1 .. level - 1 read SS:[(E)BP - i * size] ((E)BP by
+        # the stack's address size) and push it; then push FrameTemp (level > 0).
         level = d.imm2 & 31
-        if level == 0:
-            return [push(osz)]
-        if level == 1:
-            return [push(osz), push(osz, 2)]
-        return None
+        out = [push(osz)]
+        for i in range(1, level):
+            out += [Access("ss", (regs["ebp"] - i * osz) & smask, osz, "r"), push(osz, i + 1)]
+        if level:
+            out.append(push(osz, level + 1))
+        return out
+    if op == 0x60:  # PUSHA: AX, CX, DX, BX, the original SP, BP, SI, DI, in that order
+        return [push(osz, k) for k in range(1, 9)]
+    if op == 0x61:  # POPA: DI, SI, BP, (the SP slot skipped), BX, DX, CX, AX
+        return [pop(osz, k) for k in range(8) if k != 3]
+    if op == 0xCF and real:  # real-mode IRET: IP, CS, FLAGS
+        return [pop(osz, k) for k in range(3)]
     if op in (0xA0, 0xA1, 0xA2, 0xA3):
         return [Access(d.seg, d.disp & amask, 1 if op in (0xA0, 0xA2) else osz,
                        "r" if op < 0xA2 else "w")]
@@ -599,7 +611,7 @@ def data_accesses(d: Decoded, regs: dict[str, int], stack32: bool) -> list[Acces
         if dst:
             out.append(Access("es", regs["edi"] & amask, size, dst))
         return out
-    if op in (0x60, 0x61, 0xCC, 0xCD, 0xCE, 0xCF, 0xF1):
+    if op in (0xCC, 0xCD, 0xCE, 0xCF, 0xF1):
         return None
     return []
 
