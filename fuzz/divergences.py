@@ -248,13 +248,18 @@ def _segment_fault_predicted(rec: StepRecord, d: Decoded) -> tuple[int, int] | N
 
 def _no_segment_checks(rec: StepRecord) -> bool:
     """The model predicts #GP(0)/#SS(0) for the first access the segment rules forbid;
-    aero raised exactly that, with its state restored; Unicorn did not raise it."""
+    aero raised exactly that, with its state restored; Unicorn did not raise it: another
+    vector or none, or the same vector with a nonzero error code (a selector check the
+    instruction makes after the access, e.g. LGS's #GP(selector) once it has read the
+    selector through a null DS)."""
     d = _dec(rec)
     pred = _segment_fault_predicted(rec, d)
     if pred is None:
         return False
     vector, _ = pred
-    return _faulted_cleanly(rec, vector) and rec.ref.exception != vector
+    if not _faulted_cleanly(rec, vector):
+        return False
+    return rec.ref.exception != vector or rec.ref.error_code not in (None, 0)
 
 
 def _icebp(rec: StepRecord) -> bool:

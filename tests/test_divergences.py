@@ -290,3 +290,23 @@ def test_rep_bit_scan_is_bsf_bsr() -> None:
     rec = run_pair(sc, aero, refs["real"]).divergence
     assert rec is None or explain(rec) is not None
     assert explained(real("f30fbdc3", ebx=0x10), _set(eip=0x10)) is None
+
+
+def test_lgs_through_a_null_ds_is_gp0_before_the_selector_check() -> None:
+    """LGS r32, [EBX] with DS null: #GP(0) for the operand (SDM 'LDS/LES/LFS/LGS/LSS',
+    Protected Mode Exceptions: '#GP(0) ... If the DS, ES, FS, or GS register is used to
+    access memory and it contains a NULL segment selector'), before the selector it would
+    read (#GP(selector)) can be checked; Unicorn reads the selector and raises that."""
+    r = initial_regs("pm32")
+    r.update(eip=0x4000, esp=0x8000, eax=0, ebx=0x5000)
+    sc = Scenario("pm32", r, [bytes.fromhex("8ed8"), bytes.fromhex("0fb503")], 0,
+                  [(0x5000, bytes.fromhex("11223344c8fd"))])
+    aero, refs = backends()
+    rec = run_pair(sc, aero, refs["pm32"]).divergence
+    assert rec is not None and rec.aero.exception == 13 and rec.aero.error_code == 0
+    assert rec.ref.exception == 13 and rec.ref.error_code == 0xFDC8
+    assert explain(rec) is not None and explain(rec).key == "segment-checks"
+    # aero reporting the selector's #GP instead would be wrong, and is not explained.
+    bug = BuggyAero(lambda _c, res: setattr(res, "error_code", 0xFDC8))
+    rec = run_pair(sc, bug, refs["pm32"]).divergence
+    assert rec is None or explain(rec) is None
