@@ -488,3 +488,37 @@ def test_known_divergences_and_exclusions_are_documented() -> None:
         assert f"`{k.key}`" in doc, k.key
     for e in EXCLUSIONS:
         assert f"`{e.key}`" in doc, e.key
+
+
+def test_an_unreported_exception_does_not_make_the_next_one_a_double_fault() -> None:
+    """QEMU remembers an undelivered #PF (``old_exception``); a second #PF then becomes #DF.
+    ``forget_exception`` clears it, as the backend does when it drops the #PF that QEMU
+    raised while fetching the next instruction's code."""
+    from aero.fuzz.unicorn import forget_exception, old_exception_offset
+    from unicorn import UC_ARCH_X86, UC_HOOK_INTR, UC_MODE_32, Uc
+    from unicorn import x86_const as X
+
+    assert old_exception_offset() is not None
+    vectors: list[int] = []
+
+    def run(forget: bool) -> int:
+        uc = Uc(UC_ARCH_X86, UC_MODE_32)
+        uc.mem_map(0, 0x10000)
+        uc.hook_add(UC_HOOK_INTR, lambda u, n, _d: (vectors.append(n), u.emu_stop()))
+        uc.mem_write(0x1000, (0x2000 | 7).to_bytes(4, "little") + bytes(4092))
+        uc.mem_write(0x2000, b"".join(((i << 12) | (7 if i != 8 else 0)).to_bytes(4, "little")
+                                      for i in range(1024)))
+        uc.mem_write(0x4000, b"\x8b\x03\x8b\x03")  # MOV EAX,[EBX] twice; page 8 absent
+        uc.reg_write(X.UC_X86_REG_EBX, 0x8000)
+        uc.reg_write(X.UC_X86_REG_ESP, 0x6000)
+        uc.reg_write(X.UC_X86_REG_CR3, 0x1000)
+        uc.reg_write(X.UC_X86_REG_CR0, 0x80000011)
+        vectors.clear()
+        uc.emu_start(0x4000, 0x4002)
+        if forget:
+            forget_exception(uc)
+        uc.emu_start(0x4000, 0x4002)
+        return vectors[-1]
+
+    assert run(forget=False) == 8   # QEMU's double fault: the harness must not see this
+    assert run(forget=True) == 14
