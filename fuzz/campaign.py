@@ -319,7 +319,7 @@ def run_campaign(examples: int, seed: int, mode: str,
     modes = ["real", "pm32", "pm32-paging"] if mode == "all" else [mode]
     classes = list(classes or DEFAULT_CLASSES)
     pending = pending_handlers()
-    strategy = scenarios(modes, classes, pending)
+    strategy = scenarios(modes, classes)
     checker = Checker(modes, reference)
     result = CampaignResult(0, seed, modes, classes, not_implemented=sorted(pending))
     found: dict[str, Divergence] = {}
@@ -542,27 +542,28 @@ def find_known(checker: Checker, key: str, mode: str, rows: Sequence[object] | N
 # Where each known divergence is looked for when its regression case is (re)generated:
 # the mode and the handlers whose rows the search draws from (a narrow set finds rare
 # cases quickly; the matcher decides what counts).
-KNOWN_DIVERGENCE_SEARCH: tuple[tuple[str, str, tuple[str, ...], int | None], ...] = (
-    ("segment-checks", "real", ("add_EvGv", "mov_GvEv", "push_Zv"), None),
-    ("segment-checks", "pm32", ("add_EbGb", "mov_EvGv", "or_EbIb"), None),
-    ("lock-prefix", "real", ("mov_EbGb", "add_EvGv", "inc_Zv"), None),
-    ("lock-prefix", "pm32", ("mov_EbGb", "add_EvGv", "inc_Zv"), None),
-    ("test-alias", "real", ("test_EbIb", "test_EvIz"), 1),
-    ("test-alias", "pm32", ("test_EbIb", "test_EvIz"), 1),
-    ("icebp", "real", ("int1",), None),
-    ("length-limit", "real", ("lsl", "lar"), None),
-    ("code-segment-limit", "real", ("jcc", "jmp_J", "call_Jz", "ret", "retf"), None),
-    ("enter-mixed-sizes", "real", ("enter",), None),
-    ("enter-mixed-sizes", "pm32", ("enter",), None),
-    ("ret-imm16-sign", "pm32", ("ret_Iw",), None),
-    ("locked-neg-flags", "pm32", ("neg_Eb", "neg_Ev"), None),
-    ("fetch-fault-report", "pm32-paging", ("nop", "inc_Zv", "mov_ZvIv"), None),
-    ("arpl-write", "pm32-paging", ("arpl",), None),
-    ("cmps-operand-order", "pm32-paging", ("cmps",), None),
-    ("faulting-rotate-flags", "pm32-paging", ("rot_Ev1", "rot_EvCL", "rot_EbCL"), None),
-    ("ud-operand-read", "pm32-paging", ("bt_EvIb", "inc_Ev"), None),
-    ("pusha-order", "pm32-paging", ("pusha",), None),
-    ("push-sreg-width", "pm32-paging", ("push_sreg",), None),
+KNOWN_DIVERGENCE_SEARCH: tuple[tuple[str, str, tuple[tuple[int, int | None], ...]], ...] = (
+    ("segment-checks", "real", ((0x01, None), (0x8B, None), (0x50, None))),
+    ("segment-checks", "pm32", ((0x00, None), (0x89, None), (0x80, 1))),
+    ("lock-prefix", "real", ((0x88, None), (0x01, None), (0x40, None))),
+    ("lock-prefix", "pm32", ((0x88, None), (0x01, None), (0x40, None))),
+    ("test-alias", "real", ((0xF6, 1), (0xF7, 1))),
+    ("test-alias", "pm32", ((0xF6, 1), (0xF7, 1))),
+    ("icebp", "real", ((0xF1, None),)),
+    ("length-limit", "real", ((0x103, None), (0x102, None))),
+    ("code-segment-limit", "real", ((0x70, None), (0xEB, None), (0xE8, None), (0xC3, None),
+                                    (0xCB, None))),
+    ("enter-mixed-sizes", "real", ((0xC8, None),)),
+    ("enter-mixed-sizes", "pm32", ((0xC8, None),)),
+    ("ret-imm16-sign", "pm32", ((0xC2, None),)),
+    ("locked-neg-flags", "pm32", ((0xF6, 3), (0xF7, 3))),
+    ("fetch-fault-report", "pm32-paging", ((0x90, None), (0x40, None), (0xB8, None))),
+    ("arpl-write", "pm32-paging", ((0x63, None),)),
+    ("cmps-operand-order", "pm32-paging", ((0xA6, None), (0xA7, None))),
+    ("faulting-rotate-flags", "pm32-paging", ((0xD1, None), (0xD3, None), (0xD2, None))),
+    ("ud-operand-read", "pm32-paging", ((0x1BA, 4), (0xFF, 0))),
+    ("pusha-order", "pm32-paging", ((0x60, None),)),
+    ("push-sreg-width", "pm32-paging", ((0x06, None), (0x1E, None), (0x1A0, None))),
 )
 
 
@@ -571,14 +572,14 @@ def write_known_regressions(directory: Path, seed: int = 1,
     """Find, shrink and save one example of every known divergence (see
     :data:`KNOWN_DIVERGENCE_SEARCH`) as ``directory/KEY-MODE.json``, with aero's final
     state (the architecturally correct one, per the evidence of the entry) expected."""
-    from aero import isa
+    from .strategies import opcodes
 
     titles = {k.key: k.title for k in KNOWN_DIVERGENCES}
     checkers = {m: Checker([m]) for m in ("real", "pm32", "pm32-paging")}
     written = []
-    for key, mode, handlers, reg in KNOWN_DIVERGENCE_SEARCH:
-        rows = [r for r in isa.INSTRUCTIONS
-                if r.handler in handlers and (reg is None or r.reg == reg)]
+    for key, mode, keys in KNOWN_DIVERGENCE_SEARCH:
+        wanted = set(keys)
+        rows = [o for o in opcodes() if o.key in wanted]
         div = find_known(checkers[mode], key, mode, rows, seed=seed, examples=examples)
         if div is None:
             continue

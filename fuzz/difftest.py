@@ -37,6 +37,8 @@ import numpy as np
 
 from aero import isa
 
+from . import sdm as sdm_model
+
 __all__ = ["AeroCPU", "Backend", "CODE_ATTR_32", "CODE_SEL", "CR0_PG", "CR0_PM", "CR0_REAL",
            "CR0_WP", "CR4_PSE", "DATA_ATTR_32", "DATA_SEL", "EFLAGS_DEFINED", "ERROR_CODE_VECTORS",
            "EXC_PF", "F_AF", "F_ARITH", "F_CF", "F_OF", "F_PF", "F_SF", "F_ZF", "GDT_BASE",
@@ -383,29 +385,32 @@ class AeroCPU:
 
 
 # ---- instruction decoding (lengths, operands, masks) ------------------------------------
+# The decoding is the SDM model's (aero.fuzz.sdm), never aero's: lengths, prefixes, operand
+# fields and the opcode key come from the SDM's opcode maps. aero's table row is looked up
+# only to print a mnemonic (InsnInfo.text) and for the QEMU backend's operand size.
 
 _ROWS: dict[tuple[int, int | None], isa.Insn] = {}
 for _row in isa.INSTRUCTIONS:
     _ROWS.setdefault((_row.opcode, _row.reg), _row)
-_GROUPS = isa.group_opcodes()
-_BASE16 = ("ebx", "ebx", "ebp", "ebp", "esi", "edi", "ebp", "ebx")
-_INDEX16 = ("esi", "edi", "esi", "edi", None, None, None, None)
-_SEG_PREFIX = {0x26: "es", 0x2E: "cs", 0x36: "ss", 0x3E: "ds", 0x64: "fs", 0x65: "gs"}
+_ISA_GROUPS = isa.group_opcodes()
 
 
 def row_for(opcode: int, reg: int | None) -> isa.Insn | None:
-    """The table row of an opcode (and ModRM reg field for group opcodes)."""
-    if opcode in _GROUPS:
+    """aero's table row of an opcode (and ModRM reg field for group opcodes): for display
+    only, no judgement or generation uses it."""
+    if opcode in _ISA_GROUPS:
         return _ROWS.get((opcode, reg))
     return _ROWS.get((opcode, None))
 
 
 @dataclass(frozen=True)
 class InsnInfo:
-    """One instruction decoded the way aero's decoder does (aero/_core/decode.c).
+    """One instruction decoded by the SDM model (:func:`aero.fuzz.sdm.decode`).
 
-    ``length`` is None when the instruction would exceed 15 bytes (a #GP on fetch).
-    ``row`` is None for encodings the table does not define (#UD).
+    ``length`` is None when the instruction would exceed 15 bytes (a #GP on fetch) or its
+    opcode is undefined (length unknown). ``defined`` is the SDM model's verdict on the
+    opcode map entry. ``row`` is aero's table row, for display only. ``reg`` is the ModRM
+    reg field, or the low three opcode bits of an opcode without ModRM (``+r`` forms).
     """
 
     length: int | None
@@ -427,10 +432,13 @@ class InsnInfo:
     imm: int = 0
     imm2: int = 0
     default_seg: str = "ds"
+    has_modrm: bool = False
+    defined: bool = True
+    sdm: sdm_model.Decoded | None = None
 
     @property
     def has_memory_operand(self) -> bool:
-        return self.row is not None and self.row.has_modrm and self.mod != 3
+        return self.has_modrm and self.mod != 3
 
     @property
     def seg(self) -> str:
@@ -439,6 +447,11 @@ class InsnInfo:
     @property
     def opsize(self) -> int:
         return 4 if self.osz32 else 2
+
+    @property
+    def okey(self) -> tuple[int, int | None]:
+        """The SDM model's opcode key (opcode, reg for group opcodes)."""
+        return (self.opcode, self.reg if self.opcode in sdm_model.GROUPS else None)
 
     def prefix_class(self) -> str:
         """The prefixes that change what an instruction does, as a short tag."""
@@ -458,136 +471,31 @@ class InsnInfo:
     def key(self) -> str:
         """Opcode (with the group reg field) as text: ``01``, ``0F AF``, ``F7/6``."""
         op = f"0F {self.opcode & 0xFF:02X}" if self.opcode >= 0x100 else f"{self.opcode:02X}"
-        if self.opcode in _GROUPS:
+        if self.opcode in sdm_model.GROUPS:
             op += f"/{self.reg}"
         return op
 
     def text(self) -> str:
-        """A short description: mnemonic and operand syntax of the table row."""
-        if self.row is None:
+        """A short description: mnemonic and operand syntax of aero's table row (display)."""
+        if self.row is None or not self.defined:
             return f"(undefined {self.key()})"
         ops = ",".join(self.row.operands)
         return f"{self.row.mnemonic} {ops}".strip()
 
 
 def decode(code: bytes, code32: bool) -> InsnInfo:
-    """Decode the instruction at the start of ``code`` (which must hold all of it)."""
-    osz = asz = code32
-    seg = None
-    rep = 0
-    lock = False
-    i = 0
-    prefixes = bytearray()
-
-    def byte(n: int) -> int:
-        return code[n] if n < len(code) else 0
-
-    while byte(i) in isa.PREFIXES and i < 15:
-        p = byte(i)
-        prefixes.append(p)
-        if p in _SEG_PREFIX:
-            seg = _SEG_PREFIX[p]
-        elif p == 0x66:
-            osz = not code32
-        elif p == 0x67:
-            asz = not code32
-        elif p == 0xF0:
-            lock = True
-        else:
-            rep = p
-        i += 1
-    op = byte(i)
-    i += 1
-    if op == 0x0F:
-        op = 0x100 | byte(i)
-        i += 1
-    fields: dict = {}
-    row: isa.Insn | None
-    probe = row_for(op, None) if op not in _GROUPS else None
-    needs_modrm = op in _GROUPS or (probe is not None and probe.has_modrm)
-    if needs_modrm:
-        modrm = byte(i)
-        i += 1
-        mod, reg, rm = modrm >> 6, (modrm >> 3) & 7, modrm & 7
-        if 0x120 <= op <= 0x123:
-            mod = 3
-        fields.update(mod=mod, reg=reg, rm=rm)
-        if mod != 3:
-            if not asz:
-                if mod == 0 and rm == 6:
-                    fields["disp"] = byte(i) | byte(i + 1) << 8
-                    i += 2
-                else:
-                    fields.update(base=_BASE16[rm], index=_INDEX16[rm])
-                    if _BASE16[rm] == "ebp":
-                        fields["default_seg"] = "ss"
-                    if mod == 1:
-                        fields["disp"] = _sx(byte(i), 8) & 0xFFFF
-                        i += 1
-                    elif mod == 2:
-                        fields["disp"] = byte(i) | byte(i + 1) << 8
-                        i += 2
-            else:
-                disp = 0
-                if rm == 4:
-                    sib = byte(i)
-                    i += 1
-                    b, x = sib & 7, (sib >> 3) & 7
-                    fields["scale"] = sib >> 6
-                    fields["index"] = None if x == 4 else GPRS[x]
-                    if b == 5 and mod == 0:
-                        disp = int.from_bytes(bytes(byte(i + k) for k in range(4)), "little")
-                        i += 4
-                    else:
-                        fields["base"] = GPRS[b]
-                        if b in (4, 5):
-                            fields["default_seg"] = "ss"
-                elif rm == 5 and mod == 0:
-                    disp = int.from_bytes(bytes(byte(i + k) for k in range(4)), "little")
-                    i += 4
-                else:
-                    fields["base"] = GPRS[rm]
-                    if rm == 5:
-                        fields["default_seg"] = "ss"
-                if mod == 1:
-                    disp += _sx(byte(i), 8)
-                    i += 1
-                elif mod == 2:
-                    disp += int.from_bytes(bytes(byte(i + k) for k in range(4)), "little")
-                    i += 4
-                fields["disp"] = disp & 0xFFFFFFFF
-        row = row_for(op, reg)
-    else:
-        row = probe
-        fields["reg"] = op & 7
-    imm_kind = row.imm if row is not None else isa.IMM_NONE
-
-    def take(n: int) -> int:
-        nonlocal i
-        v = int.from_bytes(bytes(byte(i + k) for k in range(n)), "little")
-        i += n
-        return v
-
-    if imm_kind == isa.IMM_B:
-        fields["imm"] = take(1)
-    elif imm_kind == isa.IMM_W:
-        fields["imm"] = take(2)
-    elif imm_kind == isa.IMM_Z:
-        fields["imm"] = take(4 if osz else 2)
-    elif imm_kind == isa.IMM_AP:
-        fields["imm"] = take(4 if osz else 2)
-        fields["imm2"] = take(2)
-    elif imm_kind == isa.IMM_O:
-        fields["disp"] = take(4 if asz else 2)
-    elif imm_kind == isa.IMM_WB:
-        fields["imm"] = take(2)
-        fields["imm2"] = take(1)
-    length = i if i <= 15 else None
-    return InsnInfo(length, bytes(prefixes), op, row, osz, asz, seg, rep, lock, **fields)
-
-
-def _sx(v: int, bits: int) -> int:
-    return v - (1 << bits) if v & (1 << (bits - 1)) else v
+    """Decode the instruction at the start of ``code`` (which must hold all of it) with the
+    SDM model."""
+    d = sdm_model.decode(code, code32)
+    reg = d.reg if d.has_modrm else d.opcode & 7
+    group_reg = reg if d.opcode in sdm_model.GROUPS and d.has_modrm else None
+    row = row_for(d.opcode, group_reg) if d.defined else None
+    length = d.length if d.length is not None and d.length <= 15 else None
+    return InsnInfo(length, d.prefixes, d.opcode, row, d.osz32, d.asz32, d.seg_override,
+                    d.rep, d.lock, mod=d.mod, reg=reg, rm=d.rm, base=d.base, index=d.index,
+                    scale=d.scale, disp=d.disp, imm=d.imm, imm2=d.imm2,
+                    default_seg=d.default_seg, has_modrm=d.has_modrm,
+                    defined=d.defined, sdm=d)
 
 
 def effective_offset(info: InsnInfo, regs: dict[str, int]) -> int:
@@ -615,13 +523,17 @@ class Masks:
     paging: bool = False
 
 
+_ROTATES = (0xC0, 0xC1, 0xD0, 0xD1, 0xD2, 0xD3)
+_SHXD = (0x1A4, 0x1A5, 0x1AC, 0x1AD)
+
+
 def _shift_count(info: InsnInfo, regs: dict[str, int]) -> int | None:
-    h = info.row.handler if info.row else ""
-    if h in ("rot_Eb1", "rot_Ev1"):
+    op = info.opcode
+    if op in (0xD0, 0xD1):
         return 1
-    if h in ("rot_EbCL", "rot_EvCL") or (h == "shxd" and info.opcode & 1):
+    if op in (0xD2, 0xD3, 0x1A5, 0x1AD):
         return regs["ecx"] & 0xFF
-    if h in ("rot_EbIb", "rot_EvIb", "shxd"):
+    if op in (0xC0, 0xC1, 0x1A4, 0x1AC):
         return info.imm & 0xFF
     return None
 
@@ -632,7 +544,8 @@ def undefined_masks(info: InsnInfo, regs: dict[str, int], seg_base: Callable[[st
     """The flags, register bits and memory bytes the Intel SDM leaves undefined for this
     instruction with this pre-instruction state.
 
-    Base: the row's ``undef=`` flags of aero/isa.py. Refined by the SDM's per-instruction
+    Base: the SDM model's table of undefined flags (:data:`aero.fuzz.sdm.UNDEFINED_FLAGS`),
+    never aero's instruction table. Refined by the SDM's per-instruction
     text (Vol. 2, the "Flags Affected" sections):
 
     * shifts and rotates (SAL/SAR/SHL/SHR/ROL/ROR/RCL/RCR): a masked count of 0 affects no
@@ -651,13 +564,13 @@ def undefined_masks(info: InsnInfo, regs: dict[str, int], seg_base: Callable[[st
     * CPUID and RDTSC: the values they load are model- and time-dependent.
     """
     m = Masks()
-    row = info.row
-    if row is None:
+    d = info.sdm
+    if d is None or not info.defined:
         return m
-    m.flags = row.undefined_flags
-    h = row.handler
-    size = 1 if ("Eb" in row.operands or h in ("rot_Eb1",)) else info.opsize
-    if h.startswith("rot_"):
+    m.flags = sdm_model.undefined_flags(d)
+    op = info.opcode
+    size = 1 if op in sdm_model.BYTE_OPERAND else info.opsize
+    if op in _ROTATES:
         count = (_shift_count(info, regs) or 0) & 0x1F
         is_shift = info.reg >= 4
         bits = size * 8
@@ -670,7 +583,7 @@ def undefined_masks(info: InsnInfo, regs: dict[str, int], seg_base: Callable[[st
             if info.reg in (4, 5, 6) and count >= bits:
                 m.flags |= F_CF
                 m.notes.append("SHL/SHR count >= width: CF undefined")
-    elif h == "shxd":
+    elif op in _SHXD:
         count = (_shift_count(info, regs) or 0) & 0x1F
         if count == 0:
             m.flags = 0
@@ -680,7 +593,7 @@ def undefined_masks(info: InsnInfo, regs: dict[str, int], seg_base: Callable[[st
                 m.flags = F_ARITH
                 _mask_e(m, info, regs, seg_base, info.opsize)
                 m.notes.append("SHLD/SHRD count > operand size: result undefined")
-    elif h in ("bsf", "bsr"):
+    elif op in (0x1BC, 0x1BD):
         if info.mod == 3:
             src = regs[GPRS[info.rm]] & (0xFFFFFFFF if info.osz32 else 0xFFFF)
         else:
@@ -689,26 +602,26 @@ def undefined_masks(info: InsnInfo, regs: dict[str, int], seg_base: Callable[[st
         if src == 0:
             m.regs[GPRS[info.reg]] = 0xFFFFFFFF if info.osz32 else 0xFFFF
             m.notes.append("BSF/BSR source 0: destination undefined")
-    elif h == "bswap" and not info.osz32:
+    elif 0x1C8 <= op <= 0x1CF and not info.osz32:
         m.regs[GPRS[info.reg]] = 0xFFFF
         m.notes.append("BSWAP r16: result undefined")
-    elif h == "lar" and info.osz32:
+    elif op == 0x102 and info.osz32:
         # The access-rights doubleword is masked with 00FxFF00h: bits 19:16 undefined.
         m.regs[GPRS[info.reg]] = 0x000F0000
         m.notes.append("LAR r32: bits 19:16 undefined")
-    elif h == "smsw" and info.mod == 3 and info.osz32:
+    elif info.okey == (0x101, 4) and info.mod == 3 and info.osz32:
         m.regs[GPRS[info.rm]] = 0xFFFF0000
         m.notes.append("SMSW r32: upper 16 bits undefined")
-    elif h == "push_sreg" and info.osz32:
+    elif op in (0x06, 0x0E, 0x16, 0x1E, 0x1A0, 0x1A8) and info.osz32:
         # A 32-bit push of a selector writes either zero-extended or only the low word.
         ss32 = seg_attr("ss") & 0x4000
         sp = (regs["esp"] - 4) & (0xFFFFFFFF if ss32 else 0xFFFF)
         m.memory.append(((seg_base("ss") + sp + 2) & 0xFFFFFFFF, 2))
         m.notes.append("PUSH Sreg with a 32-bit operand: upper word of the slot undefined")
-    elif h == "cpuid":
+    elif op == 0x1A2:
         m.regs.update({r: 0xFFFFFFFF for r in ("eax", "ebx", "ecx", "edx")})
         m.notes.append("CPUID values are model-specific")
-    elif h == "rdtsc":
+    elif op == 0x131:
         m.regs.update({r: 0xFFFFFFFF for r in ("eax", "edx")})
         m.notes.append("RDTSC values are time-dependent")
     return m

@@ -22,9 +22,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-__all__ = ["Access", "Decoded", "LOCKABLE", "SegModel", "TRAP_VECTORS", "data_accesses",
-           "decode", "effective_offset", "first_segment_fault", "is_ud", "lock_legal",
-           "segment_model"]
+__all__ = ["Access", "BYTE_OPERAND", "Decoded", "GROUPS", "LOCKABLE", "MEM_ONLY", "STRING_OPS",
+           "SegModel", "TRAP_VECTORS", "UNDEFINED_FLAGS", "data_accesses", "decode",
+           "effective_offset", "encoding_of", "first_segment_fault", "is_ud", "key_text",
+           "lock_legal", "opcode_keys", "segment_model", "undefined_flags"]
 
 PREFIX_BYTES = frozenset({0x26, 0x2E, 0x36, 0x3E, 0x64, 0x65, 0x66, 0x67, 0xF0, 0xF2, 0xF3})
 SEG_PREFIX = {0x26: "es", 0x2E: "cs", 0x36: "ss", 0x3E: "ds", 0x64: "fs", 0x65: "gs"}
@@ -86,7 +87,7 @@ _UD_GROUP = frozenset(
     + [(0x8E, 1), (0x8E, 6), (0x8E, 7)])
 # Encodings whose ModRM operand must be memory (SDM: "#UD if the source operand is a
 # register" or an M-only operand type).
-_MEM_ONLY = frozenset(
+MEM_ONLY = _MEM_ONLY = frozenset(
     [(0x62, None), (0x8D, None), (0xC4, None), (0xC5, None), (0x1B2, None), (0x1B4, None),
      (0x1B5, None), (0x101, 0), (0x101, 1), (0x101, 2), (0x101, 3), (0x101, 7), (0x1C7, 1),
      (0xFF, 3), (0xFF, 5)])
@@ -105,6 +106,7 @@ LOCKABLE: frozenset[tuple[int, int | None]] = frozenset(
        (0x1C0, None), (0x1C1, None), (0x1C7, 1)])
 _GROUPS = frozenset({0x80, 0x81, 0x82, 0x83, 0x8F, 0xC0, 0xC1, 0xC6, 0xC7, 0xD0, 0xD1, 0xD2,
                      0xD3, 0xF6, 0xF7, 0xFE, 0xFF, 0x100, 0x101, 0x1BA, 0x1C7})
+GROUPS = _GROUPS
 # Software interrupts: the vector is a trap (EIP after the instruction).
 TRAP_VECTORS = {0xCC: 3, 0xCE: 4, 0xF1: 1}
 
@@ -141,6 +143,7 @@ class Decoded:
     imm2: int = 0
     default_seg: str = "ds"
     defined: bool = True
+    prefixes: bytes = b""  # the prefix bytes, in order
 
     @property
     def seg(self) -> str:
@@ -191,7 +194,8 @@ def decode(code: bytes, code32: bool) -> Decoded:
     if op >= 0x100:
         entry = _DEF2.get(op & 0xFF)
         if entry is None:
-            return Decoded(None, npref, op, osz, asz, seg, rep, lock, defined=False)
+            return Decoded(None, npref, op, osz, asz, seg, rep, lock, defined=False,
+                           prefixes=bytes(code[:npref]))
         has_modrm, imm = entry
     else:
         has_modrm, imm = op in _MODRM1, _IMM1.get(op, "")
@@ -271,7 +275,90 @@ def decode(code: bytes, code32: bool) -> Decoded:
     elif imm == "wb":
         f["imm"] = take(2)
         f["imm2"] = take(1)
-    return Decoded(i, npref, op, osz, asz, seg, rep, lock, **f)
+    return Decoded(i, npref, op, osz, asz, seg, rep, lock, prefixes=bytes(code[:npref]), **f)
+
+
+# ---- the opcode space (for generating instructions) -----------------------------------------
+
+def opcode_keys() -> tuple[tuple[int, int | None], ...]:
+    """Every opcode of the one- and two-byte maps as a key (opcode, reg): group opcodes once
+    per ModRM reg value, the others with None. Prefix bytes and the 0Fh escape are not
+    opcodes. Defined and undefined encodings alike (:func:`encoding_of` tells which)."""
+    ops = [o for o in range(0x100) if o not in PREFIX_BYTES and o != 0x0F] + list(
+        range(0x100, 0x200))
+    return tuple((o, r) for o in ops for r in (range(8) if o in _GROUPS else (None,)))
+
+
+def encoding_of(key: tuple[int, int | None]) -> tuple[bool, bool, str]:
+    """(defined, has a ModRM byte, immediate kind) of an opcode key in the maps above. An
+    undefined group member still has its group's ModRM byte; an undefined two-byte opcode
+    is given none (its length is unknown)."""
+    op, reg = key
+    if op >= 0x100:
+        entry = _DEF2.get(op & 0xFF)
+        if entry is None:
+            return False, False, ""
+        has_modrm, imm = entry
+        defined = (op & 0xFF) not in _ALWAYS_UD2
+    else:
+        has_modrm, imm = op in _MODRM1, _IMM1.get(op, "")
+        defined = True
+        if op in (0xF6, 0xF7):
+            imm = ("b" if op == 0xF6 else "z") if (reg or 0) < 2 else ""
+    if key in _UD_GROUP:
+        defined = False
+    return defined, has_modrm, imm
+
+
+def key_text(d: Decoded) -> str:
+    """The opcode (with the group reg field) as text: ``01``, ``0F AF``, ``F7/6``."""
+    op = f"0F {d.opcode & 0xFF:02X}" if d.opcode >= 0x100 else f"{d.opcode:02X}"
+    if d.opcode in _GROUPS and d.has_modrm:
+        op += f"/{d.reg}"
+    return op
+
+
+# Opcodes whose ModRM operand (or accumulator and immediate) is a byte (SDM operand types
+# Eb/Gb/Ib-only forms): the others use the operand size, or a fixed size given by _E.
+BYTE_OPERAND = frozenset(
+    [b + i for b in range(0x00, 0x40, 8) for i in (0, 2, 4)]
+    + [0x80, 0x82, 0x84, 0x86, 0x88, 0x8A, 0xA0, 0xA2, 0xA8, 0xC0, 0xC6, 0xD0, 0xD2, 0xF6,
+       0xFE, 0x1B0, 0x1C0] + list(range(0x190, 0x1A0)))
+# String instructions (REP applies): MOVS, CMPS, STOS, LODS, SCAS, INS, OUTS.
+STRING_OPS = frozenset([0xA4, 0xA5, 0xA6, 0xA7, 0xAA, 0xAB, 0xAC, 0xAD, 0xAE, 0xAF,
+                        0x6C, 0x6D, 0x6E, 0x6F])
+
+# Flags the SDM's "Flags Affected" sections leave undefined (fixed per instruction; the
+# shift, rotate and double-shift counts refine theirs in the comparison). CF 01h, PF 04h,
+# AF 10h, ZF 40h, SF 80h, OF 800h.
+_AF, _OF, _SZAP, _ALL = 0x10, 0x800, 0x80 | 0x40 | 0x10 | 0x04, 0x8D5
+_LOGIC = ([b + i for b in (0x08, 0x20, 0x30) for i in range(6)]
+          + [0x84, 0x85, 0xA8, 0xA9])
+UNDEFINED_FLAGS: dict[tuple[int, int | None], int] = {
+    **{(o, None): _AF for o in _LOGIC},  # OR, AND, XOR, TEST: "AF is undefined"
+    **{(o, r): _AF for o in (0x80, 0x81, 0x82, 0x83) for r in (1, 4, 6)},
+    **{(o, r): _AF for o in (0xF6, 0xF7) for r in (0, 1)},  # TEST (and its /1 alias)
+    (0x27, None): _OF, (0x2F, None): _OF,  # DAA, DAS
+    (0x37, None): _OF | 0x80 | 0x40 | 0x04, (0x3F, None): _OF | 0x80 | 0x40 | 0x04,  # AAA AAS
+    (0xD4, None): _OF | _AF | 0x01, (0xD5, None): _OF | _AF | 0x01,  # AAM, AAD
+    **{(o, r): _SZAP for o in (0xF6, 0xF7) for r in (4, 5)},  # MUL, IMUL
+    (0x69, None): _SZAP, (0x6B, None): _SZAP, (0x1AF, None): _SZAP,
+    **{(o, r): _ALL for o in (0xF6, 0xF7) for r in (6, 7)},  # DIV, IDIV
+    **{(o, None): _OF | 0x80 | _AF | 0x04 for o in (0x1A3, 0x1AB, 0x1B3, 0x1BB)},  # BT...
+    **{(0x1BA, r): _OF | 0x80 | _AF | 0x04 for r in (4, 5, 6, 7)},
+    (0x1BC, None): 0x01 | _OF | 0x80 | _AF | 0x04,  # BSF, BSR
+    (0x1BD, None): 0x01 | _OF | 0x80 | _AF | 0x04,
+    **{(o, None): _OF | _AF for o in (0x1A4, 0x1A5, 0x1AC, 0x1AD)},  # SHLD, SHRD
+    **{(o, r): _OF for o in (0xC0, 0xC1, 0xD2, 0xD3) for r in range(4)},  # rotates by n
+    **{(o, r): _OF | _AF for o in (0xC0, 0xC1, 0xD2, 0xD3) for r in range(4, 8)},
+    **{(o, r): _AF for o in (0xD0, 0xD1) for r in range(4, 8)},  # shifts by 1
+}
+
+
+def undefined_flags(d: Decoded) -> int:
+    """The EFLAGS bits the SDM leaves undefined after this instruction (before the count
+    refinements of shifts and rotates)."""
+    return UNDEFINED_FLAGS.get(d.key, 0)
 
 
 def lock_legal(d: Decoded) -> bool:
@@ -424,10 +511,11 @@ def _signed(v: int, bits: int) -> int:
     return v - (1 << bits) if v >> (bits - 1) else v
 
 
-def data_accesses(d: Decoded, regs: dict[str, int], stack32: bool) -> list[Access] | None:
+def data_accesses(d: Decoded, regs: dict[str, int], stack32: bool,
+                  real: bool = False) -> list[Access] | None:
     """The data accesses of one execution of the instruction, in the order of the SDM's
-    operation, or None when this model does not cover the instruction exactly (PUSHA,
-    POPA, ENTER with a nesting level above 1, INT n, IRET, x87)."""
+    operation, or None when this model does not cover the instruction exactly (INT n,
+    protected-mode IRET, x87). ``real``: the processor is in real-address mode."""
     if d.length is None or not d.defined:
         return None
     op = d.opcode
@@ -445,11 +533,13 @@ def data_accesses(d: Decoded, regs: dict[str, int], stack32: bool) -> list[Acces
     out: list[Access] = []
     if d.has_modrm:
         key = d.key
-        if d.mod == 3 or key in _NO_ACCESS:
-            pass
-        elif key == (0x8F, 0):  # POP Ev: the stack read, then the store (ESP already raised)
+        if key == (0x8F, 0):  # POP Ev: the stack read, then the store (ESP already raised)
+            if d.mod == 3:
+                return [pop(osz)]
             after = dict(regs, esp=(regs["esp"] & ~smask) | ((esp + osz) & smask))
             return [pop(osz), Access(d.seg, effective_offset(d, after), osz, "w")]
+        if d.mod == 3 or key in _NO_ACCESS:
+            pass
         elif key in ((0xFF, 2), (0xFF, 3), (0xFF, 6)):
             size = osz + 2 if key == (0xFF, 3) else osz
             out.append(Access(d.seg, effective_offset(d, regs), size, "r"))
@@ -491,12 +581,21 @@ def data_accesses(d: Decoded, regs: dict[str, int], stack32: bool) -> list[Acces
     if op == 0xC9:  # LEAVE: (E)SP := (E)BP, then pop (E)BP
         return [Access("ss", regs["ebp"] & smask, osz, "r")]
     if op == 0xC8:
+        # ENTER: push (E)BP; for i = 1 .. level - 1 read SS:[(E)BP - i * size] ((E)BP by
+        # the stack's address size) and push it; then push FrameTemp (level > 0).
         level = d.imm2 & 31
-        if level == 0:
-            return [push(osz)]
-        if level == 1:
-            return [push(osz), push(osz, 2)]
-        return None
+        out = [push(osz)]
+        for i in range(1, level):
+            out += [Access("ss", (regs["ebp"] - i * osz) & smask, osz, "r"), push(osz, i + 1)]
+        if level:
+            out.append(push(osz, level + 1))
+        return out
+    if op == 0x60:  # PUSHA: AX, CX, DX, BX, the original SP, BP, SI, DI, in that order
+        return [push(osz, k) for k in range(1, 9)]
+    if op == 0x61:  # POPA: DI, SI, BP, (the SP slot skipped), BX, DX, CX, AX
+        return [pop(osz, k) for k in range(8) if k != 3]
+    if op == 0xCF and real:  # real-mode IRET: IP, CS, FLAGS
+        return [pop(osz, k) for k in range(3)]
     if op in (0xA0, 0xA1, 0xA2, 0xA3):
         return [Access(d.seg, d.disp & amask, 1 if op in (0xA0, 0xA2) else osz,
                        "r" if op < 0xA2 else "w")]
@@ -512,7 +611,7 @@ def data_accesses(d: Decoded, regs: dict[str, int], stack32: bool) -> list[Acces
         if dst:
             out.append(Access("es", regs["edi"] & amask, size, dst))
         return out
-    if op in (0x60, 0x61, 0xCC, 0xCD, 0xCE, 0xCF, 0xF1):
+    if op in (0xCC, 0xCD, 0xCE, 0xCF, 0xF1):
         return None
     return []
 

@@ -1,5 +1,5 @@
 """Hypothesis strategies for instruction-level differential testing, generated from the
-instruction table (:data:`aero.isa.INSTRUCTIONS`).
+SDM model's opcode maps (:mod:`aero.fuzz.sdm`), not from aero's instruction table.
 
 A drawn :class:`~aero.fuzz.difftest.Scenario` is one to four instructions in 16-bit real-mode
 or flat 32-bit protected-mode code (``pm32``; ``pm32-paging`` adds paging, see
@@ -10,21 +10,24 @@ effective addresses land in the RAM both backends map.
 
 Invariants:
 
-* Instructions come only from table rows of the selected classes, minus
-  :data:`EXCLUSIONS` (the one list of what is not comparable at instruction level, each
-  entry with its reason; docs/known-divergences.md echoes it), plus the ``invalid``
-  class: encodings that are #UD on every IA-32 processor.
-* Prefixes are drawn from the whole encoding space, independently of the row: LOCK and
-  REP/REPNE may precede any instruction (LOCK where the SDM does not allow it is #UD),
-  so a wrong ``lock``/``str`` flag in aero's table is exercised, not avoided. Rows marked
-  ``lock`` take a register operand less often when LOCK is present.
+* Opcodes come from the whole one- and two-byte opcode space as the SDM model maps it
+  (:func:`aero.fuzz.sdm.opcode_keys`): every defined opcode of the selected classes
+  (:data:`CLASS_OPCODES`, a literal table written from the SDM's instruction groups),
+  minus :data:`EXCLUSIONS` (the one list of what is not comparable at instruction level,
+  each entry with its reason; docs/known-divergences.md echoes it), plus the ``invalid``
+  class: encodings that are #UD on every IA-32 processor. Nothing here reads
+  :mod:`aero.isa` or aero's decoder, so a wrong or missing row in aero's table is
+  generated like any other encoding.
+* Prefixes are drawn from the whole encoding space, independently of the opcode: LOCK and
+  REP/REPNE may precede any instruction (LOCK where the SDM does not allow it is #UD).
+  Lockable opcodes (the SDM's list) take a register operand less often when LOCK is
+  present.
 * Every strategy is a pure function of Hypothesis's choices: same seed, same scenarios.
 """
 
 from __future__ import annotations
 
 import hashlib
-import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from functools import cache
@@ -43,136 +46,201 @@ from aero.fuzz.difftest import (
     SEGS,
     USER_CODE_SEL,
     USER_DATA_SEL,
-    InsnInfo,
     Paging,
     Scenario,
-    decode,
     initial_regs,
     is_pm,
 )
 from hypothesis import strategies as st
 
-from aero import isa
+from . import sdm
+from .sdm import Decoded
 
-__all__ = ["ALL_MODES", "ARENA", "ARENA_HI", "ARENA_LO", "CLASSES", "EXCLUSIONS", "Exclusion",
-           "INTERESTING_U32", "INTERESTING_U8", "INVALID_ENCODINGS", "PERMILLE", "PM_MODES",
-           "REG3", "STACK_ROLES", "STRING_ROLES", "U16", "U32", "U8", "WORKING_CLASSES",
-           "class_of", "draw_paging", "eflags", "excluded", "excluded_encoding", "instruction",
-           "interesting32", "page_flags", "pending_handlers", "pointer_roles", "scenario",
-           "scenarios", "select_rows", "shift_count"]
+__all__ = ["ALL_MODES", "ARENA", "ARENA_HI", "ARENA_LO", "CLASSES", "CLASS_OPCODES",
+           "EXCLUSIONS", "Exclusion", "INTERESTING_U32", "INTERESTING_U8", "INVALID_ENCODINGS",
+           "Op", "PERMILLE", "PM_MODES", "REG3", "STACK_OPS", "U16", "U32", "U8",
+           "WORKING_CLASSES", "class_of", "draw_paging", "eflags", "excluded",
+           "excluded_encoding", "instruction", "interesting32", "opcodes", "page_flags",
+           "pending_handlers", "pointer_roles", "scenario", "scenarios", "select_rows",
+           "shift_count"]
+
+Key = tuple[int, "int | None"]
 
 # ---- instruction classes ------------------------------------------------------------------
+# Opcode keys (opcode, reg for group opcodes; 0F xx is 100h | xx) by class, from the SDM's
+# instruction groups (Vol. 1 5.1 "General-Purpose Instructions", 5.20 "System
+# Instructions"). Keys not listed are arithmetic, logic, shifts, bit operations, BCD,
+# multiply/divide, SETcc/CMOVcc and the exchange-and-compare family: class "alu".
 
-_CLASS_HANDLERS: dict[str, frozenset[str]] = {
-    "stack": frozenset({
-        "push_Zv", "pop_Zv", "push_Ev", "pop_Ev", "push_Iz", "push_Ib", "push_sreg",
-        "pop_sreg", "pusha", "popa", "pushf", "popf", "enter", "leave"}),
-    "flow": frozenset({
-        "jcc", "jmp_J", "jmp_Ev", "jmpf_Ap", "jmpf_Mp", "call_Jz", "call_Ev", "callf_Ap",
-        "callf_Mp", "ret", "ret_Iw", "retf", "iret", "int_Ib", "int3", "into", "int1",
-        "loopcc", "jcxz", "bound"}),
-    "string": frozenset({"movs", "cmps", "stos", "lods", "scas"}),
-    "io": frozenset({"ins", "outs", "in_Ib", "in_DX", "out_Ib", "out_DX"}),
-    "x87": frozenset({"fpu_esc"}),
-    "system": frozenset({
-        "hlt", "cli", "sti", "cpuid", "rdtsc", "rdmsr", "wrmsr", "mov_CdRd", "mov_RdCd",
-        "mov_DdRd", "mov_RdDd", "lgdt", "lidt", "sgdt", "sidt", "smsw", "lmsw", "clts",
-        "invd", "invlpg", "sldt", "str", "lldt", "ltr", "verrw", "lar", "lsl", "arpl",
-        "sysenter", "sysexit", "ud2", "wait"}),
-    "data": frozenset({
-        "mov_EbGb", "mov_EvGv", "mov_GbEb", "mov_GvEv", "mov_EbIb", "mov_EvIz", "mov_ZbIb",
-        "mov_ZvIv", "mov_ALOb", "mov_eAXOv", "mov_ObAL", "mov_OveAX", "mov_EwSw",
-        "mov_SwEw", "lea", "xchg_EbGb", "xchg_EvGv", "xchg_ZveAX", "xlat", "nop", "nop_Ev",
-        "lxs", "cbw", "cwd", "movzx_GvEb", "movzx_GvEw", "movsx_GvEb", "movsx_GvEw",
-        "bswap", "lahf", "sahf", "salc", "clc", "stc", "cmc", "cld", "std"}),
+
+def _k(*ops: int) -> list[tuple[int, None]]:
+    return [(o, None) for o in ops]
+
+
+def _g(op: int, *regs: int) -> list[tuple[int, int]]:
+    return [(op, r) for r in regs]
+
+
+CLASS_OPCODES: dict[str, frozenset[tuple[int, int | None]]] = {
+    "stack": frozenset(
+        _k(0x06, 0x07, 0x0E, 0x16, 0x17, 0x1E, 0x1F, *range(0x50, 0x60), 0x60, 0x61, 0x68,
+           0x6A, 0x9C, 0x9D, 0xC8, 0xC9, 0x1A0, 0x1A1, 0x1A8, 0x1A9)
+        + _g(0x8F, 0) + _g(0xFF, 6)),
+    "flow": frozenset(
+        _k(*range(0x70, 0x80), *range(0x180, 0x190), 0xE0, 0xE1, 0xE2, 0xE3, 0xE8, 0xE9,
+           0xEA, 0xEB, 0x9A, 0xC2, 0xC3, 0xCA, 0xCB, 0xCC, 0xCD, 0xCE, 0xCF, 0xF1, 0x62)
+        + _g(0xFF, 2, 3, 4, 5)),
+    "string": frozenset(_k(0xA4, 0xA5, 0xA6, 0xA7, 0xAA, 0xAB, 0xAC, 0xAD, 0xAE, 0xAF)),
+    "io": frozenset(_k(0x6C, 0x6D, 0x6E, 0x6F, 0xE4, 0xE5, 0xE6, 0xE7, 0xEC, 0xED, 0xEE,
+                       0xEF)),
+    # The x87 escapes; other x87 work lives in its own modules.
+    "x87": frozenset(_k(*range(0xD8, 0xE0))),
+    "system": frozenset(
+        _k(0xF4, 0xFA, 0xFB, 0x9B, 0x63, 0x102, 0x103, 0x106, 0x108, 0x109, 0x10B, 0x1B9,
+           0x120, 0x121, 0x122, 0x123, 0x130, 0x131, 0x132, 0x133, 0x134, 0x135, 0x1A2)
+        + _g(0x100, *range(8)) + _g(0x101, *range(8))),
+    "data": frozenset(
+        _k(0x88, 0x89, 0x8A, 0x8B, 0x8C, 0x8D, 0x8E, 0x86, 0x87, *range(0x90, 0x98), 0x98,
+           0x99, 0x9E, 0x9F, 0xA0, 0xA1, 0xA2, 0xA3, *range(0xB0, 0xC0), 0xC4, 0xC5, 0xD6,
+           0xD7, 0xF5, 0xF8, 0xF9, 0xFC, 0xFD, *range(0x118, 0x120), 0x1B2, 0x1B4, 0x1B5,
+           0x1B6, 0x1B7, 0x1BE, 0x1BF, *range(0x1C8, 0x1D0))
+        + _g(0xC6, 0) + _g(0xC7, 0)),
 }
-# Everything else in the table is arithmetic, logic, shifts, bit operations, BCD,
-# multiply/divide, SETcc/CMOVcc and the exchange-and-compare family (aero/_core/ops_alu.c).
 CLASSES = ("alu", "data", "stack", "flow", "string", "system", "io", "x87", "invalid")
 # What the first working core implemented: the default for quick tests.
 WORKING_CLASSES = ("alu", "data", "invalid")
+STACK_OPS = CLASS_OPCODES["stack"] | frozenset(
+    _k(0xE8, 0x9A, 0xC2, 0xC3, 0xCA, 0xCB, 0xCF, 0xCC, 0xCD, 0xCE, 0xF1)
+    + _g(0xFF, 2, 3))
 
 
-def class_of(row: isa.Insn) -> str:
-    """The instruction class of a table row."""
-    for name, handlers in _CLASS_HANDLERS.items():
-        if row.handler in handlers:
+def class_of(key: tuple[int, int | None]) -> str:
+    """The instruction class of an opcode key."""
+    for name, keys in CLASS_OPCODES.items():
+        if key in keys:
             return name
     return "alu"
+
+
+@dataclass(frozen=True)
+class Op:
+    """One defined opcode of the SDM model's maps, as the generator draws it: ``family``
+    consecutive opcodes that differ only in their low bits (``+r`` register forms, the 16
+    condition codes) are one entry, so that they weigh as much as one instruction."""
+
+    opcode: int
+    reg: int | None
+    has_modrm: bool
+    imm: str
+    family: int = 1
+
+    @property
+    def key(self) -> tuple[int, int | None]:
+        return (self.opcode, self.reg)
+
+    @property
+    def mem_only(self) -> bool:
+        return (self.opcode, None) in sdm.MEM_ONLY or self.key in sdm.MEM_ONLY
+
+    @property
+    def lockable(self) -> bool:
+        return self.key in sdm.LOCKABLE or (self.opcode, None) in sdm.LOCKABLE
+
+
+# Opcode families (first opcode -> size): INC/DEC/PUSH/POP/XCHG/MOV r, BSWAP (8 registers);
+# Jcc, Jcc rel32, SETcc, CMOVcc (16 conditions).
+_FAMILIES = {0x40: 8, 0x48: 8, 0x50: 8, 0x58: 8, 0x91: 7, 0xB0: 8, 0xB8: 8, 0x1C8: 8,
+             0x70: 16, 0x180: 16, 0x190: 16, 0x140: 16}
+_IN_FAMILY = {o + i for o, n in _FAMILIES.items() for i in range(1, n)}
+
+
+@cache
+def opcodes() -> tuple[Op, ...]:
+    """Every defined opcode of the SDM model's maps (families folded), in key order."""
+    out = []
+    for key in sdm.opcode_keys():
+        op, reg = key
+        if op in _IN_FAMILY:
+            continue
+        defined, has_modrm, imm = sdm.encoding_of(key)
+        if defined:
+            out.append(Op(op, reg, has_modrm, imm, _FAMILIES.get(op, 1)))
+    return tuple(out)
 
 
 # ---- exclusions (the single list; echoed in docs/known-divergences.md) --------------------
 
 @dataclass(frozen=True)
 class Exclusion:
-    """Table rows (``handlers``), or the encodings ``encoding`` selects, left out of
-    instruction-level comparison in ``modes``."""
+    """Opcode keys (``keys``), or the encodings ``encoding`` selects, left out of
+    instruction-level comparison in ``modes``. Encodings are judged by the SDM model's
+    decoding (:class:`aero.fuzz.sdm.Decoded`)."""
 
     key: str
-    handlers: frozenset[str]
+    keys: frozenset[tuple[int, int | None]]
     modes: tuple[str, ...]
     reason: str
-    encoding: Callable[[InsnInfo], bool] | None = None
+    encoding: Callable[[Decoded], bool] | None = None
 
 
-def _prefetch_register_form(info: InsnInfo) -> bool:
-    return info.opcode == 0x118 and info.mod == 3 and info.reg < 4
+def _prefetch_register_form(d: Decoded) -> bool:
+    return d.opcode == 0x118 and d.mod == 3 and d.reg < 4
 
 
-def _vex_in_protected_mode(info: InsnInfo) -> bool:
-    return info.opcode in (0xC4, 0xC5) and info.mod == 3
+def _vex_in_protected_mode(d: Decoded) -> bool:
+    return d.opcode in (0xC4, 0xC5) and d.mod == 3
 
 
-def _group7_register_form(info: InsnInfo) -> bool:
-    return info.opcode == 0x101 and info.mod == 3 and info.reg not in (4, 6)
+def _group7_register_form(d: Decoded) -> bool:
+    return d.opcode == 0x101 and d.mod == 3 and d.reg not in (4, 6)
 
 
-def _both_rep_prefixes(info: InsnInfo) -> bool:
-    return 0xF2 in info.prefixes and 0xF3 in info.prefixes
+def _both_rep_prefixes(d: Decoded) -> bool:
+    return 0xF2 in d.prefixes and 0xF3 in d.prefixes
 
 
-def _locked_bit_op_on_register(info: InsnInfo) -> bool:
-    # Judged on the raw encoding (0F AB, B3, BB, BA /5-/7 with a register operand), not
-    # on aero's table, so that a wrong table row cannot widen the exclusion.
-    return (info.lock and info.mod == 3
-            and (info.opcode in (0x1A3, 0x1AB, 0x1B3, 0x1BB) or info.opcode == 0x1BA))
+def _locked_bit_op_on_register(d: Decoded) -> bool:
+    # Judged on the raw encoding (0F AB, B3, BB, BA /5-/7 with a register operand).
+    return (d.lock and d.mod == 3
+            and (d.opcode in (0x1A3, 0x1AB, 0x1B3, 0x1BB) or d.opcode == 0x1BA))
 
 
 ALL_MODES = ("real", "pm32", "pm32-paging")
 PM_MODES = ("pm32", "pm32-paging")
 
-def _nested_enter(info: InsnInfo) -> bool:
-    return info.row is not None and info.row.handler == "enter" and (info.imm2 & 31) >= 2
+
+def _nested_enter(d: Decoded) -> bool:
+    return d.opcode == 0xC8 and (d.imm2 & 31) >= 2
 
 
 EXCLUSIONS: tuple[Exclusion, ...] = (
-    Exclusion("hlt", frozenset({"hlt"}), ALL_MODES,
+    Exclusion("hlt", frozenset(_k(0xF4)), ALL_MODES,
               "HLT stops the CPU until an interrupt: Unicorn ends the emulation, aero "
               "reports a halt; there is no post-instruction state to compare."),
-    Exclusion("io", _CLASS_HANDLERS["io"], ALL_MODES,
+    Exclusion("io", CLASS_OPCODES["io"], ALL_MODES,
               "Port I/O reaches devices; Unicorn has none (IN/OUT only reach a hook)."),
-    Exclusion("x87", frozenset({"fpu_esc"}), ALL_MODES,
+    Exclusion("x87", CLASS_OPCODES["x87"], ALL_MODES,
               "x87 escapes (D8-DF): the x87 state is outside the comparison, and Unicorn's "
               "x87 (QEMU's) departs from the SDM in places (docs/fpu.md)."),
-    Exclusion("msr", frozenset({"rdmsr", "wrmsr", "sysenter", "sysexit"}), ALL_MODES,
-              "Model-specific registers differ between aero's CPU model and Unicorn's; "
-              "SYSENTER/SYSEXIT are far transfers defined by those MSRs."),
+    Exclusion("msr", frozenset(_k(0x130, 0x132, 0x133, 0x134, 0x135)), ALL_MODES,
+              "Model-specific registers and performance counters (WRMSR, RDMSR, RDPMC) "
+              "differ between aero's CPU model and Unicorn's; SYSENTER/SYSEXIT are far "
+              "transfers defined by those MSRs."),
     Exclusion("control-registers",
-              frozenset({"mov_CdRd", "mov_RdCd", "mov_DdRd", "mov_RdDd", "lmsw", "clts"}),
+              frozenset(_k(0x120, 0x121, 0x122, 0x123, 0x106) + _g(0x101, 6)),
               ALL_MODES,
               "MOV to/from CRn/DRn, LMSW and CLTS read model-specific values or change "
               "paging, protection and mode state (CR0, CR3, CR4, DR6/DR7) that the "
               "register comparison does not cover."),
-    Exclusion("descriptor-tables", frozenset({"lldt", "ltr"}), PM_MODES,
+    Exclusion("descriptor-tables", frozenset(_g(0x100, 2, 3)), PM_MODES,
               "LLDT and LTR need LDT/TSS descriptors and change LDTR/TR caches; the flat "
               "test environment has neither (in real mode they are #UD and compared)."),
-    Exclusion("interrupts-pm", frozenset({"int_Ib", "int3", "into", "int1", "iret"}),
-              PM_MODES,
+    Exclusion("interrupts-pm", frozenset(_k(0xCD, 0xCC, 0xCE, 0xF1, 0xCF)), PM_MODES,
               "INT n/INT3/INTO/INT1 and IRET in protected mode go through IDT gates, "
               "privilege checks and task state that Unicorn does not model at instruction "
               "level (it reports the vector without any gate check)."),
     Exclusion("far-transfers-pm",
-              frozenset({"jmpf_Ap", "jmpf_Mp", "callf_Ap", "callf_Mp", "retf"}), PM_MODES,
+              frozenset(_k(0xEA, 0x9A, 0xCA, 0xCB) + _g(0xFF, 3, 5)), PM_MODES,
               "Far JMP/CALL/RET in protected mode load CS from descriptor tables (call "
               "gates, conforming segments, privilege changes) beyond the flat environment."),
     Exclusion("prefetch-register-form", frozenset(), ALL_MODES,
@@ -212,59 +280,60 @@ EXCLUSIONS: tuple[Exclusion, ...] = (
 )
 
 
-def excluded(row: isa.Insn, mode: str) -> Exclusion | None:
-    """The exclusion covering a whole table row in a mode, if any."""
+def excluded(key: tuple[int, int | None], mode: str) -> Exclusion | None:
+    """The exclusion covering a whole opcode key in a mode, if any."""
     for e in EXCLUSIONS:
-        if row.handler in e.handlers and mode in e.modes:
+        if (key in e.keys or (key[0], None) in e.keys) and mode in e.modes:
             return e
     return None
 
 
-def excluded_encoding(info: InsnInfo, mode: str) -> Exclusion | None:
-    """The exclusion covering one decoded encoding (row exclusions included)."""
-    if info.row is None:
+def excluded_encoding(d: Decoded | object, mode: str) -> Exclusion | None:
+    """The exclusion covering one encoding decoded by the SDM model (key exclusions
+    included). An :class:`aero.fuzz.difftest.InsnInfo` is accepted for its SDM decoding."""
+    dec: Decoded | None = d if isinstance(d, Decoded) else getattr(d, "sdm", None)
+    if dec is None or not dec.defined:
         return None
-    e = excluded(info.row, mode)
+    e = excluded(dec.key, mode)
     if e is not None:
         return e
     return next((e for e in EXCLUSIONS
-                 if e.encoding is not None and mode in e.modes and e.encoding(info)), None)
-
-
-_PENDING = re.compile(r"void\s+aero_op_(\w+)\s*\([^)]*\)\s*\{\s*AERO_PENDING\s*\(")
+                 if e.encoding is not None and mode in e.modes and e.encoding(dec)), None)
 
 
 def pending_handlers() -> frozenset[str]:
-    """Handlers this core source tree still marks as unwritten (they raise #UD)."""
+    """Handlers this core source tree still marks as unwritten (they raise #UD). Reported
+    by the campaign; generation does not depend on it."""
+    import re
+
     from aero._stamp import CORE_DIR
 
+    pending = re.compile(r"void\s+aero_op_(\w+)\s*\([^)]*\)\s*\{\s*AERO_PENDING\s*\(")
     names: set[str] = set()
     for src in CORE_DIR.glob("ops_*.c"):
-        names.update(_PENDING.findall(src.read_text()))
+        names.update(pending.findall(src.read_text()))
     return frozenset(names)
 
 
-def select_rows(mode: str, classes: Sequence[str], skip: frozenset[str] = frozenset()
-                ) -> list[isa.Insn]:
-    """Table rows of the given classes that are compared in ``mode``."""
+def select_rows(mode: str, classes: Sequence[str]) -> list[Op]:
+    """Defined opcodes of the given classes (SDM model) that are compared in ``mode``."""
     unknown = set(classes) - set(CLASSES)
     if unknown:
         raise ValueError(f"unknown instruction classes: {', '.join(sorted(unknown))}; "
                          f"known: {', '.join(CLASSES)}")
-    return [r for r in isa.INSTRUCTIONS
-            if class_of(r) in classes and excluded(r, mode) is None and r.handler not in skip]
+    return [o for o in opcodes() if class_of(o.key) in classes and excluded(o.key, mode) is None]
 
 
 # ---- invalid encodings --------------------------------------------------------------------
 
 # (opcode bytes, ModRM reg values or None without ModRM): #UD on the i686 aero models
-# (undefined in the Intel SDM opcode maps, or reserved group members) and in Unicorn's
-# model, whatever follows.
+# (undefined in the Intel SDM opcode maps, or reserved group members, or UD2/UD1) and in
+# Unicorn's model, whatever follows.
 INVALID_ENCODINGS: tuple[tuple[bytes, tuple[int, ...] | None], ...] = (
     (b"\x0f\x04", None), (b"\x0f\x0a", None), (b"\x0f\x0c", None), (b"\x0f\x36", None),
     (b"\x0f\x39", None), (b"\x0f\xa6", None), (b"\x0f\xa7", None), (b"\x0f\xff", None),
     (b"\xfe", (2, 3, 4, 5, 6, 7)), (b"\xff", (7,)), (b"\x0f\xba", (0, 1, 2, 3)),
-    (b"\x0f\x00", (6, 7)),
+    (b"\x0f\x00", (6, 7)), (b"\x0f\x0b", None), (b"\x0f\xb9", tuple(range(8))),
 )
 
 
@@ -392,30 +461,30 @@ def _modrm(reg: int, asz32: bool, mode: str, p_reg: float) -> st.SearchStrategy[
 
 
 @cache
-def _imm_for(row: isa.Insn, osz32: bool, asz32: bool, mode: str) -> st.SearchStrategy[bytes]:
-    kind = row.imm
-    h = row.handler
-    if kind == isa.IMM_B:
-        if h in ("rot_EbIb", "rot_EvIb"):
-            bits = 8 if h == "rot_EbIb" else (32 if osz32 else 16)
+def _imm_for(op: Op, osz32: bool, asz32: bool, mode: str) -> st.SearchStrategy[bytes]:
+    kind = op.imm
+    o = op.opcode
+    if kind == "b":
+        if o in (0xC0, 0xC1):
+            bits = 8 if o == 0xC0 else (32 if osz32 else 16)
             return shift_count(bits).map(_LE[1])
-        if h == "shxd":
+        if o in (0x1A4, 0x1AC):  # SHLD/SHRD Ev,Gv,Ib
             return shift_count(32 if osz32 else 16).map(_LE[1])
-        if h in ("aam", "aad"):
+        if o in (0xD4, 0xD5):  # AAM, AAD
             return st.one_of(st.just(10), st.just(0), U8).map(_LE[1])
         return INTERESTING_U8.map(_LE[1])
-    if kind == isa.IMM_W:
+    if kind == "w":
         return st.one_of(st.integers(0, 16).map(lambda v: v * 2), U16).map(_LE[2])
-    if kind == isa.IMM_Z:
+    if kind == "z":
         return INTERESTING_U32.map(_LE[4 if osz32 else 2])
-    if kind == isa.IMM_AP:
+    if kind == "p":
         n = 4 if osz32 else 2
         return st.tuples(U32, U16).map(lambda t: _LE[n](t[0]) + _LE[2](t[1]))
-    if kind == isa.IMM_O:
+    if kind == "o":
         if asz32:
             return (ARENA if is_pm(mode) else st.one_of(U16, U32)).map(_LE[4])
         return U16.map(_LE[2])
-    if kind == isa.IMM_WB:
+    if kind == "wb":
         return st.tuples(st.integers(0, 64).map(lambda v: v * 2),
                          st.one_of(st.integers(0, 3), U8)).map(
             lambda t: _LE[2](t[0]) + _LE[1](t[1]))
@@ -431,19 +500,19 @@ _LONG = st.integers(4, 14)
 _INVALID = st.sampled_from(INVALID_ENCODINGS)
 
 
-def instruction(mode: str, rows: Sequence[isa.Insn],
+def instruction(mode: str, rows: Sequence[Op],
                 with_invalid: bool = True) -> st.SearchStrategy[bytes]:
     """The bytes of one instruction: prefixes, opcode, ModRM/SIB/displacement, immediates.
 
-    ``rows`` must be non-empty unless ``with_invalid``. A few percent of the draws are
-    deliberately invalid (LOCK where it is not allowed, register forms of memory-only rows,
-    undefined opcodes) to exercise #UD.
+    ``rows`` (opcodes of the SDM model, :func:`select_rows`) must be non-empty unless
+    ``with_invalid``. A few percent of the draws are deliberately invalid (LOCK where it is
+    not allowed, register forms of memory-only opcodes, undefined opcodes) to exercise #UD.
     """
     return _instruction(mode, tuple(rows), with_invalid)
 
 
 @cache
-def _instruction(mode: str, rows: tuple[isa.Insn, ...],
+def _instruction(mode: str, rows: tuple[Op, ...],
                  with_invalid: bool) -> st.SearchStrategy[bytes]:
     code32 = is_pm(mode)
     row_strategy = st.sampled_from(rows) if rows else st.nothing()
@@ -476,56 +545,50 @@ def _instruction(mode: str, rows: tuple[isa.Insn, ...],
             if regs is not None:
                 out += draw(_modrm(regs[draw(U8) % len(regs)], asz32, mode, 0.4))
             return out
-        out = bytes(prefixes) + row.encoding_prefix()
+        opcode = row.opcode
+        if row.family > 1:
+            opcode += draw(U8) % row.family
+        out = bytes(prefixes) + (bytes([0x0F, opcode & 0xFF]) if opcode >= 0x100
+                                 else bytes([opcode]))
         if row.has_modrm:
             reg = row.reg if row.reg is not None else draw(REG3)
-            # Memory-only rows and LOCKed rows take a register operand only rarely (#UD).
-            p_reg = 0.03 if "mem" in row.flags else 0.1 if 0xF0 in prefixes else 0.4
+            # Memory-only opcodes and LOCKed lockable ones take a register operand only
+            # rarely (#UD).
+            p_reg = 0.03 if row.mem_only else 0.1 if 0xF0 in prefixes else 0.4
             out += draw(_modrm(reg, asz32, mode, p_reg))
         out += draw(_imm_for(row, osz32, asz32, mode))
         return out
 
     return draw_instruction().filter(
-        lambda b: excluded_encoding(decode(b, code32), mode) is None)
+        lambda b: excluded_encoding(sdm.decode(b, code32), mode) is None)
 
 
 # ---- scenarios ----------------------------------------------------------------------------
 
-STACK_ROLES = frozenset({"push_Zv", "pop_Zv", "push_Ev", "pop_Ev", "push_Iz", "push_Ib",
-                         "push_sreg", "pop_sreg", "pusha", "popa", "pushf", "popf", "enter",
-                         "leave", "call_Jz", "call_Ev", "callf_Ap", "callf_Mp", "ret",
-                         "ret_Iw", "retf", "iret", "int_Ib", "int3", "into", "int1"})
-STRING_ROLES = frozenset({"movs", "cmps", "stos", "lods", "scas", "ins", "outs"})
-
-
-def pointer_roles(info: InsnInfo) -> dict[str, tuple[str, bool]]:
-    """Registers an instruction uses as addresses: name -> (role, 32-bit addressing)."""
+def pointer_roles(d: Decoded) -> dict[str, tuple[str, bool]]:
+    """Registers an instruction (decoded by the SDM model) uses as addresses: name ->
+    (role, 32-bit addressing)."""
     roles: dict[str, tuple[str, bool]] = {}
-    row = info.row
-    if row is None:
+    if d.memory:
         # Undefined group members still form their address (the reference reads it).
-        if info.mod != 3:
-            for name, role in ((info.base, "base"), (info.index, "index")):
-                if name:
-                    roles.setdefault(name, (role, info.asz32))
+        if d.base:
+            roles[d.base] = ("base", d.asz32)
+        if d.index and d.index not in roles:
+            roles[d.index] = ("index", d.asz32)
+        if d.opcode in (0x1A3, 0x1AB, 0x1B3, 0x1BB):  # BT family Ev,Gv: signed bit offset
+            roles.setdefault(GPRS[d.reg], ("bitoffset", d.asz32))
+    if not d.defined:
         return roles
-    if info.has_memory_operand:
-        if info.base:
-            roles[info.base] = ("base", info.asz32)
-        if info.index and info.index not in roles:
-            roles[info.index] = ("index", info.asz32)
-        if row.handler == "bt_EvGv":
-            roles.setdefault(GPRS[info.reg], ("bitoffset", info.asz32))
-    h = row.handler
-    if h in STACK_ROLES:
+    key = d.key if d.opcode in sdm.GROUPS else (d.opcode, None)
+    if key in STACK_OPS:
         roles["esp"] = ("base", True)
-        if h in ("enter", "leave"):
+        if d.opcode in (0xC8, 0xC9):
             roles["ebp"] = ("base", True)
-    if h in STRING_ROLES:
-        roles.setdefault("esi", ("base", info.asz32))
-        roles.setdefault("edi", ("base", info.asz32))
-    if h == "xlat":
-        roles.setdefault("ebx", ("base", info.asz32))
+    if d.opcode in sdm.STRING_OPS:
+        roles.setdefault("esi", ("base", d.asz32))
+        roles.setdefault("edi", ("base", d.asz32))
+    if d.opcode == 0xD7:
+        roles.setdefault("ebx", ("base", d.asz32))
     return roles
 
 
@@ -556,7 +619,7 @@ _SMALL_COUNT = st.integers(0, 5)
 _QUARTER = st.integers(0, 3)
 
 
-def scenario(mode: str, rows: Sequence[isa.Insn], with_invalid: bool = True,
+def scenario(mode: str, rows: Sequence[Op], with_invalid: bool = True,
              max_len: int = 4) -> st.SearchStrategy[Scenario]:
     """Scenarios of 1 to ``max_len`` instructions in ``mode``."""
     code32 = is_pm(mode)
@@ -566,7 +629,7 @@ def scenario(mode: str, rows: Sequence[isa.Insn], with_invalid: bool = True,
     @st.composite
     def draw_scenario(draw: st.DrawFn) -> Scenario:
         code = [draw(insn) for _ in range(draw(length))]
-        infos = [decode(c, code32) for c in code]
+        infos = [sdm.decode(c, code32) for c in code]
         roles: dict[str, tuple[str, bool]] = {}
         for info in infos:
             for k, v in pointer_roles(info).items():
@@ -578,7 +641,7 @@ def scenario(mode: str, rows: Sequence[isa.Insn], with_invalid: bool = True,
                 regs[name] = draw(_pointer(mode, asz32, role))
             else:
                 regs[name] = draw(INTERESTING_U32)
-        if any(i.row is not None and (i.row.handler in STRING_ROLES or i.rep) for i in infos):
+        if any(i.opcode in sdm.STRING_OPS or i.rep for i in infos):
             if draw(_QUARTER) != 0:
                 regs["ecx"] = draw(_SMALL_COUNT)
         total = sum(len(c) for c in code)
@@ -656,16 +719,13 @@ def draw_paging(draw: st.DrawFn, eip: int, length: int) -> Paging:
     return Paging(cpl, wp, pse, large, pde, bytes(flags))
 
 
-def scenarios(modes: Sequence[str], classes: Sequence[str],
-              skip: frozenset[str] = frozenset()) -> st.SearchStrategy[Scenario]:
+def scenarios(modes: Sequence[str], classes: Sequence[str]) -> st.SearchStrategy[Scenario]:
     """Scenarios over the given modes and instruction classes (``invalid`` adds #UD cases).
-
-    ``skip`` removes handlers (e.g. those the core has not implemented yet).
     """
     with_invalid = "invalid" in classes
     parts = []
     for mode in modes:
-        rows = select_rows(mode, [c for c in classes if c != "invalid"], skip)
+        rows = select_rows(mode, [c for c in classes if c != "invalid"])
         if not rows and not with_invalid:
             continue
         parts.append(scenario(mode, rows, with_invalid))

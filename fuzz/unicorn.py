@@ -50,7 +50,6 @@ from aero.fuzz.difftest import (
     USER_DATA_SEL,
     Scenario,
     StepResult,
-    decode,
     is_pm,
 )
 from unicorn import (
@@ -75,9 +74,13 @@ from unicorn import (
 )
 from unicorn import x86_const as X
 
+from .sdm import STRING_OPS
+from .sdm import decode as sdm_decode
+
 __all__ = ["CODE_SEL_CPL", "DATA_SEL_CPL", "EXC_DB", "EXC_UD", "KNOWN_DIVERGENCES",
            "KnownDivergence", "PAGING_TABLES", "STUB_ADDR", "STUB_FRAME", "UnicornCPU",
-           "error_code_offset", "explain", "sub_flags"]
+           "error_code_offset", "explain", "forget_exception", "old_exception_offset",
+           "sub_flags"]
 
 _GPR = {n: getattr(X, f"UC_X86_REG_{n.upper()}") for n in GPRS}
 _SEG = {n: getattr(X, f"UC_X86_REG_{n.upper()}") for n in SEGS}
@@ -156,6 +159,59 @@ def error_code_offset() -> int | None:
     fits = [o for o in range(0, size - 3, 4)
             if all(int.from_bytes(c[o:o + 4], "little") == e for c, e in contexts)]
     return fits[0] if len(fits) == 1 else None
+
+
+@functools.cache
+def old_exception_offset() -> int | None:
+    """Where QEMU keeps ``old_exception`` (the last exception not yet delivered, -1 when
+    none) in Unicorn's saved context: the one offset holding -1 in a clean context and after
+    a NOP, 0 after a #DE and 13 after a #GP. None when no single offset fits."""
+    def after(code: bytes, regs: dict[int, int]) -> tuple[bytes, bytes]:
+        uc = Uc(UC_ARCH_X86, UC_MODE_32)
+        uc.mem_map(0, 0x10000)
+        uc.hook_add(UC_HOOK_INTR, lambda u, _n, _d: u.emu_stop())
+        clean = bytes(uc.context_save())
+        uc.mem_write(GDT_BASE, GDT_PAGING_BYTES)
+        uc.reg_write(X.UC_X86_REG_CR0, CR0_PM)
+        uc.reg_write(X.UC_X86_REG_GDTR, (0, GDT_BASE, len(GDT_PAGING_BYTES) - 1, 0))
+        _write_segments_cpl0(uc, {"ss": 0x10, "cs": 0x08, "ds": 0x10, "es": 0x10, "fs": 0x10,
+                                  "gs": 0x10}, False)
+        for reg, v in regs.items():
+            uc.reg_write(reg, v)
+        uc.mem_write(0x4000, code)
+        try:
+            uc.emu_start(0x4000, 0x4000 + len(code))
+        except UcError:
+            pass
+        return clean, bytes(uc.context_save())
+
+    clean, de = after(b"\xf7\xf1", {X.UC_X86_REG_ECX: 0, X.UC_X86_REG_ESP: 0x8000})
+    _, gp = after(b"\x8e\xd8", {X.UC_X86_REG_EAX: 0x1234, X.UC_X86_REG_ESP: 0x8000})
+    _, nop = after(b"\x90", {X.UC_X86_REG_ESP: 0x8000})
+
+    def u32(c: bytes, o: int) -> int:
+        return int.from_bytes(c[o:o + 4], "little")
+
+    size = min(len(c) for c in (clean, de, gp, nop))
+    fits = [o for o in range(0, size - 3, 4)
+            if (u32(clean, o), u32(de, o), u32(gp, o), u32(nop, o))
+            == (0xFFFFFFFF, 0, 13, 0xFFFFFFFF)]
+    return fits[0] if len(fits) == 1 else None
+
+
+def forget_exception(uc: Uc) -> None:
+    """Set QEMU's ``old_exception`` back to -1: an exception the harness does not report
+    (it belongs to the next instruction) must not turn that instruction's own fault into a
+    double fault."""
+    off = old_exception_offset()
+    if off is None:
+        return
+    ctx = uc.context_save()
+    raw = bytearray(bytes(ctx))
+    raw[off:off + 4] = b"\xff\xff\xff\xff"
+    fresh = type(ctx).__new__(type(ctx))
+    fresh.__setstate__((bytes(raw), ctx.size, ctx.arch, ctx.mode))
+    uc.context_restore(fresh)
 
 
 CODE_SEL_CPL = {0: 0x08, 3: USER_CODE_SEL}
@@ -384,10 +440,12 @@ class UnicornCPU:
             return
         if res.exception == EXC_PF:
             res.exception = None
+            forget_exception(uc)
         elif res.exception is not None:
             return
         start = before["eip"]  # flat code segment
-        length = decode(bytes(uc.mem_read(start, 15)), True).length or 15
+        length = sdm_decode(bytes(uc.mem_read(start, 15)), True).length or 15
+        length = min(length, 15)
         used = [(start, length)] + [(a, n) for _k, a, n in res.accesses]
         used_pages = {p for a, n in used for p in range(a >> 12, ((a + n - 1) >> 12) + 1)}
         used_pdes = {p >> 10 for p in used_pages}
@@ -418,10 +476,10 @@ class UnicornCPU:
         cs_base = 0 if is_pm(self.mode) else (cs & 0xFFFF) << 4
         start = cs_base + eip
         window = bytes(uc.mem_read(start, max(0, min(15, RAM_SIZE - start))))
-        info = decode(window, is_pm(self.mode))
-        length = info.length or 1
-        self._soft_int = info.row is not None and info.row.handler in (
-            "int_Ib", "int3", "into", "int1")
+        info = sdm_decode(window, is_pm(self.mode))
+        length = info.length if info.length is not None and info.length <= 15 else 1
+        # INT n, INT3, INTO, INT1: software interrupts (the SDM model's opcodes).
+        self._soft_int = info.defined and info.opcode in (0xCD, 0xCC, 0xCE, 0xF1)
         self._start, self._fires = start, 0
         error: str | None = None
         try:
@@ -429,7 +487,7 @@ class UnicornCPU:
         except UcError as exc:
             if exc.errno == UC_ERR_INSN_INVALID:
                 self._vector = EXC_UD
-                if info.row is not None and info.row.handler == "int_Ib" and info.imm == 6:
+                if info.defined and info.opcode == 0xCD and info.imm == 6:
                     # Unicorn reports any vector 6 as an invalid instruction and leaves
                     # EIP on it; INT 6 is a valid software interrupt (EIP after it).
                     uc.reg_write(X.UC_X86_REG_EIP, (eip + length) & 0xFFFFFFFF)
@@ -471,9 +529,9 @@ class UnicornCPU:
         if res.regs["eip"] != before["eip"] or res.regs["cs"] != before["cs"]:
             return False
         cs_base = 0 if is_pm(self.mode) else (before["cs"] & 0xFFFF) << 4
-        info = decode(bytes(self.uc.mem_read(cs_base + before["eip"], 15)),
-                      is_pm(self.mode))
-        if not info.rep or info.row is None or "str" not in info.row.flags:
+        info = sdm_decode(bytes(self.uc.mem_read(cs_base + before["eip"], 15)),
+                          is_pm(self.mode))
+        if not info.rep or info.opcode not in STRING_OPS:
             return False
         return res.regs["ecx"] & (0xFFFFFFFF if info.asz32 else 0xFFFF) == 0
 

@@ -241,3 +241,72 @@ def test_kept_examples_are_explained_by_their_entry(path: Path) -> None:
     k = explain(rec)
     assert k is not None and k.key == case["known_divergence"], (
         [(m.field, m.aero, m.ref) for m in rec.mismatches])
+
+
+def test_sdm_model_stack_accesses_of_pop_pusha_popa_iret_enter() -> None:
+    regs = dict.fromkeys(("eax", "ecx", "edx", "ebx", "esp", "ebp", "esi", "edi"), 0)
+    segs = {s: segment_model(True, 0x100, b"") for s in ("es", "cs", "ss", "ds", "fs", "gs")}
+    # POP r/m16 with a register operand still pops (8F C0).
+    assert data_accesses(decode(bytes.fromhex("8fc0"), False), dict(regs, esp=0xFFFF),
+                         False) == [Access("ss", 0xFFFF, 2, "r")]
+    # PUSHA: AX first at SP - 2, DI last at SP - 16.
+    acc = data_accesses(decode(b"\x60", False), dict(regs, esp=0x11), False)
+    assert [a.offset for a in acc] == [0xF, 0xD, 0xB, 0x9, 0x7, 0x5, 0x3, 0x1]
+    acc = data_accesses(decode(b"\x60", False), dict(regs, esp=0x5), False)
+    assert first_segment_fault(acc, segs, False) == (12, Access("ss", 0xFFFF, 2, "w"))
+    # POPA skips the SP slot; an odd SP near the top overruns the limit.
+    acc = data_accesses(decode(b"\x61", False), dict(regs, esp=0xFFF1), False)
+    assert len(acc) == 7 and Access("ss", 0xFFF7, 2, "r") not in acc
+    assert first_segment_fault(acc, segs, False) == (12, Access("ss", 0xFFFF, 2, "r"))
+    # Real-mode IRET pops IP, CS, FLAGS; protected-mode IRET is not modelled.
+    acc = data_accesses(decode(b"\xcf", False), dict(regs, esp=0xFFFB), False, real=True)
+    assert acc == [Access("ss", 0xFFFB, 2, "r"), Access("ss", 0xFFFD, 2, "r"),
+                   Access("ss", 0xFFFF, 2, "r")]
+    assert data_accesses(decode(b"\xcf", True), regs, True) is None
+    # ENTER level 2: push BP, read [BP - 2], push it, push FrameTemp.
+    acc = data_accesses(decode(bytes.fromhex("c8000002"), False),
+                        dict(regs, esp=0x100, ebp=0x1), False)
+    assert acc == [Access("ss", 0xFE, 2, "w"), Access("ss", 0xFFFF, 2, "r"),
+                   Access("ss", 0xFC, 2, "w"), Access("ss", 0xFA, 2, "w")]
+
+
+def test_real_mode_stack_overruns_are_explained_only_with_the_sdm_vector() -> None:
+    for code, regs in (("8fc0", {"esp": 0xFFFF}), ("cf", {"esp": 0xFFFB}),
+                       ("c8000002", {"esp": 0x100, "ebp": 0x1})):
+        sc = real(code, **regs)
+        assert explained(sc) == "segment-checks", code
+        assert explained(sc, _set(exception=13)) is None, code
+
+
+def test_rep_bit_scan_is_bsf_bsr() -> None:
+    sc = real("f30fbdc3", ebx=0x10)  # REP BSR AX,BX: 4 (Unicorn's LZCNT: 11)
+    assert explained(sc) == "rep-bit-scan"
+    assert explained(sc, _set(eax=5)) is None  # a wrong bit index
+    sc = real("f30fbcc3", ebx=0)  # REP BSF with a zero source: ZF set
+    assert explained(sc) == "rep-bit-scan"
+    assert explained(sc, _set(ecx=1)) is None  # another register changed
+    sc = real("f30fbd07", ebx=0x100)  # REP BSR AX,[BX]
+    aero, refs = backends()
+    rec = run_pair(sc, aero, refs["real"]).divergence
+    assert rec is None or explain(rec) is not None
+    assert explained(real("f30fbdc3", ebx=0x10), _set(eip=0x10)) is None
+
+
+def test_lgs_through_a_null_ds_is_gp0_before_the_selector_check() -> None:
+    """LGS r32, [EBX] with DS null: #GP(0) for the operand (SDM 'LDS/LES/LFS/LGS/LSS',
+    Protected Mode Exceptions: '#GP(0) ... If the DS, ES, FS, or GS register is used to
+    access memory and it contains a NULL segment selector'), before the selector it would
+    read (#GP(selector)) can be checked; Unicorn reads the selector and raises that."""
+    r = initial_regs("pm32")
+    r.update(eip=0x4000, esp=0x8000, eax=0, ebx=0x5000)
+    sc = Scenario("pm32", r, [bytes.fromhex("8ed8"), bytes.fromhex("0fb503")], 0,
+                  [(0x5000, bytes.fromhex("11223344c8fd"))])
+    aero, refs = backends()
+    rec = run_pair(sc, aero, refs["pm32"]).divergence
+    assert rec is not None and rec.aero.exception == 13 and rec.aero.error_code == 0
+    assert rec.ref.exception == 13 and rec.ref.error_code == 0xFDC8
+    assert explain(rec) is not None and explain(rec).key == "segment-checks"
+    # aero reporting the selector's #GP instead would be wrong, and is not explained.
+    bug = BuggyAero(lambda _c, res: setattr(res, "error_code", 0xFDC8))
+    rec = run_pair(sc, bug, refs["pm32"]).divergence
+    assert rec is None or explain(rec) is None
