@@ -95,6 +95,7 @@ OUR_PT = AREA + 0x4000
 LANDING = AREA + 0x5000
 LANDING_SEG = 0x5000
 AREA_END = AREA + 0x6000
+TSS_SEL = 0x18  # this backend's TSS in its start-up GDT, loaded into TR once
 STUB_ADDR = 0x500
 STUB_DATA = 0x5F0
 STEP_TIMEOUT = 5.0
@@ -485,6 +486,11 @@ class QemuCPU:
         self._accesses: list[tuple[str, int, int]] = []
         self._code_entries: set[int] = set()
         self._own_writes: set[int] = set()
+        self._steps = 0  # instructions stepped since the load
+        self._hidden_read = -1  # after which of them QEMU's hidden state was last read
+        self._info: dict[str, object] | None = None  # ``info registers`` of this step
+        self._aero_cr: tuple[int, int, int] = (0, 0, 0)  # aero's CR0/CR3/CR4 before it
+        self.hidden_reads = 0  # QMP reads of the hidden state (for the benchmark)
 
     def close(self) -> None:
         if self.machine is not None:
@@ -550,6 +556,8 @@ class QemuCPU:
             cr0, cr3, cr4 = paging.cr0, paging.cr3, paging.cr4
         m.write_regs({**sel, **base, **gprs, "eip": r["eip"], "eflags": r["eflags"],
                       "cr0": cr0, "cr3": cr3, "cr4": cr4, "cr2": 0})
+        self._steps, self._hidden_read, self._info = 0, -1, None
+        self._aero_cr = (cr0, cr3, cr4)
         self.regs_now = m.read_regs()
         want = {s: sel[s] for s in SEGS}
         got = {s: self.regs_now[s] & 0xFFFF for s in SEGS}
@@ -583,12 +591,17 @@ class QemuCPU:
             raise NotComparable("qemu: code outside RAM")
         info = decode(raw, is_pm(self.mode))
         op2 = _two_byte(raw, info)
-        if op2 is not None:
+        if op2 is not None and is_pm(self.mode):
             b2, reg = op2
-            if b2 == 0x01 and reg == 1:
-                raise NotComparable("qemu: SIDT would store this backend's IDT base")
-            if b2 == 0x00 and reg in (0, 1, 2, 3):
-                raise NotComparable("qemu: SLDT/STR/LLDT/LTR see this backend's TR")
+            if b2 == 0x00 and reg in (2, 3):
+                # (In real mode they are #UD and compared; SIDT and STR are shown with
+                # the scenario's values, see _step; SLDT stores 0 on both sides.)
+                raise NotComparable("qemu: LLDT/LTR would change this backend's TR")
+        if self.machine.tables is not None and self.tables["idtr_limit"] != \
+                self.machine.tables[2] and raw.lstrip(_PREFIXES)[:1] in _SOFT_INTS:
+            # After LIDT QEMU holds the whole table's limit, not the scenario's, which
+            # INT n checks (#GP beyond it).
+            raise NotComparable("qemu: a software interrupt after LIDT")
         paging = self.scenario.paging
         if paging is not None:
             from .difftest import page_fault_code
@@ -747,12 +760,55 @@ class QemuCPU:
             self.broken = True
             raise NotComparable(f"qemu: {exc}") from None
 
+    def _table_operand(self, raw: bytes) -> tuple[str, int | None, bool]:
+        """For LIDT, SIDT and (protected mode) STR: the kind (``lidt``, ``sidt``, ``str``,
+        else ``""``), the physical address of a memory operand in RAM that the instruction
+        can reach without a segment-limit fault (else None), and the operand size (32
+        bits or not). Decoded by the SDM model (:mod:`aero.fuzz.sdm`)."""
+        from .sdm import decode as sdm_decode
+        from .sdm import effective_offset as sdm_offset
+
+        pm = is_pm(self.mode)
+        d = sdm_decode(raw, pm)
+        kind = ""
+        if d.defined and d.opcode == 0x101 and d.memory and d.reg in (1, 3):
+            kind = "sidt" if d.reg == 1 else "lidt"
+        elif d.defined and d.opcode == 0x100 and d.reg == 1 and pm:
+            kind = "str"
+        if not kind or not d.memory:
+            return kind, None, d.osz32
+        off = sdm_offset(d, self._named_regs())
+        size = 2 if kind == "str" else 6
+        if not pm and off + size - 1 > 0xFFFF:
+            return kind, None, d.osz32  # a segment-limit fault
+        a = self._linear(d.seg, off)
+        return kind, (a if 0 <= a and a + size <= RAM_SIZE else None), d.osz32
+
     def _step(self) -> StepResult:
         m = self.machine
         before = self.regs_now
         _lin, raw = self._precheck()
         saved = self._save_frame()
-        m.step()
+        self._info = None
+        kind, table_at, osz32 = self._table_operand(raw)
+        patched = None
+        if kind == "lidt":
+            # QEMU must keep delivering through this backend's whole IDT: the base and
+            # limit it loads are replaced by AREA and the full table's (the access and
+            # its faults are QEMU's); the scenario's operand is reported (a 24-bit base
+            # with a 16-bit operand, SDM "LGDT/LIDT").
+            if table_at is None:
+                raise NotComparable("qemu: LIDT operand outside RAM")
+            patched = m.ram[table_at:table_at + 6].copy()
+            full = 0x7FF if is_pm(self.mode) else 0x3FF
+            m.ram[table_at:table_at + 6] = np.frombuffer(
+                full.to_bytes(2, "little") + AREA.to_bytes(4, "little"), dtype=np.uint8)
+        try:
+            m.step()
+        finally:
+            if patched is not None:
+                m.ram[table_at:table_at + 6] = patched  # type: ignore[index]
+        self._steps += 1
         after = m.read_regs()
         exc = code = cr2 = None
         regs = dict(after)
@@ -775,14 +831,54 @@ class QemuCPU:
                 m.ram[addr:addr + len(data)] = np.frombuffer(data, dtype=np.uint8)
             if vector == EXC_PF:
                 cr2 = after["cr2"]
-        self.regs_now = regs
         tables = dict(self.tables)
-        if _loads_table(raw, is_pm(self.mode)) and exc is None:
-            info = m.info_registers()
+        if exc is None and _loads_table(raw, is_pm(self.mode)):
+            info = self._info = m.info_registers()
             gb, gl = info["gdt"]  # type: ignore[misc]
             ib, il = info["idt"]  # type: ignore[misc]
-            tables.update(gdtr_base=gb, gdtr_limit=gl, idtr_base=ib, idtr_limit=il)
+            tables.update(gdtr_base=gb, gdtr_limit=gl)
+            if kind == "lidt":
+                if ib != AREA:
+                    self.broken = True
+                    raise NotComparable(f"qemu: LIDT loaded base {ib:#x}, not this "
+                                        f"backend's IDT")
+                assert patched is not None
+                base = int.from_bytes(patched[2:].tobytes(), "little")
+                tables["idtr_base"] = base if osz32 else base & 0xFFFFFF
+                tables["idtr_limit"] = int.from_bytes(patched[:2].tobytes(), "little")
+            elif ib != AREA:
+                self.broken = True
+                raise NotComparable("qemu: the IDT base moved")
             self.tables = tables
+            m.tables = (gb, gl, il)  # what QEMU holds now
+        elif exc is None and kind == "sidt" and table_at is not None:
+            # QEMU stored this backend's IDT base; the scenario's is shown (24 bits and a
+            # zero byte with a 16-bit operand, SDM "SIDT").
+            # The limit is the scenario's too (QEMU holds the whole table's after LIDT).
+            field = slice(table_at, table_at + 6)
+            stored = m.ram[field].tobytes()
+            if int.from_bytes(stored[2:], "little") != AREA or m.tables is None or \
+                    int.from_bytes(stored[:2], "little") != m.tables[2]:
+                raise NotComparable("qemu: SIDT did not store this backend's IDTR")
+            base = tables["idtr_base"] & (0xFFFFFFFF if osz32 else 0xFFFFFF)
+            m.ram[field] = np.frombuffer(tables["idtr_limit"].to_bytes(2, "little")
+                                         + base.to_bytes(4, "little"), dtype=np.uint8)
+        elif exc is None and kind == "str":
+            # QEMU's TR holds this backend's TSS selector; the scenario's TR is the reset
+            # one (selector 0).
+            if table_at is not None:
+                if int.from_bytes(m.ram[table_at:table_at + 2].tobytes(), "little") != TSS_SEL:
+                    raise NotComparable("qemu: STR did not store this backend's TR")
+                m.ram[table_at:table_at + 2] = 0
+            else:
+                from .sdm import decode as sdm_decode
+
+                reg = GPRS[sdm_decode(raw, True).rm]
+                if regs[reg] & 0xFFFF != TSS_SEL:
+                    raise NotComparable("qemu: STR did not store this backend's TR")
+                regs[reg] &= ~0xFFFF
+                m.write_regs({reg: regs[reg]})
+        self.regs_now = regs
         out = {k: regs[k] for k in GPRS + ("eip", "eflags")}
         out.update({s: regs[s] & 0xFFFF for s in SEGS})
         out.update(tables)
@@ -831,18 +927,57 @@ class QemuCPU:
         return out, code
 
     # ---- hidden state ------------------------------------------------------------------------
+    def hidden_mismatches(self, aero: object, code: bytes, segs_before: dict[str, object],
+                          ra: StepResult, rr: StepResult) -> list[Mismatch]:
+        """After one instruction (called by :func:`~aero.fuzz.difftest.run_pair`): the
+        descriptor caches and CR0-CR4 of aero and QEMU (QMP ``info registers``) compared,
+        when the instruction may change them or aero's changed.
+
+        Read when :func:`may_change_hidden` (the SDM model's decoding, never aero's) says
+        the instruction may load a segment register, GDTR/IDTR/LDTR/TR or a control
+        register; when aero's caches or CR0/CR3/CR4 changed anyway (an aero bug shows at
+        the instruction that makes it); or after every instruction with
+        :data:`HIDDEN_EVERY_STEP`. The caches cannot change otherwise (SDM Vol. 3A 3.4.3:
+        only a segment-register load writes a cache), and :meth:`after_pair` reads them
+        after the last instruction, so a change QEMU alone makes is caught too. After an
+        exception CS and SS are not compared (QEMU delivered it through this backend's
+        IDT; aero stopped before delivery)."""
+        r = aero.machine.get_regs()  # type: ignore[attr-defined]
+        crs = (r.cr0, r.cr3, r.cr4)
+        changed = crs != self._aero_cr or any(
+            (getattr(r, s).base, getattr(r, s).limit, getattr(r, s).attr)
+            != (segs_before[s].base, segs_before[s].limit, segs_before[s].attr)  # type: ignore
+            for s in SEGS)
+        self._aero_cr = crs
+        if not (HIDDEN_EVERY_STEP or changed or may_change_hidden(code, is_pm(self.mode))):
+            return []
+        info = self._info
+        if info is None:
+            try:
+                info = self.machine.info_registers()
+            except (GdbError, OSError) as exc:
+                self.broken = True
+                raise NotComparable(f"qemu: {exc}") from None
+        self.hidden_reads += 1
+        self._hidden_read = self._steps
+        faulted = ra.exception is not None or rr.exception is not None
+        return hidden_state_mismatches(aero, info, is_pm(self.mode),
+                                       skip=("cs", "ss") if faulted else ())
+
     def after_pair(self, result: PairResult, aero: object) -> None:
         """Compare what the gdbstub does not show (CR0/CR3/CR4, descriptor caches) after
-        the scenario's last instruction, when nothing diverged before and it completed."""
+        the scenario's last instruction, when nothing diverged before, it completed and
+        the state was not read after it already."""
         if not result.steps or result.divergence is not None:
             return
         last = result.steps[-1]
-        if last.aero.exception is not None:
+        if last.aero.exception is not None or self._hidden_read == self._steps:
             return
         try:
             info = self.machine.info_registers()
         except (GdbError, OSError):
             return
+        self.hidden_reads += 1
         mism = hidden_state_mismatches(aero, info, is_pm(self.mode))
         last.mismatches.extend(mism)
 
@@ -851,6 +986,10 @@ class QemuCPU:
 _READ_ONLY_E = frozenset({"cmp", "test", "bt", "push", "call", "jmp", "lgdt", "lidt", "lldt",
                           "ltr", "lmsw", "verr", "verw", "bound", "invlpg", "mul", "imul", "div",
                           "idiv", "callf", "jmpf", "esc", "nop"})
+
+
+_PREFIXES = bytes([0x26, 0x2E, 0x36, 0x3E, 0x64, 0x65, 0x66, 0x67, 0xF0, 0xF2, 0xF3])
+_SOFT_INTS = (b"\xcc", b"\xcd", b"\xce", b"\xf1")
 
 
 def _no_progress(before: dict[str, int], after: dict[str, int], raw: bytes) -> bool:
@@ -880,10 +1019,40 @@ def _loads_table(raw: bytes, code32: bool) -> bool:
     return op is not None and op[0] == 0x01 and op[1] in (2, 3)
 
 
-def hidden_state_mismatches(aero: object, info: dict[str, object], pm: bool) -> list[Mismatch]:
+# Opcodes (0F xx as 100h | xx) that may load a segment register, a descriptor-table
+# register or a control register (SDM Vol. 2: MOV Sreg, POP Sreg, LDS/LES/LSS/LFS/LGS, far
+# JMP/CALL/RET, IRET, INT n/INT3/INTO/INT1, SYSENTER/SYSEXIT, RSM, MOV CRn, CLTS), and the
+# group members: FF /3 /5 (far CALL/JMP m16:xx), 0F 00 /2 /3 (LLDT, LTR), 0F 01 /2 /3 /6
+# (LGDT, LIDT, LMSW).
+_HIDDEN_OPCODES = frozenset({0x8E, 0x07, 0x17, 0x1F, 0x1A1, 0x1A9, 0xC4, 0xC5, 0x1B2, 0x1B4,
+                             0x1B5, 0xEA, 0x9A, 0xCA, 0xCB, 0xCF, 0xCC, 0xCD, 0xCE, 0xF1,
+                             0x134, 0x135, 0x1AA, 0x122, 0x106})
+_HIDDEN_GROUPS = {0xFF: (3, 5), 0x100: (2, 3), 0x101: (2, 3, 6)}
+# Read QEMU's hidden state after every instruction instead (the slower equivalent, kept for
+# measuring what the selection saves).
+HIDDEN_EVERY_STEP = False
+
+
+def may_change_hidden(code: bytes, code32: bool) -> bool:
+    """Can the instruction change a descriptor cache, GDTR/IDTR/LDTR/TR or CR0/CR3/CR4?
+    Decided by the SDM model (:func:`aero.fuzz.sdm.decode`), never by aero's decoder;
+    an undefined encoding (#UD) cannot."""
+    from .sdm import decode as sdm_decode
+
+    d = sdm_decode(code, code32)
+    if not d.defined:
+        return False
+    if d.opcode in _HIDDEN_OPCODES:
+        return True
+    return d.reg in _HIDDEN_GROUPS.get(d.opcode, ())
+
+
+def hidden_state_mismatches(aero: object, info: dict[str, object], pm: bool,
+                            skip: Iterable[str] = ()) -> list[Mismatch]:
     """Differences of CR0/CR2/CR3/CR4 and the descriptor caches between aero and QEMU's
     ``info registers`` (attributes as aero stores them: access byte | flags << 12; in real
-    mode the attributes are not compared, the gdbstub loads real-mode caches itself)."""
+    mode the attributes are not compared, the gdbstub loads real-mode caches itself).
+    The segment registers in ``skip`` are left out."""
     r = aero.machine.get_regs()  # type: ignore[attr-defined]
     out: list[Mismatch] = []
     for k in ("cr0", "cr2", "cr3", "cr4"):
@@ -892,7 +1061,7 @@ def hidden_state_mismatches(aero: object, info: dict[str, object], pm: bool) -> 
             out.append(Mismatch(k, getattr(r, k), q))
     for s in SEGS:
         q = info.get(s)
-        if not isinstance(q, tuple):
+        if not isinstance(q, tuple) or s in skip:
             continue
         seg = getattr(r, s)
         if pm and not seg.selector & ~3:
@@ -903,7 +1072,7 @@ def hidden_state_mismatches(aero: object, info: dict[str, object], pm: bool) -> 
             out.append(Mismatch(f"{s}.base", seg.base, base))
         if limit != seg.limit:
             out.append(Mismatch(f"{s}.limit", seg.limit, limit))
-        if pm and (attr | 1) != (seg.attr | 1) and flags & 0x8000:
+        if pm and attr != seg.attr and flags & 0x8000:
             out.append(Mismatch(f"{s}.attr", seg.attr, attr))
     return out
 
