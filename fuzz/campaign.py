@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -47,8 +48,9 @@ from hypothesis.errors import Unsatisfiable
 from .strategies import CLASSES, EXCLUSIONS, pending_handlers, scenarios
 
 __all__ = ["CampaignResult", "Checker", "DEFAULT_CLASSES", "Divergence", "KNOWN_DIVERGENCE_SEARCH",
-           "derive_seed", "find_known", "memory_changes", "print_divergence", "print_explained",
-           "reduce_memory", "regression_case", "replay_regression", "run_campaign", "signature",
+           "derive_seed", "discard_reason", "find_known", "memory_changes", "print_divergence",
+           "print_explained", "reduce_memory", "regression_case", "replay_regression",
+           "run_campaign", "signature",
            "write_known_regressions", "write_regression"]
 
 DEFAULT_CLASSES = tuple(c for c in CLASSES if c not in ("io", "x87"))
@@ -149,6 +151,7 @@ class CampaignResult:
     not_implemented: list[str] = field(default_factory=list)
     divergences: list[Divergence] = field(default_factory=list)
     explained_count: int = 0
+    discard_reasons: dict[str, int] = field(default_factory=dict)  # reason -> examples
 
     @property
     def unexplained(self) -> list[Divergence]:
@@ -162,6 +165,7 @@ class CampaignResult:
             "not_implemented": self.not_implemented,
             "unexplained": len(self.unexplained),
             "explained_occurrences": self.explained_count,
+            "discard_reasons": dict(sorted(self.discard_reasons.items())),
             "divergences": [d.to_dict() for d in self.divergences],
             "exclusions": [{"key": e.key, "modes": list(e.modes), "reason": e.reason}
                            for e in EXCLUSIONS],
@@ -238,6 +242,12 @@ class Checker:
         return rec, known
 
 
+def discard_reason(exc: Exception) -> str:
+    """Why an example was not comparable, without its numbers (a stable counting key)."""
+    text = re.sub(r"\s*\(.*$", "", str(exc).splitlines()[0] if str(exc) else type(exc).__name__)
+    return re.sub(r"0x[0-9a-fA-F]+|\d+", "N", text)
+
+
 def _run_once(strategy: object, checker: Checker, budget: int, run_seed: int,
               result: CampaignResult, found: dict[str, Divergence],
               progress: Callable[[int], None] | None, shrink: bool = True) -> str:
@@ -256,9 +266,11 @@ def _run_once(strategy: object, checker: Checker, budget: int, run_seed: int,
         shrinking = target[0] is not None
         try:
             out = checker.check(scenario)
-        except NotComparable:
+        except NotComparable as exc:
             if not shrinking:
                 result.discarded += 1
+                why = discard_reason(exc)
+                result.discard_reasons[why] = result.discard_reasons.get(why, 0) + 1
             reject()
             return
         if not shrinking:

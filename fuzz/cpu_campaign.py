@@ -67,6 +67,11 @@ def merge(outcomes: Sequence[ChunkOutcome], references: Sequence[str]) -> dict:
                     found[k]["occurrences"] += div["occurrences"]
                 else:
                     found[k] = dict(div)
+        reasons: dict[str, int] = {}
+        for p in parts:
+            for why, n in p.get("discard_reasons", {}).items():
+                reasons[why] = reasons.get(why, 0) + n
+        merged["discard_reasons"] = dict(sorted(reasons.items()))
         merged["divergences"] = list(found.values())
         merged["unexplained"] = sum(1 for d in found.values() if not d["explained"])
         if parts:

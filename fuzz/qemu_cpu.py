@@ -352,6 +352,25 @@ class QemuMachine:
         if not reply.startswith(("T", "S")):
             raise GdbError(f"unexpected stop reply {reply[:20]!r}")
 
+    def step_over(self, addr: int, eflags: int) -> None:
+        """Run to linear ``addr`` (a breakpoint) with interrupts masked (EFLAGS.IF
+        cleared for the run and given back after it: nothing else but the instruction
+        executes)."""
+        assert self.gdb is not None
+        if eflags & 0x200:
+            self.write_regs({"eflags": eflags & ~0x200})
+        self.gdb.ok(f"Z0,{addr:x},1")
+        try:
+            reply = self.gdb.command("c")
+        finally:
+            self.gdb.ok(f"z0,{addr:x},1")
+        self._blob = None
+        if not reply.startswith(("T", "S")):
+            raise GdbError(f"unexpected stop reply {reply[:20]!r}")
+        if eflags & 0x200:
+            regs = self.read_regs()
+            self.write_regs({"eflags": regs["eflags"] | 0x200})
+
     def _init_machine(self) -> None:
         """Once per process: chipset (RAM below 1 MB), TR (our TSS), our tables."""
         assert self.gdb is not None
@@ -486,6 +505,7 @@ class QemuCPU:
         self._accesses: list[tuple[str, int, int]] = []
         self._code_entries: set[int] = set()
         self._own_writes: set[int] = set()
+        self._fetch: tuple[int, int] = (0, 1)  # linear address and length of the instruction
         self._steps = 0  # instructions stepped since the load
         self._hidden_read = -1  # after which of them QEMU's hidden state was last read
         self._info: dict[str, object] | None = None  # ``info registers`` of this step
@@ -624,7 +644,7 @@ class QemuCPU:
             beyond_limit = not is_pm(self.mode) and off + size - 1 > 0xFFFF
             if beyond_limit and AREA - 16 <= a < AREA_END:
                 raise NotComparable("qemu: memory operand in this backend's tables")
-            if not beyond_limit and not 0 <= a < RAM_SIZE - 16:
+            if not beyond_limit and self._other_memory(a, max(size, 16)):
                 # aero has no memory there, QEMU has (its RAM is larger).
                 raise NotComparable("qemu: memory operand outside RAM")
             # The explicit operand, as the known-divergence matchers see a reference's
@@ -634,7 +654,11 @@ class QemuCPU:
             if row is not None and row.operands and row.operands[0].startswith("E") and \
                     row.mnemonic not in _READ_ONLY_E:
                 self._accesses.append(("w", a, size))
-        self._accesses += self._stack_accesses(raw, info)
+        stack = self._stack_accesses(raw, info)
+        if any(self._reaches_other(k, a, n) for k, a, n in stack + self._implicit_reads(raw)):
+            raise NotComparable("qemu: stack, string or implicit access outside RAM")
+        self._accesses += stack
+        self._fetch = (lin, info.length or 1)
         self._code_entries = self._entries_of([lin, lin + (info.length or 1) - 1])
         # Entries the instruction's own reads use are treated like the fetch's (their
         # accessed bits are the instruction's); those of its writes are left as QEMU set
@@ -644,6 +668,83 @@ class QemuCPU:
         self._own_writes = self._entries_of(
             [x for k, a, n in self._accesses if k == "w" for x in (a, a + n - 1)])
         return lin, raw
+
+    def _faulting_walk(self, cr2: int, code: int) -> None:
+        """After a #PF at ``cr2``: the entries of the faulting page were not used by a
+        completed translation of this instruction (neither aero nor QEMU sets accessed
+        bits for a walk that faults), so their accessed/dirty bits come from the delivery
+        and are put back. Only when no access of the instruction could have used the page
+        before: a fetch fault, a not-present page, or a read-protection fault (rights the
+        instruction's every access to the page lacks); after a write-protection fault a
+        read of the same page may have completed first."""
+        lin, length = self._fetch
+        page = cr2 >> 12
+        fetch_pages = {lin >> 12, (lin + length - 1) >> 12}
+        if (cr2 - lin) & 0xFFFFFFFF < length:
+            # The fetch faulted: nothing of the instruction ran.
+            self._own_writes = set()
+            self._code_entries = self._entries_of([x << 12 for x in fetch_pages if x != page])
+            return
+        if code & 1 and code & 2:
+            return
+        others = self._entries_of([x << 12 for x in fetch_pages] + [
+            x for _k, a, n in self._accesses for x in (a, a + n - 1) if x >> 12 != page])
+        gone = self._entries_of([cr2]) - others
+        self._own_writes -= gone
+        self._code_entries -= gone
+
+    def _other_memory(self, lin: int, size: int) -> bool:
+        """Can an access of ``size`` bytes at linear ``lin`` reach memory that QEMU has and
+        aero has not (QEMU's RAM is larger)? With paging, linear memory beyond RAM is not
+        present on both sides (a #PF alike), except this backend's 4 MB and, with a 4 MB
+        page, the rest of the first 4 MB."""
+        paging = self.scenario.paging if self.scenario else None
+        for x in (lin & 0xFFFFFFFF, (lin + size - 1) & 0xFFFFFFFF):
+            if x < RAM_SIZE:
+                continue
+            if paging is None or x >> 22 == 1 or (x >> 22 == 0 and paging.large):
+                return True
+        return False
+
+    def _reaches_other(self, kind: str, lin: int, size: int) -> bool:
+        """Does this access see memory that differs between QEMU and aero? Reads beyond
+        RAM do (QEMU's RAM or ROM there, aero's open bus); without paging a write there
+        is lost on both sides for the comparison unless it lands on this backend's tables
+        (a later read of it is refused as a read)."""
+        if kind == "r" or (self.scenario is not None and self.scenario.paging is not None):
+            return self._other_memory(lin, size)
+        lo = lin & 0xFFFFFFFF
+        return lo < AREA_END and lo + size > AREA - 16
+
+    def _implicit_reads(self, raw: bytes) -> list[tuple[str, int, int]]:
+        """Memory reads that neither a ModRM operand nor :meth:`_stack_accesses` shows
+        (SDM model's decoding): XLAT, MOV AL/eAX, moffs, and the stack reads of POPA,
+        POPF, POP Ev, RET, RETF, IRET and LEAVE; only for refusing what reads beyond RAM."""
+        from .sdm import decode as sdm_decode
+
+        pm = is_pm(self.mode)
+        d = sdm_decode(raw, pm)
+        if not d.defined or d.length is None:
+            return []
+        r, op, n = self.regs_now, d.opcode, d.opsize
+        amask = 0xFFFFFFFF if d.asz32 else 0xFFFF
+
+        def lin(seg: str, off: int) -> int:
+            return self._linear(seg, off)
+
+        if op == 0xD7:
+            return [("r", lin(d.seg, (r["ebx"] + (r["eax"] & 0xFF)) & amask), 1)]
+        if op in (0xA0, 0xA1):
+            return [("r", lin(d.seg, d.disp & amask), 1 if op == 0xA0 else n)]
+        smask = 0xFFFFFFFF if pm else 0xFFFF
+        sp = r["esp"] & smask
+        size = {0x61: 8 * n, 0x9D: n, 0x8F: n, 0xC2: n, 0xC3: n, 0xCA: 2 * n, 0xCB: 2 * n,
+                0xCF: 3 * n}.get(op)
+        if size is not None:
+            return [("r", lin("ss", sp), size)]
+        if op == 0xC9:
+            return [("r", lin("ss", r["ebp"] & smask), n)]
+        return []
 
     def _stack_accesses(self, raw: bytes, info: object) -> list[tuple[str, int, int]]:
         """PUSH/POP of a register or immediate: the stack access (for the matchers)."""
@@ -760,6 +861,31 @@ class QemuCPU:
             self.broken = True
             raise NotComparable(f"qemu: {exc}") from None
 
+    def _pause_length(self, raw: bytes, regs: dict[str, int], lin: int) -> int:
+        """PAUSE (F3 90, SDM model's decoding): QEMU's single step does not stop after it
+        (its helper leaves the CPU loop before the step's debug trap), so it is run to a
+        breakpoint on the next instruction instead, when its fetch cannot fault and
+        EFLAGS.TF is clear (otherwise it is not comparable). Its length, or 0 for any
+        other instruction."""
+        from .sdm import decode as sdm_decode
+
+        d = sdm_decode(raw, is_pm(self.mode))
+        if d.opcode != 0x90 or d.rep != 0xF3 or d.lock or d.length is None:
+            return 0
+        end = regs["eip"] + d.length - 1
+        paging = self.scenario.paging if self.scenario else None
+        faults = (not is_pm(self.mode) and end > 0xFFFF) or regs["eflags"] & 0x100
+        if paging is not None:
+            from .difftest import page_fault_code
+
+            mem = self.machine.ram[:RAM_SIZE]
+            faults = faults or any(
+                page_fault_code(mem, paging, x, self._cpl() == 3, False) is not None
+                for x in (lin, lin + d.length - 1))
+        if faults:
+            raise NotComparable("qemu: PAUSE whose fetch may fault or with TF set")
+        return d.length
+
     def _table_operand(self, raw: bytes) -> tuple[str, int | None, bool]:
         """For LIDT, SIDT and (protected mode) STR: the kind (``lidt``, ``sidt``, ``str``,
         else ``""``), the physical address of a memory operand in RAM that the instruction
@@ -804,7 +930,11 @@ class QemuCPU:
             m.ram[table_at:table_at + 6] = np.frombuffer(
                 full.to_bytes(2, "little") + AREA.to_bytes(4, "little"), dtype=np.uint8)
         try:
-            m.step()
+            pause = self._pause_length(raw, before, _lin)
+            if pause:
+                m.step_over(_lin + pause, before["eflags"])
+            else:
+                m.step()
         finally:
             if patched is not None:
                 m.ram[table_at:table_at + 6] = patched  # type: ignore[index]
@@ -819,6 +949,8 @@ class QemuCPU:
         if vector is not None:
             exc = vector
             regs, code = self._unwind(after, vector, before)
+            if vector == EXC_PF and code is not None:
+                self._faulting_walk(after["cr2"], code)
             for addr, data in reversed(saved):
                 if addr in self._own_writes:
                     continue

@@ -261,6 +261,46 @@ def test_descriptor_table_instructions_show_the_scenario_tables(machine, aero) -
         assert len(res.steps) == len(sc.code)
 
 
+def _user_on_supervisor_directory() -> Scenario:
+    """CPL 3 under a page-directory entry without U: every user access faults, and the
+    #PF's delivery reads the GDT (page 0) at CPL 0."""
+    sc = paging("2626f0f26626672000 00c0", cpl=3, esp=0)
+    assert sc.paging is not None
+    sc.paging = Paging(3, False, False, False, 3, sc.paging.ptes)
+    return sc
+
+
+@pytest.mark.parametrize("make", [
+    lambda: paging("53", esp=0x10000, pages={3: 0}),   # the fetch faults; push not done
+    _user_on_supervisor_directory,                      # a read-protection fault
+])
+def test_accessed_bits_of_a_faulting_walk_are_the_delivery_s(machine, aero, make) -> None:
+    """Entries of the faulting page that only the exception's delivery used (its frame,
+    its GDT read) are put back: the faulting walk sets no accessed bit on either side."""
+    sc = make()
+    res = run_pair(sc, aero, QemuCPU(sc.mode, machine))
+    assert res.steps[0].aero.exception == 14 and res.steps[0].ref.exception == 14
+    assert res.divergence is None, res.divergence.mismatches
+
+
+def test_pause_is_one_step(machine, aero) -> None:
+    """QEMU's single step runs on past PAUSE (F3 90); the backend stops after it."""
+    for sc in (pm("f390 90", fill=0), pm("f390", fill=0, eflags=0x202), real("f390 90")):
+        res = run_pair(sc, aero, QemuCPU(sc.mode, machine))
+        assert res.divergence is None, res.divergence
+        assert len(res.steps) == len(sc.code)
+
+
+def test_reads_beyond_ram_are_refused(machine, aero) -> None:
+    """A read QEMU would serve from its larger RAM (XLAT, POPF, RET beyond RAM) is not
+    comparable; a push there is (the write is lost on both sides)."""
+    for code, regs in (("d7", {"ebx": 0xFFFFFFFF}), ("9d", {"esp": 0x200000}),
+                       ("c3", {"esp": 0x200000})):
+        with pytest.raises(NotComparable, match="outside RAM"):
+            run_pair(pm(code, **regs), aero, QemuCPU("pm32", machine))
+    assert run_pair(pm("53 90", esp=0), aero, QemuCPU("pm32", machine)).divergence is None
+
+
 def test_what_cannot_be_compared_is_refused(machine, aero) -> None:
     with pytest.raises(NotComparable, match="LTR"):
         run_pair(pm("0f00d8", eax=0x18), aero, QemuCPU("pm32", machine))

@@ -119,6 +119,8 @@ def run_cpu_campaign(args: argparse.Namespace, examples: int,
         console.print(f"{ref}: examples {r['examples']}  discarded {r['discarded']}  "
                       f"divergences {len(r['divergences'])} (unexplained {r['unexplained']}, "
                       f"explained occurrences {r['explained_occurrences']})")
+        for why, n in sorted(r.get("discard_reasons", {}).items(), key=lambda x: -x[1]):
+            console.print(f"  discarded x{n}: {why}")
         if r.get("not_implemented"):
             console.print(f"not implemented in this core (left out): "
                           f"{', '.join(r['not_implemented'])}")
