@@ -667,7 +667,49 @@ class QemuCPU:
             [x for k, a, n in self._accesses if k == "r" for x in (a, a + n - 1)])
         self._own_writes = self._entries_of(
             [x for k, a, n in self._accesses if k == "w" for x in (a, a + n - 1)])
+        desc = self._descriptor_read(raw)
+        if desc is not None:
+            # A segment-register load reads its descriptor (GDT or LDT) before it may
+            # fault: those accessed bits are the instruction's too.
+            self._code_entries |= self._entries_of([desc, desc + 7])
         return lin, raw
+
+    def _descriptor_read(self, raw: bytes) -> int | None:
+        """Protected mode, MOV Sreg / POP Sreg / LDS-LGS (SDM model's decoding): the
+        linear address of the descriptor the selector being loaded names, when it is not
+        null and lies in RAM; else None."""
+        if not is_pm(self.mode) or self.scenario is None or self.scenario.paging is None:
+            return None
+        from .sdm import decode as sdm_decode
+        from .sdm import effective_offset as sdm_offset
+
+        d = sdm_decode(raw, True)
+        r, ram = self.regs_now, self.machine.ram
+        if not d.defined or d.length is None:
+            return None
+        at: int | None = None
+        if d.opcode == 0x8E:
+            if d.mod == 3:
+                sel = r[GPRS[d.rm]] & 0xFFFF
+            else:
+                at = sdm_offset(d, self._named_regs())
+        elif d.opcode in (0x07, 0x17, 0x1F, 0x1A1, 0x1A9):
+            at = r["esp"]
+        elif d.opcode in (0xC4, 0xC5, 0x1B2, 0x1B4, 0x1B5) and d.memory:
+            at = sdm_offset(d, self._named_regs()) + d.opsize
+        else:
+            return None
+        if at is not None:
+            at &= 0xFFFFFFFF
+            if at + 2 > RAM_SIZE:
+                return None
+            sel = int.from_bytes(ram[at:at + 2].tobytes(), "little")
+        if not sel & ~3:
+            return None
+        # The LDT is the reset one on both sides (base 0).
+        base = 0 if sel & 4 else self.tables["gdtr_base"]
+        addr = (base + (sel & ~7)) & 0xFFFFFFFF
+        return addr if addr + 8 <= RAM_SIZE else None
 
     def _faulting_walk(self, cr2: int, code: int) -> None:
         """After a #PF at ``cr2``: the entries of the faulting page were not used by a
@@ -1263,7 +1305,48 @@ def _bswap16(rec: StepRecord) -> bool:
     return bool(rec.mismatches) and all(m.field == reg for m in rec.mismatches)
 
 
+def _real_stack_limit(rec: StepRecord) -> bool:
+    """Real mode IRET, POPA and PUSHA (instructions whose accesses the SDM model's
+    ``data_accesses`` does not list) where one of the stack words the SDM's
+    operation pops or pushes, at SP with 16-bit wrap-around, crosses the 64 KB limit of
+    SS: the model predicts #SS(0); aero raised exactly that with its whole state as
+    before the instruction; QEMU completed it. Decoded by :mod:`aero.fuzz.sdm`."""
+    from .divergences import _faulted_cleanly, _no_restart_problem
+    from .sdm import decode as sdm_decode
+    from .sdm import is_ud
+
+    if rec.mode != "real" or rec.ref.exception is not None or not _no_restart_problem(rec):
+        return False
+    d = sdm_decode(rec.code, False)
+    if d.length is None or d.length > 15 or is_ud(d, True):
+        return False
+    op, w, b = d.opcode, d.opsize, rec.before
+    sp = b["esp"] & 0xFFFF
+    if op == 0xCF:
+        offs = [(sp + k * w) & 0xFFFF for k in range(3)]
+    elif op == 0x61:
+        offs = [(sp + k * w) & 0xFFFF for k in range(8)]
+    elif op == 0x60:
+        offs = [(sp - k * w) & 0xFFFF for k in range(1, 9)]
+    else:
+        return False
+    if not any(o + w - 1 > 0xFFFF for o in offs):
+        return False
+    return _faulted_cleanly(rec, 12, 0)
+
+
 KNOWN_QEMU_DIVERGENCES: tuple[KnownQemuDivergence, ...] = _from_unicorn(SHARED_WITH_UNICORN) + (
+    KnownQemuDivergence(
+        "real-stack-limit",
+        "Real-mode IRET, PUSHA and POPA: QEMU does not check the stack words against the "
+        "64 KB SS limit",
+        "Intel SDM Vol. 2 'IRET' (real-address mode: 'IF top 6 bytes of stack not within "
+        "stack limits THEN #SS; ... top 12 bytes' with a 32-bit operand), 'PUSHA'/'POPA' "
+        "(Real-Address Mode Exceptions: '#SS If the starting or ending stack address is "
+        "outside the stack segment limit'). QEMU 7.2 pops and pushes "
+        "with SP wrapping instead (helper_iret_real in seg_helper.c and the PUSHA/POPA "
+        "translation use 16-bit stack arithmetic without a limit check).",
+        _real_stack_limit),
     KnownQemuDivergence(
         "bswap-16",
         "BSWAP with a 16-bit operand: QEMU's result differs from aero's (undefined)",
