@@ -317,7 +317,7 @@ def run_campaign(examples: int, seed: int, mode: str,
                  progress: Callable[[int], None] | None = None,
                  classes: Sequence[str] | None = None,
                  max_runs: int = 1000, reference: str = "unicorn",
-                 shrink: bool = True) -> CampaignResult:
+                 shrink: bool = True, checker: Checker | None = None) -> CampaignResult:
     """Run ``examples`` scenarios (discarded ones not counted) and collect divergences.
 
     ``mode`` is ``real``, ``pm32``, ``pm32-paging`` or ``all`` (the three); ``classes``
@@ -326,13 +326,17 @@ def run_campaign(examples: int, seed: int, mode: str,
     ``progress`` is called with the number of examples run so far. ``reference`` is
     ``unicorn`` or ``qemu`` (:mod:`aero.fuzz.qemu_cpu`). ``shrink=False`` with
     ``max_runs=1`` stops at the first unexplained divergence, unshrunk (a quick verdict, as
-    mutation testing needs).
+    mutation testing needs). ``checker`` (for ``modes`` and ``reference``) is used instead
+    of a new one and left open, so that a worker keeps its reference process across
+    chunks.
     """
     modes = ["real", "pm32", "pm32-paging"] if mode == "all" else [mode]
     classes = list(classes or DEFAULT_CLASSES)
     pending = pending_handlers()
     strategy = scenarios(modes, classes, pending)
-    checker = Checker(modes, reference)
+    own = checker is None
+    if checker is None:
+        checker = Checker(modes, reference)
     result = CampaignResult(0, seed, modes, classes, not_implemented=sorted(pending))
     found: dict[str, Divergence] = {}
     start = time.monotonic()
@@ -347,7 +351,8 @@ def run_campaign(examples: int, seed: int, mode: str,
         if result.examples == before or outcome == "exhausted":
             break  # nothing valid could be generated any more
         break  # the run used its whole budget without a new divergence
-    checker.close()  # (QEMU also ends at exit when an exception skips this)
+    if own:
+        checker.close()  # (QEMU also ends at exit when an exception skips this)
     result.runs = run
     result.divergences = list(found.values())
     result.elapsed = time.monotonic() - start

@@ -22,10 +22,33 @@ from .executor import (
     module_independent_generation,
 )
 
-__all__ = ["REFERENCES", "cpu_chunk", "finding_key", "merge"]
+__all__ = ["REFERENCES", "close_checkers", "cpu_chunk", "finding_key", "merge"]
 
 REFERENCES = ("unicorn", "qemu")
 COUNTS = ("examples", "discarded", "runs", "explained_occurrences")
+
+
+# The reference checkers of this process, by (modes, reference): a worker keeps its QEMU
+# (and aero machine) from chunk to chunk instead of starting one per chunk. Every example
+# reloads the whole state, so a chunk's result does not depend on what ran before it.
+_CHECKERS: dict[tuple[tuple[str, ...], str], object] = {}
+
+
+def _checker(mode: str, ref: str) -> object:
+    from .campaign import Checker
+
+    modes = ("real", "pm32", "pm32-paging") if mode == "all" else (mode,)
+    key = (modes, ref)
+    if key not in _CHECKERS:
+        _CHECKERS[key] = Checker(list(modes), ref)
+    return _CHECKERS[key]
+
+
+def close_checkers() -> None:
+    """End the reference processes this process kept for its chunks."""
+    while _CHECKERS:
+        _key, checker = _CHECKERS.popitem()
+        checker.close()  # type: ignore[attr-defined]
 
 
 def cpu_chunk(chunk: Chunk, params: dict) -> dict:
@@ -38,7 +61,8 @@ def cpu_chunk(chunk: Chunk, params: dict) -> dict:
     for ref in params["against"]:
         with module_independent_generation():
             res = run_campaign(chunk.count, chunk.seed, params["mode"],
-                               classes=params.get("classes"), reference=ref)
+                               classes=params.get("classes"), reference=ref,
+                               checker=_checker(params["mode"], ref))  # type: ignore[arg-type]
         d = res.to_dict()
         d.pop("elapsed_seconds", None)
         out[ref] = d
