@@ -245,7 +245,7 @@ class Checker:
 def discard_reason(exc: Exception) -> str:
     """Why an example was not comparable, without its numbers (a stable counting key)."""
     text = re.sub(r"\s*\(.*$", "", str(exc).splitlines()[0] if str(exc) else type(exc).__name__)
-    return re.sub(r"0x[0-9a-fA-F]+|\d+", "N", text)
+    return re.sub(r"0x[0-9a-fA-F]+|\d{2,}", "N", text)
 
 
 def _run_once(strategy: object, checker: Checker, budget: int, run_seed: int,
