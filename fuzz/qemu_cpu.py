@@ -506,6 +506,7 @@ class QemuCPU:
         self._code_entries: set[int] = set()
         self._own_writes: set[int] = set()
         self._fetch: tuple[int, int] = (0, 1)  # linear address and length of the instruction
+        self._pending_db: StepResult | None = None  # a single-step trap still to report
         self._steps = 0  # instructions stepped since the load
         self._hidden_read = -1  # after which of them QEMU's hidden state was last read
         self._info: dict[str, object] | None = None  # ``info registers`` of this step
@@ -577,6 +578,7 @@ class QemuCPU:
         m.write_regs({**sel, **base, **gprs, "eip": r["eip"], "eflags": r["eflags"],
                       "cr0": cr0, "cr3": cr3, "cr4": cr4, "cr2": 0})
         self._steps, self._hidden_read, self._info = 0, -1, None
+        self._pending_db = None
         self._aero_cr = (cr0, cr3, cr4)
         self.regs_now = m.read_regs()
         want = {s: sel[s] for s in SEGS}
@@ -897,6 +899,11 @@ class QemuCPU:
         return out
 
     def step(self) -> StepResult:
+        if self._pending_db is not None:
+            # The single-step trap of the previous instruction, taken at this boundary
+            # (QEMU delivered it within that instruction's step).
+            res, self._pending_db = self._pending_db, None
+            return StepResult(dict(res.regs), 1, res.memory.copy())
         try:
             return self._step()
         except (GdbError, OSError) as exc:
@@ -1053,13 +1060,25 @@ class QemuCPU:
                 regs[reg] &= ~0xFFFF
                 m.write_regs({reg: regs[reg]})
         self.regs_now = regs
+        trap = exc == 1 and before["eflags"] & 0x100 and not _is_int1(raw, is_pm(self.mode))
+        if trap:
+            # A single-step trap (EFLAGS.TF was set before the instruction; DR7 is clear):
+            # the instruction completed and QEMU delivered the trap within the step. aero
+            # takes it at the next instruction boundary, so the next step reports it; QEMU
+            # is put back to the state after the instruction.
+            exc = None
+            m.write_regs({k: regs[k] for k in GPRS + ("eip", "eflags", "cs", "ss")})
+            self.regs_now = regs
         out = {k: regs[k] for k in GPRS + ("eip", "eflags")}
         out.update({s: regs[s] & 0xFFFF for s in SEGS})
         out.update(tables)
         memory = m.ram[:RAM_SIZE].copy()
         if self.scenario is not None and self.scenario.paging is not None:
             memory[PD_ADDR + 4:PD_ADDR + 8] = 0
-        return StepResult(out, exc, memory, error_code=code, cr2=cr2)
+        res = StepResult(out, exc, memory, error_code=code, cr2=cr2)
+        if trap:
+            self._pending_db = res
+        return res
 
     def _landing(self, r: dict[str, int]) -> int | None:
         """The vector whose handler execution landed on, or None."""
@@ -1160,6 +1179,13 @@ class QemuCPU:
 _READ_ONLY_E = frozenset({"cmp", "test", "bt", "push", "call", "jmp", "lgdt", "lidt", "lldt",
                           "ltr", "lmsw", "verr", "verw", "bound", "invlpg", "mul", "imul", "div",
                           "idiv", "callf", "jmpf", "esc", "nop"})
+
+
+def _is_int1(raw: bytes, code32: bool) -> bool:
+    """INT1 (F1), whose #DB is its own, not a single-step trap (SDM model's decoding)."""
+    from .sdm import decode as sdm_decode
+
+    return sdm_decode(raw, code32).opcode == 0xF1
 
 
 _PREFIXES = bytes([0x26, 0x2E, 0x36, 0x3E, 0x64, 0x65, 0x66, 0x67, 0xF0, 0xF2, 0xF3])

@@ -291,6 +291,18 @@ def test_pause_is_one_step(machine, aero) -> None:
         assert len(res.steps) == len(sc.code)
 
 
+def test_single_step_trap_is_reported_at_the_next_boundary(machine, aero) -> None:
+    """POPF sets TF; the trap after the next instruction (MOV DI) is delivered by QEMU
+    within that step and reported, as aero takes it, at the next instruction boundary."""
+    sc = real("58 9d bf0000 00c0", esp=0xF)
+    sc.regs.update(cs=0, ds=0, es=0, ss=0, eip=0)
+    sc.memory = [(0xF, bytes.fromhex("00000301"))]  # AX = 0, FLAGS = 0103h (TF, CF)
+    res = run_pair(sc, aero, QemuCPU("real", machine))
+    assert res.divergence is None, res.divergence.mismatches
+    assert [s.ref.exception for s in res.steps] == [None, None, None, 1]
+    assert res.steps[-1].ref.regs["eip"] == 5  # after MOV DI: the trap is a trap
+
+
 def test_reads_beyond_ram_are_refused(machine, aero) -> None:
     """A read QEMU would serve from its larger RAM (XLAT, POPF, RET beyond RAM) is not
     comparable; a push there is (the write is lost on both sides)."""
