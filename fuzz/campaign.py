@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -47,8 +48,9 @@ from hypothesis.errors import Unsatisfiable
 from .strategies import CLASSES, EXCLUSIONS, pending_handlers, scenarios
 
 __all__ = ["CampaignResult", "Checker", "DEFAULT_CLASSES", "Divergence", "KNOWN_DIVERGENCE_SEARCH",
-           "derive_seed", "find_known", "memory_changes", "print_divergence", "print_explained",
-           "reduce_memory", "regression_case", "replay_regression", "run_campaign", "signature",
+           "derive_seed", "discard_reason", "find_known", "memory_changes", "print_divergence",
+           "print_explained", "reduce_memory", "regression_case", "replay_regression",
+           "run_campaign", "signature",
            "write_known_regressions", "write_regression"]
 
 DEFAULT_CLASSES = tuple(c for c in CLASSES if c not in ("io", "x87"))
@@ -149,6 +151,7 @@ class CampaignResult:
     not_implemented: list[str] = field(default_factory=list)
     divergences: list[Divergence] = field(default_factory=list)
     explained_count: int = 0
+    discard_reasons: dict[str, int] = field(default_factory=dict)  # reason -> examples
 
     @property
     def unexplained(self) -> list[Divergence]:
@@ -162,6 +165,7 @@ class CampaignResult:
             "not_implemented": self.not_implemented,
             "unexplained": len(self.unexplained),
             "explained_occurrences": self.explained_count,
+            "discard_reasons": dict(sorted(self.discard_reasons.items())),
             "divergences": [d.to_dict() for d in self.divergences],
             "exclusions": [{"key": e.key, "modes": list(e.modes), "reason": e.reason}
                            for e in EXCLUSIONS],
@@ -238,6 +242,12 @@ class Checker:
         return rec, known
 
 
+def discard_reason(exc: Exception) -> str:
+    """Why an example was not comparable, without its numbers (a stable counting key)."""
+    text = re.sub(r"\s*\(.*$", "", str(exc).splitlines()[0] if str(exc) else type(exc).__name__)
+    return re.sub(r"0x[0-9a-fA-F]+|\d{2,}", "N", text)
+
+
 def _run_once(strategy: object, checker: Checker, budget: int, run_seed: int,
               result: CampaignResult, found: dict[str, Divergence],
               progress: Callable[[int], None] | None, shrink: bool = True) -> str:
@@ -256,9 +266,11 @@ def _run_once(strategy: object, checker: Checker, budget: int, run_seed: int,
         shrinking = target[0] is not None
         try:
             out = checker.check(scenario)
-        except NotComparable:
+        except NotComparable as exc:
             if not shrinking:
                 result.discarded += 1
+                why = discard_reason(exc)
+                result.discard_reasons[why] = result.discard_reasons.get(why, 0) + 1
             reject()
             return
         if not shrinking:
@@ -305,7 +317,7 @@ def run_campaign(examples: int, seed: int, mode: str,
                  progress: Callable[[int], None] | None = None,
                  classes: Sequence[str] | None = None,
                  max_runs: int = 1000, reference: str = "unicorn",
-                 shrink: bool = True) -> CampaignResult:
+                 shrink: bool = True, checker: Checker | None = None) -> CampaignResult:
     """Run ``examples`` scenarios (discarded ones not counted) and collect divergences.
 
     ``mode`` is ``real``, ``pm32``, ``pm32-paging`` or ``all`` (the three); ``classes``
@@ -314,13 +326,17 @@ def run_campaign(examples: int, seed: int, mode: str,
     ``progress`` is called with the number of examples run so far. ``reference`` is
     ``unicorn`` or ``qemu`` (:mod:`aero.fuzz.qemu_cpu`). ``shrink=False`` with
     ``max_runs=1`` stops at the first unexplained divergence, unshrunk (a quick verdict, as
-    mutation testing needs).
+    mutation testing needs). ``checker`` (for ``modes`` and ``reference``) is used instead
+    of a new one and left open, so that a worker keeps its reference process across
+    chunks.
     """
     modes = ["real", "pm32", "pm32-paging"] if mode == "all" else [mode]
     classes = list(classes or DEFAULT_CLASSES)
     pending = pending_handlers()
     strategy = scenarios(modes, classes)
-    checker = Checker(modes, reference)
+    own = checker is None
+    if checker is None:
+        checker = Checker(modes, reference)
     result = CampaignResult(0, seed, modes, classes, not_implemented=sorted(pending))
     found: dict[str, Divergence] = {}
     start = time.monotonic()
@@ -335,7 +351,8 @@ def run_campaign(examples: int, seed: int, mode: str,
         if result.examples == before or outcome == "exhausted":
             break  # nothing valid could be generated any more
         break  # the run used its whole budget without a new divergence
-    checker.close()  # (QEMU also ends at exit when an exception skips this)
+    if own:
+        checker.close()  # (QEMU also ends at exit when an exception skips this)
     result.runs = run
     result.divergences = list(found.values())
     result.elapsed = time.monotonic() - start

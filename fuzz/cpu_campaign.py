@@ -22,10 +22,33 @@ from .executor import (
     module_independent_generation,
 )
 
-__all__ = ["REFERENCES", "cpu_chunk", "finding_key", "merge"]
+__all__ = ["REFERENCES", "close_checkers", "cpu_chunk", "finding_key", "merge"]
 
 REFERENCES = ("unicorn", "qemu")
 COUNTS = ("examples", "discarded", "runs", "explained_occurrences")
+
+
+# The reference checkers of this process, by (modes, reference): a worker keeps its QEMU
+# (and aero machine) from chunk to chunk instead of starting one per chunk. Every example
+# reloads the whole state, so a chunk's result does not depend on what ran before it.
+_CHECKERS: dict[tuple[tuple[str, ...], str], object] = {}
+
+
+def _checker(mode: str, ref: str) -> object:
+    from .campaign import Checker
+
+    modes = ("real", "pm32", "pm32-paging") if mode == "all" else (mode,)
+    key = (modes, ref)
+    if key not in _CHECKERS:
+        _CHECKERS[key] = Checker(list(modes), ref)
+    return _CHECKERS[key]
+
+
+def close_checkers() -> None:
+    """End the reference processes this process kept for its chunks."""
+    while _CHECKERS:
+        _key, checker = _CHECKERS.popitem()
+        checker.close()  # type: ignore[attr-defined]
 
 
 def cpu_chunk(chunk: Chunk, params: dict) -> dict:
@@ -38,7 +61,8 @@ def cpu_chunk(chunk: Chunk, params: dict) -> dict:
     for ref in params["against"]:
         with module_independent_generation():
             res = run_campaign(chunk.count, chunk.seed, params["mode"],
-                               classes=params.get("classes"), reference=ref)
+                               classes=params.get("classes"), reference=ref,
+                               checker=_checker(params["mode"], ref))  # type: ignore[arg-type]
         d = res.to_dict()
         d.pop("elapsed_seconds", None)
         out[ref] = d
@@ -67,6 +91,11 @@ def merge(outcomes: Sequence[ChunkOutcome], references: Sequence[str]) -> dict:
                     found[k]["occurrences"] += div["occurrences"]
                 else:
                     found[k] = dict(div)
+        reasons: dict[str, int] = {}
+        for p in parts:
+            for why, n in p.get("discard_reasons", {}).items():
+                reasons[why] = reasons.get(why, 0) + n
+        merged["discard_reasons"] = dict(sorted(reasons.items()))
         merged["divergences"] = list(found.values())
         merged["unexplained"] = sum(1 for d in found.values() if not d["explained"])
         if parts:

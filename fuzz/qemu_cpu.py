@@ -95,6 +95,7 @@ OUR_PT = AREA + 0x4000
 LANDING = AREA + 0x5000
 LANDING_SEG = 0x5000
 AREA_END = AREA + 0x6000
+TSS_SEL = 0x18  # this backend's TSS in its start-up GDT, loaded into TR once
 STUB_ADDR = 0x500
 STUB_DATA = 0x5F0
 STEP_TIMEOUT = 5.0
@@ -351,6 +352,25 @@ class QemuMachine:
         if not reply.startswith(("T", "S")):
             raise GdbError(f"unexpected stop reply {reply[:20]!r}")
 
+    def step_over(self, addr: int, eflags: int) -> None:
+        """Run to linear ``addr`` (a breakpoint) with interrupts masked (EFLAGS.IF
+        cleared for the run and given back after it: nothing else but the instruction
+        executes)."""
+        assert self.gdb is not None
+        if eflags & 0x200:
+            self.write_regs({"eflags": eflags & ~0x200})
+        self.gdb.ok(f"Z0,{addr:x},1")
+        try:
+            reply = self.gdb.command("c")
+        finally:
+            self.gdb.ok(f"z0,{addr:x},1")
+        self._blob = None
+        if not reply.startswith(("T", "S")):
+            raise GdbError(f"unexpected stop reply {reply[:20]!r}")
+        if eflags & 0x200:
+            regs = self.read_regs()
+            self.write_regs({"eflags": regs["eflags"] | 0x200})
+
     def _init_machine(self) -> None:
         """Once per process: chipset (RAM below 1 MB), TR (our TSS), our tables."""
         assert self.gdb is not None
@@ -485,6 +505,13 @@ class QemuCPU:
         self._accesses: list[tuple[str, int, int]] = []
         self._code_entries: set[int] = set()
         self._own_writes: set[int] = set()
+        self._fetch: tuple[int, int] = (0, 1)  # linear address and length of the instruction
+        self._pending_db: StepResult | None = None  # a single-step trap still to report
+        self._steps = 0  # instructions stepped since the load
+        self._hidden_read = -1  # after which of them QEMU's hidden state was last read
+        self._info: dict[str, object] | None = None  # ``info registers`` of this step
+        self._aero_cr: tuple[int, int, int] = (0, 0, 0)  # aero's CR0/CR3/CR4 before it
+        self.hidden_reads = 0  # QMP reads of the hidden state (for the benchmark)
 
     def close(self) -> None:
         if self.machine is not None:
@@ -550,6 +577,9 @@ class QemuCPU:
             cr0, cr3, cr4 = paging.cr0, paging.cr3, paging.cr4
         m.write_regs({**sel, **base, **gprs, "eip": r["eip"], "eflags": r["eflags"],
                       "cr0": cr0, "cr3": cr3, "cr4": cr4, "cr2": 0})
+        self._steps, self._hidden_read, self._info = 0, -1, None
+        self._pending_db = None
+        self._aero_cr = (cr0, cr3, cr4)
         self.regs_now = m.read_regs()
         want = {s: sel[s] for s in SEGS}
         got = {s: self.regs_now[s] & 0xFFFF for s in SEGS}
@@ -583,12 +613,17 @@ class QemuCPU:
             raise NotComparable("qemu: code outside RAM")
         info = decode(raw, is_pm(self.mode))
         op2 = _two_byte(raw, info)
-        if op2 is not None:
+        if op2 is not None and is_pm(self.mode):
             b2, reg = op2
-            if b2 == 0x01 and reg == 1:
-                raise NotComparable("qemu: SIDT would store this backend's IDT base")
-            if b2 == 0x00 and reg in (0, 1, 2, 3):
-                raise NotComparable("qemu: SLDT/STR/LLDT/LTR see this backend's TR")
+            if b2 == 0x00 and reg in (2, 3):
+                # (In real mode they are #UD and compared; SIDT and STR are shown with
+                # the scenario's values, see _step; SLDT stores 0 on both sides.)
+                raise NotComparable("qemu: LLDT/LTR would change this backend's TR")
+        if self.machine.tables is not None and self.tables["idtr_limit"] != \
+                self.machine.tables[2] and raw.lstrip(_PREFIXES)[:1] in _SOFT_INTS:
+            # After LIDT QEMU holds the whole table's limit, not the scenario's, which
+            # INT n checks (#GP beyond it).
+            raise NotComparable("qemu: a software interrupt after LIDT")
         paging = self.scenario.paging
         if paging is not None:
             from .difftest import page_fault_code
@@ -611,7 +646,7 @@ class QemuCPU:
             beyond_limit = not is_pm(self.mode) and off + size - 1 > 0xFFFF
             if beyond_limit and AREA - 16 <= a < AREA_END:
                 raise NotComparable("qemu: memory operand in this backend's tables")
-            if not beyond_limit and not 0 <= a < RAM_SIZE - 16:
+            if not beyond_limit and self._other_memory(a, max(size, 16)):
                 # aero has no memory there, QEMU has (its RAM is larger).
                 raise NotComparable("qemu: memory operand outside RAM")
             # The explicit operand, as the known-divergence matchers see a reference's
@@ -621,7 +656,11 @@ class QemuCPU:
             if row is not None and row.operands and row.operands[0].startswith("E") and \
                     row.mnemonic not in _READ_ONLY_E:
                 self._accesses.append(("w", a, size))
-        self._accesses += self._stack_accesses(raw, info)
+        stack = self._stack_accesses(raw, info)
+        if any(self._reaches_other(k, a, n) for k, a, n in stack + self._implicit_reads(raw)):
+            raise NotComparable("qemu: stack, string or implicit access outside RAM")
+        self._accesses += stack
+        self._fetch = (lin, info.length or 1)
         self._code_entries = self._entries_of([lin, lin + (info.length or 1) - 1])
         # Entries the instruction's own reads use are treated like the fetch's (their
         # accessed bits are the instruction's); those of its writes are left as QEMU set
@@ -630,7 +669,126 @@ class QemuCPU:
             [x for k, a, n in self._accesses if k == "r" for x in (a, a + n - 1)])
         self._own_writes = self._entries_of(
             [x for k, a, n in self._accesses if k == "w" for x in (a, a + n - 1)])
+        desc = self._descriptor_read(raw)
+        if desc is not None:
+            # A segment-register load reads its descriptor (GDT or LDT) before it may
+            # fault: those accessed bits are the instruction's too.
+            self._code_entries |= self._entries_of([desc, desc + 7])
         return lin, raw
+
+    def _descriptor_read(self, raw: bytes) -> int | None:
+        """Protected mode, MOV Sreg / POP Sreg / LDS-LGS (SDM model's decoding): the
+        linear address of the descriptor the selector being loaded names, when it is not
+        null and lies in RAM; else None."""
+        if not is_pm(self.mode) or self.scenario is None or self.scenario.paging is None:
+            return None
+        from .sdm import decode as sdm_decode
+        from .sdm import effective_offset as sdm_offset
+
+        d = sdm_decode(raw, True)
+        r, ram = self.regs_now, self.machine.ram
+        if not d.defined or d.length is None:
+            return None
+        at: int | None = None
+        if d.opcode == 0x8E:
+            if d.mod == 3:
+                sel = r[GPRS[d.rm]] & 0xFFFF
+            else:
+                at = sdm_offset(d, self._named_regs())
+        elif d.opcode in (0x07, 0x17, 0x1F, 0x1A1, 0x1A9):
+            at = r["esp"]
+        elif d.opcode in (0xC4, 0xC5, 0x1B2, 0x1B4, 0x1B5) and d.memory:
+            at = sdm_offset(d, self._named_regs()) + d.opsize
+        else:
+            return None
+        if at is not None:
+            at &= 0xFFFFFFFF
+            if at + 2 > RAM_SIZE:
+                return None
+            sel = int.from_bytes(ram[at:at + 2].tobytes(), "little")
+        if not sel & ~3:
+            return None
+        # The LDT is the reset one on both sides (base 0).
+        base = 0 if sel & 4 else self.tables["gdtr_base"]
+        addr = (base + (sel & ~7)) & 0xFFFFFFFF
+        return addr if addr + 8 <= RAM_SIZE else None
+
+    def _faulting_walk(self, cr2: int, code: int) -> None:
+        """After a #PF at ``cr2``: the entries of the faulting page were not used by a
+        completed translation of this instruction (neither aero nor QEMU sets accessed
+        bits for a walk that faults), so their accessed/dirty bits come from the delivery
+        and are put back. Only when no access of the instruction could have used the page
+        before: a fetch fault, a not-present page, or a read-protection fault (rights the
+        instruction's every access to the page lacks); after a write-protection fault a
+        read of the same page may have completed first."""
+        lin, length = self._fetch
+        page = cr2 >> 12
+        fetch_pages = {lin >> 12, (lin + length - 1) >> 12}
+        if (cr2 - lin) & 0xFFFFFFFF < length:
+            # The fetch faulted: nothing of the instruction ran.
+            self._own_writes = set()
+            self._code_entries = self._entries_of([x << 12 for x in fetch_pages if x != page])
+            return
+        if code & 1 and code & 2:
+            return
+        others = self._entries_of([x << 12 for x in fetch_pages] + [
+            x for _k, a, n in self._accesses for x in (a, a + n - 1) if x >> 12 != page])
+        gone = self._entries_of([cr2]) - others
+        self._own_writes -= gone
+        self._code_entries -= gone
+
+    def _other_memory(self, lin: int, size: int) -> bool:
+        """Can an access of ``size`` bytes at linear ``lin`` reach memory that QEMU has and
+        aero has not (QEMU's RAM is larger)? With paging, linear memory beyond RAM is not
+        present on both sides (a #PF alike), except this backend's 4 MB and, with a 4 MB
+        page, the rest of the first 4 MB."""
+        paging = self.scenario.paging if self.scenario else None
+        for x in (lin & 0xFFFFFFFF, (lin + size - 1) & 0xFFFFFFFF):
+            if x < RAM_SIZE:
+                continue
+            if paging is None or x >> 22 == 1 or (x >> 22 == 0 and paging.large):
+                return True
+        return False
+
+    def _reaches_other(self, kind: str, lin: int, size: int) -> bool:
+        """Does this access see memory that differs between QEMU and aero? Reads beyond
+        RAM do (QEMU's RAM or ROM there, aero's open bus); without paging a write there
+        is lost on both sides for the comparison unless it lands on this backend's tables
+        (a later read of it is refused as a read)."""
+        if kind == "r" or (self.scenario is not None and self.scenario.paging is not None):
+            return self._other_memory(lin, size)
+        lo = lin & 0xFFFFFFFF
+        return lo < AREA_END and lo + size > AREA - 16
+
+    def _implicit_reads(self, raw: bytes) -> list[tuple[str, int, int]]:
+        """Memory reads that neither a ModRM operand nor :meth:`_stack_accesses` shows
+        (SDM model's decoding): XLAT, MOV AL/eAX, moffs, and the stack reads of POPA,
+        POPF, POP Ev, RET, RETF, IRET and LEAVE; only for refusing what reads beyond RAM."""
+        from .sdm import decode as sdm_decode
+
+        pm = is_pm(self.mode)
+        d = sdm_decode(raw, pm)
+        if not d.defined or d.length is None:
+            return []
+        r, op, n = self.regs_now, d.opcode, d.opsize
+        amask = 0xFFFFFFFF if d.asz32 else 0xFFFF
+
+        def lin(seg: str, off: int) -> int:
+            return self._linear(seg, off)
+
+        if op == 0xD7:
+            return [("r", lin(d.seg, (r["ebx"] + (r["eax"] & 0xFF)) & amask), 1)]
+        if op in (0xA0, 0xA1):
+            return [("r", lin(d.seg, d.disp & amask), 1 if op == 0xA0 else n)]
+        smask = 0xFFFFFFFF if pm else 0xFFFF
+        sp = r["esp"] & smask
+        size = {0x61: 8 * n, 0x9D: n, 0x8F: n, 0xC2: n, 0xC3: n, 0xCA: 2 * n, 0xCB: 2 * n,
+                0xCF: 3 * n}.get(op)
+        if size is not None:
+            return [("r", lin("ss", sp), size)]
+        if op == 0xC9:
+            return [("r", lin("ss", r["ebp"] & smask), n)]
+        return []
 
     def _stack_accesses(self, raw: bytes, info: object) -> list[tuple[str, int, int]]:
         """PUSH/POP of a register or immediate: the stack access (for the matchers)."""
@@ -741,18 +899,95 @@ class QemuCPU:
         return out
 
     def step(self) -> StepResult:
+        if self._pending_db is not None:
+            # The single-step trap of the previous instruction, taken at this boundary
+            # (QEMU delivered it within that instruction's step).
+            res, self._pending_db = self._pending_db, None
+            return StepResult(dict(res.regs), 1, res.memory.copy())
         try:
             return self._step()
         except (GdbError, OSError) as exc:
             self.broken = True
             raise NotComparable(f"qemu: {exc}") from None
 
+    def _pause_length(self, raw: bytes, regs: dict[str, int], lin: int) -> int:
+        """PAUSE (F3 90, SDM model's decoding): QEMU's single step does not stop after it
+        (its helper leaves the CPU loop before the step's debug trap), so it is run to a
+        breakpoint on the next instruction instead, when its fetch cannot fault and
+        EFLAGS.TF is clear (otherwise it is not comparable). Its length, or 0 for any
+        other instruction."""
+        from .sdm import decode as sdm_decode
+
+        d = sdm_decode(raw, is_pm(self.mode))
+        if d.opcode != 0x90 or d.rep != 0xF3 or d.lock or d.length is None:
+            return 0
+        end = regs["eip"] + d.length - 1
+        paging = self.scenario.paging if self.scenario else None
+        faults = (not is_pm(self.mode) and end > 0xFFFF) or regs["eflags"] & 0x100
+        if paging is not None:
+            from .difftest import page_fault_code
+
+            mem = self.machine.ram[:RAM_SIZE]
+            faults = faults or any(
+                page_fault_code(mem, paging, x, self._cpl() == 3, False) is not None
+                for x in (lin, lin + d.length - 1))
+        if faults:
+            raise NotComparable("qemu: PAUSE whose fetch may fault or with TF set")
+        return d.length
+
+    def _table_operand(self, raw: bytes) -> tuple[str, int | None, bool]:
+        """For LIDT, SIDT and (protected mode) STR: the kind (``lidt``, ``sidt``, ``str``,
+        else ``""``), the physical address of a memory operand in RAM that the instruction
+        can reach without a segment-limit fault (else None), and the operand size (32
+        bits or not). Decoded by the SDM model (:mod:`aero.fuzz.sdm`)."""
+        from .sdm import decode as sdm_decode
+        from .sdm import effective_offset as sdm_offset
+
+        pm = is_pm(self.mode)
+        d = sdm_decode(raw, pm)
+        kind = ""
+        if d.defined and d.opcode == 0x101 and d.memory and d.reg in (1, 3):
+            kind = "sidt" if d.reg == 1 else "lidt"
+        elif d.defined and d.opcode == 0x100 and d.reg == 1 and pm:
+            kind = "str"
+        if not kind or not d.memory:
+            return kind, None, d.osz32
+        off = sdm_offset(d, self._named_regs())
+        size = 2 if kind == "str" else 6
+        if not pm and off + size - 1 > 0xFFFF:
+            return kind, None, d.osz32  # a segment-limit fault
+        a = self._linear(d.seg, off)
+        return kind, (a if 0 <= a and a + size <= RAM_SIZE else None), d.osz32
+
     def _step(self) -> StepResult:
         m = self.machine
         before = self.regs_now
         _lin, raw = self._precheck()
         saved = self._save_frame()
-        m.step()
+        self._info = None
+        kind, table_at, osz32 = self._table_operand(raw)
+        patched = None
+        if kind == "lidt":
+            # QEMU must keep delivering through this backend's whole IDT: the base and
+            # limit it loads are replaced by AREA and the full table's (the access and
+            # its faults are QEMU's); the scenario's operand is reported (a 24-bit base
+            # with a 16-bit operand, SDM "LGDT/LIDT").
+            if table_at is None:
+                raise NotComparable("qemu: LIDT operand outside RAM")
+            patched = m.ram[table_at:table_at + 6].copy()
+            full = 0x7FF if is_pm(self.mode) else 0x3FF
+            m.ram[table_at:table_at + 6] = np.frombuffer(
+                full.to_bytes(2, "little") + AREA.to_bytes(4, "little"), dtype=np.uint8)
+        try:
+            pause = self._pause_length(raw, before, _lin)
+            if pause:
+                m.step_over(_lin + pause, before["eflags"])
+            else:
+                m.step()
+        finally:
+            if patched is not None:
+                m.ram[table_at:table_at + 6] = patched  # type: ignore[index]
+        self._steps += 1
         after = m.read_regs()
         exc = code = cr2 = None
         regs = dict(after)
@@ -763,6 +998,8 @@ class QemuCPU:
         if vector is not None:
             exc = vector
             regs, code = self._unwind(after, vector, before)
+            if vector == EXC_PF and code is not None:
+                self._faulting_walk(after["cr2"], code)
             for addr, data in reversed(saved):
                 if addr in self._own_writes:
                     continue
@@ -775,21 +1012,73 @@ class QemuCPU:
                 m.ram[addr:addr + len(data)] = np.frombuffer(data, dtype=np.uint8)
             if vector == EXC_PF:
                 cr2 = after["cr2"]
-        self.regs_now = regs
         tables = dict(self.tables)
-        if _loads_table(raw, is_pm(self.mode)) and exc is None:
-            info = m.info_registers()
+        if exc is None and _loads_table(raw, is_pm(self.mode)):
+            info = self._info = m.info_registers()
             gb, gl = info["gdt"]  # type: ignore[misc]
             ib, il = info["idt"]  # type: ignore[misc]
-            tables.update(gdtr_base=gb, gdtr_limit=gl, idtr_base=ib, idtr_limit=il)
+            tables.update(gdtr_base=gb, gdtr_limit=gl)
+            if kind == "lidt":
+                if ib != AREA:
+                    self.broken = True
+                    raise NotComparable(f"qemu: LIDT loaded base {ib:#x}, not this "
+                                        f"backend's IDT")
+                assert patched is not None
+                base = int.from_bytes(patched[2:].tobytes(), "little")
+                tables["idtr_base"] = base if osz32 else base & 0xFFFFFF
+                tables["idtr_limit"] = int.from_bytes(patched[:2].tobytes(), "little")
+            elif ib != AREA:
+                self.broken = True
+                raise NotComparable("qemu: the IDT base moved")
             self.tables = tables
+            m.tables = (gb, gl, il)  # what QEMU holds now
+        elif exc is None and kind == "sidt" and table_at is not None:
+            # QEMU stored this backend's IDT base; the scenario's is shown (24 bits and a
+            # zero byte with a 16-bit operand, SDM "SIDT").
+            # The limit is the scenario's too (QEMU holds the whole table's after LIDT).
+            field = slice(table_at, table_at + 6)
+            stored = m.ram[field].tobytes()
+            if int.from_bytes(stored[2:], "little") != AREA or m.tables is None or \
+                    int.from_bytes(stored[:2], "little") != m.tables[2]:
+                raise NotComparable("qemu: SIDT did not store this backend's IDTR")
+            base = tables["idtr_base"] & (0xFFFFFFFF if osz32 else 0xFFFFFF)
+            m.ram[field] = np.frombuffer(tables["idtr_limit"].to_bytes(2, "little")
+                                         + base.to_bytes(4, "little"), dtype=np.uint8)
+        elif exc is None and kind == "str":
+            # QEMU's TR holds this backend's TSS selector; the scenario's TR is the reset
+            # one (selector 0).
+            if table_at is not None:
+                if int.from_bytes(m.ram[table_at:table_at + 2].tobytes(), "little") != TSS_SEL:
+                    raise NotComparable("qemu: STR did not store this backend's TR")
+                m.ram[table_at:table_at + 2] = 0
+            else:
+                from .sdm import decode as sdm_decode
+
+                reg = GPRS[sdm_decode(raw, True).rm]
+                if regs[reg] & 0xFFFF != TSS_SEL:
+                    raise NotComparable("qemu: STR did not store this backend's TR")
+                regs[reg] &= ~0xFFFF
+                m.write_regs({reg: regs[reg]})
+        self.regs_now = regs
+        trap = exc == 1 and before["eflags"] & 0x100 and not _is_int1(raw, is_pm(self.mode))
+        if trap:
+            # A single-step trap (EFLAGS.TF was set before the instruction; DR7 is clear):
+            # the instruction completed and QEMU delivered the trap within the step. aero
+            # takes it at the next instruction boundary, so the next step reports it; QEMU
+            # is put back to the state after the instruction.
+            exc = None
+            m.write_regs({k: regs[k] for k in GPRS + ("eip", "eflags", "cs", "ss")})
+            self.regs_now = regs
         out = {k: regs[k] for k in GPRS + ("eip", "eflags")}
         out.update({s: regs[s] & 0xFFFF for s in SEGS})
         out.update(tables)
         memory = m.ram[:RAM_SIZE].copy()
         if self.scenario is not None and self.scenario.paging is not None:
             memory[PD_ADDR + 4:PD_ADDR + 8] = 0
-        return StepResult(out, exc, memory, error_code=code, cr2=cr2)
+        res = StepResult(out, exc, memory, error_code=code, cr2=cr2)
+        if trap:
+            self._pending_db = res
+        return res
 
     def _landing(self, r: dict[str, int]) -> int | None:
         """The vector whose handler execution landed on, or None."""
@@ -831,18 +1120,57 @@ class QemuCPU:
         return out, code
 
     # ---- hidden state ------------------------------------------------------------------------
+    def hidden_mismatches(self, aero: object, code: bytes, segs_before: dict[str, object],
+                          ra: StepResult, rr: StepResult) -> list[Mismatch]:
+        """After one instruction (called by :func:`~aero.fuzz.difftest.run_pair`): the
+        descriptor caches and CR0-CR4 of aero and QEMU (QMP ``info registers``) compared,
+        when the instruction may change them or aero's changed.
+
+        Read when :func:`may_change_hidden` (the SDM model's decoding, never aero's) says
+        the instruction may load a segment register, GDTR/IDTR/LDTR/TR or a control
+        register; when aero's caches or CR0/CR3/CR4 changed anyway (an aero bug shows at
+        the instruction that makes it); or after every instruction with
+        :data:`HIDDEN_EVERY_STEP`. The caches cannot change otherwise (SDM Vol. 3A 3.4.3:
+        only a segment-register load writes a cache), and :meth:`after_pair` reads them
+        after the last instruction, so a change QEMU alone makes is caught too. After an
+        exception CS and SS are not compared (QEMU delivered it through this backend's
+        IDT; aero stopped before delivery)."""
+        r = aero.machine.get_regs()  # type: ignore[attr-defined]
+        crs = (r.cr0, r.cr3, r.cr4)
+        changed = crs != self._aero_cr or any(
+            (getattr(r, s).base, getattr(r, s).limit, getattr(r, s).attr)
+            != (segs_before[s].base, segs_before[s].limit, segs_before[s].attr)  # type: ignore
+            for s in SEGS)
+        self._aero_cr = crs
+        if not (HIDDEN_EVERY_STEP or changed or may_change_hidden(code, is_pm(self.mode))):
+            return []
+        info = self._info
+        if info is None:
+            try:
+                info = self.machine.info_registers()
+            except (GdbError, OSError) as exc:
+                self.broken = True
+                raise NotComparable(f"qemu: {exc}") from None
+        self.hidden_reads += 1
+        self._hidden_read = self._steps
+        faulted = ra.exception is not None or rr.exception is not None
+        return hidden_state_mismatches(aero, info, is_pm(self.mode),
+                                       skip=("cs", "ss") if faulted else ())
+
     def after_pair(self, result: PairResult, aero: object) -> None:
         """Compare what the gdbstub does not show (CR0/CR3/CR4, descriptor caches) after
-        the scenario's last instruction, when nothing diverged before and it completed."""
+        the scenario's last instruction, when nothing diverged before, it completed and
+        the state was not read after it already."""
         if not result.steps or result.divergence is not None:
             return
         last = result.steps[-1]
-        if last.aero.exception is not None:
+        if last.aero.exception is not None or self._hidden_read == self._steps:
             return
         try:
             info = self.machine.info_registers()
         except (GdbError, OSError):
             return
+        self.hidden_reads += 1
         mism = hidden_state_mismatches(aero, info, is_pm(self.mode))
         last.mismatches.extend(mism)
 
@@ -851,6 +1179,17 @@ class QemuCPU:
 _READ_ONLY_E = frozenset({"cmp", "test", "bt", "push", "call", "jmp", "lgdt", "lidt", "lldt",
                           "ltr", "lmsw", "verr", "verw", "bound", "invlpg", "mul", "imul", "div",
                           "idiv", "callf", "jmpf", "esc", "nop"})
+
+
+def _is_int1(raw: bytes, code32: bool) -> bool:
+    """INT1 (F1), whose #DB is its own, not a single-step trap (SDM model's decoding)."""
+    from .sdm import decode as sdm_decode
+
+    return sdm_decode(raw, code32).opcode == 0xF1
+
+
+_PREFIXES = bytes([0x26, 0x2E, 0x36, 0x3E, 0x64, 0x65, 0x66, 0x67, 0xF0, 0xF2, 0xF3])
+_SOFT_INTS = (b"\xcc", b"\xcd", b"\xce", b"\xf1")
 
 
 def _no_progress(before: dict[str, int], after: dict[str, int], raw: bytes) -> bool:
@@ -880,10 +1219,40 @@ def _loads_table(raw: bytes, code32: bool) -> bool:
     return op is not None and op[0] == 0x01 and op[1] in (2, 3)
 
 
-def hidden_state_mismatches(aero: object, info: dict[str, object], pm: bool) -> list[Mismatch]:
+# Opcodes (0F xx as 100h | xx) that may load a segment register, a descriptor-table
+# register or a control register (SDM Vol. 2: MOV Sreg, POP Sreg, LDS/LES/LSS/LFS/LGS, far
+# JMP/CALL/RET, IRET, INT n/INT3/INTO/INT1, SYSENTER/SYSEXIT, RSM, MOV CRn, CLTS), and the
+# group members: FF /3 /5 (far CALL/JMP m16:xx), 0F 00 /2 /3 (LLDT, LTR), 0F 01 /2 /3 /6
+# (LGDT, LIDT, LMSW).
+_HIDDEN_OPCODES = frozenset({0x8E, 0x07, 0x17, 0x1F, 0x1A1, 0x1A9, 0xC4, 0xC5, 0x1B2, 0x1B4,
+                             0x1B5, 0xEA, 0x9A, 0xCA, 0xCB, 0xCF, 0xCC, 0xCD, 0xCE, 0xF1,
+                             0x134, 0x135, 0x1AA, 0x122, 0x106})
+_HIDDEN_GROUPS = {0xFF: (3, 5), 0x100: (2, 3), 0x101: (2, 3, 6)}
+# Read QEMU's hidden state after every instruction instead (the slower equivalent, kept for
+# measuring what the selection saves).
+HIDDEN_EVERY_STEP = False
+
+
+def may_change_hidden(code: bytes, code32: bool) -> bool:
+    """Can the instruction change a descriptor cache, GDTR/IDTR/LDTR/TR or CR0/CR3/CR4?
+    Decided by the SDM model (:func:`aero.fuzz.sdm.decode`), never by aero's decoder;
+    an undefined encoding (#UD) cannot."""
+    from .sdm import decode as sdm_decode
+
+    d = sdm_decode(code, code32)
+    if not d.defined:
+        return False
+    if d.opcode in _HIDDEN_OPCODES:
+        return True
+    return d.reg in _HIDDEN_GROUPS.get(d.opcode, ())
+
+
+def hidden_state_mismatches(aero: object, info: dict[str, object], pm: bool,
+                            skip: Iterable[str] = ()) -> list[Mismatch]:
     """Differences of CR0/CR2/CR3/CR4 and the descriptor caches between aero and QEMU's
     ``info registers`` (attributes as aero stores them: access byte | flags << 12; in real
-    mode the attributes are not compared, the gdbstub loads real-mode caches itself)."""
+    mode the attributes are not compared, the gdbstub loads real-mode caches itself).
+    The segment registers in ``skip`` are left out."""
     r = aero.machine.get_regs()  # type: ignore[attr-defined]
     out: list[Mismatch] = []
     for k in ("cr0", "cr2", "cr3", "cr4"):
@@ -892,7 +1261,7 @@ def hidden_state_mismatches(aero: object, info: dict[str, object], pm: bool) -> 
             out.append(Mismatch(k, getattr(r, k), q))
     for s in SEGS:
         q = info.get(s)
-        if not isinstance(q, tuple):
+        if not isinstance(q, tuple) or s in skip:
             continue
         seg = getattr(r, s)
         if pm and not seg.selector & ~3:
@@ -903,7 +1272,7 @@ def hidden_state_mismatches(aero: object, info: dict[str, object], pm: bool) -> 
             out.append(Mismatch(f"{s}.base", seg.base, base))
         if limit != seg.limit:
             out.append(Mismatch(f"{s}.limit", seg.limit, limit))
-        if pm and (attr | 1) != (seg.attr | 1) and flags & 0x8000:
+        if pm and attr != seg.attr and flags & 0x8000:
             out.append(Mismatch(f"{s}.attr", seg.attr, attr))
     return out
 
@@ -944,7 +1313,8 @@ def _from_unicorn(keys: Iterable[str]) -> tuple[KnownQemuDivergence, ...]:
 SHARED_WITH_UNICORN = ("segment-checks", "lock-prefix", "test-alias", "length-limit",
                        "code-segment-limit", "enter-mixed-sizes", "ret-imm16-sign",
                        "locked-neg-flags", "arpl-write", "cmps-operand-order",
-                       "faulting-rotate-flags", "pusha-order", "push-sreg-width", "icebp")
+                       "faulting-rotate-flags", "pusha-order", "push-sreg-width", "icebp",
+                       "ud-operand-read")
 
 
 def _bswap16(rec: StepRecord) -> bool:
@@ -962,7 +1332,57 @@ def _bswap16(rec: StepRecord) -> bool:
     return bool(rec.mismatches) and all(m.field == reg for m in rec.mismatches)
 
 
+def _real_stack_limit(rec: StepRecord) -> bool:
+    """Real mode IRET, POPA, PUSHA and ENTER with a nesting level of 2 or more
+    (instructions whose accesses the SDM model's ``data_accesses`` does not list) where
+    one of the stack words the SDM's operation pops, pushes or reads, at SP with 16-bit
+    wrap-around, crosses the 64 KB limit of SS: the model predicts #SS(0); aero raised
+    exactly that with its whole state as before the instruction; QEMU completed it.
+    Decoded by :mod:`aero.fuzz.sdm`."""
+    from .divergences import _faulted_cleanly, _no_restart_problem
+    from .sdm import decode as sdm_decode
+    from .sdm import is_ud
+
+    if rec.mode != "real" or rec.ref.exception is not None or not _no_restart_problem(rec):
+        return False
+    d = sdm_decode(rec.code, False)
+    if d.length is None or d.length > 15 or is_ud(d, True):
+        return False
+    op, w, b = d.opcode, d.opsize, rec.before
+    sp = b["esp"] & 0xFFFF
+    if op == 0xCF:
+        offs = [(sp + k * w) & 0xFFFF for k in range(3)]
+    elif op == 0x61:
+        offs = [(sp + k * w) & 0xFFFF for k in range(8)]
+    elif op == 0x60:
+        offs = [(sp - k * w) & 0xFFFF for k in range(1, 9)]
+    elif op == 0xC8 and d.imm2 & 31 >= 2:
+        # ENTER with nesting: push (E)BP, read and push level - 1 frame pointers below
+        # BP, push the new frame pointer (SDM 'ENTER' operation, 16-bit stack).
+        level, bp = d.imm2 & 31, b["ebp"] & 0xFFFF
+        offs = [(sp - k * w) & 0xFFFF for k in range(1, level + 2)]
+        offs += [(bp - i * w) & 0xFFFF for i in range(1, level)]
+    else:
+        return False
+    if not any(o + w - 1 > 0xFFFF for o in offs):
+        return False
+    return _faulted_cleanly(rec, 12, 0)
+
+
 KNOWN_QEMU_DIVERGENCES: tuple[KnownQemuDivergence, ...] = _from_unicorn(SHARED_WITH_UNICORN) + (
+    KnownQemuDivergence(
+        "real-stack-limit",
+        "Real-mode IRET, PUSHA, POPA and nested ENTER: QEMU does not check the stack words "
+        "against the 64 KB SS limit",
+        "Intel SDM Vol. 2 'IRET' (real-address mode: 'IF top 6 bytes of stack not within "
+        "stack limits THEN #SS; ... top 12 bytes' with a 32-bit operand), 'PUSHA'/'POPA' "
+        "(Real-Address Mode Exceptions: '#SS If the starting or ending stack address is "
+        "outside the stack segment limit'), 'ENTER' (Real-Address Mode Exceptions: '#SS If "
+        "the new value of the SP register is outside the stack segment limit'; each push "
+        "and frame-pointer read is an SS access, Vol. 3A 5.3). QEMU 7.2 pops and pushes "
+        "with SP wrapping instead (helper_iret_real in seg_helper.c and the PUSHA/POPA "
+        "translation use 16-bit stack arithmetic without a limit check).",
+        _real_stack_limit),
     KnownQemuDivergence(
         "bswap-16",
         "BSWAP with a 16-bit operand: QEMU's result differs from aero's (undefined)",

@@ -16,6 +16,26 @@
 _start:
         cli
         cld
+        # The 8042 as a PC BIOS leaves it (and as aero starts a guest without one): the
+        # self-test passed (status bit 2, the system flag, set; its 55h read), command
+        # byte 45h (translation, system flag, keyboard IRQ), the last write a command
+        # (status bit 3). QEMU's bare 8042 has none of this at reset.
+        movb $0x60, %al                 # write the command byte: no IRQ during the test
+        outb %al, $0x64
+        movb $0x44, %al
+        outb %al, $0x60
+        movb $0xAA, %al                 # self-test
+        outb %al, $0x64
+1:      inb $0x64, %al
+        testb $1, %al
+        jz 1b
+        inb $0x60, %al                  # 55h: passed
+        movb $0x60, %al
+        outb %al, $0x64
+        movb $0x45, %al
+        outb %al, $0x60
+        movb $0xAE, %al                 # enable the keyboard interface (already enabled)
+        outb %al, $0x64
         movw $0xF000, %ax
         movw %ax, %ds
         movw %cs:P_DSTSEG, %ax

@@ -146,14 +146,71 @@ def test_accessed_and_dirty_bits_are_compared(machine, aero) -> None:
     assert not mem[PD_ADDR + 4:PD_ADDR + 8].any()
 
 
-def test_hidden_state_is_compared(machine, aero) -> None:
-    """Descriptor caches and control registers after the last instruction (QMP)."""
-    sc = pm("b810000000 8ec0", eax=0x10)
+class BuggyAero(AeroCPU):
+    """aero with a segment-cache bug injected after instruction ``at`` (0-based)."""
+
+    def __init__(self, at: int, bug) -> None:
+        super().__init__()
+        self.at, self.bug, self.n = at, bug, 0
+
+    def load(self, scenario: Scenario, image: np.ndarray) -> None:
+        super().load(scenario, image)
+        self.n = 0
+
+    def step(self):
+        res = super().step()
+        if self.n == self.at:
+            r = self.machine.get_regs()
+            self.bug(r)
+            self.machine.set_regs(r)
+            res.regs = self.regs()
+        self.n += 1
+        return res
+
+
+def _byte_granular(r) -> None:
+    """A descriptor load that ignores G: limit FFFFFh instead of FFFFFFFFh."""
+    from aero.machine import Segment
+
+    r.es = Segment(r.es.selector, r.es.base, 0xFFFFF, r.es.attr)
+
+
+def _accessed_clear(r) -> None:
+    """A descriptor load that leaves the cache's accessed bit clear."""
+    from aero.machine import Segment
+
+    r.ds = Segment(r.ds.selector, r.ds.base, r.ds.limit, r.ds.attr & ~1)
+
+
+@pytest.mark.parametrize("at,bug,field", [
+    (1, _byte_granular, "es.limit"),   # at the MOV ES that loads the cache
+    (1, _accessed_clear, "ds.attr"),
+    (0, _byte_granular, "es.limit"),   # an ADD that must not touch ES: still at the ADD
+])
+def test_hidden_state_is_compared_at_the_instruction(machine, at, bug, field) -> None:
+    """Descriptor caches and control registers (QMP) after the instruction that loads a
+    segment register, and after any instruction where aero's changed: an injected cache
+    bug is reported at the instruction that makes it."""
+    sc = pm("01d8 8ec0 8ed8 90 90", eax=0x10, ebx=0)
+    q = QemuCPU("pm32", machine)
+    assert run_pair(sc, AeroCPU(), q).divergence is None
+    reads = q.hidden_reads
+    assert reads == 2  # after MOV ES and MOV DS; not after ADD or the NOPs
+    buggy = BuggyAero(at, bug if at else _byte_granular)
+    if at == 0:
+        sc = pm("01d8 90 90", eax=0x10, ebx=0)
+    rec = run_pair(sc, buggy, q).divergence
+    assert rec is not None and rec.index == at
+    assert [m.field for m in rec.mismatches] == [field]
+
+
+def test_hidden_state_is_compared_after_the_last_instruction(machine, aero) -> None:
+    """after_pair reads the state once more when the last instruction did not."""
+    sc = pm("b810000000 90", eax=0x10)
     q = QemuCPU("pm32", machine)
     res = run_pair(sc, aero, q)
     q.after_pair(res, aero)
-    assert res.divergence is None
-    # A cache aero got wrong would be reported: corrupt aero's ES base.
+    assert res.divergence is None and q.hidden_reads == 1
     from aero.machine import Segment
 
     res = run_pair(sc, aero, q)
@@ -165,9 +222,100 @@ def test_hidden_state_is_compared(machine, aero) -> None:
     assert [m.field for m in res.divergence.mismatches] == ["es.base"]
 
 
+def test_hidden_state_every_step_matches_the_selection(machine, aero, monkeypatch) -> None:
+    """With HIDDEN_EVERY_STEP the state is read after every instruction, with the same
+    verdicts."""
+    from aero.fuzz import qemu_cpu
+
+    monkeypatch.setattr(qemu_cpu, "HIDDEN_EVERY_STEP", True)
+    sc = pm("01d8 8ec0 8ed8 90 90", eax=0x10, ebx=0)
+    q = QemuCPU("pm32", machine)
+    assert run_pair(sc, aero, q).divergence is None
+    assert q.hidden_reads == 5
+    rec = run_pair(sc, BuggyAero(1, _byte_granular), q).divergence
+    assert rec is not None and rec.index == 1
+
+
+def test_descriptor_table_instructions_show_the_scenario_tables(machine, aero) -> None:
+    """LGDT, LIDT, SIDT and STR are compared: QEMU keeps delivering exceptions through
+    this backend's IDT, and SIDT/STR show the scenario's IDTR base and TR."""
+    for sc in (
+            # LIDT (32-bit), then a #UD delivered through this backend's IDT
+            pm("0f011d00600000 0f0b", fill=9),
+            # LIDT with a 16-bit operand (24-bit base), SIDT after it
+            pm("660f011d00600000 0f010d00700000", fill=9),
+            # LGDT (the same flat descriptors at another place), then a selector load
+            pm("0f011500600000 8ed8", fill=0, eax=0x10),
+            # SIDT, STR to memory and to a register, SLDT
+            pm("0f010d00700000 0f000d00710000 0f00c8 0f00c1"),
+            real("0f011e0010 0f0b"),
+            real("0f010e0020 0f00c8")):
+        if sc.code[0].startswith(b"\x0f\x01\x15"):
+            gdt = bytes(8) + bytes.fromhex("ffff0000009bcf00ffff00000093cf00")
+            sc.memory = [(0x6000, (len(gdt) - 1).to_bytes(2, "little")
+                          + (0x6100).to_bytes(4, "little")), (0x6100, gdt)]
+        q = QemuCPU(sc.mode, machine)
+        res = run_pair(sc, aero, q)
+        q.after_pair(res, aero)
+        assert res.divergence is None, (sc.code, res.divergence)
+        assert len(res.steps) == len(sc.code)
+
+
+def _user_on_supervisor_directory() -> Scenario:
+    """CPL 3 under a page-directory entry without U: every user access faults, and the
+    #PF's delivery reads the GDT (page 0) at CPL 0."""
+    sc = paging("2626f0f26626672000 00c0", cpl=3, esp=0)
+    assert sc.paging is not None
+    sc.paging = Paging(3, False, False, False, 3, sc.paging.ptes)
+    return sc
+
+
+@pytest.mark.parametrize("make", [
+    lambda: paging("53", esp=0x10000, pages={3: 0}),   # the fetch faults; push not done
+    _user_on_supervisor_directory,                      # a read-protection fault
+])
+def test_accessed_bits_of_a_faulting_walk_are_the_delivery_s(machine, aero, make) -> None:
+    """Entries of the faulting page that only the exception's delivery used (its frame,
+    its GDT read) are put back: the faulting walk sets no accessed bit on either side."""
+    sc = make()
+    res = run_pair(sc, aero, QemuCPU(sc.mode, machine))
+    assert res.steps[0].aero.exception == 14 and res.steps[0].ref.exception == 14
+    assert res.divergence is None, res.divergence.mismatches
+
+
+def test_pause_is_one_step(machine, aero) -> None:
+    """QEMU's single step runs on past PAUSE (F3 90); the backend stops after it."""
+    for sc in (pm("f390 90", fill=0), pm("f390", fill=0, eflags=0x202), real("f390 90")):
+        res = run_pair(sc, aero, QemuCPU(sc.mode, machine))
+        assert res.divergence is None, res.divergence
+        assert len(res.steps) == len(sc.code)
+
+
+def test_single_step_trap_is_reported_at_the_next_boundary(machine, aero) -> None:
+    """POPF sets TF; the trap after the next instruction (MOV DI) is delivered by QEMU
+    within that step and reported, as aero takes it, at the next instruction boundary."""
+    sc = real("58 9d bf0000 00c0", esp=0xF)
+    sc.regs.update(cs=0, ds=0, es=0, ss=0, eip=0)
+    sc.memory = [(0xF, bytes.fromhex("00000301"))]  # AX = 0, FLAGS = 0103h (TF, CF)
+    res = run_pair(sc, aero, QemuCPU("real", machine))
+    assert res.divergence is None, res.divergence.mismatches
+    assert [s.ref.exception for s in res.steps] == [None, None, None, 1]
+    assert res.steps[-1].ref.regs["eip"] == 5  # after MOV DI: the trap is a trap
+
+
+def test_reads_beyond_ram_are_refused(machine, aero) -> None:
+    """A read QEMU would serve from its larger RAM (XLAT, POPF, RET beyond RAM) is not
+    comparable; a push there is (the write is lost on both sides)."""
+    for code, regs in (("d7", {"ebx": 0xFFFFFFFF}), ("9d", {"esp": 0x200000}),
+                       ("c3", {"esp": 0x200000})):
+        with pytest.raises(NotComparable, match="outside RAM"):
+            run_pair(pm(code, **regs), aero, QemuCPU("pm32", machine))
+    assert run_pair(pm("53 90", esp=0), aero, QemuCPU("pm32", machine)).divergence is None
+
+
 def test_what_cannot_be_compared_is_refused(machine, aero) -> None:
-    with pytest.raises(NotComparable, match="SIDT"):
-        run_pair(pm("0f010d00100000"), aero, QemuCPU("pm32", machine))
+    with pytest.raises(NotComparable, match="LTR"):
+        run_pair(pm("0f00d8", eax=0x18), aero, QemuCPU("pm32", machine))
     with pytest.raises(NotComparable, match="outside RAM"):
         run_pair(pm("8b0d00002000"), aero, QemuCPU("pm32", machine))
 

@@ -74,3 +74,14 @@ def test_cli_unknown_guest() -> None:
     proc = subprocess.run([sys.executable, "-m", "aero", "difftest", "no-such-guest",
                            "--jobs", "1"], capture_output=True, text=True, timeout=120)
     assert proc.returncode == 2 and proc.stderr.count("\n") == 1
+
+
+def test_flat_guests_find_the_8042_as_a_bios_leaves_it(tmp_path) -> None:
+    """QEMU's boot ROM for flat guests leaves the 8042 as aero starts it (self-test passed:
+    status 1Ch): a guest that reads the status port and exits with it agrees in
+    lockstep and in its exit status."""
+    image = tmp_path / "kbc-status.bin"
+    image.write_bytes(bytes.fromhex("e464" "e6f4" "f4"))  # in al, 64h; out f4h, al; hlt
+    r = wholesystem.difftest_guest(str(image), max_steps=10)
+    assert r["first_divergence"] is None, r["first_divergence"]
+    assert r["exit_status"] == {"aero": 0x1C * 2 + 1, "qemu": 0x1C * 2 + 1}

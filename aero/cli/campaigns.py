@@ -89,13 +89,17 @@ def run_cpu_campaign(args: argparse.Namespace, examples: int,
     chunk that could not be evaluated."""
     import time
 
-    from aero.fuzz.cpu_campaign import cpu_chunk, merge
+    from aero.fuzz.cpu_campaign import close_checkers, cpu_chunk, merge
 
     refs = _references(str(getattr(args, "against", "unicorn")))
     params = {"mode": args.mode, "classes": list(classes) if classes else None,
               "against": refs}
     start = time.monotonic()
-    outcomes = run_campaign_cli(args, "fuzz cpu", cpu_chunk, params, examples, int(args.seed))
+    try:
+        outcomes = run_campaign_cli(args, "fuzz cpu", cpu_chunk, params, examples,
+                                    int(args.seed))
+    finally:
+        close_checkers()  # the references chunks run in this process kept (--jobs 1)
     report = merge(outcomes, refs)
     elapsed = time.monotonic() - start
     failed = report["unexplained"] > 0 or bool(report["not_evaluated"])
@@ -119,6 +123,8 @@ def run_cpu_campaign(args: argparse.Namespace, examples: int,
         console.print(f"{ref}: examples {r['examples']}  discarded {r['discarded']}  "
                       f"divergences {len(r['divergences'])} (unexplained {r['unexplained']}, "
                       f"explained occurrences {r['explained_occurrences']})")
+        for why, n in sorted(r.get("discard_reasons", {}).items(), key=lambda x: -x[1]):
+            console.print(f"  discarded x{n}: {why}")
         if r.get("not_implemented"):
             console.print(f"not implemented in this core (left out): "
                           f"{', '.join(r['not_implemented'])}")
