@@ -101,9 +101,18 @@ def _platform(r: _Reader) -> Fields:
             "pci_addr": r.int(4), "pci_cfg": r.bytes(256), "reset_pending": r.int(4)}
 
 
+def _piix(r: _Reader) -> Fields:
+    # Registers 40h-FFh of the PIIX3 ISA bridge, XOR their power-on values (piix.c).
+    return {"isa_cfg_xor": r.bytes(192)}
+
+
+def _fwcfg(r: _Reader) -> Fields:
+    return {"key": r.int(2), "offset": r.int(4)}
+
+
 SECTIONS: tuple[tuple[str, Callable[[_Reader], Fields]], ...] = (
     ("pic", _pic), ("pit", _pit), ("com1", _uart), ("com2", _uart), ("rtc", _rtc),
-    ("kbc", _kbc), ("platform", _platform))
+    ("kbc", _kbc), ("platform", _platform), ("piix", _piix), ("fwcfg", _fwcfg))
 
 
 def decode(state: bytes) -> dict[str, Fields]:

@@ -77,6 +77,8 @@ void aero_log_output(aero_machine *m, uint32_t ch, uint8_t byte);
 #include "pit.h"
 #include "rtc.h"
 #include "uart.h"
+#include "piix.h"
+#include "fwcfg.h"
 
 /* Device ids: AERO_EV_TIMER's argument. */
 #define AERO_DEV_PIT 1
@@ -99,6 +101,10 @@ typedef struct aero_pc {
     uint8_t post_code;     /* last byte written to a POST port */
     uint32_t pci_addr;     /* CONFIG_ADDRESS (CF8h) of configuration mechanism #1 */
     uint8_t pci_cfg[256];  /* the host bridge's configuration space (bus 0, device 0) */
+    aero_piix piix;        /* the PIIX3 PCI-to-ISA bridge (00:01.0) */
+    aero_fwcfg fwcfg;      /* QEMU's fw_cfg selector and read offset */
+    aero_fwcfg_files *fw_files; /* configuration, not state: files the host gave fw_cfg
+                                   (NULL: none); never serialized, kept across resets */
 } aero_pc;
 
 /* Platform services for devices. */
