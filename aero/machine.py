@@ -314,6 +314,25 @@ class Machine:
             raise MemoryError("cannot map the ROM image")
         self.reset()
 
+    def attach_disk(self, image: bytes) -> None:
+        """Attach a raw disk image (read-only) as the primary IDE master. Configuration, like
+        the ROM: attach the same image before running on every machine that replays it."""
+        if not image or len(image) % 512:
+            raise ValueError(f"a disk image must be a non-empty multiple of 512 bytes, "
+                             f"not {len(image)}")
+        if not self.config.devices:
+            raise ValueError("a disk needs the PC devices")
+        if lib.aero_disk_attach(self._m, image, len(image)) != 0:
+            raise MemoryError("cannot attach the disk image")
+
+    def add_firmware_file(self, name: str, data: bytes) -> None:
+        """Give the firmware a file through QEMU's fw_cfg (configuration, like the ROM)."""
+        raw = name.encode("ascii")
+        if not 0 < len(raw) <= 55:
+            raise ValueError(f"fw_cfg file names are 1 to 55 characters, not {name!r}")
+        if lib.aero_fwcfg_add_file(self._m, raw, data, len(data)) != 0:
+            raise ValueError(f"cannot add fw_cfg file {name!r} (no PC devices, or 16 files)")
+
     # ---- execution ----------------------------------------------------------------------
     def reset(self) -> None:
         """Power-on CPU state (CS:IP = F000:FFF0); RAM is kept."""

@@ -55,6 +55,9 @@ static uint8_t pc_read8(aero_machine *m, uint16_t port) {
     default:
         break;
     }
+    if ((port >= 0x1F0 && port <= 0x1F7) || (port >= 0x170 && port <= 0x177) || port == 0x3F6 ||
+        port == 0x376)
+        return aero_ide_read8(m, port);
     if (port >= 0x3F8 && port <= 0x3FF) return aero_uart_read(m, 0, port & 7);
     if (port >= 0x2F8 && port <= 0x2FF) return aero_uart_read(m, 1, port & 7);
     return 0xFF;
@@ -94,18 +97,24 @@ static void pc_write8(aero_machine *m, uint16_t port, uint8_t val) {
     default:
         break;
     }
-    if (port >= 0x3F8 && port <= 0x3FF) aero_uart_write(m, 0, port & 7, val);
+    if ((port >= 0x1F0 && port <= 0x1F7) || (port >= 0x170 && port <= 0x177) || port == 0x3F6 ||
+        port == 0x376)
+        aero_ide_write8(m, port, val);
+    else if (port >= 0x3F8 && port <= 0x3FF) aero_uart_write(m, 0, port & 7, val);
     else if (port >= 0x2F8 && port <= 0x2FF) aero_uart_write(m, 1, port & 7, val);
 }
 
 /* Wider accesses reach consecutive byte ports, low byte first, as on the ISA bus; the PCI
- * configuration ports and fw_cfg's (510h-511h) take 16- and 32-bit accesses whole. */
+ * configuration ports, fw_cfg's (510h-511h) and the IDE data port (1F0h) take 16- and 32-bit
+ * accesses whole. */
 static uint32_t pc_read(aero_machine *m, uint16_t port, int size) {
     uint32_t v;
     if (port >= 0xCF8 && port <= 0xCFF) {
         v = aero_pci_read(m, port, size);
     } else if (port == 0x510 || port == 0x511) {
         v = aero_fwcfg_read(m, port, size);
+    } else if (port == 0x1F0 && size > 1) {
+        v = aero_ide_data_read(m, size);
     } else {
         v = 0;
         for (int i = 0; i < size; i++) v |= (uint32_t)pc_read8(m, (uint16_t)(port + i)) << (8 * i);
@@ -119,6 +128,8 @@ static void pc_write(aero_machine *m, uint16_t port, int size, uint32_t val) {
         aero_pci_write(m, port, size, val);
     } else if (port == 0x510 || port == 0x511) {
         aero_fwcfg_write(m, port, size, val);
+    } else if (port == 0x1F0 && size > 1) {
+        aero_ide_data_write(m, size, val);
     } else {
         for (int i = 0; i < size; i++) pc_write8(m, (uint16_t)(port + i), (uint8_t)(val >> (8 * i)));
     }

@@ -24,7 +24,7 @@
  * power-on values. Modelled effects: none are needed by the devices present (the IDE
  * function uses IRQ 14/15 directly; there are no PCI INTx sources), so PIRQ routing is
  * storage. The ELCR (4D0h/4D1h) is part of the 8259A model (pic.c). Other functions of
- * device 1 read as absent.
+ * device 1 read as absent, except the IDE function 1 (ide.c).
  */
 #include "platform.h"
 
@@ -59,12 +59,17 @@ static uint8_t isa_read8(const aero_machine *m, uint32_t reg) {
 
 uint32_t aero_piix_cfg_read(aero_machine *m, uint32_t fn, uint32_t reg, int size) {
     uint32_t v = 0;
+    if (fn == 1) return aero_ide_cfg_read(m, reg, size);
     if (fn != 0) return size == 4 ? 0xFFFFFFFFu : (1u << (8 * size)) - 1;
     for (int i = 0; i < size; i++) v |= (uint32_t)isa_read8(m, (reg + (uint32_t)i) & 0xFF) << (8 * i);
     return v;
 }
 
 void aero_piix_cfg_write(aero_machine *m, uint32_t fn, uint32_t reg, int size, uint32_t val) {
+    if (fn == 1) {
+        aero_ide_cfg_write(m, reg, size, val);
+        return;
+    }
     if (fn != 0) return;
     for (int i = 0; i < size; i++) {
         uint32_t r = (reg + (uint32_t)i) & 0xFF;

@@ -24,6 +24,7 @@ int aero_pc_init(aero_machine *m) {
 
 void aero_pc_free(aero_machine *m) {
     aero_fwcfg_free(m);
+    aero_ide_free(m);
     free(m->pc);
     free(m->events);
 }
@@ -39,6 +40,7 @@ void aero_pc_reset_devices(aero_machine *m) {
     aero_kbc_reset(m);
     aero_piix_reset(m);
     aero_fwcfg_reset(m);
+    aero_ide_reset(m);
     /* Port 92h's A20 bit reads 0 at power-on; the 8042's output port carries the
      * configured initial state, so either source can turn A20 off later. */
     pc->port92 = 0;
@@ -317,6 +319,7 @@ void aero_devices_save(aero_machine *m, uint8_t *out) {
     /* Added later: all zeros while untouched, so earlier fingerprints stay valid. */
     aero_piix_save(&pc->piix, &b);
     aero_fwcfg_save(&pc->fwcfg, &b);
+    aero_ide_save(&pc->ide, &b);
 }
 
 int aero_devices_load(aero_machine *m, const uint8_t *in) {
@@ -342,6 +345,7 @@ int aero_devices_load(aero_machine *m, const uint8_t *in) {
     uint32_t reset = aero_get32(&b);
     aero_piix_load(&pc->piix, &b);
     aero_fwcfg_load(&pc->fwcfg, &b);
+    aero_ide_load(&pc->ide, &b);
     if (b.err || reset > AERO_RESET_TRIPLE) {
         free(pc);
         return -1;

@@ -79,6 +79,7 @@ void aero_log_output(aero_machine *m, uint32_t ch, uint8_t byte);
 #include "uart.h"
 #include "piix.h"
 #include "fwcfg.h"
+#include "ide.h"
 
 /* Device ids: AERO_EV_TIMER's argument. */
 #define AERO_DEV_PIT 1
@@ -105,6 +106,8 @@ typedef struct aero_pc {
     aero_fwcfg fwcfg;      /* QEMU's fw_cfg selector and read offset */
     aero_fwcfg_files *fw_files; /* configuration, not state: files the host gave fw_cfg
                                    (NULL: none); never serialized, kept across resets */
+    aero_ide ide;          /* the PIIX3 IDE function (00:01.1) and its primary channel */
+    aero_disk *disk;       /* configuration, not state: the primary master's image (NULL: none) */
 } aero_pc;
 
 /* Platform services for devices. */
