@@ -110,9 +110,27 @@ def _fwcfg(r: _Reader) -> Fields:
     return {"key": r.int(2), "offset": r.int(4)}
 
 
+def _ide(r: _Reader) -> Fields:
+    # The primary channel, its registers XOR their power-on values (ide.c), then the PCI
+    # function's registers and the bitmap of unmodelled commands seen.
+    out: Fields = r.named("feature error_xor nsector_xor sector_xor lcyl hcyl select status_xor "
+                          "control irq_pending irq_level xfer")
+    out["pos"] = r.int(2)
+    out["left"] = r.int(2)
+    out["lba"] = r.int(4)
+    out.update(r.named("cmd heads spt"))
+    out["buf"] = r.bytes(512)
+    out["pci_cmd"] = r.int(1)
+    out["bmiba"] = r.int(4)
+    out["cfg40"] = r.bytes(16)
+    out["unmodelled"] = r.bytes(32)
+    return out
+
+
 SECTIONS: tuple[tuple[str, Callable[[_Reader], Fields]], ...] = (
     ("pic", _pic), ("pit", _pit), ("com1", _uart), ("com2", _uart), ("rtc", _rtc),
-    ("kbc", _kbc), ("platform", _platform), ("piix", _piix), ("fwcfg", _fwcfg))
+    ("kbc", _kbc), ("platform", _platform), ("piix", _piix), ("fwcfg", _fwcfg),
+    ("ide", _ide))
 
 
 def decode(state: bytes) -> dict[str, Fields]:

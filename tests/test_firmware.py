@@ -4,7 +4,11 @@ boot records and replays bit-exactly."""
 
 from __future__ import annotations
 
+import json
+import os
 import struct
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -220,3 +224,216 @@ def test_seabios_records_and_replays_bit_exactly(tmp_path: Path) -> None:
     straight.inject(Kind.RTC_TIME, 0, 1_700_000_000)
     straight.run(target)
     assert (sought.ticks, sought.fingerprint()) == (straight.ticks, straight.fingerprint())
+
+
+# ---- the IDE disk ---------------------------------------------------------------------------
+
+def boot_disk(extra_sectors: int = 2046) -> bytes:
+    """A 1 MB disk whose boot sector reads sector 1 through INT 13h (CHS 0/0/2) and prints
+    it on the debug console (402h), then halts."""
+    code = bytes([0x31, 0xC0, 0x8E, 0xD8, 0x8E, 0xC0,   # xor ax,ax; mov ds,ax; mov es,ax
+                  0xB8, 0x01, 0x02, 0xB9, 0x02, 0x00,   # mov ax,0201h; mov cx,0002h
+                  0xB6, 0x00, 0xBB, 0x00, 0x80,         # mov dh,0; mov bx,8000h
+                  0xCD, 0x13,                           # int 13h
+                  0xBE, 0x00, 0x80, 0xBA, 0x02, 0x04,   # mov si,8000h; mov dx,402h
+                  0xAC, 0x84, 0xC0, 0x74, 0x03,         # lodsb; test al,al; jz +3
+                  0xEE, 0xEB, 0xF8, 0xFA, 0xF4])        # out dx,al; jmp lodsb; cli; hlt
+    mbr = bytearray(512)
+    mbr[:len(code)] = code
+    mbr[510:] = b"\x55\xaa"
+    s1 = bytearray(512)
+    s1[:20] = b"Hello from sector 1\n"
+    return bytes(mbr) + bytes(s1) + bytes(512 * extra_sectors)
+
+
+def disk_machine(disk: bytes | None = None) -> Machine:
+    m = Machine(MachineConfig(ram_size=1 << 20))
+    m.attach_disk(disk if disk is not None else
+                  b"".join(bytes([i & 0xFF]) * 512 for i in range(2016 * 2)))
+    return m
+
+
+def ata(m: Machine, cmd: int, lba: int = 0, count: int = 1, lba_mode: bool = True) -> int:
+    m.port_write(0x1F2, count)
+    m.port_write(0x1F3, lba & 0xFF)
+    m.port_write(0x1F4, (lba >> 8) & 0xFF)
+    m.port_write(0x1F5, (lba >> 16) & 0xFF)
+    m.port_write(0x1F6, (0xE0 if lba_mode else 0xA0) | ((lba >> 24) & 0x0F))
+    m.port_write(0x1F7, cmd)
+    return m.port_read(0x3F6)  # alternate status: does not clear INTRQ
+
+
+def read_words(m: Machine, n: int) -> bytes:
+    return b"".join(m.port_read(0x1F0, 2).to_bytes(2, "little") for _ in range(n))
+
+
+def irq14_levels(m: Machine) -> list[int]:
+    ev = m.take_events()
+    return [int(e["b"]) for e in ev if e["kind"] == Kind.IRQ and e["a"] == 14]
+
+
+def test_identify_device_describes_the_disk() -> None:
+    m = disk_machine()
+    m.take_events()
+    assert ata(m, 0xEC) == 0x58  # DRDY DSC DRQ
+    ident = read_words(m, 256)
+    words = struct.unpack("<256H", ident)
+    assert words[0] == 0x0040 and words[49] & 0x0200  # fixed disk, LBA
+    assert words[60] | words[61] << 16 == 4032
+    assert (words[1], words[3], words[6]) == (4, 16, 63)
+    model = bytes(b for i in range(27, 47) for b in (words[i] >> 8, words[i] & 0xFF))
+    assert model.rstrip() == b"AERO HARDDISK"
+    assert m.port_read(0x1F7) == 0x50  # transfer done, INTRQ cleared by the status read
+    assert irq14_levels(m) == [1, 0]
+
+
+def test_read_sectors_in_lba_and_chs() -> None:
+    m = disk_machine()
+    ata(m, 0x20, lba=1000, count=2)
+    data = read_words(m, 512)
+    assert data == bytes([1000 & 0xFF]) * 512 + bytes([1001 & 0xFF]) * 512
+    assert m.port_read(0x1F7) == 0x50
+    assert m.port_read(0x1F3) == 1001 & 0xFF  # the task file holds the last sector
+    # CHS 1/2/3 with the default 16 heads x 63 sectors: LBA (1 * 16 + 2) * 63 + 2 = 1136.
+    m.port_write(0x1F2, 1)
+    m.port_write(0x1F3, 3)
+    m.port_write(0x1F4, 1)
+    m.port_write(0x1F5, 0)
+    m.port_write(0x1F6, 0xA2)
+    m.port_write(0x1F7, 0x20)
+    assert read_words(m, 256) == bytes([1136 & 0xFF]) * 512
+    # INITIALIZE DEVICE PARAMETERS: 4 heads of 17 sectors; CHS 0/1/1 is then LBA 17.
+    m.port_write(0x1F2, 17)
+    m.port_write(0x1F6, 0xA3)
+    m.port_write(0x1F7, 0x91)
+    assert m.port_read(0x1F7) == 0x50
+    m.port_write(0x1F2, 1)
+    m.port_write(0x1F3, 1)
+    m.port_write(0x1F4, 0)
+    m.port_write(0x1F6, 0xA1)
+    m.port_write(0x1F7, 0x20)
+    assert read_words(m, 256) == bytes([17]) * 512
+
+
+def test_errors_a_drive_gives() -> None:
+    m = disk_machine()
+    assert ata(m, 0x20, lba=4032) == 0x51 and m.port_read(0x1F1) == 0x10  # IDNF past the end
+    assert ata(m, 0x40, lba=4000, count=32) == 0x50  # READ VERIFY inside the disk
+    assert ata(m, 0x30, lba=5) == 0x51 and m.port_read(0x1F1) == 0x04  # read-only: ABRT
+    assert ata(m, 0x25) == 0x51 and m.port_read(0x1F1) == 0x04  # READ DMA EXT: not modelled
+    assert ata(m, 0xC8) == 0x51
+    unmodelled = devstate.decode(m.devices_state_bytes())["ide"]["unmodelled"]
+    assert [i for i in range(256) if unmodelled[i >> 3] >> (i & 7) & 1] == [0x25, 0xC8]
+    m.port_write(0x1F1, 0x03)
+    assert ata(m, 0xEF) == 0x50  # SET FEATURES: transfer mode
+    m.port_write(0x1F1, 0x77)
+    assert ata(m, 0xEF) == 0x51
+
+
+def test_reset_signature_absent_drives_and_nien() -> None:
+    m = disk_machine()
+    ata(m, 0x20, lba=9, count=3)
+    m.port_write(0x3F6, 0x04)  # SRST
+    assert m.port_read(0x3F6) == 0x80
+    m.port_write(0x3F6, 0x02)  # end the reset, interrupts disabled
+    assert [m.port_read(p) for p in (0x1F1, 0x1F2, 0x1F3, 0x1F4, 0x1F5, 0x1F7)] == \
+        [0x01, 1, 1, 0, 0, 0x50]
+    m.take_events()
+    ata(m, 0xEC)
+    assert irq14_levels(m) == []  # nIEN holds IRQ 14 low
+    m.port_write(0x1F6, 0xB0)  # the slave: absent
+    assert [m.port_read(p) for p in (0x1F1, 0x1F2, 0x1F7)] == [0, 0, 0]
+    assert [m.port_read(p) for p in (0x171, 0x172, 0x177, 0x376)] == [0, 0, 0, 0]  # secondary
+    bare = Machine(MachineConfig(ram_size=1 << 20))
+    assert bare.port_read(0x1F7) == 0 and bare.port_read(0x1F0, 2) == 0xFFFF
+
+
+def test_ide_state_travels_with_snapshots_mid_transfer() -> None:
+    m = disk_machine()
+    ata(m, 0x20, lba=7, count=2)
+    read_words(m, 100)
+    snap = m.snapshot()
+    rest = read_words(m, 412)
+    other = disk_machine()
+    other.restore(snap)
+    assert read_words(other, 412) == rest
+    assert devstate.decode(Machine(MachineConfig(ram_size=1 << 20)).devices_state_bytes())[
+        "ide"]["buf"] == [0] * 512
+
+
+def test_piix_ide_function_in_pci_space() -> None:
+    m = Machine(MachineConfig(ram_size=1 << 20))
+    assert pci_read(m, 1, 1, 0, 4) == 0x7010_8086
+    assert pci_read(m, 1, 1, 0x08, 4) >> 8 == 0x01_0180  # class 0101h, prog-if 80h
+    pci_write(m, 1, 1, 0x20, 0xFFFF_FFFF, 4)
+    assert pci_read(m, 1, 1, 0x20, 4) == 0xFFFF_FFF1  # BAR4: 16 bytes of I/O space
+    pci_write(m, 1, 1, 0x20, 0xC000, 4)
+    assert pci_read(m, 1, 1, 0x20, 4) == 0xC001
+
+
+def test_disk_sizes_are_checked() -> None:
+    m = Machine(MachineConfig(ram_size=1 << 20))
+    for bad in (b"", bytes(1000)):
+        with pytest.raises(ValueError, match="multiple of 512"):
+            m.attach_disk(bad)
+
+
+@needs_seabios
+def test_seabios_boots_the_disk_and_reads_it_through_int13() -> None:
+    m = Machine(MachineConfig(ram_size=32 << 20))
+    m.load_rom(SEABIOS.read_bytes())
+    m.attach_disk(boot_disk())
+    out = bytearray()
+    while m.ticks < 60_000_000 and b"sector 1" not in out:
+        m.run(m.ticks + 5_000_000)
+        out += m.take_output()
+        m.take_events()
+    text = out.decode("latin-1")
+    assert "ata0-0: AERO HARDDISK ATA-6 Hard-Disk (1 MiBytes)" in text
+    assert "Booting from Hard Disk...\nBooting from 0000:7c00\nHello from sector 1\n" in text
+
+
+def aero_cli(*args: str, timeout: int = 300) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "aero.cli", *args], capture_output=True,
+                          text=True, timeout=timeout, env=dict(os.environ))
+
+
+@needs_seabios
+def test_cli_records_replays_and_packs_a_disk_boot(tmp_path: Path,
+                                                  monkeypatch: pytest.MonkeyPatch) -> None:
+    disk = tmp_path / "boot.img"
+    disk.write_bytes(boot_disk())
+    t = tmp_path / "d.aerotrace"
+    r = aero_cli("record", "pc", "--disk", str(disk), "-o", str(t), "--ticks", "20000000",
+                 "--rtc", "0", "--json")
+    assert r.returncode == 0, r.stderr
+    assert json.loads(r.stdout)["stop"] == "halt"
+    info = json.loads(aero_cli("info", str(t), "--json").stdout)
+    assert info["guest"]["disk_size"] == len(boot_disk())
+    # The disk file changing after the recording does not change the replay: the recorder
+    # stored the disk by its hash.
+    disk.write_bytes(boot_disk(extra_sectors=10))
+    r = aero_cli("replay", str(t), "--json")
+    assert r.returncode == 0 and json.loads(r.stdout)["diverged"] is False, r.stderr
+    # Without the stored copy: one clear line, exit 2; packed, the trace carries it.
+    packed = tmp_path / "packed.aerotrace"
+    assert aero_cli("pack", str(t), "-o", str(packed)).returncode == 0
+    monkeypatch.setenv("AERO_IMAGE_STORE", str(tmp_path / "firmware-only"))
+    store_image(SEABIOS.read_bytes())
+    r = aero_cli("replay", str(t))
+    assert r.returncode == 2 and r.stderr.count("\n") == 1 and "disk image" in r.stderr
+    r = aero_cli("replay", str(packed), "--json")
+    assert r.returncode == 0 and json.loads(r.stdout)["diverged"] is False, r.stderr
+
+
+def test_cli_refuses_bad_disks_in_one_line(tmp_path: Path) -> None:
+    bad = tmp_path / "bad.img"
+    bad.write_bytes(bytes(1000))
+    for args in (("run", "rom_hello", "--disk", str(bad)),
+                 ("record", "rom_hello", "--disk", str(bad), "-o", str(tmp_path / "x")),
+                 ("run", "rom_hello", "--disk", str(bad) + ",rw"),
+                 ("run", "rom_hello", "--disk", str(tmp_path / "missing.img"))):
+        r = aero_cli(*args)
+        assert r.returncode == 2 and r.stderr.startswith("aero: error:"), (args, r.stderr)
+        assert r.stderr.count("\n") == 1 and "Traceback" not in r.stderr
+    assert not (tmp_path / "x").exists()

@@ -44,7 +44,12 @@ def start_guest(args: argparse.Namespace):  # noqa: ANN201 - (resolved guest, Ma
         raise CliError(f"{args.guest}: is a directory, not a guest image")
     try:
         limit_ram = args.ram if args.ram is not None else args.ram_default
-        r = resolve(args.guest, args.format, args.load_addr, args.initrd, ram_size=limit_ram)
+        disk = getattr(args, "disk", None)
+        if disk is not None and disk.endswith(",rw"):
+            raise CliError(f"{disk}: read-write disks are not supported; the disk is always "
+                           f"read-only (drop ',rw')")
+        r = resolve(args.guest, args.format, args.load_addr, args.initrd, ram_size=limit_ram,
+                    disk=disk)
         cmdline = args.append
         if cmdline is None:
             cmdline = (r.cmdline or DEFAULT_CMDLINE) if r.ref.fmt == "linux" else ""
