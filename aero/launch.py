@@ -45,6 +45,7 @@ LOAD_FORMATS = ("flat", "rom", "multiboot", "linux")
 LINUX_GUEST = "linux"  # the bundled Linux guest (aero.linuxguest), fetched on first use
 PC_GUEST = "pc"  # the PC firmware: Debian's SeaBIOS (package seabios), booting from --disk
 SEABIOS_IMAGE = Path("/usr/share/seabios/bios.bin")
+LINUX_DISK = "linux"  # --disk linux: the project-built boot disk (aero.linuxdisk)
 
 __all__ = ["GuestRef", "LINUX_GUEST", "LaunchError", "ResolvedGuest", "find_image",
            "find_image_by_hash", "image_store", "resolve", "resolve_guest", "start_machine",
@@ -231,7 +232,17 @@ def _bundled_linux() -> ResolvedGuest:
 
 def with_disk(r: ResolvedGuest, disk: str) -> ResolvedGuest:
     """``r`` with a raw disk image file (a non-empty multiple of 512 bytes, at most
-    MAX_IMAGE_BYTES) attached as the primary IDE master."""
+    MAX_IMAGE_BYTES) attached as the primary IDE master. ``linux``, when no such file
+    exists, is the project-built boot disk (:mod:`aero.linuxdisk`), built on first use."""
+    if disk == LINUX_DISK and not Path(disk).exists():
+        from aero import linuxdisk, linuxguest
+
+        try:
+            disk = str(linuxdisk.disk_path())
+        except (linuxdisk.LinuxDiskError, linuxguest.LinuxGuestError) as exc:
+            raise LaunchError(f"the Linux boot disk: {exc}") from None
+        ram = r.ram_size or linuxguest.RAM_SIZE
+        r = ResolvedGuest(r.ref, r.data, r.images, r.cmdline, ram)
     if Path(disk).is_dir():
         raise LaunchError(f"{disk}: is a directory, not a disk image")
     data = _read(disk, "disk image", MAX_IMAGE_BYTES)
