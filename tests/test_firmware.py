@@ -437,3 +437,25 @@ def test_cli_refuses_bad_disks_in_one_line(tmp_path: Path) -> None:
         assert r.returncode == 2 and r.stderr.startswith("aero: error:"), (args, r.stderr)
         assert r.stderr.count("\n") == 1 and "Traceback" not in r.stderr
     assert not (tmp_path / "x").exists()
+
+
+def test_run_reports_each_unmodelled_ata_command_once(tmp_path: Path) -> None:
+    """A boot sector issuing READ MULTIPLE (C4h) twice and SMART (B0h) once: the drive answers
+    ABRT, and `aero run` names each opcode once."""
+    code = bytes([0xBA, 0xF7, 0x01,             # mov dx, 1F7h
+                  0xB0, 0xC4, 0xEE, 0xEE,       # mov al, C4h; out dx, al; out dx, al
+                  0xB0, 0xB0, 0xEE,             # mov al, B0h; out dx, al
+                  0xEC, 0xE6, 0xE9,             # in al, dx; out E9h, al (status: 51h)
+                  0xFA, 0xF4])                  # cli; hlt
+    img = tmp_path / "flat.bin"
+    img.write_bytes(code)
+    disk = tmp_path / "d.img"
+    disk.write_bytes(bytes(512 * 4))
+    r = aero_cli("run", str(img), "--format", "flat", "--disk", str(disk), "--json")
+    assert r.returncode == 0, r.stderr
+    assert json.loads(r.stdout)["output"] == "Q"  # 51h: DRDY DSC ERR
+    notes = [ln for ln in r.stderr.splitlines() if "ATA command" in ln]
+    assert notes == ["aero: note: the guest issued ATA command B0h, which is not modelled "
+                     "(the drive answered it with ABRT)",
+                     "aero: note: the guest issued ATA command C4h, which is not modelled "
+                     "(the drive answered it with ABRT)"]

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 from pathlib import Path
 
 from aero.cli.common import (
@@ -65,6 +66,19 @@ def start_guest(args: argparse.Namespace):  # noqa: ANN201 - (resolved guest, Ma
         raise CliError(f"{args.guest}: {exc.strerror}") from None
 
 
+def unmodelled_ata_commands(machine) -> list[int]:  # noqa: ANN001 - a Machine
+    """ATA opcodes the guest issued that the disk model answered with ABRT because it does
+    not implement them (each once; the bitmap is part of the device state)."""
+    from aero import devstate
+
+    ide = devstate.decode(machine.devices_state_bytes()).get("ide")
+    if not ide:
+        return []
+    bits = ide["unmodelled"]
+    assert isinstance(bits, list)
+    return [op for op in range(256) if bits[op >> 3] >> (op & 7) & 1]
+
+
 def cmd_run(args: argparse.Namespace) -> int:
     from aero import guests
     from aero.machine import StopReason
@@ -107,6 +121,9 @@ def cmd_run(args: argparse.Namespace) -> int:
         if stop not in (StopReason.OUTPUT, StopReason.EVENTS):
             break
     status = machine.exit_status
+    for op in unmodelled_ata_commands(machine):
+        print(f"aero: note: the guest issued ATA command {op:02X}h, which is not modelled "
+              f"(the drive answered it with ABRT)", file=sys.stderr)
     if args.json:
         print(json.dumps({"stop": "until" if matched else stop.name.lower(),
                           "ticks": machine.ticks,
