@@ -127,10 +127,24 @@ def _ide(r: _Reader) -> Fields:
     return out
 
 
+def _vga(r: _Reader) -> Fields:
+    out: Fields = r.named("misc seq_index")
+    out["seq"] = r.bytes(8)
+    out["crtc_index"] = r.int(1)
+    out["crtc"] = r.bytes(32)
+    out["gr_index"] = r.int(1)
+    out["gr"] = r.bytes(16)
+    out.update(r.named("ar_index ar_flip"))
+    out["ar"] = r.bytes(32)
+    out.update(r.named("pel_mask_xor dac_read dac_write dac_sub dac_reading"))
+    out["palette"] = r.bytes(768)
+    return out
+
+
 SECTIONS: tuple[tuple[str, Callable[[_Reader], Fields]], ...] = (
     ("pic", _pic), ("pit", _pit), ("com1", _uart), ("com2", _uart), ("rtc", _rtc),
     ("kbc", _kbc), ("platform", _platform), ("piix", _piix), ("fwcfg", _fwcfg),
-    ("ide", _ide))
+    ("ide", _ide), ("vga", _vga))
 
 
 def decode(state: bytes) -> dict[str, Fields]:

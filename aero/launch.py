@@ -45,6 +45,8 @@ LOAD_FORMATS = ("flat", "rom", "multiboot", "linux")
 LINUX_GUEST = "linux"  # the bundled Linux guest (aero.linuxguest), fetched on first use
 PC_GUEST = "pc"  # the PC firmware: Debian's SeaBIOS (package seabios), booting from --disk
 SEABIOS_IMAGE = Path("/usr/share/seabios/bios.bin")
+VGA_BIOS_IMAGE = Path("/usr/share/seabios/vgabios-isavga.bin")  # SeaVGABIOS, ISA VGA build
+VGA_BIOS_FILE = "vgaroms/vgabios-isavga.bin"  # the fw_cfg name SeaBIOS runs it from, as QEMU's
 LINUX_DISK = "linux"  # --disk linux: the project-built boot disk (aero.linuxdisk)
 
 __all__ = ["GuestRef", "LINUX_GUEST", "LaunchError", "ResolvedGuest", "find_image",
@@ -72,6 +74,9 @@ class GuestRef:
     # The disk image on the primary IDE channel ("" and 0 without one), likewise optional.
     disk_sha256: str = ""
     disk_size: int = 0
+    # The VGA option ROM given to the firmware through fw_cfg ("" and 0 without one).
+    vgarom_sha256: str = ""
+    vgarom_size: int = 0
 
     def to_dict(self) -> dict:
         d = asdict(self)
@@ -79,6 +84,8 @@ class GuestRef:
             del d["initrd_sha256"], d["initrd_size"]
         if not self.disk_sha256:
             del d["disk_sha256"], d["disk_size"]
+        if not self.vgarom_sha256:
+            del d["vgarom_sha256"], d["vgarom_size"]
         return d
 
     def identity(self) -> dict:
@@ -88,9 +95,10 @@ class GuestRef:
         return d
 
     def image_hashes(self) -> list[str]:
-        """SHA-256 of every image the guest needs: the guest image, the initrd, the disk."""
-        return [self.sha256] + ([self.initrd_sha256] if self.initrd_sha256 else []) + \
-            ([self.disk_sha256] if self.disk_sha256 else [])
+        """SHA-256 of every image the guest needs: the guest image, the initrd, the disk,
+        the VGA ROM."""
+        return [self.sha256] + [h for h in (self.initrd_sha256, self.disk_sha256,
+                                             self.vgarom_sha256) if h]
 
     @classmethod
     def from_dict(cls, d: object) -> GuestRef:
@@ -100,7 +108,8 @@ class GuestRef:
             ref = cls(str(d["name"]), str(d["fmt"]), int(d["load_addr"]), str(d["sha256"]),
                       int(d["size"]), str(d.get("initrd_sha256", "")),
                       int(d.get("initrd_size", 0)), str(d.get("disk_sha256", "")),
-                      int(d.get("disk_size", 0)))
+                      int(d.get("disk_size", 0)), str(d.get("vgarom_sha256", "")),
+                      int(d.get("vgarom_size", 0)))
         except (KeyError, TypeError, ValueError) as exc:
             raise LaunchError(f"trace metadata: bad guest entry ({exc})") from None
         initrd_bad = ref.initrd_sha256 and (
@@ -109,6 +118,9 @@ class GuestRef:
         disk_bad = ref.disk_sha256 and (
             not _HEX64.fullmatch(ref.disk_sha256)
             or not 0 < ref.disk_size <= MAX_IMAGE_BYTES or ref.disk_size % 512)
+        disk_bad = disk_bad or (ref.vgarom_sha256 and (
+            ref.fmt != "rom" or not _HEX64.fullmatch(ref.vgarom_sha256)
+            or not 0 < ref.vgarom_size <= 1 << 20))
         if ref.fmt not in LOAD_FORMATS or not _HEX64.fullmatch(ref.sha256) \
                 or not 0 < ref.size <= MAX_IMAGE_BYTES or initrd_bad or disk_bad:
             raise LaunchError(f"trace metadata: bad guest entry ({ref.fmt[:16]!r}, "
@@ -251,7 +263,8 @@ def with_disk(r: ResolvedGuest, disk: str) -> ResolvedGuest:
                           f"({len(data)} is not)")
     ref = r.ref
     ref = GuestRef(ref.name, ref.fmt, ref.load_addr, ref.sha256, ref.size, ref.initrd_sha256,
-                   ref.initrd_size, _digest(data), len(data))
+                   ref.initrd_size, _digest(data), len(data), ref.vgarom_sha256,
+                   ref.vgarom_size)
     return ResolvedGuest(ref, r.data, {**r.images, ref.disk_sha256: data}, r.cmdline,
                          r.ram_size)
 
@@ -276,8 +289,13 @@ def _resolve(spec: str, fmt: str, load_addr: int, initrd: str | None, *,
             raise LaunchError(f"{spec}: the PC firmware {SEABIOS_IMAGE} is missing "
                               f"(apt-get install seabios)")
         data = _read(str(SEABIOS_IMAGE), "firmware", MAX_IMAGE_BYTES)
-        ref = GuestRef(PC_GUEST, "rom", 0, _digest(data), len(data))
-        return ResolvedGuest(ref, data, {ref.sha256: data})
+        if not VGA_BIOS_IMAGE.exists():
+            raise LaunchError(f"{spec}: the VGA BIOS {VGA_BIOS_IMAGE} is missing "
+                              f"(apt-get install seabios)")
+        vga = _read(str(VGA_BIOS_IMAGE), "VGA BIOS", 1 << 20)
+        ref = GuestRef(PC_GUEST, "rom", 0, _digest(data), len(data),
+                       vgarom_sha256=_digest(vga), vgarom_size=len(vga))
+        return ResolvedGuest(ref, data, {ref.sha256: data, ref.vgarom_sha256: vga})
     if not path.exists() and (spec in guests.GUESTS or spec in guests.BENCH_GUESTS
                               or spec in guests.SUPPORT_GUESTS):
         if initrd is not None:
@@ -342,7 +360,17 @@ def start_machine(config: MachineConfig, ref: GuestRef, data: bytes,
             raise LaunchError(f"the disk image of {ref.name} (sha256 {ref.disk_sha256[:16]}..., "
                               f"{ref.disk_size} bytes) is neither in the trace nor in the image "
                               f"store; run `aero pack` on the machine that recorded it")
+    vgarom = None
+    if ref.vgarom_sha256:
+        vgarom = (images or {}).get(ref.vgarom_sha256) or \
+            find_image_by_hash(ref.vgarom_sha256, ref.vgarom_size)
+        if vgarom is None or _digest(vgarom) != ref.vgarom_sha256:
+            raise LaunchError(f"the VGA BIOS of {ref.name} (sha256 {ref.vgarom_sha256[:16]}...) "
+                              f"is neither in the trace nor in the image store; run `aero pack` "
+                              f"on the machine that recorded it")
     m = Machine(config)
+    if vgarom is not None:
+        m.add_firmware_file(VGA_BIOS_FILE, vgarom)
     if disk is not None:
         try:
             m.attach_disk(disk)

@@ -459,3 +459,94 @@ def test_run_reports_each_unmodelled_ata_command_once(tmp_path: Path) -> None:
                      "(the drive answered it with ABRT)",
                      "aero: note: the guest issued ATA command C4h, which is not modelled "
                      "(the drive answered it with ABRT)"]
+
+
+# ---- the VGA text console -------------------------------------------------------------------
+
+def test_vga_registers_read_back() -> None:
+    m = Machine(MachineConfig(ram_size=1 << 20))
+    assert m.port_read(0x3D5) == 0xFF  # power-on: monochrome addressing, CRTC at 3B4h
+    m.port_write(0x3C2, 0x67)
+    assert m.port_read(0x3CC) == 0x67
+    m.port_write(0x3D4, 0x0E)
+    m.port_write(0x3D5, 0x01)
+    m.port_write(0x3D4, 0x0F)
+    m.port_write(0x3D5, 0x42)
+    m.port_write(0x3D4, 0x0E)
+    assert (m.port_read(0x3D4), m.port_read(0x3D5)) == (0x0E, 0x01)
+    assert m.port_read(0x3B5) == 0xFF  # the monochrome pair is off now
+    m.port_write(0x3C4, 0x02)
+    m.port_write(0x3C5, 0x03)
+    m.port_write(0x3CE, 0x06)
+    m.port_write(0x3CF, 0x0E)
+    assert (m.port_read(0x3C5), m.port_read(0x3CF)) == (0x03, 0x0E)
+    m.port_read(0x3DA)  # resets the attribute flip-flop
+    m.port_write(0x3C0, 0x10)
+    m.port_write(0x3C0, 0x0C)
+    m.port_write(0x3C0, 0x20)  # index again, with the palette source bit
+    assert (m.port_read(0x3C0), m.port_read(0x3C1)) == (0x20, 0)
+    m.port_read(0x3DA)
+    m.port_write(0x3C0, 0x10)
+    assert m.port_read(0x3C1) == 0x0C
+    m.port_write(0x3C8, 5)
+    for v in (0x3F, 0x15, 0x7F):
+        m.port_write(0x3C9, v)
+    m.port_write(0x3C7, 5)
+    assert [m.port_read(0x3C9) for _ in range(3)] == [0x3F, 0x15, 0x3F]  # 6 bits each
+    assert m.port_read(0x3C7) == 0x03 and m.port_read(0x3C6) == 0xFF
+    v = devstate.decode(m.devices_state_bytes())["vga"]
+    assert v["crtc"][0x0E:0x10] == [0x01, 0x42] and v["palette"][15:18] == [0x3F, 0x15, 0x3F]
+
+
+def test_vga_retrace_follows_the_guest_clock() -> None:
+    """Input status 1 is a function of the tick: vertical retrace twice in a 70 Hz frame's
+    449 lines, for the same ticks on every run."""
+    m = Machine(MachineConfig(ram_size=1 << 20))
+    m.port_write(0x3C2, 0x01)
+    rom = bytearray(4096)
+    rom[0xFF0:0xFF2] = b"\xeb\xfe"  # jmp $ at the reset vector: one tick per instruction
+    m.load_rom(bytes(rom))
+    hz = m.config.tick_hz
+    line = hz / 31469
+    samples = []
+    for t in (0, 100, 411, 412.5, 413.9, 420, 449 + 412.5):
+        tick = int(t * line) + 1
+        while m.ticks < tick:
+            m.run(tick)
+        samples.append(m.port_read(0x3DA) & 0x09)
+    assert samples[0] == 0 and samples[5] == 0x01
+    assert samples[3] == 0x09 and samples[6] == 0x09
+
+
+def test_screen_reads_the_text_frame_buffer() -> None:
+    m = Machine(MachineConfig(ram_size=1 << 20))
+    m.port_write(0x3C2, 0x67)
+    m.write(0xB8000 + 160 * 2, b"".join(bytes([c, 0x07]) for c in b"Hello \xdb"))
+    assert m.screen()[2] == "Hello \u2588" and m.screen()[0] == ""
+    m.port_write(0x3D4, 0x0D)
+    m.port_write(0x3D5, 80)  # start address one line down
+    assert m.screen()[1] == "Hello \u2588"
+
+
+@needs_seabios
+def test_seabios_and_its_vga_bios_write_the_screen(tmp_path: Path) -> None:
+    r = aero_cli("run", "pc", "--until", "No bootable device.", "--screen", "--json")
+    assert r.returncode == 0, r.stderr
+    screen = json.loads(r.stdout)["screen"]
+    assert screen[0].startswith("SeaBIOS (version 1.16")
+    assert "No bootable device." in "\n".join(screen)
+    assert "No VBE DISPI interface detected, falling back to stdvga" in \
+        json.loads(r.stdout)["output"]
+
+
+@needs_seabios
+def test_screen_contains_oracle(tmp_path: Path) -> None:
+    t = tmp_path / "bios.aerotrace"
+    r = aero_cli("record", "pc", "-o", str(t), "--ticks", "40000000", "--rtc", "0", "--json")
+    assert r.returncode == 0, r.stderr
+    ok = aero_cli("check", str(t), "--oracle", "screen-contains:No bootable device.", "--json")
+    assert ok.returncode == 0, ok.stdout + ok.stderr
+    bad = aero_cli("check", str(t), "--oracle", "screen-contains:Press ESC for boot menu",
+                   "--json")
+    assert bad.returncode == 1, bad.stdout + bad.stderr
+    assert "the screen never showed" in bad.stdout

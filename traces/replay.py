@@ -384,11 +384,13 @@ def guest_images(c: TraceContents) -> dict[str, bytes]:
                               f"the trace nor in the image store; run `aero pack` on the "
                               f"machine that recorded it")
         images[h] = data
-    if c.guest.disk_sha256:
-        h = c.guest.disk_sha256
-        data = c.images.get(h) or find_image_by_hash(h, c.guest.disk_size)
+    for h, size, what in ((c.guest.disk_sha256, c.guest.disk_size, "disk image"),
+                          (c.guest.vgarom_sha256, c.guest.vgarom_size, "VGA BIOS")):
+        if not h:
+            continue
+        data = c.images.get(h) or find_image_by_hash(h, size)
         if data is None:
-            raise ReplayError(f"the disk image of {c.guest.name} (sha256 {h[:16]}...) is neither "
+            raise ReplayError(f"the {what} of {c.guest.name} (sha256 {h[:16]}...) is neither "
                               f"in the trace nor in the image store; run `aero pack` on the "
                               f"machine that recorded it")
         images[h] = data

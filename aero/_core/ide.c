@@ -19,7 +19,8 @@
  * 41h) in LBA28 or CHS (the geometry of INITIALIZE DEVICE PARAMETERS, 91h, default 16 heads
  * of 63 sectors); SET FEATURES (EFh: transfer mode, write cache, look-ahead, reverting to
  * defaults — accepted, nothing changes); WRITE SECTORS (30h, 31h) fail with ABRT: the disk
- * is read-only. A sector outside the disk ends a command with IDNF. Any other command is
+ * is read-only; IDENTIFY PACKET DEVICE (A1h) is aborted, as the standard has an ATA device
+ * do. A sector outside the disk ends a command with IDNF. Any other command is
  * answered with ABRT (error 04h), as a drive answers a command it does not implement, and
  * its opcode is remembered in `unmodelled` (part of the state, so a replay sees the same):
  * the host reports each one once. Not modelled: LBA48 (the EXT commands), READ/WRITE
@@ -234,6 +235,9 @@ static void command(aero_machine *m, uint8_t cmd) {
     }
     case 0x30: case 0x31:
         fail(m, ERR_ABRT); /* the disk is read-only */
+        return;
+    case 0xA1: /* IDENTIFY PACKET DEVICE: an ATA (non-packet) device aborts it, by the standard */
+        fail(m, ERR_ABRT);
         return;
     case 0x91: /* INITIALIZE DEVICE PARAMETERS: the CHS translation */
         c->heads = (uint8_t)((c->select & 0x0F) + 1);

@@ -58,6 +58,7 @@ static uint8_t pc_read8(aero_machine *m, uint16_t port) {
     if ((port >= 0x1F0 && port <= 0x1F7) || (port >= 0x170 && port <= 0x177) || port == 0x3F6 ||
         port == 0x376)
         return aero_ide_read8(m, port);
+    if (aero_vga_port(port)) return aero_vga_read(m, port);
     if (port >= 0x3F8 && port <= 0x3FF) return aero_uart_read(m, 0, port & 7);
     if (port >= 0x2F8 && port <= 0x2FF) return aero_uart_read(m, 1, port & 7);
     return 0xFF;
@@ -100,6 +101,7 @@ static void pc_write8(aero_machine *m, uint16_t port, uint8_t val) {
     if ((port >= 0x1F0 && port <= 0x1F7) || (port >= 0x170 && port <= 0x177) || port == 0x3F6 ||
         port == 0x376)
         aero_ide_write8(m, port, val);
+    else if (aero_vga_port(port)) aero_vga_write(m, port, val);
     else if (port >= 0x3F8 && port <= 0x3FF) aero_uart_write(m, 0, port & 7, val);
     else if (port >= 0x2F8 && port <= 0x2FF) aero_uart_write(m, 1, port & 7, val);
 }

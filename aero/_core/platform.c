@@ -41,6 +41,7 @@ void aero_pc_reset_devices(aero_machine *m) {
     aero_piix_reset(m);
     aero_fwcfg_reset(m);
     aero_ide_reset(m);
+    aero_vga_reset(m);
     /* Port 92h's A20 bit reads 0 at power-on; the 8042's output port carries the
      * configured initial state, so either source can turn A20 off later. */
     pc->port92 = 0;
@@ -320,6 +321,7 @@ void aero_devices_save(aero_machine *m, uint8_t *out) {
     aero_piix_save(&pc->piix, &b);
     aero_fwcfg_save(&pc->fwcfg, &b);
     aero_ide_save(&pc->ide, &b);
+    aero_vga_save(&pc->vga, &b);
 }
 
 int aero_devices_load(aero_machine *m, const uint8_t *in) {
@@ -346,6 +348,7 @@ int aero_devices_load(aero_machine *m, const uint8_t *in) {
     aero_piix_load(&pc->piix, &b);
     aero_fwcfg_load(&pc->fwcfg, &b);
     aero_ide_load(&pc->ide, &b);
+    aero_vga_load(&pc->vga, &b);
     if (b.err || reset > AERO_RESET_TRIPLE) {
         free(pc);
         return -1;

@@ -80,6 +80,7 @@ void aero_log_output(aero_machine *m, uint32_t ch, uint8_t byte);
 #include "piix.h"
 #include "fwcfg.h"
 #include "ide.h"
+#include "vga.h"
 
 /* Device ids: AERO_EV_TIMER's argument. */
 #define AERO_DEV_PIT 1
@@ -108,6 +109,7 @@ typedef struct aero_pc {
                                    (NULL: none); never serialized, kept across resets */
     aero_ide ide;          /* the PIIX3 IDE function (00:01.1) and its primary channel */
     aero_disk *disk;       /* configuration, not state: the primary master's image (NULL: none) */
+    aero_vga vga;          /* the VGA's registers (its text frame buffer is RAM at B8000h) */
 } aero_pc;
 
 /* Platform services for devices. */

@@ -31,6 +31,8 @@ def _add_run(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--until", metavar="TEXT", default=None,
                    help="stop once the guest's output (COM1 or the debug console) shows TEXT")
     p.add_argument("--json", action="store_true", help="print a JSON summary")
+    p.add_argument("--screen", action="store_true",
+                   help="show the VGA text screen at the end (with --json: a 'screen' list)")
     p.set_defaults(func=cmd_run)
 
 
@@ -121,13 +123,18 @@ def cmd_run(args: argparse.Namespace) -> int:
         if stop not in (StopReason.OUTPUT, StopReason.EVENTS):
             break
     status = machine.exit_status
+    screen = machine.screen() if args.screen else None
+    if screen is not None and not args.json:
+        write_stdout(("\n" + "\n".join(screen).rstrip("\n") + "\n").encode())
     for op in unmodelled_ata_commands(machine):
         print(f"aero: note: the guest issued ATA command {op:02X}h, which is not modelled "
               f"(the drive answered it with ABRT)", file=sys.stderr)
     if args.json:
-        print(json.dumps({"stop": "until" if matched else stop.name.lower(),
-                          "ticks": machine.ticks,
-                          "exit_status": status, "output": out.decode("latin-1")}))
+        summary = {"stop": "until" if matched else stop.name.lower(), "ticks": machine.ticks,
+                   "exit_status": status, "output": out.decode("latin-1")}
+        if screen is not None:
+            summary["screen"] = screen
+        print(json.dumps(summary))
     if matched:
         return EXIT_OK
     if stop == StopReason.EXIT and status is not None:

@@ -380,7 +380,9 @@ def pack_trace(path: Path, out: Path) -> dict:
         with TraceWriter(tmp, trace.metadata, fd=fd) as w:
             for h in missing:
                 name = c.guest.name if h == c.guest.sha256 else \
-                    f"{c.guest.name} disk" if h == c.guest.disk_sha256 else f"{c.guest.name} initrd"
+                    f"{c.guest.name} disk" if h == c.guest.disk_sha256 else \
+                    f"{c.guest.name} VGA BIOS" if h == c.guest.vgarom_sha256 else \
+                    f"{c.guest.name} initrd"
                 w.append(FrameKind.IMAGE, 0, 0, codec.encode_image(name, images[h]))
             for f in trace.frames:
                 w.append(f.kind, f.first_tick, f.last_tick, trace.read(f))
