@@ -101,9 +101,50 @@ def _platform(r: _Reader) -> Fields:
             "pci_addr": r.int(4), "pci_cfg": r.bytes(256), "reset_pending": r.int(4)}
 
 
+def _piix(r: _Reader) -> Fields:
+    # Registers 40h-FFh of the PIIX3 ISA bridge, XOR their power-on values (piix.c).
+    return {"isa_cfg_xor": r.bytes(192)}
+
+
+def _fwcfg(r: _Reader) -> Fields:
+    return {"key": r.int(2), "offset": r.int(4)}
+
+
+def _ide(r: _Reader) -> Fields:
+    # The primary channel, its registers XOR their power-on values (ide.c), then the PCI
+    # function's registers and the bitmap of unmodelled commands seen.
+    out: Fields = r.named("feature error_xor nsector_xor sector_xor lcyl hcyl select status_xor "
+                          "control irq_pending irq_level xfer")
+    out["pos"] = r.int(2)
+    out["left"] = r.int(2)
+    out["lba"] = r.int(4)
+    out.update(r.named("cmd heads spt"))
+    out["buf"] = r.bytes(512)
+    out["pci_cmd"] = r.int(1)
+    out["bmiba"] = r.int(4)
+    out["cfg40"] = r.bytes(16)
+    out["unmodelled"] = r.bytes(32)
+    return out
+
+
+def _vga(r: _Reader) -> Fields:
+    out: Fields = r.named("misc seq_index")
+    out["seq"] = r.bytes(8)
+    out["crtc_index"] = r.int(1)
+    out["crtc"] = r.bytes(32)
+    out["gr_index"] = r.int(1)
+    out["gr"] = r.bytes(16)
+    out.update(r.named("ar_index ar_flip"))
+    out["ar"] = r.bytes(32)
+    out.update(r.named("pel_mask_xor dac_read dac_write dac_sub dac_reading"))
+    out["palette"] = r.bytes(768)
+    return out
+
+
 SECTIONS: tuple[tuple[str, Callable[[_Reader], Fields]], ...] = (
     ("pic", _pic), ("pit", _pit), ("com1", _uart), ("com2", _uart), ("rtc", _rtc),
-    ("kbc", _kbc), ("platform", _platform))
+    ("kbc", _kbc), ("platform", _platform), ("piix", _piix), ("fwcfg", _fwcfg),
+    ("ide", _ide), ("vga", _vga))
 
 
 def decode(state: bytes) -> dict[str, Fields]:

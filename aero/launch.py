@@ -5,7 +5,10 @@ image into a local content-addressed store (as rr keeps the binaries a trace nee
 finds it there or inside the trace (``aero pack``), and a mismatch is an error, never a
 silent substitution. A Linux guest has two images, the kernel and its initrd, and both are
 named that way; its command line is part of the machine configuration
-(``MachineConfig.cmdline``).
+(``MachineConfig.cmdline``). A disk image (``--disk``, the primary IDE master, read-only) is
+named the same way: its hash is part of the guest's identity, the recorder stores it, ``aero
+pack`` embeds it, and replay uses that copy, so a disk file changed after the recording does
+not change the replay (and one that cannot be found by its hash is a clear error).
 
 Invariants:
 
@@ -40,6 +43,11 @@ from aero.machine import Machine, MachineConfig
 
 LOAD_FORMATS = ("flat", "rom", "multiboot", "linux")
 LINUX_GUEST = "linux"  # the bundled Linux guest (aero.linuxguest), fetched on first use
+PC_GUEST = "pc"  # the PC firmware: Debian's SeaBIOS (package seabios), booting from --disk
+SEABIOS_IMAGE = Path("/usr/share/seabios/bios.bin")
+VGA_BIOS_IMAGE = Path("/usr/share/seabios/vgabios-isavga.bin")  # SeaVGABIOS, ISA VGA build
+VGA_BIOS_FILE = "vgaroms/vgabios-isavga.bin"  # the fw_cfg name SeaBIOS runs it from, as QEMU's
+LINUX_DISK = "linux"  # --disk linux: the project-built boot disk (aero.linuxdisk)
 
 __all__ = ["GuestRef", "LINUX_GUEST", "LaunchError", "ResolvedGuest", "find_image",
            "find_image_by_hash", "image_store", "resolve", "resolve_guest", "start_machine",
@@ -63,11 +71,21 @@ class GuestRef:
     # so the metadata (and digest) of every other guest is what it always was.
     initrd_sha256: str = ""
     initrd_size: int = 0
+    # The disk image on the primary IDE channel ("" and 0 without one), likewise optional.
+    disk_sha256: str = ""
+    disk_size: int = 0
+    # The VGA option ROM given to the firmware through fw_cfg ("" and 0 without one).
+    vgarom_sha256: str = ""
+    vgarom_size: int = 0
 
     def to_dict(self) -> dict:
         d = asdict(self)
         if not self.initrd_sha256:
             del d["initrd_sha256"], d["initrd_size"]
+        if not self.disk_sha256:
+            del d["disk_sha256"], d["disk_size"]
+        if not self.vgarom_sha256:
+            del d["vgarom_sha256"], d["vgarom_size"]
         return d
 
     def identity(self) -> dict:
@@ -77,8 +95,10 @@ class GuestRef:
         return d
 
     def image_hashes(self) -> list[str]:
-        """SHA-256 of every image the guest needs: the guest image, then the initrd."""
-        return [self.sha256] + ([self.initrd_sha256] if self.initrd_sha256 else [])
+        """SHA-256 of every image the guest needs: the guest image, the initrd, the disk,
+        the VGA ROM."""
+        return [self.sha256] + [h for h in (self.initrd_sha256, self.disk_sha256,
+                                             self.vgarom_sha256) if h]
 
     @classmethod
     def from_dict(cls, d: object) -> GuestRef:
@@ -87,14 +107,22 @@ class GuestRef:
         try:
             ref = cls(str(d["name"]), str(d["fmt"]), int(d["load_addr"]), str(d["sha256"]),
                       int(d["size"]), str(d.get("initrd_sha256", "")),
-                      int(d.get("initrd_size", 0)))
+                      int(d.get("initrd_size", 0)), str(d.get("disk_sha256", "")),
+                      int(d.get("disk_size", 0)), str(d.get("vgarom_sha256", "")),
+                      int(d.get("vgarom_size", 0)))
         except (KeyError, TypeError, ValueError) as exc:
             raise LaunchError(f"trace metadata: bad guest entry ({exc})") from None
         initrd_bad = ref.initrd_sha256 and (
             ref.fmt != "linux" or not _HEX64.fullmatch(ref.initrd_sha256)
             or not 0 < ref.initrd_size <= MAX_IMAGE_BYTES)
+        disk_bad = ref.disk_sha256 and (
+            not _HEX64.fullmatch(ref.disk_sha256)
+            or not 0 < ref.disk_size <= MAX_IMAGE_BYTES or ref.disk_size % 512)
+        disk_bad = disk_bad or (ref.vgarom_sha256 and (
+            ref.fmt != "rom" or not _HEX64.fullmatch(ref.vgarom_sha256)
+            or not 0 < ref.vgarom_size <= 1 << 20))
         if ref.fmt not in LOAD_FORMATS or not _HEX64.fullmatch(ref.sha256) \
-                or not 0 < ref.size <= MAX_IMAGE_BYTES or initrd_bad:
+                or not 0 < ref.size <= MAX_IMAGE_BYTES or initrd_bad or disk_bad:
             raise LaunchError(f"trace metadata: bad guest entry ({ref.fmt[:16]!r}, "
                               f"{ref.sha256[:16]!r}, {ref.size})")
         return ref
@@ -214,12 +242,60 @@ def _bundled_linux() -> ResolvedGuest:
                          linuxguest.RAM_SIZE)
 
 
+def with_disk(r: ResolvedGuest, disk: str) -> ResolvedGuest:
+    """``r`` with a raw disk image file (a non-empty multiple of 512 bytes, at most
+    MAX_IMAGE_BYTES) attached as the primary IDE master. ``linux``, when no such file
+    exists, is the project-built boot disk (:mod:`aero.linuxdisk`), built on first use."""
+    if disk == LINUX_DISK and not Path(disk).exists():
+        from aero import linuxdisk, linuxguest
+
+        try:
+            disk = str(linuxdisk.disk_path())
+        except (linuxdisk.LinuxDiskError, linuxguest.LinuxGuestError) as exc:
+            raise LaunchError(f"the Linux boot disk: {exc}") from None
+        ram = r.ram_size or linuxguest.RAM_SIZE
+        r = ResolvedGuest(r.ref, r.data, r.images, r.cmdline, ram)
+    if Path(disk).is_dir():
+        raise LaunchError(f"{disk}: is a directory, not a disk image")
+    data = _read(disk, "disk image", MAX_IMAGE_BYTES)
+    if len(data) % 512:
+        raise LaunchError(f"{disk}: a disk image must be a multiple of 512 bytes "
+                          f"({len(data)} is not)")
+    ref = r.ref
+    ref = GuestRef(ref.name, ref.fmt, ref.load_addr, ref.sha256, ref.size, ref.initrd_sha256,
+                   ref.initrd_size, _digest(data), len(data), ref.vgarom_sha256,
+                   ref.vgarom_size)
+    return ResolvedGuest(ref, r.data, {**r.images, ref.disk_sha256: data}, r.cmdline,
+                         r.ram_size)
+
+
 def resolve(spec: str, fmt: str = "auto", load_addr: int = 0x7C00,
-            initrd: str | None = None, *, ram_size: int | None = None) -> ResolvedGuest:
+            initrd: str | None = None, *, ram_size: int | None = None,
+            disk: str | None = None) -> ResolvedGuest:
     """A bundled guest name (built or fetched on demand) or an image file, with an initrd
-    file for a Linux kernel. ram_size: the machine's RAM; an image file larger than it can
-    use is refused before it is read (:func:`aero.loader.image_limit`)."""
+    file for a Linux kernel and a disk image file. ram_size: the machine's RAM; an image file
+    larger than it can use is refused before it is read (:func:`aero.loader.image_limit`)."""
+    r = _resolve(spec, fmt, load_addr, initrd, ram_size=ram_size)
+    return with_disk(r, disk) if disk is not None else r
+
+
+def _resolve(spec: str, fmt: str, load_addr: int, initrd: str | None, *,
+             ram_size: int | None) -> ResolvedGuest:
     path = Path(spec)
+    if not path.exists() and spec == PC_GUEST:
+        if initrd is not None:
+            raise LaunchError(f"{spec}: an initrd is for Linux kernels")
+        if not SEABIOS_IMAGE.exists():
+            raise LaunchError(f"{spec}: the PC firmware {SEABIOS_IMAGE} is missing "
+                              f"(apt-get install seabios)")
+        data = _read(str(SEABIOS_IMAGE), "firmware", MAX_IMAGE_BYTES)
+        if not VGA_BIOS_IMAGE.exists():
+            raise LaunchError(f"{spec}: the VGA BIOS {VGA_BIOS_IMAGE} is missing "
+                              f"(apt-get install seabios)")
+        vga = _read(str(VGA_BIOS_IMAGE), "VGA BIOS", 1 << 20)
+        ref = GuestRef(PC_GUEST, "rom", 0, _digest(data), len(data),
+                       vgarom_sha256=_digest(vga), vgarom_size=len(vga))
+        return ResolvedGuest(ref, data, {ref.sha256: data, ref.vgarom_sha256: vga})
     if not path.exists() and (spec in guests.GUESTS or spec in guests.BENCH_GUESTS
                               or spec in guests.SUPPORT_GUESTS):
         if initrd is not None:
@@ -276,7 +352,30 @@ def start_machine(config: MachineConfig, ref: GuestRef, data: bytes,
             raise LaunchError(f"the initrd of {ref.name} (sha256 {ref.initrd_sha256[:16]}...) "
                               f"is neither in the trace nor in the image store; run `aero pack` "
                               f"on the machine that recorded it")
+    disk = None
+    if ref.disk_sha256:
+        disk = (images or {}).get(ref.disk_sha256) or \
+            find_image_by_hash(ref.disk_sha256, ref.disk_size)
+        if disk is None or _digest(disk) != ref.disk_sha256:
+            raise LaunchError(f"the disk image of {ref.name} (sha256 {ref.disk_sha256[:16]}..., "
+                              f"{ref.disk_size} bytes) is neither in the trace nor in the image "
+                              f"store; run `aero pack` on the machine that recorded it")
+    vgarom = None
+    if ref.vgarom_sha256:
+        vgarom = (images or {}).get(ref.vgarom_sha256) or \
+            find_image_by_hash(ref.vgarom_sha256, ref.vgarom_size)
+        if vgarom is None or _digest(vgarom) != ref.vgarom_sha256:
+            raise LaunchError(f"the VGA BIOS of {ref.name} (sha256 {ref.vgarom_sha256[:16]}...) "
+                              f"is neither in the trace nor in the image store; run `aero pack` "
+                              f"on the machine that recorded it")
     m = Machine(config)
+    if vgarom is not None:
+        m.add_firmware_file(VGA_BIOS_FILE, vgarom)
+    if disk is not None:
+        try:
+            m.attach_disk(disk)
+        except ValueError as exc:
+            raise LaunchError(f"the disk image of {ref.name}: {exc}") from None
     try:
         if ref.fmt == "flat":
             load_flat(m, data, ref.load_addr, ref.name)

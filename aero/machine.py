@@ -327,6 +327,41 @@ class Machine:
             raise MemoryError("cannot map the ROM image")
         self.reset()
 
+    def attach_disk(self, image: bytes) -> None:
+        """Attach a raw disk image (read-only) as the primary IDE master. Configuration, like
+        the ROM: attach the same image before running on every machine that replays it."""
+        if not image or len(image) % 512:
+            raise ValueError(f"a disk image must be a non-empty multiple of 512 bytes, "
+                             f"not {len(image)}")
+        if not self.config.devices:
+            raise ValueError("a disk needs the PC devices")
+        if lib.aero_disk_attach(self._m, image, len(image)) != 0:
+            raise MemoryError("cannot attach the disk image")
+
+    def add_firmware_file(self, name: str, data: bytes) -> None:
+        """Give the firmware a file through QEMU's fw_cfg (configuration, like the ROM)."""
+        raw = name.encode("ascii")
+        if not 0 < len(raw) <= 55:
+            raise ValueError(f"fw_cfg file names are 1 to 55 characters, not {name!r}")
+        if lib.aero_fwcfg_add_file(self._m, raw, data, len(data)) != 0:
+            raise ValueError(f"cannot add fw_cfg file {name!r} (no PC devices, or 16 files)")
+
+    def screen(self, cols: int = 80, rows: int = 25) -> list[str]:
+        """The VGA text screen: ``rows`` lines of ``cols`` characters (code page 437, NUL as
+        a space, trailing spaces removed), read from the frame buffer in RAM (B8000h, or
+        B0000h when the miscellaneous output selects monochrome addressing) from the CRTC's
+        start address. Empty lines without the PC devices or RAM there."""
+        from aero import devstate
+
+        vga = devstate.decode(self.devices_state_bytes()).get("vga")
+        if not vga:
+            return [""] * rows
+        crtc, misc = vga["crtc"], vga["misc"]
+        assert isinstance(crtc, list) and isinstance(misc, int)
+        base = (0xB8000 if misc & 1 else 0xB0000) + 2 * ((crtc[0x0C] << 8 | crtc[0x0D]) & 0x3FFF)
+        raw = self.read(base, 2 * cols * rows)[0::2].replace(b"\0", b" ")
+        return [raw[r * cols:(r + 1) * cols].decode("cp437").rstrip() for r in range(rows)]
+
     # ---- execution ----------------------------------------------------------------------
     def reset(self) -> None:
         """Power-on CPU state (CS:IP = F000:FFF0); RAM is kept."""

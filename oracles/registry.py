@@ -55,12 +55,14 @@ def names() -> list[str]:
 
 
 def default_names() -> list[str]:
-    """The oracles ``aero check`` runs by default: all but the per-instruction ones."""
-    return [n for n in names() if not _REGISTRY[n].per_instruction]
+    """The oracles ``aero check`` runs by default: all but the per-instruction ones and
+    those that take an argument (``name:ARG``, e.g. ``screen-contains:TEXT``)."""
+    return [n for n in names() if not _REGISTRY[n].per_instruction
+            and not getattr(_REGISTRY[n], "argument", "")]
 
 
 BUILTIN_MODULES = ("builtin_replay", "builtin_cpu", "builtin_devices", "builtin_memory",
-                   "builtin_output", "builtin_liveness")
+                   "builtin_output", "builtin_liveness", "builtin_screen")
 
 
 def _load_builtins() -> None:
@@ -118,9 +120,18 @@ def build(specs: list[str] | None, options: dict[str, dict[str, Any]] | None = N
         if spec in seen:
             continue
         seen.add(spec)
-        cls = resolve(spec)
+        kwargs = dict((options or {}).get(spec, {}))
+        name, sep, arg = spec.partition(":")
+        if sep and not (".py:" in spec or "/" in spec):
+            # name:ARG, for an oracle that takes one argument (its class's ``argument``).
+            cls = get(name)
+            if not getattr(cls, "argument", ""):
+                raise OracleError(f"oracle {name} takes no argument ({spec!r})")
+            kwargs[cls.argument] = arg
+        else:
+            cls = resolve(spec)
         try:
-            out.append(cls(**(options or {}).get(spec, {})))
+            out.append(cls(**kwargs))
         except (TypeError, ValueError) as exc:
             raise OracleError(f"oracle {spec}: {exc}") from None
     return out

@@ -379,7 +379,7 @@ def guest_image(c: TraceContents) -> bytes:
 
 
 def guest_images(c: TraceContents) -> dict[str, bytes]:
-    """Every image the guest needs (the guest image and, for Linux, the initrd), by SHA-256:
+    """Every image the guest needs (the guest image, for Linux the initrd, a disk), by SHA-256:
     embedded in the trace, else from the local image store."""
     images = {c.guest.sha256: guest_image(c)}
     if c.guest.initrd_sha256:
@@ -388,6 +388,16 @@ def guest_images(c: TraceContents) -> dict[str, bytes]:
         if data is None:
             raise ReplayError(f"the initrd of {c.guest.name} (sha256 {h[:16]}...) is neither in "
                               f"the trace nor in the image store; run `aero pack` on the "
+                              f"machine that recorded it")
+        images[h] = data
+    for h, size, what in ((c.guest.disk_sha256, c.guest.disk_size, "disk image"),
+                          (c.guest.vgarom_sha256, c.guest.vgarom_size, "VGA BIOS")):
+        if not h:
+            continue
+        data = c.images.get(h) or find_image_by_hash(h, size)
+        if data is None:
+            raise ReplayError(f"the {what} of {c.guest.name} (sha256 {h[:16]}...) is neither "
+                              f"in the trace nor in the image store; run `aero pack` on the "
                               f"machine that recorded it")
         images[h] = data
     return images

@@ -220,6 +220,14 @@ typedef struct aero_port_stat {
 int aero_port_log_enable(aero_machine *m, int enable);
 /* The 65536 entries, indexed by port, or NULL when the log is off. */
 const aero_port_stat *aero_port_log(aero_machine *m);
+/* Give the firmware a file through fw_cfg (copied; configuration, not state: add them before
+ * the guest runs, the same ones on every machine that replays it). Returns 0, or -1 without
+ * the PC devices, for an empty or over-long (55) name, or when 16 files are there. */
+int aero_fwcfg_add_file(aero_machine *m, const char *name, const uint8_t *data, uint32_t size);
+/* Attach a raw disk image as the primary IDE master (copied; read-only; configuration, not
+ * state). Returns 0, or -1 without the PC devices, for a size that is 0 or not a multiple of
+ * 512, or when it cannot be allocated. */
+int aero_disk_attach(aero_machine *m, const uint8_t *data, uint64_t size);
 /* Canonical serialization of every device's state (AERO_DEV_STATE_BYTES, zero-padded). */
 void aero_devices_save(aero_machine *m, uint8_t *out);
 int aero_devices_load(aero_machine *m, const uint8_t *in);

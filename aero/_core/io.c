@@ -10,6 +10,8 @@
 #include "platform.h"
 
 #define PORT_DEBUGCON 0xE9
+#define PORT_DEBUGCON_FW 0x402 /* the port SeaBIOS writes its debug log to (QEMU: isa-debugcon
+                                  iobase=0x402); the same console as E9h */
 #define PORT_DEBUG_EXIT 0xF4
 
 /* Real mode: always allowed. Protected mode at CPL <= IOPL (not virtual-8086): allowed.
@@ -53,6 +55,10 @@ static uint8_t pc_read8(aero_machine *m, uint16_t port) {
     default:
         break;
     }
+    if ((port >= 0x1F0 && port <= 0x1F7) || (port >= 0x170 && port <= 0x177) || port == 0x3F6 ||
+        port == 0x376)
+        return aero_ide_read8(m, port);
+    if (aero_vga_port(port)) return aero_vga_read(m, port);
     if (port >= 0x3F8 && port <= 0x3FF) return aero_uart_read(m, 0, port & 7);
     if (port >= 0x2F8 && port <= 0x2FF) return aero_uart_read(m, 1, port & 7);
     return 0xFF;
@@ -92,16 +98,25 @@ static void pc_write8(aero_machine *m, uint16_t port, uint8_t val) {
     default:
         break;
     }
-    if (port >= 0x3F8 && port <= 0x3FF) aero_uart_write(m, 0, port & 7, val);
+    if ((port >= 0x1F0 && port <= 0x1F7) || (port >= 0x170 && port <= 0x177) || port == 0x3F6 ||
+        port == 0x376)
+        aero_ide_write8(m, port, val);
+    else if (aero_vga_port(port)) aero_vga_write(m, port, val);
+    else if (port >= 0x3F8 && port <= 0x3FF) aero_uart_write(m, 0, port & 7, val);
     else if (port >= 0x2F8 && port <= 0x2FF) aero_uart_write(m, 1, port & 7, val);
 }
 
 /* Wider accesses reach consecutive byte ports, low byte first, as on the ISA bus; the PCI
- * configuration ports take 16- and 32-bit accesses whole. */
+ * configuration ports, fw_cfg's (510h-511h) and the IDE data port (1F0h) take 16- and 32-bit
+ * accesses whole. */
 static uint32_t pc_read(aero_machine *m, uint16_t port, int size) {
     uint32_t v;
     if (port >= 0xCF8 && port <= 0xCFF) {
         v = aero_pci_read(m, port, size);
+    } else if (port == 0x510 || port == 0x511) {
+        v = aero_fwcfg_read(m, port, size);
+    } else if (port == 0x1F0 && size > 1) {
+        v = aero_ide_data_read(m, size);
     } else {
         v = 0;
         for (int i = 0; i < size; i++) v |= (uint32_t)pc_read8(m, (uint16_t)(port + i)) << (8 * i);
@@ -113,6 +128,10 @@ static uint32_t pc_read(aero_machine *m, uint16_t port, int size) {
 static void pc_write(aero_machine *m, uint16_t port, int size, uint32_t val) {
     if (port >= 0xCF8 && port <= 0xCFF) {
         aero_pci_write(m, port, size, val);
+    } else if (port == 0x510 || port == 0x511) {
+        aero_fwcfg_write(m, port, size, val);
+    } else if (port == 0x1F0 && size > 1) {
+        aero_ide_data_write(m, size, val);
     } else {
         for (int i = 0; i < size; i++) pc_write8(m, (uint16_t)(port + i), (uint8_t)(val >> (8 * i)));
     }
@@ -140,7 +159,8 @@ static void port_log(aero_machine *m, uint16_t port, int size, uint32_t val, int
 
 static uint32_t io_read(aero_machine *m, uint16_t port, int size) {
     uint32_t ones = size == 1 ? 0xFFu : size == 2 ? 0xFFFFu : 0xFFFFFFFFu;
-    if (port == PORT_DEBUGCON && m->cfg.debug_ports) return 0xE9u | (ones & ~0xFFu); /* debugcon read-back */
+    if ((port == PORT_DEBUGCON || port == PORT_DEBUGCON_FW) && m->cfg.debug_ports)
+        return 0xE9u | (ones & ~0xFFu); /* debugcon read-back */
     if (m->pc) return pc_read(m, port, size);
     return ones;
 }
@@ -155,7 +175,7 @@ uint32_t aero_io_read(aero_machine *m, uint16_t port, int size) {
 void aero_io_write(aero_machine *m, uint16_t port, int size, uint32_t val) {
     if (AERO_UNLIKELY(m->watch_io)) aero_watch_port(m, port, size, val, AERO_WATCH_WRITE);
     if (m->port_log) port_log(m, port, size, val, 1);
-    if (port == PORT_DEBUGCON && m->cfg.debug_ports) {
+    if ((port == PORT_DEBUGCON || port == PORT_DEBUGCON_FW) && m->cfg.debug_ports) {
         /* Only the low byte goes out: QEMU's debugcon is a one-byte port, and the bytes
          * above it land on the next ports. The run stops before the buffer is full. */
         m->out[m->out_len++] = (uint8_t)val;

@@ -13,6 +13,7 @@
 #include <stdlib.h>
 
 #include "cpu.h"
+#include "piix.h" /* aero_pam_ram: the shadow-RAM routing below 1 MB */
 
 /* Page-table entry bits. */
 #define PTE_P 0x001u
@@ -85,11 +86,18 @@ void aero_tlb_flush_writes(aero_machine *m) {
         for (int i = 0; i < AERO_TLB_SIZE; i++) m->tlb[set][i].tag_w = AERO_TLB_INVALID;
 }
 
-/* Host pointer for the byte at phys, or NULL for unmapped space (open bus). */
+/* Is phys in the ROM's alias below 1 MB, where the chipset's PAM registers choose between
+ * the ROM and RAM (piix.c)? write: the route of a write rather than of a read. */
+static int rom_alias_routed(const aero_machine *m, uint32_t phys, int write) {
+    uint32_t alias = m->rom_size < AERO_ROM_ALIAS_MAX ? m->rom_size : AERO_ROM_ALIAS_MAX;
+    return phys >= 0x100000u - alias && phys < 0x100000u && !aero_pam_ram(m, phys, write);
+}
+
+/* Host pointer for the byte at phys as a read sees it, or NULL for unmapped space (open bus). */
 uint8_t *aero_phys_ptr(aero_machine *m, uint32_t phys) {
     if (m->rom) {
         uint32_t alias = m->rom_size < AERO_ROM_ALIAS_MAX ? m->rom_size : AERO_ROM_ALIAS_MAX;
-        if (phys >= 0x100000u - alias && phys < 0x100000u)
+        if (rom_alias_routed(m, phys, 0))
             return m->rom + (m->rom_size - alias) + (phys - (0x100000u - alias));
         if (phys >= 0u - m->rom_size) return m->rom + (phys - (0u - m->rom_size));
     }
@@ -97,10 +105,10 @@ uint8_t *aero_phys_ptr(aero_machine *m, uint32_t phys) {
     return NULL;
 }
 
-/* Is phys in writable RAM (not ROM, not unmapped)? */
+/* Does a write to phys reach RAM (not ROM, not unmapped)? */
 static int phys_is_ram(aero_machine *m, uint32_t phys) {
-    uint8_t *p = aero_phys_ptr(m, phys);
-    return p && p >= m->ram && p < m->ram + m->ram_size;
+    if (m->rom && (rom_alias_routed(m, phys, 1) || phys >= 0u - m->rom_size)) return 0;
+    return phys < m->ram_size;
 }
 
 /* Two-level i386 page walk (4 KB pages, and 4 MB pages with CR4.PSE). Checks U/S and R/W
@@ -468,6 +476,9 @@ static void wr_slow(aero_machine *m, uint32_t lin, int size, uint32_t val, int a
      * straight through: write-map the page (unless a breakpoint or a host watch covers it,
      * or it holds decoded code: those writes must come here to be checked against the code
      * chunks). */
+    /* Shadow RAM whose reads still go to the ROM (PAM): never mapped, reads and writes
+     * differ. */
+    if (aero_phys_ptr(m, phys) != p) return;
     if (mappable(m, page, phys, 0)) e->tag_r = page;
     if (mappable(m, page, phys, 1) && !m->code_page[phys >> 12]) e->tag_w = page;
 }

@@ -23,6 +23,8 @@ int aero_pc_init(aero_machine *m) {
 }
 
 void aero_pc_free(aero_machine *m) {
+    aero_fwcfg_free(m);
+    aero_ide_free(m);
     free(m->pc);
     free(m->events);
 }
@@ -36,6 +38,10 @@ void aero_pc_reset_devices(aero_machine *m) {
     aero_uart_reset(m, 1);
     aero_rtc_reset(m);
     aero_kbc_reset(m);
+    aero_piix_reset(m);
+    aero_fwcfg_reset(m);
+    aero_ide_reset(m);
+    aero_vga_reset(m);
     /* Port 92h's A20 bit reads 0 at power-on; the 8042's output port carries the
      * configured initial state, so either source can turn A20 off later. */
     pc->port92 = 0;
@@ -50,6 +56,7 @@ void aero_pc_reset_devices(aero_machine *m) {
     c[0x06] = 0x80; c[0x07] = 0x02; /* status: fast back-to-back, medium DEVSEL */
     c[0x08] = 0x02; /* revision */
     c[0x0A] = 0x00; c[0x0B] = 0x06; /* class 0600: host bridge */
+    aero_pam_changed(m); /* PAM registers 59h-5Fh are 0 again: C0000h-FFFFFh reach the ROM */
     aero_pc_reschedule(m);
 }
 
@@ -185,17 +192,27 @@ void aero_post_write(aero_machine *m, uint8_t val) {
 }
 
 /* Configuration mechanism #1: CF8h holds the address (bit 31 enable, bus 23:16, device
- * 15:11, function 10:8, register 7:2); CFCh-CFFh the data. Only bus 0 device 0 function 0,
- * the host bridge, answers; every other function reads as absent (FFFFh vendor). */
+ * 15:11, function 10:8, register 7:2); CFCh-CFFh the data. On bus 0, device 0 function 0 is
+ * the host bridge and device 1 the PIIX3 (piix.c); every other function reads as absent
+ * (FFFFh vendor). The host bridge's subsystem IDs (2Ch-2Fh) are QEMU's 1AF4:1100, by which
+ * SeaBIOS knows it runs on QEMU's machine (and so reads fw_cfg); they are constants, not
+ * stored. */
+#define PCI_DEV1 0x00000800u /* bus 0, device 1 in CONFIG_ADDRESS bits 23:11 */
+static const uint8_t host_subsys[4] = {0xF4, 0x1A, 0x00, 0x11};
 uint32_t aero_pci_read(aero_machine *m, uint16_t port, int size) {
     aero_pc *pc = m->pc;
     uint32_t ones = size == 4 ? 0xFFFFFFFFu : (1u << (8 * size)) - 1;
     if (port == 0xCF8 && size == 4) return pc->pci_addr;
     if (port < 0xCFC) return ones;
     uint32_t a = pc->pci_addr;
-    if (!(a & 0x80000000u) || (a & 0x00FFFF00u) != 0) return ones;
+    if (!(a & 0x80000000u)) return ones;
     uint32_t reg = (a & 0xFC) + (port & 3u), v = 0;
-    for (int i = 0; i < size; i++) v |= (uint32_t)pc->pci_cfg[(reg + (uint32_t)i) & 0xFF] << (8 * i);
+    if ((a & 0x00FFF800u) == PCI_DEV1) return aero_piix_cfg_read(m, (a >> 8) & 7, reg, size);
+    if ((a & 0x00FFFF00u) != 0) return ones;
+    for (int i = 0; i < size; i++) {
+        uint32_t r = (reg + (uint32_t)i) & 0xFF;
+        v |= (uint32_t)(r >= 0x2C && r < 0x30 ? host_subsys[r - 0x2C] : pc->pci_cfg[r]) << (8 * i);
+    }
     return v;
 }
 
@@ -207,8 +224,15 @@ void aero_pci_write(aero_machine *m, uint16_t port, int size, uint32_t val) {
     }
     if (port < 0xCFC) return;
     uint32_t a = pc->pci_addr;
-    if (!(a & 0x80000000u) || (a & 0x00FFFF00u) != 0) return;
+    if (!(a & 0x80000000u)) return;
     uint32_t reg = (a & 0xFC) + (port & 3u);
+    if ((a & 0x00FFF800u) == PCI_DEV1) {
+        aero_piix_cfg_write(m, (a >> 8) & 7, reg, size, val);
+        return;
+    }
+    if ((a & 0x00FFFF00u) != 0) return;
+    uint8_t pam[7];
+    memcpy(pam, pc->pci_cfg + 0x59, sizeof pam);
     for (int i = 0; i < size; i++) {
         uint32_t r = (reg + (uint32_t)i) & 0xFF;
         /* Writable: the command register's enable bits and the chipset registers above the
@@ -216,6 +240,7 @@ void aero_pci_write(aero_machine *m, uint16_t port, int size, uint32_t val) {
         if (r == 0x04) pc->pci_cfg[r] = (uint8_t)(val >> (8 * i)) & 0x07;
         else if (r >= 0x40) pc->pci_cfg[r] = (uint8_t)(val >> (8 * i));
     }
+    if (memcmp(pam, pc->pci_cfg + 0x59, sizeof pam) != 0) aero_pam_changed(m);
 }
 
 /* ---- input injection ---- */
@@ -292,6 +317,11 @@ void aero_devices_save(aero_machine *m, uint8_t *out) {
     aero_put32(&b, pc->pci_addr);
     aero_put_bytes(&b, pc->pci_cfg, sizeof pc->pci_cfg);
     aero_put32(&b, m->reset_pending);
+    /* Added later: all zeros while untouched, so earlier fingerprints stay valid. */
+    aero_piix_save(&pc->piix, &b);
+    aero_fwcfg_save(&pc->fwcfg, &b);
+    aero_ide_save(&pc->ide, &b);
+    aero_vga_save(&pc->vga, &b);
 }
 
 int aero_devices_load(aero_machine *m, const uint8_t *in) {
@@ -315,6 +345,10 @@ int aero_devices_load(aero_machine *m, const uint8_t *in) {
     pc->pci_addr = aero_get32(&b) & 0x80FFFFFCu;
     aero_get_bytes(&b, pc->pci_cfg, sizeof pc->pci_cfg);
     uint32_t reset = aero_get32(&b);
+    aero_piix_load(&pc->piix, &b);
+    aero_fwcfg_load(&pc->fwcfg, &b);
+    aero_ide_load(&pc->ide, &b);
+    aero_vga_load(&pc->vga, &b);
     if (b.err || reset > AERO_RESET_TRIPLE) {
         free(pc);
         return -1;
@@ -323,6 +357,7 @@ int aero_devices_load(aero_machine *m, const uint8_t *in) {
     free(pc);
     m->reset_pending = reset;
     if (reset) m->attn |= AERO_ATTN_RESET;
+    aero_pam_changed(m); /* the PAM registers may differ */
     aero_set_intr(m, m->pc->pic.chip[0].output);
     aero_pc_reschedule(m);
     return 0;

@@ -77,6 +77,10 @@ void aero_log_output(aero_machine *m, uint32_t ch, uint8_t byte);
 #include "pit.h"
 #include "rtc.h"
 #include "uart.h"
+#include "piix.h"
+#include "fwcfg.h"
+#include "ide.h"
+#include "vga.h"
 
 /* Device ids: AERO_EV_TIMER's argument. */
 #define AERO_DEV_PIT 1
@@ -99,6 +103,13 @@ typedef struct aero_pc {
     uint8_t post_code;     /* last byte written to a POST port */
     uint32_t pci_addr;     /* CONFIG_ADDRESS (CF8h) of configuration mechanism #1 */
     uint8_t pci_cfg[256];  /* the host bridge's configuration space (bus 0, device 0) */
+    aero_piix piix;        /* the PIIX3 PCI-to-ISA bridge (00:01.0) */
+    aero_fwcfg fwcfg;      /* QEMU's fw_cfg selector and read offset */
+    aero_fwcfg_files *fw_files; /* configuration, not state: files the host gave fw_cfg
+                                   (NULL: none); never serialized, kept across resets */
+    aero_ide ide;          /* the PIIX3 IDE function (00:01.1) and its primary channel */
+    aero_disk *disk;       /* configuration, not state: the primary master's image (NULL: none) */
+    aero_vga vga;          /* the VGA's registers (its text frame buffer is RAM at B8000h) */
 } aero_pc;
 
 /* Platform services for devices. */

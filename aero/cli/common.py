@@ -344,7 +344,7 @@ def mark_path(action: argparse.Action, kind: str = "file") -> argparse.Action:
 
 def add_guest_options(p: argparse.ArgumentParser, ram_default: int = 32 << 20) -> None:
     """How a guest is loaded, as ``run`` and ``record`` take it: --format, --load-addr,
-    --ram, and a Linux kernel's --initrd and --append."""
+    --ram, a Linux kernel's --initrd and --append, and a --disk."""
     p.add_argument("--format", choices=("auto", "flat", "rom", "multiboot", "linux"),
                    default="auto",
                    help="image format (default auto: a Linux bzImage by its HdrS header, "
@@ -356,6 +356,9 @@ def add_guest_options(p: argparse.ArgumentParser, ram_default: int = 32 << 20) -
                         f"(default {ram_default >> 20}M; 128M for the bundled Linux guest)")
     mark_path(p.add_argument("--initrd", metavar="FILE", default=None,
                              help="initial ramdisk for a Linux kernel"))
+    mark_path(p.add_argument("--disk", metavar="FILE", default=None,
+                             help="raw disk image (a multiple of 512 bytes) on the primary IDE "
+                                  "channel, read-only; boot it with the guest `pc` (SeaBIOS)"))
     p.add_argument("--append", metavar="CMDLINE", default=None,
                    help="kernel command line for a Linux kernel (default: the bundled "
                         "guest's, see docs/linux.md)")

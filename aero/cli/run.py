@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 from pathlib import Path
 
 from aero.cli.common import (
@@ -30,6 +31,8 @@ def _add_run(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--until", metavar="TEXT", default=None,
                    help="stop once the guest's output (COM1 or the debug console) shows TEXT")
     p.add_argument("--json", action="store_true", help="print a JSON summary")
+    p.add_argument("--screen", action="store_true",
+                   help="show the VGA text screen at the end (with --json: a 'screen' list)")
     p.set_defaults(func=cmd_run)
 
 
@@ -44,7 +47,12 @@ def start_guest(args: argparse.Namespace):  # noqa: ANN201 - (resolved guest, Ma
         raise CliError(f"{args.guest}: is a directory, not a guest image")
     try:
         limit_ram = args.ram if args.ram is not None else args.ram_default
-        r = resolve(args.guest, args.format, args.load_addr, args.initrd, ram_size=limit_ram)
+        disk = getattr(args, "disk", None)
+        if disk is not None and disk.endswith(",rw"):
+            raise CliError(f"{disk}: read-write disks are not supported; the disk is always "
+                           f"read-only (drop ',rw')")
+        r = resolve(args.guest, args.format, args.load_addr, args.initrd, ram_size=limit_ram,
+                    disk=disk)
         cmdline = args.append
         if cmdline is None:
             cmdline = (r.cmdline or DEFAULT_CMDLINE) if r.ref.fmt == "linux" else ""
@@ -58,6 +66,19 @@ def start_guest(args: argparse.Namespace):  # noqa: ANN201 - (resolved guest, Ma
         raise CliError(str(exc)) from None
     except OSError as exc:
         raise CliError(f"{args.guest}: {exc.strerror}") from None
+
+
+def unmodelled_ata_commands(machine) -> list[int]:  # noqa: ANN001 - a Machine
+    """ATA opcodes the guest issued that the disk model answered with ABRT because it does
+    not implement them (each once; the bitmap is part of the device state)."""
+    from aero import devstate
+
+    ide = devstate.decode(machine.devices_state_bytes()).get("ide")
+    if not ide:
+        return []
+    bits = ide["unmodelled"]
+    assert isinstance(bits, list)
+    return [op for op in range(256) if bits[op >> 3] >> (op & 7) & 1]
 
 
 def cmd_run(args: argparse.Namespace) -> int:
@@ -102,10 +123,18 @@ def cmd_run(args: argparse.Namespace) -> int:
         if stop not in (StopReason.OUTPUT, StopReason.EVENTS):
             break
     status = machine.exit_status
+    screen = machine.screen() if args.screen else None
+    if screen is not None and not args.json:
+        write_stdout(("\n" + "\n".join(screen).rstrip("\n") + "\n").encode())
+    for op in unmodelled_ata_commands(machine):
+        print(f"aero: note: the guest issued ATA command {op:02X}h, which is not modelled "
+              f"(the drive answered it with ABRT)", file=sys.stderr)
     if args.json:
-        print(json.dumps({"stop": "until" if matched else stop.name.lower(),
-                          "ticks": machine.ticks,
-                          "exit_status": status, "output": out.decode("latin-1")}))
+        summary = {"stop": "until" if matched else stop.name.lower(), "ticks": machine.ticks,
+                   "exit_status": status, "output": out.decode("latin-1")}
+        if screen is not None:
+            summary["screen"] = screen
+        print(json.dumps(summary))
     if matched:
         return EXIT_OK
     if stop == StopReason.EXIT and status is not None:

@@ -381,7 +381,10 @@ def pack_trace(path: Path, out: Path) -> dict:
         os.fchmod(fd, mode)
         with TraceWriter(tmp, trace.metadata, fd=fd) as w:
             for h in missing:
-                name = c.guest.name if h == c.guest.sha256 else f"{c.guest.name} initrd"
+                name = c.guest.name if h == c.guest.sha256 else \
+                    f"{c.guest.name} disk" if h == c.guest.disk_sha256 else \
+                    f"{c.guest.name} VGA BIOS" if h == c.guest.vgarom_sha256 else \
+                    f"{c.guest.name} initrd"
                 w.append(FrameKind.IMAGE, 0, 0, codec.encode_image(name, images[h]))
             for f in trace.frames:
                 w.append(f.kind, f.first_tick, f.last_tick, trace.read(f))
@@ -509,7 +512,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
         guest="demo", output=args.output, input=None, interactive=False, speed=math.inf,
         ticks=20_000_000_000, rtc=1_790_000_000, checkpoint_interval=None,
         keyframe_interval=None, format="auto", load_addr=0x7C00, ram=32 << 20,
-        ram_default=32 << 20, initrd=None, append=None,
+        ram_default=32 << 20, initrd=None, append=None, disk=None,
         quiet=args.json, json=args.json, no_progress=True, progress=False)
     if not args.json:
         print("== recording the demo guest with guests/demo.script ==", file=sys.stderr)
