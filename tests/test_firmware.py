@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import struct
 import subprocess
 import sys
@@ -550,3 +551,22 @@ def test_screen_contains_oracle(tmp_path: Path) -> None:
                    "--json")
     assert bad.returncode == 1, bad.stdout + bad.stderr
     assert "the screen never showed" in bad.stdout
+
+
+@needs_seabios
+@pytest.mark.skipif(shutil.which("qemu-system-i386") is None, reason="QEMU is not installed")
+def test_boot_bench_times_seabios_in_aero_and_qemu(monkeypatch: pytest.MonkeyPatch) -> None:
+    from aero.bench import boot
+    from procenv import assert_gone
+
+    monkeypatch.setattr(boot, "WORKLOADS", {"seabios": boot.WORKLOADS["seabios"]})
+    started: list[int] = []
+    real = boot._qemu
+    monkeypatch.setattr(boot, "_qemu", lambda *a: real(*a, started=started))
+    report = boot.run(1, reference=True, log=lambda _s: None)
+    row = report["seabios"]
+    assert isinstance(row, dict)
+    assert row["aero_seconds"] > 0 and row["qemu_seconds"] > 0
+    assert row["ticks"] > 10_000_000 and row["marker"] == "No bootable device."
+    assert len(started) == 1
+    assert_gone(started[0])
