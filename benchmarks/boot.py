@@ -18,7 +18,8 @@ IDE, ``snapshot=on`` so that nothing is written), ``-display none``, the marker'
 stdout. QEMU runs in its own process group with a timeout and is killed (SIGTERM, then
 SIGKILL) when the marker shows; its time includes its start-up. aero's includes the
 machine's creation, the ROM and disk copy and the Python run loop. aero reports its guest
-ticks too (the same on every run).
+ticks too (the tick of the marker's last byte, the same on every run); it runs in slices of
+50 million ticks, so it may run up to that far past the marker before it sees it.
 """
 
 from __future__ import annotations
@@ -51,16 +52,19 @@ def _aero(r: ResolvedGuest, ram: int, marker: bytes, channel: int) -> tuple[floa
     t = time.perf_counter()
     m = start_machine(MachineConfig(ram_size=ram), r.ref, r.data, r.images)
     out = b""
-    while marker not in out:
+    while True:
         stop = m.run(m.ticks + 50_000_000)
         m.take_output()
         ev = m.take_events()
         sel = ev[(ev["kind"] == Kind.OUTPUT) & (ev["a"] == channel)]
-        out = out[-len(marker):] + sel["b"].astype("u1").tobytes()
+        keep = out[-len(marker):]
+        out = keep + sel["b"].astype("u1").tobytes()
+        at = out.find(marker)
+        if at >= 0:  # the tick of the byte that completed the marker
+            return time.perf_counter() - t, int(sel["tick"][at + len(marker) - 1 - len(keep)])
         if stop not in (StopReason.TICKS, StopReason.EVENTS, StopReason.OUTPUT) or \
                 time.perf_counter() - t > TIMEOUT:
             raise RuntimeError(f"aero did not reach {marker!r} (stop {stop.name})")
-    return time.perf_counter() - t, m.ticks
 
 
 def _qemu(disk: Path | None, ram: int, marker: bytes, channel: int,
