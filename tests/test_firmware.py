@@ -543,8 +543,10 @@ def test_seabios_and_its_vga_bios_write_the_screen(tmp_path: Path) -> None:
 @needs_seabios
 def test_screen_contains_oracle(tmp_path: Path) -> None:
     t = tmp_path / "bios.aerotrace"
-    r = aero_cli("record", "pc", "-o", str(t), "--ticks", "40000000", "--rtc", "0", "--json")
+    r = aero_cli("record", "pc", "-o", str(t), "--ticks", "40000000", "--rtc", "0", "--json",
+                 "--screen")
     assert r.returncode == 0, r.stderr
+    assert "No bootable device." in json.loads(r.stdout)["screen"]
     ok = aero_cli("check", str(t), "--oracle", "screen-contains:No bootable device.", "--json")
     assert ok.returncode == 0, ok.stdout + ok.stderr
     bad = aero_cli("check", str(t), "--oracle", "screen-contains:Press ESC for boot menu",
@@ -567,6 +569,6 @@ def test_boot_bench_times_seabios_in_aero_and_qemu(monkeypatch: pytest.MonkeyPat
     row = report["seabios"]
     assert isinstance(row, dict)
     assert row["aero_seconds"] > 0 and row["qemu_seconds"] > 0
-    assert row["ticks"] > 10_000_000 and row["marker"] == "No bootable device."
+    assert 1_000_000 < row["ticks"] < 50_000_000 and row["marker"] == "No bootable device."
     assert len(started) == 1
     assert_gone(started[0])
