@@ -337,6 +337,9 @@ def cmd_info(args: argparse.Namespace) -> int:
             ("guest", f"{info['guest']['name']} ({info['guest']['fmt']}, sha256 "
                       f"{info['guest']['sha256'][:16]}..., "
                       f"{'packed' if info['packed'] else 'not packed'})"),
+            *([("disk", f"{info['guest']['disk_size']:,} bytes, sha256 "
+                        f"{info['guest']['disk_sha256'][:16]}...")]
+              if info["guest"].get("disk_sha256") else []),
             ("ticks", f"0 .. {info['ticks']:,}"),
             ("stop", f"{info['stop']} (exit status {info['exit_status']})"),
             ("events", f"{info['events']:,} ({info['inputs']} inputs, {info['device_events']:,} "
