@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import struct
 import subprocess
 import sys
@@ -542,11 +543,83 @@ def test_seabios_and_its_vga_bios_write_the_screen(tmp_path: Path) -> None:
 @needs_seabios
 def test_screen_contains_oracle(tmp_path: Path) -> None:
     t = tmp_path / "bios.aerotrace"
-    r = aero_cli("record", "pc", "-o", str(t), "--ticks", "40000000", "--rtc", "0", "--json")
+    r = aero_cli("record", "pc", "-o", str(t), "--ticks", "40000000", "--rtc", "0", "--json",
+                 "--screen")
     assert r.returncode == 0, r.stderr
+    assert "No bootable device." in json.loads(r.stdout)["screen"]
     ok = aero_cli("check", str(t), "--oracle", "screen-contains:No bootable device.", "--json")
     assert ok.returncode == 0, ok.stdout + ok.stderr
     bad = aero_cli("check", str(t), "--oracle", "screen-contains:Press ESC for boot menu",
                    "--json")
     assert bad.returncode == 1, bad.stdout + bad.stderr
     assert "the screen never showed" in bad.stdout
+
+
+@needs_seabios
+@pytest.mark.skipif(shutil.which("qemu-system-i386") is None, reason="QEMU is not installed")
+def test_boot_bench_times_seabios_in_aero_and_qemu(monkeypatch: pytest.MonkeyPatch) -> None:
+    from aero.bench import boot
+    from procenv import assert_gone
+
+    monkeypatch.setattr(boot, "WORKLOADS", {"seabios": boot.WORKLOADS["seabios"]})
+    started: list[int] = []
+    real = boot._qemu
+    monkeypatch.setattr(boot, "_qemu", lambda *a: real(*a, started=started))
+    report = boot.run(1, reference=True, log=lambda _s: None)
+    row = report["seabios"]
+    assert isinstance(row, dict)
+    assert row["aero_seconds"] > 0 and row["qemu_seconds"] > 0
+    assert 1_000_000 < row["ticks"] < 50_000_000 and row["marker"] == "No bootable device."
+    assert len(started) == 1
+    assert_gone(started[0])
+
+
+@needs_seabios
+@pytest.mark.skipif(shutil.which("qemu-system-i386") is None, reason="QEMU is not installed")
+def test_seabios_says_the_same_in_aero_and_qemu() -> None:
+    """SeaBIOS's debug log under QEMU's `-M pc` and under aero agree on what the platform
+    is: QEMU detected, fw_cfg found, the RAM map, the PIIX3's interrupt routing, the IDE
+    controllers, the boot attempt and its end. (They differ where QEMU has more: fw_cfg DMA,
+    the PIIX4 power management function and its timer, ACPI tables.)"""
+    import select
+    import signal
+    import time
+
+    from procenv import assert_gone
+
+    cmd = ["qemu-system-i386", "-M", "pc", "-m", "32", "-bios", str(SEABIOS), "-display",
+           "none", "-nodefaults", "-no-reboot", "-monitor", "none", "-serial", "none",
+           "-chardev", "stdio,id=d", "-device", "isa-debugcon,iobase=0x402,chardev=d"]
+    proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                            stderr=subprocess.DEVNULL, start_new_session=True)
+    qemu = b""
+    try:
+        assert proc.stdout is not None
+        deadline = time.monotonic() + 60
+        while b"No bootable device." not in qemu and time.monotonic() < deadline:
+            if select.select([proc.stdout], [], [], 0.2)[0]:
+                chunk = os.read(proc.stdout.fileno(), 65536)
+                if not chunk:
+                    break
+                qemu += chunk
+    finally:
+        for sig in (signal.SIGTERM, signal.SIGKILL):
+            try:
+                os.killpg(proc.pid, sig)
+                proc.wait(3)
+                break
+            except (ProcessLookupError, subprocess.TimeoutExpired):
+                continue
+        proc.wait()
+        proc.stdout.close()  # type: ignore[union-attr]
+    assert_gone(proc.pid)
+    ours = run_seabios().decode("latin-1").splitlines()
+    theirs = qemu.decode("latin-1").splitlines()
+    same = ("SeaBIOS (version", "Running on QEMU", "Found QEMU fw_cfg", "qemu/e820:",
+            "PIIX3/PIIX4 init:", "ATA controller", "PS2 keyboard initialized",
+            "  0: ", "  1: ", "  2: ", "Booting from Hard Disk...",
+            "Boot failed: could not read the boot disk", "No bootable device.")
+    for prefix in same:
+        a = [ln for ln in ours if ln.startswith(prefix)]
+        b = [ln for ln in theirs if ln.startswith(prefix)]
+        assert a and a == b, (prefix, a, b)

@@ -43,6 +43,10 @@ def _add_bench(sub: argparse._SubParsersAction) -> None:
                    help="only the Linux boot figures: the bundled guest to its /init marker "
                         "in aero and in qemu-system-i386, HLT time, trace sizes, replay speed "
                         "(several minutes; not part of the default run)")
+    p.add_argument("--boot", action="store_true",
+                   help="also time booting a PC (SeaBIOS to 'No bootable device.', and BIOS "
+                        "to the Linux shell from the project-built disk) in aero and in QEMU "
+                        "(opt-in: about a minute)")
     p.add_argument("--save", nargs="?", const="", default=None, metavar="FILE",
                    help="save the report with the commit and the machine description "
                         "(default file: benchmarks/results/DATE-COMMIT.json)")
@@ -99,6 +103,11 @@ def cmd_bench(args: argparse.Namespace) -> int:
             if with_trace or only_trace:
                 report["record_replay"] = recordreplay.run(
                     100_000_000 if args.quick else 1_000_000_000, settings.repetitions, log)
+            if getattr(args, "boot", False):
+                from aero.bench import boot
+
+                report["boot"] = boot.run(1 if args.quick else settings.repetitions,
+                                          reference=not args.no_reference, log=log)
     except ToolchainError as exc:
         raise CliError(str(exc)) from exc
     if args.save is not None:
@@ -116,6 +125,10 @@ def cmd_bench(args: argparse.Namespace) -> int:
             mips.print_table(report)
         if "record_replay" in report:
             recordreplay.print_report(report["record_replay"])  # type: ignore[arg-type]
+        if "boot" in report:
+            from aero.bench import boot
+
+            boot.print_report(report["boot"])  # type: ignore[arg-type]
         if saved is not None:
             _print_comparison(history.compare(saved["report"], report), saved)
     return 0

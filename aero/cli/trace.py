@@ -72,6 +72,8 @@ def add_record(sub: argparse._SubParsersAction) -> None:
     add_guest_options(p)
     p.add_argument("--quiet", action="store_true", help="do not echo the guest's output")
     p.add_argument("--json", action="store_true", help="print a JSON summary")
+    p.add_argument("--screen", action="store_true",
+                   help="show the VGA text screen at the end (with --json: a 'screen' list)")
     add_progress_options(p)
     p.set_defaults(func=cmd_record)
 
@@ -152,6 +154,8 @@ def do_record(args: argparse.Namespace, *, script_text: str | None = None,
                "bytes": path.stat().st_size, "elapsed_seconds": round(result.elapsed, 3)}
     if result.reason:
         summary["reason"] = result.reason
+    if getattr(args, "screen", False):
+        summary["screen"] = machine.screen()
     code = (result.exit_status & 0xFF) if result.stop == "exit" and result.exit_status \
         is not None else EXIT_OK
     if result.stop in ("script-stalled", "script-unreachable", "shutdown"):
@@ -164,6 +168,8 @@ def cmd_record(args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps(summary))
     else:
+        if "screen" in summary:
+            print("\n" + "\n".join(summary["screen"]).rstrip("\n"))
         print(f"\naero: recorded {summary['ticks']:,} ticks to {summary['trace']} "
               f"({summary['stop']}, {summary['inputs']} inputs, {summary['checkpoints']} "
               f"checkpoints)", file=sys.stderr)
@@ -333,6 +339,9 @@ def cmd_info(args: argparse.Namespace) -> int:
             ("guest", f"{info['guest']['name']} ({info['guest']['fmt']}, sha256 "
                       f"{info['guest']['sha256'][:16]}..., "
                       f"{'packed' if info['packed'] else 'not packed'})"),
+            *([("disk", f"{info['guest']['disk_size']:,} bytes, sha256 "
+                        f"{info['guest']['disk_sha256'][:16]}...")]
+              if info["guest"].get("disk_sha256") else []),
             ("ticks", f"0 .. {info['ticks']:,}"),
             ("stop", f"{info['stop']} (exit status {info['exit_status']})"),
             ("events", f"{info['events']:,} ({info['inputs']} inputs, {info['device_events']:,} "
