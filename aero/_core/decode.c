@@ -19,6 +19,7 @@ typedef struct fetcher {
     uint32_t page_lin; /* linear page the block lives on */
     int crossed;       /* 1: a byte came from another linear page */
     int first;         /* 1: the block's first instruction, which may cross a page */
+    int special;       /* 1: the last instruction decoded got a specialised handler */
 } fetcher;
 
 static uint8_t fetch8(fetcher *f) {
@@ -165,7 +166,9 @@ static uint8_t decode_insn(fetcher *f, aero_insn *in, int pm) {
     if ((desc.flags & AERO_OPF_MEM) && in->mod == 3) in->fn = aero_op_ud;
     if ((desc.flags & AERO_OPF_PM) && !pm) in->fn = aero_op_ud;
     if (lock && (!(desc.flags & AERO_OPF_LOCK) || in->mod == 3)) in->fn = aero_op_ud;
+    aero_handler generic = in->fn;
     in->fn = aero_fast_form(in);
+    f->special = in->fn != generic;
     return desc.flags;
 }
 
@@ -197,6 +200,7 @@ static void decode_block(aero_machine *m, aero_block *b, uint32_t phys, uint32_t
     b->key = 0;
     b->phys = phys;
     b->n = 0;
+    b->plain = 1;
     m->code_epoch++; /* jump-cache entries may point at this slot */
     while (b->n < AERO_BLOCK_INSNS) {
         aero_insn *in = &b->insn[b->n];
@@ -212,10 +216,12 @@ static void decode_block(aero_machine *m, aero_block *b, uint32_t phys, uint32_t
                 in->len = 0;
             }
             b->n = 1;
+            b->plain = 0;
             b->key = (f.crossed && cacheable) ? 0 : key; /* spans two pages: never cached */
             return;
         }
         b->n++;
+        b->plain &= (uint32_t)f.special;
         if (ends_block(in, fl)) break;
         if (((ins_lin + in->len) & ~0xFFFu) != f.page_lin) break;
     }

@@ -465,7 +465,35 @@ static __attribute__((noinline)) void run_loop(aero_machine *m) {
             m->stop = AERO_STOP_TICKS;
             break;
         }
-        exec_block(m, aero_block_find(m));
+        /* A chain of blocks: after a block of plain instructions only (b->plain) that ran
+         * to its end, nothing the test above looks at can have changed (whatever could
+         * sets exit_block), so the next block follows without it; the mode and CS (base,
+         * limit) are also unchanged, so the jump cache is probed with them as they were. */
+        const aero_segment *cs = &m->cpu.seg[S_CS];
+        uint32_t mode = aero_jump_mode(m), base = cs->base, limit = cs->limit;
+        aero_block *b = aero_block_find(m);
+        while (AERO_LIKELY(m->countdown >= (int64_t)b->n)) {
+            const aero_insn *in = b->insn, *end = b->insn + b->n;
+            m->exit_block = 0;
+            m->countdown -= b->n;
+            m->blk_end = end;
+            do {
+                m->cur = in;
+                in->fn(m, in);
+                in++;
+            } while (in < end && !m->exit_block);
+            m->countdown += end - in;
+            m->blk_end = NULL;
+            if (!b->plain || m->exit_block || m->countdown <= 0 || m->stop >= 0) goto next;
+            uint32_t eip = m->cpu.eip, lin = base + eip;
+            const aero_jump_entry *j = &m->jump[aero_jump_slot(lin)];
+            if (AERO_LIKELY(j->lin == lin && j->epoch == m->code_epoch && j->mode == mode && eip <= limit))
+                b = j->b;
+            else
+                b = aero_block_lookup(m);
+        }
+        exec_block(m, b); /* the block does not fit in the slice */
+    next:;
     }
 }
 
