@@ -168,6 +168,9 @@ typedef struct aero_block {
                         MOV, LEA, XCHG, PUSH/POP, near CALL/RET/JMP/Jcc), none of which
                         changes what the run loop tests between blocks without setting
                         exit_block: the run loop chains to the next block directly */
+    uint32_t span_lo, span_hi; /* when the block goes on at a direct CALL/JMP target on its
+                                  page: page offsets of its first byte and past its last
+                                  (covering every run); both 0 for one contiguous run */
     aero_insn insn[AERO_BLOCK_INSNS]; /* the instructions */
 } aero_block;
 
@@ -267,6 +270,12 @@ struct aero_machine {
     uint64_t *page_hash;        /* per RAM page: cached hash, valid when !dirty */
     aero_tlb_entry tlb[2][AERO_TLB_SIZE]; /* software TLB: [0] supervisor, [1] user rights */
     uint32_t tlb_info[2][AERO_TLB_SIZE]; /* each entry's physical page | AERO_TLBI_* */
+    aero_tlb_entry *tlb_fast;   /* the set the specialised handlers probe (fast_rd_ptr): tlb[1]
+                                   at CPL 3, else tlb[0]; tlb_none while alignment checking
+                                   is armed. Set between blocks (aero_tlb_fast_refresh): the
+                                   CPL and the AC state change only in instructions that end
+                                   a block of plain instructions */
+    aero_tlb_entry tlb_none[AERO_TLB_SIZE]; /* always empty: every probe misses */
     uint32_t tlb_ctl;           /* CR0.PG/WP, CR4.PSE/PAE/PGE when the entries were made */
     uint32_t walk_info;         /* AERO_TLBI_* of the last page walk */
     uint32_t ac_low;            /* 3 while alignment checking is armed (see tlb_key), else 0 */
@@ -554,6 +563,15 @@ AERO_INLINE void wr32(aero_machine *m, int seg, uint32_t off, uint32_t v) { lin_
 AERO_INLINE uint32_t rdn(aero_machine *m, int seg, uint32_t off, int size) { return lin_rd(m, seg_lin(m, seg, off, (uint32_t)size), size); }
 AERO_INLINE void wrn(aero_machine *m, int seg, uint32_t off, int size, uint32_t v) { lin_wr(m, seg_lin_w(m, seg, off, (uint32_t)size), size, v); }
 
+/* Point tlb_fast at the set of the current privilege (or at the empty set while alignment
+ * checking is armed, so that the specialised handlers leave every access to the generic
+ * ones, which check alignment). */
+AERO_INLINE void aero_tlb_fast_refresh(aero_machine *m) {
+    m->tlb_fast = m->ac_low ? m->tlb_none : m->tlb[(m->cpu.cpl + 1) >> 2];
+}
+/* The tag a fast-path access of `size` bytes at lin must find in tlb_fast (no alignment
+ * bits: tlb_fast is empty while alignment checking is armed). */
+AERO_INLINE uint32_t fast_key(uint32_t lin, uint32_t size) { return (lin + size - 1) & ~0xFFFu; }
 /* Fast-path-only accesses for the handlers specialised at decode time (fastpath.c): the
  * host pointer for `size` bytes at seg:off when one compare against seg_end and one TLB tag
  * compare prove the access allowed (rights, limit, type, alignment, no page crossing, no
@@ -563,25 +581,31 @@ AERO_INLINE void wrn(aero_machine *m, int seg, uint32_t off, int size, uint32_t 
 AERO_INLINE uint8_t *fast_rd_ptr(aero_machine *m, int seg, uint32_t off, uint32_t size) {
     if (AERO_UNLIKELY((uint64_t)off + size > m->seg_end[0][seg])) return NULL;
     uint32_t lin = m->cpu.seg[seg].base + off;
-    const aero_tlb_entry *e = aero_tlb_entry_for(m, lin);
-    if (AERO_UNLIKELY(e->tag_r != tlb_key(m, lin, (int)size))) return NULL;
-    return (uint8_t *)(e->addend + lin);
+    const aero_tlb_entry *e = &m->tlb_fast[aero_tlb_slot(lin)];
+    if (AERO_UNLIKELY(e->tag_r != fast_key(lin, size))) return NULL;
+    uint8_t *p = (uint8_t *)(e->addend + lin);
+    if (!p) __builtin_unreachable(); /* a host address: lets the caller's NULL test fold */
+    return p;
 }
 AERO_INLINE uint8_t *fast_wr_ptr(aero_machine *m, int seg, uint32_t off, uint32_t size) {
     if (AERO_UNLIKELY((uint64_t)off + size > m->seg_end[1][seg])) return NULL;
     uint32_t lin = m->cpu.seg[seg].base + off;
-    const aero_tlb_entry *e = aero_tlb_entry_for(m, lin);
-    if (AERO_UNLIKELY(e->tag_w != tlb_key(m, lin, (int)size))) return NULL;
-    return (uint8_t *)(e->addend + lin);
+    const aero_tlb_entry *e = &m->tlb_fast[aero_tlb_slot(lin)];
+    if (AERO_UNLIKELY(e->tag_w != fast_key(lin, size))) return NULL;
+    uint8_t *p = (uint8_t *)(e->addend + lin);
+    if (!p) __builtin_unreachable(); /* a host address: lets the caller's NULL test fold */
+    return p;
 }
 /* Read-modify-write: both tags (a page may be write-mapped while reads of it are watched). */
 AERO_INLINE uint8_t *fast_rw_ptr(aero_machine *m, int seg, uint32_t off, uint32_t size) {
     if (AERO_UNLIKELY((uint64_t)off + size > m->seg_end[1][seg])) return NULL;
     uint32_t lin = m->cpu.seg[seg].base + off;
-    const aero_tlb_entry *e = aero_tlb_entry_for(m, lin);
-    uint32_t key = tlb_key(m, lin, (int)size);
+    const aero_tlb_entry *e = &m->tlb_fast[aero_tlb_slot(lin)];
+    uint32_t key = fast_key(lin, size);
     if (AERO_UNLIKELY((e->tag_w != key) | (e->tag_r != key))) return NULL;
-    return (uint8_t *)(e->addend + lin);
+    uint8_t *p = (uint8_t *)(e->addend + lin);
+    if (!p) __builtin_unreachable(); /* a host address: lets the caller's NULL test fold */
+    return p;
 }
 /* CF of the pending lazy operation when it is cheap to find (1), else 0 (the caller takes
  * its generic handler). */

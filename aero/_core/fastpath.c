@@ -36,8 +36,8 @@ ALU_FORMS(cmp)
 #define DECL(name) void aero_op_##name(aero_machine *m, const aero_insn *in);
 DECL(test_EvGv) DECL(test_EvGv_r32)
 DECL(inc_Zv) DECL(inc_Zv_32) DECL(dec_Zv) DECL(dec_Zv_32)
-DECL(mov_EvGv) DECL(mov_EvGv_r32) DECL(mov_EvGv_m32)
-DECL(mov_GvEv) DECL(mov_GvEv_r32) DECL(mov_GvEv_m32)
+DECL(mov_EvGv) DECL(mov_EvGv_r32) DECL(mov_EvGv_m32) DECL(mov_EvGv_b32)
+DECL(mov_GvEv) DECL(mov_GvEv_r32) DECL(mov_GvEv_m32) DECL(mov_GvEv_b32)
 DECL(mov_EvIz) DECL(mov_EvIz_m32)
 DECL(mov_ZvIv) DECL(mov_ZvIv_32)
 DECL(lea) DECL(lea_32)
@@ -106,6 +106,9 @@ aero_handler aero_fast_form(const aero_insn *in) {
         const fast_form *f = &fast_forms[i];
         if (f->generic != in->fn) continue;
         aero_handler h = mem ? f->mem : f->reg;
+        /* MOV loads and stores without an index register skip the index term. */
+        if (mem && in->index == R_ZERO && h == aero_op_mov_EvGv_m32) return aero_op_mov_EvGv_b32;
+        if (mem && in->index == R_ZERO && h == aero_op_mov_GvEv_m32) return aero_op_mov_GvEv_b32;
         return h ? h : in->fn;
     }
     return in->fn;

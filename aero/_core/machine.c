@@ -46,6 +46,8 @@ void aero_reset(aero_machine *m) {
     m->attn = m->intr ? AERO_ATTN_INTR : 0; /* raised interrupts stay pending */
     if (m->watch_exec) m->attn |= AERO_ATTN_WATCH; /* host watches outlive a reset */
     m->ac_low = 0;
+    for (int i = 0; i < AERO_TLB_SIZE; i++) m->tlb_none[i].tag_r = m->tlb_none[i].tag_w = AERO_TLB_INVALID;
+    aero_tlb_fast_refresh(m);
     memcpy(m->dr_seen, c->dr, 4 * sizeof c->dr[0]);
     m->dr_seen[4] = c->dr[7];
     aero_seg_refresh_all(m); /* the segment access checks (seg_end) */
@@ -325,6 +327,7 @@ static void prepare(aero_machine *m) {
     m->ac_low = armed ? 3u : 0u;
     if (armed) m->attn |= AERO_ATTN_AC;
     else m->attn &= ~AERO_ATTN_AC;
+    aero_tlb_fast_refresh(m);
 }
 
 /* Run one decoded block. */
@@ -431,7 +434,9 @@ static __attribute__((noinline, cold)) void attend(aero_machine *m) {
         aero_block *b = aero_block_lookup(m);
         uint32_t len = 0;
         for (uint32_t i = 0; i < b->n; i++) len += b->insn[i].len;
-        if (len > 1 && exec_watched(m, lin + 1, len - 1)) {
+        /* A block that goes on at a CALL/JMP target holds bytes elsewhere on its page. */
+        if ((len > 1 && exec_watched(m, lin + 1, len - 1)) ||
+            (b->span_hi && exec_watched(m, (lin & ~0xFFFu) + b->span_lo, b->span_hi - b->span_lo))) {
             step(m);
             return;
         }
@@ -450,6 +455,7 @@ static __attribute__((noinline, cold)) void attend(aero_machine *m) {
 /* Kept out of aero_run: a function that calls setjmp keeps its locals in memory. */
 static __attribute__((noinline)) void run_loop(aero_machine *m) {
     while (m->stop < 0) {
+        aero_tlb_fast_refresh(m); /* the CPL may have changed since the last block */
         /* One test for everything attend() handles: TF, RF, AC; HLT and an interrupt shadow
          * (one 64-bit load); enabled breakpoints; the attention word, whose INTR bit counts
          * only with IF set. */
@@ -482,7 +488,7 @@ static __attribute__((noinline)) void run_loop(aero_machine *m) {
                 in->fn(m, in);
                 in++;
             } while (in < end && !m->exit_block);
-            m->countdown += end - in;
+            if (AERO_UNLIKELY(in != end)) m->countdown += end - in;
             m->blk_end = NULL;
             if (!b->plain || m->exit_block || m->countdown <= 0 || m->stop >= 0) goto next;
             uint32_t eip = m->cpu.eip, lin = base + eip;

@@ -159,6 +159,20 @@ void aero_op_mov_GvEv_m32(aero_machine *m, const aero_insn *in) {
     m->cpu.r[in->reg] = load_le(p, 4);
     next32(m, in);
 }
+/* The same without an index register (base + displacement: the common stack and
+ * structure accesses): one register read less. */
+void aero_op_mov_EvGv_b32(aero_machine *m, const aero_insn *in) {
+    uint8_t *p = fast_wr_ptr(m, in->seg, m->cpu.r[in->base] + in->disp, 4);
+    if (AERO_UNLIKELY(!p)) { aero_op_mov_EvGv(m, in); return; }
+    store_le(p, 4, m->cpu.r[in->reg]);
+    next32(m, in);
+}
+void aero_op_mov_GvEv_b32(aero_machine *m, const aero_insn *in) {
+    const uint8_t *p = fast_rd_ptr(m, in->seg, m->cpu.r[in->base] + in->disp, 4);
+    if (AERO_UNLIKELY(!p)) { aero_op_mov_GvEv(m, in); return; }
+    m->cpu.r[in->reg] = load_le(p, 4);
+    next32(m, in);
+}
 void aero_op_mov_EvIz_m32(aero_machine *m, const aero_insn *in) {
     uint8_t *p = fast_wr_ptr(m, in->seg, ea32(m, in), 4);
     if (AERO_UNLIKELY(!p)) { aero_op_mov_EvIz(m, in); return; }
