@@ -87,11 +87,11 @@ def test_jcc_after_operations(op1: str, size: int, a: int, b: int, op2: str, si:
         assert got.esi == s & 0xFFFFFFFF
 
 
-def _pm32(code: bytes, **regs: int):
+def _pm32(code: bytes, memory: list[tuple[int, bytes]] | None = None, **regs: int):
     r = initial_regs("pm32")
     r.update(eip=CODE, esp=0x8000, eax=0, ebx=0, ecx=0, edx=0, eflags=2)
     r.update(regs)
-    sc = Scenario("pm32", r, [code], 0)
+    sc = Scenario("pm32", r, [code], 0, list(memory or []))
     c = cpu()
     c.load(sc, sc.image())
     return c.machine
@@ -157,3 +157,42 @@ def test_dword_at_the_end_of_a_page_and_across_it() -> None:
         m.run(m.ticks + 4)
         g = m.get_regs()
         assert (g.eax, g.ebx, g.ecx, g.edx) == (0x04030201, 0x06050403, 0x08070605, 0x06050403)
+
+
+PAIRS = ((0, 0), (1, 0), (0, 1), (5, 5), (0x7FFFFFFF, 1), (0x80000000, 1), (0xFFFFFFFF, 1),
+         (0x80000000, 0x7FFFFFFF), (1, 0xFFFFFFFF), (0x7FFFFFFF, 0xFFFFFFFF))
+
+
+def test_jcc_table_after_each_operation_and_carry() -> None:
+    """Every condition after every 32-bit ALU operation, INC and DEC on boundary operands,
+    with CF 0 and 1 before (ADC/SBB carry-in, INC/DEC's kept CF): one program, one run, each
+    not-taken branch marks a byte. The second operation (on ESI) takes its carry from the
+    first (a SUB or ADD on EAX) through the lazy state."""
+    ops = sorted(ALU) + ["inc", "dec"]
+    mark = 0x40000
+    code = bytearray()
+    want = []
+    for op in ops:
+        for a, b in PAIRS:
+            for first in ("sub", "add"):
+                for cc in range(16):
+                    i = len(want)
+                    # eax, ebx = b, a: the first op's CF decides the second op's carry.
+                    code += b"\xB8" + b.to_bytes(4, "little") + b"\xBB" + a.to_bytes(4, "little")
+                    code += b"\xBE" + a.to_bytes(4, "little") + b"\xBF" + b.to_bytes(4, "little")
+                    code += bytes([ALU[first] + 1, 0xD8])           # first eax, ebx
+                    code += _second(op)                              # op esi(, edi)
+                    code += bytes([0x70 | cc, 7])                    # jcc over the mark
+                    code += b"\xC6\x05" + (mark + i).to_bytes(4, "little") + b"\x01"
+                    _r, f, _ = ref.alu(first, b, a, 4, 2)
+                    if op in ("inc", "dec"):
+                        _s, f, _ = ref.incdec(op, a, 4, f)
+                    else:
+                        _s, f, _ = ref.alu(op, a, b, 4, f)
+                    want.append(0 if _cond(cc, f) else 1)
+    code += b"\xF4"  # hlt
+    m = _pm32(bytes(code), [(mark, bytes(len(want)))])
+    m.run(m.ticks + 10 * len(want) + 10)
+    got = list(m.read(mark, len(want)))
+    bad = [(i, want[i], got[i]) for i in range(len(want)) if got[i] != want[i]]
+    assert not bad, bad[:10]
