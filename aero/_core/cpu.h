@@ -164,6 +164,13 @@ typedef struct aero_block {
     uint32_t key;    /* decoding mode it was decoded under; 0: empty slot */
     uint32_t gen;    /* page generation at decode time (self-modifying code check) */
     uint32_t n;      /* number of instructions */
+    uint32_t plain;  /* 1: every instruction has a handler specialised at decode time (ALU,
+                        MOV, LEA, XCHG, PUSH/POP, near CALL/RET/JMP/Jcc), none of which
+                        changes what the run loop tests between blocks without setting
+                        exit_block: the run loop chains to the next block directly */
+    uint32_t span_lo, span_hi; /* when the block goes on at a direct CALL/JMP target on its
+                                  page: page offsets of its first byte and past its last
+                                  (covering every run); both 0 for one contiguous run */
     aero_insn insn[AERO_BLOCK_INSNS]; /* the instructions */
 } aero_block;
 
@@ -184,11 +191,15 @@ typedef struct aero_jump_entry {
  * so privilege changes need no flush. A parallel array records each entry's physical page
  * and whether it came from a global or a 4 MB page (for MOV CR3 and INVLPG). */
 #define AERO_TLB_SIZE 1024
-/* The slot of a linear page: its low page-number bits folded with the next ones, so that
- * buffers a multiple of 4 MB apart (or 1 MB apart, as code, source and destination often
- * are) do not evict each other. */
-#define aero_tlb_slot(lin) ((((lin) >> 12) ^ ((lin) >> 22)) & (AERO_TLB_SIZE - 1))
-#define AERO_TLB_INVALID 1u
+/* The slot of a linear page: its page number plus its bits 10-19, so that buffers a
+ * multiple of 4 MB apart (or 1 MB apart, as code, source and destination often are) do not
+ * evict each other. Two adjacent pages never share a slot (the sum grows by 1 or 2 from one
+ * page to the next, wrapping included), which lets the fast path compare the tag with the
+ * page of an access's last byte: a tag found at the first byte's slot is then never the
+ * next page's, so a hit proves the access lies within one page. */
+#define aero_tlb_slot(lin) ((((lin) >> 12) + ((lin) >> 22)) & (AERO_TLB_SIZE - 1))
+/* An empty tag: not page-aligned and never equal to a key (tlb_key adds at most bits 0-1). */
+#define AERO_TLB_INVALID 4u
 #define AERO_TLBI_GLOBAL 1u /* tlb_info: a global page (G with CR4.PGE): survives MOV CR3 */
 #define AERO_TLBI_LARGE 2u  /* tlb_info: part of a 4 MB page: INVLPG drops the whole page */
 #define AERO_TLBI_WOK 4u    /* tlb_info: the translation was checked for a write (rights, dirty
@@ -259,6 +270,12 @@ struct aero_machine {
     uint64_t *page_hash;        /* per RAM page: cached hash, valid when !dirty */
     aero_tlb_entry tlb[2][AERO_TLB_SIZE]; /* software TLB: [0] supervisor, [1] user rights */
     uint32_t tlb_info[2][AERO_TLB_SIZE]; /* each entry's physical page | AERO_TLBI_* */
+    aero_tlb_entry *tlb_fast;   /* the set the specialised handlers probe (fast_rd_ptr): tlb[1]
+                                   at CPL 3, else tlb[0]; tlb_none while alignment checking
+                                   is armed. Set between blocks (aero_tlb_fast_refresh): the
+                                   CPL and the AC state change only in instructions that end
+                                   a block of plain instructions */
+    aero_tlb_entry tlb_none[AERO_TLB_SIZE]; /* always empty: every probe misses */
     uint32_t tlb_ctl;           /* CR0.PG/WP, CR4.PSE/PAE/PGE when the entries were made */
     uint32_t walk_info;         /* AERO_TLBI_* of the last page walk */
     uint32_t ac_low;            /* 3 while alignment checking is armed (see tlb_key), else 0 */
@@ -435,26 +452,28 @@ AERO_INLINE void store_le(uint8_t *p, int size, uint32_t v) {
 
 /* The TLB entry that serves linear address lin at the current privilege. */
 AERO_INLINE aero_tlb_entry *aero_tlb_entry_for(aero_machine *m, uint32_t lin) {
-    return &m->tlb[m->cpu.cpl == 3][aero_tlb_slot(lin)];
+    return &m->tlb[(m->cpu.cpl + 1) >> 2][aero_tlb_slot(lin)]; /* set 1 exactly at CPL 3 */
 }
-/* The tag an access of `size` bytes at lin must find: its page, plus, while alignment
- * checking is armed, the address bits that make it misaligned, so that a misaligned access
- * misses and the slow path raises #AC while aligned ones stay on the fast path. */
+/* The tag an access of `size` bytes at lin must find in lin's slot: the page of its last
+ * byte (an access crossing into the next page therefore misses, see aero_tlb_slot), plus,
+ * while alignment checking is armed, the address bits that make it misaligned, so that a
+ * misaligned access misses and the slow path raises #AC while aligned ones stay on the fast
+ * path. */
 AERO_INLINE uint32_t tlb_key(const aero_machine *m, uint32_t lin, int size) {
     if (size == 1) return lin & ~0xFFFu;
-    return lin & (~0xFFFu | (m->ac_low & (uint32_t)(size - 1)));
+    return ((lin + (uint32_t)size - 1) & ~0xFFFu) | (lin & m->ac_low & (uint32_t)(size - 1));
 }
 
 /* Linear-address accesses: TLB fast path, slow path for misses and page crossings. */
 AERO_INLINE uint32_t lin_rd(aero_machine *m, uint32_t lin, int size) {
     aero_tlb_entry *e = aero_tlb_entry_for(m, lin);
-    if (AERO_LIKELY(e->tag_r == tlb_key(m, lin, size) && (lin & 0xFFF) <= 0x1000u - (uint32_t)size))
+    if (AERO_LIKELY(e->tag_r == tlb_key(m, lin, size)))
         return load_le((const uint8_t *)(e->addend + lin), size);
     return aero_rd_slow(m, lin, size);
 }
 AERO_INLINE void lin_wr(aero_machine *m, uint32_t lin, int size, uint32_t v) {
     aero_tlb_entry *e = aero_tlb_entry_for(m, lin);
-    if (AERO_LIKELY(e->tag_w == tlb_key(m, lin, size) && (lin & 0xFFF) <= 0x1000u - (uint32_t)size)) {
+    if (AERO_LIKELY(e->tag_w == tlb_key(m, lin, size))) {
         store_le((uint8_t *)(e->addend + lin), size, v);
         return;
     }
@@ -469,8 +488,7 @@ void aero_probe_write(aero_machine *m, uint32_t lin, uint32_t size);
 AERO_INLINE uint32_t lin_rd_w(aero_machine *m, uint32_t lin, int size) {
     uint32_t v = lin_rd(m, lin, size);
     aero_tlb_entry *e = aero_tlb_entry_for(m, lin);
-    if (!(e->tag_w == tlb_key(m, lin, size) && (lin & 0xFFF) <= 0x1000u - (uint32_t)size))
-        aero_probe_write(m, lin, (uint32_t)size);
+    if (e->tag_w != tlb_key(m, lin, size)) aero_probe_write(m, lin, (uint32_t)size);
     return v;
 }
 /* Implicit supervisor-mode accesses (descriptor tables, TSS): checked with supervisor
@@ -548,6 +566,64 @@ AERO_INLINE void wr32(aero_machine *m, int seg, uint32_t off, uint32_t v) { lin_
 /* Sized access: size in bytes (1, 2, 4). */
 AERO_INLINE uint32_t rdn(aero_machine *m, int seg, uint32_t off, int size) { return lin_rd(m, seg_lin(m, seg, off, (uint32_t)size), size); }
 AERO_INLINE void wrn(aero_machine *m, int seg, uint32_t off, int size, uint32_t v) { lin_wr(m, seg_lin_w(m, seg, off, (uint32_t)size), size, v); }
+
+/* Point tlb_fast at the set of the current privilege (or at the empty set while alignment
+ * checking is armed, so that the specialised handlers leave every access to the generic
+ * ones, which check alignment). */
+AERO_INLINE void aero_tlb_fast_refresh(aero_machine *m) {
+    m->tlb_fast = m->ac_low ? m->tlb_none : m->tlb[(m->cpu.cpl + 1) >> 2];
+}
+/* The tag a fast-path access of `size` bytes at lin must find in tlb_fast (no alignment
+ * bits: tlb_fast is empty while alignment checking is armed). */
+AERO_INLINE uint32_t fast_key(uint32_t lin, uint32_t size) { return (lin + size - 1) & ~0xFFFu; }
+/* Fast-path-only accesses for the handlers specialised at decode time (fastpath.c): the
+ * host pointer for `size` bytes at seg:off when one compare against seg_end and one TLB tag
+ * compare prove the access allowed (rights, limit, type, alignment, no page crossing, no
+ * watch), else NULL. They change nothing: on NULL the handler hands the instruction to its
+ * generic handler, which takes the slow paths and raises any fault from the same state.
+ * Handlers built on them need no call on their fast path, so no registers to save. */
+AERO_INLINE uint8_t *fast_rd_ptr(aero_machine *m, int seg, uint32_t off, uint32_t size) {
+    if (AERO_UNLIKELY((uint64_t)off + size > m->seg_end[0][seg])) return NULL;
+    uint32_t lin = m->cpu.seg[seg].base + off;
+    const aero_tlb_entry *e = &m->tlb_fast[aero_tlb_slot(lin)];
+    if (AERO_UNLIKELY(e->tag_r != fast_key(lin, size))) return NULL;
+    uint8_t *p = (uint8_t *)(e->addend + lin);
+    if (!p) __builtin_unreachable(); /* a host address: lets the caller's NULL test fold */
+    return p;
+}
+AERO_INLINE uint8_t *fast_wr_ptr(aero_machine *m, int seg, uint32_t off, uint32_t size) {
+    if (AERO_UNLIKELY((uint64_t)off + size > m->seg_end[1][seg])) return NULL;
+    uint32_t lin = m->cpu.seg[seg].base + off;
+    const aero_tlb_entry *e = &m->tlb_fast[aero_tlb_slot(lin)];
+    if (AERO_UNLIKELY(e->tag_w != fast_key(lin, size))) return NULL;
+    uint8_t *p = (uint8_t *)(e->addend + lin);
+    if (!p) __builtin_unreachable(); /* a host address: lets the caller's NULL test fold */
+    return p;
+}
+/* Read-modify-write: both tags (a page may be write-mapped while reads of it are watched). */
+AERO_INLINE uint8_t *fast_rw_ptr(aero_machine *m, int seg, uint32_t off, uint32_t size) {
+    if (AERO_UNLIKELY((uint64_t)off + size > m->seg_end[1][seg])) return NULL;
+    uint32_t lin = m->cpu.seg[seg].base + off;
+    const aero_tlb_entry *e = &m->tlb_fast[aero_tlb_slot(lin)];
+    uint32_t key = fast_key(lin, size);
+    if (AERO_UNLIKELY((e->tag_w != key) | (e->tag_r != key))) return NULL;
+    uint8_t *p = (uint8_t *)(e->addend + lin);
+    if (!p) __builtin_unreachable(); /* a host address: lets the caller's NULL test fold */
+    return p;
+}
+/* CF of the pending lazy operation when it is cheap to find (1), else 0 (the caller takes
+ * its generic handler). */
+AERO_INLINE int fast_cf(const aero_machine *m, uint32_t *cf) {
+    const aero_cpu *c = &m->cpu;
+    switch (c->lf_op) {
+    case LF_NONE: *cf = c->eflags & F_CF; return 1;
+    case LF_LOGIC: *cf = 0; return 1;
+    case LF_INC: case LF_DEC: *cf = c->lf_b & F_CF; return 1;
+    case LF_ADD: *cf = c->lf_res < c->lf_a; return c->lf_size == 2;
+    case LF_SUB: *cf = c->lf_a < c->lf_b; return c->lf_size == 2;
+    default: return 0;
+    }
+}
 
 /* ---- operand helpers for decoded instructions ---- */
 /* Effective address (offset within in->seg) of the ModRM memory operand. */

@@ -19,6 +19,7 @@ typedef struct fetcher {
     uint32_t page_lin; /* linear page the block lives on */
     int crossed;       /* 1: a byte came from another linear page */
     int first;         /* 1: the block's first instruction, which may cross a page */
+    int special;       /* 1: the last instruction decoded got a specialised handler */
 } fetcher;
 
 static uint8_t fetch8(fetcher *f) {
@@ -165,7 +166,9 @@ static uint8_t decode_insn(fetcher *f, aero_insn *in, int pm) {
     if ((desc.flags & AERO_OPF_MEM) && in->mod == 3) in->fn = aero_op_ud;
     if ((desc.flags & AERO_OPF_PM) && !pm) in->fn = aero_op_ud;
     if (lock && (!(desc.flags & AERO_OPF_LOCK) || in->mod == 3)) in->fn = aero_op_ud;
+    aero_handler generic = in->fn;
     in->fn = aero_fast_form(in);
+    f->special = in->fn != generic;
     return desc.flags;
 }
 
@@ -185,6 +188,9 @@ static int ends_block(const aero_insn *in, uint8_t flags) {
     return in->fn == aero_op_ud;
 }
 
+void aero_op_call_Jz_32(aero_machine *m, const aero_insn *in);
+void aero_op_jmp_J_32(aero_machine *m, const aero_insn *in);
+
 static void decode_block(aero_machine *m, aero_block *b, uint32_t phys, uint32_t key, int cacheable) {
     fetcher f = {0};
     f.m = m;
@@ -197,6 +203,9 @@ static void decode_block(aero_machine *m, aero_block *b, uint32_t phys, uint32_t
     b->key = 0;
     b->phys = phys;
     b->n = 0;
+    b->plain = 1;
+    b->span_lo = b->span_hi = 0;
+    uint32_t run_lo = lin0 & 0xFFFu; /* page offset where the current run of bytes began */
     m->code_epoch++; /* jump-cache entries may point at this slot */
     while (b->n < AERO_BLOCK_INSNS) {
         aero_insn *in = &b->insn[b->n];
@@ -212,12 +221,34 @@ static void decode_block(aero_machine *m, aero_block *b, uint32_t phys, uint32_t
                 in->len = 0;
             }
             b->n = 1;
+            b->plain = 0;
             b->key = (f.crossed && cacheable) ? 0 : key; /* spans two pages: never cached */
             return;
         }
         b->n++;
-        if (ends_block(in, fl)) break;
+        b->plain &= (uint32_t)f.special;
+        if (ends_block(in, fl)) {
+            /* A direct near CALL or JMP (32-bit, specialised) to the same page: the block
+             * goes on at its target, so a call does not cost a block lookup. The handler
+             * sets EIP as usual; the block's bytes are now several runs of one page. */
+            if (in->fn != aero_op_call_Jz_32 && in->fn != aero_op_jmp_J_32) break;
+            uint32_t t = f.eip + in->imm;
+            if (((m->cpu.seg[S_CS].base + t) & ~0xFFFu) != f.page_lin || t > m->cpu.seg[S_CS].limit) break;
+            if (b->n >= AERO_BLOCK_INSNS) break;
+            uint32_t run_hi = ((ins_lin + in->len - 1) & 0xFFFu) + 1;
+            if (!b->span_hi || run_lo < b->span_lo) b->span_lo = run_lo;
+            if (run_hi > b->span_hi) b->span_hi = run_hi;
+            f.eip = t;
+            run_lo = (m->cpu.seg[S_CS].base + t) & 0xFFFu;
+            continue;
+        }
         if (((ins_lin + in->len) & ~0xFFFu) != f.page_lin) break;
+    }
+    if (b->span_hi) {
+        /* Close the last run (it ends at the next byte to fetch, within the page). */
+        uint32_t run_hi = ((m->cpu.seg[S_CS].base + f.eip - 1) & 0xFFFu) + 1;
+        if (run_lo < b->span_lo) b->span_lo = run_lo;
+        if (run_hi > b->span_hi) b->span_hi = run_hi;
     }
     b->key = key;
 }
@@ -263,7 +294,8 @@ static aero_block *lookup_slow(aero_machine *m, uint32_t lin, uint32_t key) {
         uint32_t len = 0;
         for (uint32_t i = 0; i < b->n; i++) len += b->insn[i].len;
         if (len == 0 || (phys & 0xFFFu) + len > 0x1000u) len = 0x1000u - (phys & 0xFFFu);
-        aero_note_code(m, phys, len);
+        if (b->span_hi) aero_note_code(m, (phys & ~0xFFFu) + b->span_lo, b->span_hi - b->span_lo);
+        else aero_note_code(m, phys, len);
     }
     if (b->key == 0) {
         /* An instruction crossing a page: decode into the scratch block each time. */

@@ -36,13 +36,13 @@ ALU_FORMS(cmp)
 #define DECL(name) void aero_op_##name(aero_machine *m, const aero_insn *in);
 DECL(test_EvGv) DECL(test_EvGv_r32)
 DECL(inc_Zv) DECL(inc_Zv_32) DECL(dec_Zv) DECL(dec_Zv_32)
-DECL(mov_EvGv) DECL(mov_EvGv_r32) DECL(mov_EvGv_m32)
-DECL(mov_GvEv) DECL(mov_GvEv_r32) DECL(mov_GvEv_m32)
+DECL(mov_EvGv) DECL(mov_EvGv_r32) DECL(mov_EvGv_m32) DECL(mov_EvGv_b32)
+DECL(mov_GvEv) DECL(mov_GvEv_r32) DECL(mov_GvEv_m32) DECL(mov_GvEv_b32)
 DECL(mov_EvIz) DECL(mov_EvIz_m32)
 DECL(mov_ZvIv) DECL(mov_ZvIv_32)
 DECL(lea) DECL(lea_32)
 DECL(xchg_EvGv) DECL(xchg_EvGv_m32)
-DECL(jcc) DECL(jcc_32)
+DECL(jcc)
 DECL(jmp_J) DECL(jmp_J_32)
 DECL(call_Jz) DECL(call_Jz_32)
 DECL(ret) DECL(ret_32)
@@ -77,7 +77,6 @@ static const fast_form fast_forms[] = {
     {aero_op_mov_ZvIv, aero_op_mov_ZvIv_32, NULL},
     {aero_op_lea, NULL, aero_op_lea_32},
     {aero_op_xchg_EvGv, NULL, aero_op_xchg_EvGv_m32},
-    {aero_op_jcc, aero_op_jcc_32, NULL},
     {aero_op_jmp_J, aero_op_jmp_J_32, NULL},
     {aero_op_call_Jz, aero_op_call_Jz_32, NULL},
     {aero_op_ret, aero_op_ret_32, NULL},
@@ -87,14 +86,29 @@ static const fast_form fast_forms[] = {
     {aero_op_push_Ib, aero_op_push_I_32, NULL},
 };
 
+#define DECL_JCC(cc) void aero_op_jcc32_##cc(aero_machine *m, const aero_insn *in);
+DECL_JCC(0) DECL_JCC(1) DECL_JCC(2) DECL_JCC(3) DECL_JCC(4) DECL_JCC(5) DECL_JCC(6) DECL_JCC(7)
+DECL_JCC(8) DECL_JCC(9) DECL_JCC(10) DECL_JCC(11) DECL_JCC(12) DECL_JCC(13) DECL_JCC(14) DECL_JCC(15)
+/* Jcc specialised per condition (the low nibble of the opcode). */
+static const aero_handler jcc32[16] = {
+    aero_op_jcc32_0, aero_op_jcc32_1, aero_op_jcc32_2, aero_op_jcc32_3,
+    aero_op_jcc32_4, aero_op_jcc32_5, aero_op_jcc32_6, aero_op_jcc32_7,
+    aero_op_jcc32_8, aero_op_jcc32_9, aero_op_jcc32_10, aero_op_jcc32_11,
+    aero_op_jcc32_12, aero_op_jcc32_13, aero_op_jcc32_14, aero_op_jcc32_15,
+};
+
 aero_handler aero_fast_form(const aero_insn *in) {
     if (!in->code32 || !in->osz) return in->fn;
+    if (in->fn == aero_op_jcc) return jcc32[in->op & 15];
     int mem = in->mod != 3;
     if (mem && !in->asz) return in->fn;
     for (size_t i = 0; i < sizeof fast_forms / sizeof fast_forms[0]; i++) {
         const fast_form *f = &fast_forms[i];
         if (f->generic != in->fn) continue;
         aero_handler h = mem ? f->mem : f->reg;
+        /* MOV loads and stores without an index register skip the index term. */
+        if (mem && in->index == R_ZERO && h == aero_op_mov_EvGv_m32) return aero_op_mov_EvGv_b32;
+        if (mem && in->index == R_ZERO && h == aero_op_mov_GvEv_m32) return aero_op_mov_GvEv_b32;
         return h ? h : in->fn;
     }
     return in->fn;

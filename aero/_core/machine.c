@@ -46,6 +46,8 @@ void aero_reset(aero_machine *m) {
     m->attn = m->intr ? AERO_ATTN_INTR : 0; /* raised interrupts stay pending */
     if (m->watch_exec) m->attn |= AERO_ATTN_WATCH; /* host watches outlive a reset */
     m->ac_low = 0;
+    for (int i = 0; i < AERO_TLB_SIZE; i++) m->tlb_none[i].tag_r = m->tlb_none[i].tag_w = AERO_TLB_INVALID;
+    aero_tlb_fast_refresh(m);
     memcpy(m->dr_seen, c->dr, 4 * sizeof c->dr[0]);
     m->dr_seen[4] = c->dr[7];
     aero_seg_refresh_all(m); /* the segment access checks (seg_end) */
@@ -326,6 +328,7 @@ static void prepare(aero_machine *m) {
     m->ac_low = armed ? 3u : 0u;
     if (armed) m->attn |= AERO_ATTN_AC;
     else m->attn &= ~AERO_ATTN_AC;
+    aero_tlb_fast_refresh(m);
 }
 
 /* Run one decoded block. */
@@ -432,7 +435,9 @@ static __attribute__((noinline, cold)) void attend(aero_machine *m) {
         aero_block *b = aero_block_lookup(m);
         uint32_t len = 0;
         for (uint32_t i = 0; i < b->n; i++) len += b->insn[i].len;
-        if (len > 1 && exec_watched(m, lin + 1, len - 1)) {
+        /* A block that goes on at a CALL/JMP target holds bytes elsewhere on its page. */
+        if ((len > 1 && exec_watched(m, lin + 1, len - 1)) ||
+            (b->span_hi && exec_watched(m, (lin & ~0xFFFu) + b->span_lo, b->span_hi - b->span_lo))) {
             step(m);
             return;
         }
@@ -451,6 +456,7 @@ static __attribute__((noinline, cold)) void attend(aero_machine *m) {
 /* Kept out of aero_run: a function that calls setjmp keeps its locals in memory. */
 static __attribute__((noinline)) void run_loop(aero_machine *m) {
     while (m->stop < 0) {
+        aero_tlb_fast_refresh(m); /* the CPL may have changed since the last block */
         /* One test for everything attend() handles: TF, RF, AC; HLT and an interrupt shadow
          * (one 64-bit load); enabled breakpoints; the attention word, whose INTR bit counts
          * only with IF set. */
@@ -466,7 +472,35 @@ static __attribute__((noinline)) void run_loop(aero_machine *m) {
             m->stop = AERO_STOP_TICKS;
             break;
         }
-        exec_block(m, aero_block_find(m));
+        /* A chain of blocks: after a block of plain instructions only (b->plain) that ran
+         * to its end, nothing the test above looks at can have changed (whatever could
+         * sets exit_block), so the next block follows without it; the mode and CS (base,
+         * limit) are also unchanged, so the jump cache is probed with them as they were. */
+        const aero_segment *cs = &m->cpu.seg[S_CS];
+        uint32_t mode = aero_jump_mode(m), base = cs->base, limit = cs->limit;
+        aero_block *b = aero_block_find(m);
+        while (AERO_LIKELY(m->countdown >= (int64_t)b->n)) {
+            const aero_insn *in = b->insn, *end = b->insn + b->n;
+            m->exit_block = 0;
+            m->countdown -= b->n;
+            m->blk_end = end;
+            do {
+                m->cur = in;
+                in->fn(m, in);
+                in++;
+            } while (in < end && !m->exit_block);
+            if (AERO_UNLIKELY(in != end)) m->countdown += end - in;
+            m->blk_end = NULL;
+            if (!b->plain || m->exit_block || m->countdown <= 0 || m->stop >= 0) goto next;
+            uint32_t eip = m->cpu.eip, lin = base + eip;
+            const aero_jump_entry *j = &m->jump[aero_jump_slot(lin)];
+            if (AERO_LIKELY(j->lin == lin && j->epoch == m->code_epoch && j->mode == mode && eip <= limit))
+                b = j->b;
+            else
+                b = aero_block_lookup(m);
+        }
+        exec_block(m, b); /* the block does not fit in the slice */
+    next:;
     }
 }
 

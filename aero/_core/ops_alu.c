@@ -610,51 +610,86 @@ void aero_op_aad(aero_machine *m, const aero_insn *in) {
 
 /* ---- forms specialised at decode time (fastpath.c) ----
  * 32-bit operand size in 32-bit code: EIP advances without a wrap; the memory forms have
- * 32-bit addressing. The register forms (_r32) have mod = 3, the memory forms (_m32) not. */
+ * 32-bit addressing. The register forms (_r32) have mod = 3, the memory forms (_m32) not.
+ * Whatever their fast path cannot finish without a call (a TLB miss, a segment check that
+ * needs the slow path, a carry that needs aero_lazy_cf) goes to the generic handler before
+ * anything has changed, so the fast path saves no registers. */
 AERO_INLINE void next32(aero_machine *m, const aero_insn *in) { m->cpu.eip += in->len; }
 AERO_INLINE uint32_t ea32(const aero_machine *m, const aero_insn *in) {
     return m->cpu.r[in->base] + (m->cpu.r[in->index] << in->scale) + in->disp;
 }
-/* E op= b with a memory E: one segment check and translation. */
-AERO_INLINE void alu_m32(aero_machine *m, const aero_insn *in, const int op, uint32_t b) {
-    if (op == OP_CMP) {
-        (void)alu(m, op, rd32(m, in->seg, ea32(m, in)), b, 4);
-    } else {
-        uint32_t lin = seg_lin_w(m, in->seg, ea32(m, in), 4);
-        lin_wr(m, lin, 4, alu(m, op, lin_rd_w(m, lin, 4), b, 4));
+/* One of the eight operations, 32 bits, with the carry-in c (ADC/SBB only). */
+AERO_INLINE uint32_t alu32(aero_machine *m, const int op, uint32_t a, uint32_t b, uint32_t c) {
+    uint32_t r;
+    switch (op) {
+    case OP_ADD: r = a + b; set_lazy(m, LF_ADD, 2, a, b, r); break;
+    case OP_OR: r = a | b; set_lazy(m, LF_LOGIC, 2, a, b, r); break;
+    case OP_ADC: r = a + b + c; set_lazy(m, c ? LF_ADC : LF_ADD, 2, a, b, r); break;
+    case OP_SBB: r = a - b - c; set_lazy(m, c ? LF_SBB : LF_SUB, 2, a, b, r); break;
+    case OP_AND: r = a & b; set_lazy(m, LF_LOGIC, 2, a, b, r); break;
+    case OP_SUB: case OP_CMP: r = a - b; set_lazy(m, LF_SUB, 2, a, b, r); break;
+    default: r = a ^ b; set_lazy(m, LF_LOGIC, 2, a, b, r); break;
     }
-    next32(m, in);
+    return r;
 }
+/* The carry-in of ADC/SBB (0 for the others); 0 when it needs the generic handler. */
+#define CARRY_IN(OP, c) ((OP) != OP_ADC && (OP) != OP_SBB ? ((c) = 0, 1) : fast_cf(m, &(c)))
 
 #define DEF_ALU_FAST(name, OP)                                                                      \
     void aero_op_##name##_EvGv_r32(aero_machine *m, const aero_insn *in) {                          \
-        uint32_t r = alu(m, OP, m->cpu.r[in->rm], m->cpu.r[in->reg], 4);                            \
+        uint32_t c;                                                                                 \
+        if (!CARRY_IN(OP, c)) { aero_op_##name##_EvGv(m, in); return; }                                  \
+        uint32_t r = alu32(m, OP, m->cpu.r[in->rm], m->cpu.r[in->reg], c);                          \
         if (OP != OP_CMP) m->cpu.r[in->rm] = r;                                                      \
         next32(m, in);                                                                              \
     }                                                                                               \
     void aero_op_##name##_GvEv_r32(aero_machine *m, const aero_insn *in) {                          \
-        uint32_t r = alu(m, OP, m->cpu.r[in->reg], m->cpu.r[in->rm], 4);                            \
+        uint32_t c;                                                                                 \
+        if (!CARRY_IN(OP, c)) { aero_op_##name##_GvEv(m, in); return; }                                  \
+        uint32_t r = alu32(m, OP, m->cpu.r[in->reg], m->cpu.r[in->rm], c);                          \
         if (OP != OP_CMP) m->cpu.r[in->reg] = r;                                                     \
         next32(m, in);                                                                              \
     }                                                                                               \
     void aero_op_##name##_EvI_r32(aero_machine *m, const aero_insn *in) {                           \
-        uint32_t r = alu(m, OP, m->cpu.r[in->rm], in->imm, 4);                                      \
+        uint32_t c;                                                                                 \
+        if (!CARRY_IN(OP, c)) { aero_op_##name##_EvIz(m, in); return; }                                  \
+        uint32_t r = alu32(m, OP, m->cpu.r[in->rm], in->imm, c);                                    \
         if (OP != OP_CMP) m->cpu.r[in->rm] = r;                                                      \
         next32(m, in);                                                                              \
     }                                                                                               \
     void aero_op_##name##_eAXIz_32(aero_machine *m, const aero_insn *in) {                          \
-        uint32_t r = alu(m, OP, m->cpu.r[R_EAX], in->imm, 4);                                       \
+        uint32_t c;                                                                                 \
+        if (!CARRY_IN(OP, c)) { aero_op_##name##_eAXIz(m, in); return; }                                 \
+        uint32_t r = alu32(m, OP, m->cpu.r[R_EAX], in->imm, c);                                     \
         if (OP != OP_CMP) m->cpu.r[R_EAX] = r;                                                       \
         next32(m, in);                                                                              \
     }                                                                                               \
     void aero_op_##name##_GvEv_m32(aero_machine *m, const aero_insn *in) {                          \
-        uint32_t b = rd32(m, in->seg, ea32(m, in));                                                 \
-        uint32_t r = alu(m, OP, m->cpu.r[in->reg], b, 4);                                           \
+        uint32_t c;                                                                                 \
+        const uint8_t *p = fast_rd_ptr(m, in->seg, ea32(m, in), 4);                                 \
+        if (!p || !CARRY_IN(OP, c)) { aero_op_##name##_GvEv(m, in); return; }                            \
+        uint32_t r = alu32(m, OP, m->cpu.r[in->reg], load_le(p, 4), c);                             \
         if (OP != OP_CMP) m->cpu.r[in->reg] = r;                                                     \
         next32(m, in);                                                                              \
     }                                                                                               \
-    void aero_op_##name##_EvGv_m32(aero_machine *m, const aero_insn *in) { alu_m32(m, in, OP, m->cpu.r[in->reg]); } \
-    void aero_op_##name##_EvI_m32(aero_machine *m, const aero_insn *in) { alu_m32(m, in, OP, in->imm); }
+    void aero_op_##name##_EvGv_m32(aero_machine *m, const aero_insn *in) {                          \
+        uint32_t c;                                                                                 \
+        uint8_t *p = OP == OP_CMP ? fast_rd_ptr(m, in->seg, ea32(m, in), 4)                         \
+                                  : fast_rw_ptr(m, in->seg, ea32(m, in), 4);                        \
+        if (!p || !CARRY_IN(OP, c)) { aero_op_##name##_EvGv(m, in); return; }                           \
+        uint32_t r = alu32(m, OP, load_le(p, 4), m->cpu.r[in->reg], c);                             \
+        if (OP != OP_CMP) store_le(p, 4, r);                                                        \
+        next32(m, in);                                                                              \
+    }                                                                                               \
+    void aero_op_##name##_EvI_m32(aero_machine *m, const aero_insn *in) {                           \
+        uint32_t c;                                                                                 \
+        uint8_t *p = OP == OP_CMP ? fast_rd_ptr(m, in->seg, ea32(m, in), 4)                         \
+                                  : fast_rw_ptr(m, in->seg, ea32(m, in), 4);                        \
+        if (!p || !CARRY_IN(OP, c)) { aero_op_##name##_EvIz(m, in); return; }                            \
+        uint32_t r = alu32(m, OP, load_le(p, 4), in->imm, c);                                       \
+        if (OP != OP_CMP) store_le(p, 4, r);                                                        \
+        next32(m, in);                                                                              \
+    }
 
 DEF_ALU_FAST(add, OP_ADD)
 DEF_ALU_FAST(or, OP_OR)
@@ -670,10 +705,16 @@ void aero_op_test_EvGv_r32(aero_machine *m, const aero_insn *in) {
     next32(m, in);
 }
 void aero_op_inc_Zv_32(aero_machine *m, const aero_insn *in) {
-    m->cpu.r[in->reg] = incdec(m, m->cpu.r[in->reg], 4, 0);
+    uint32_t cf, a = m->cpu.r[in->reg];
+    if (!fast_cf(m, &cf)) { aero_op_inc_Zv(m, in); return; }
+    set_lazy(m, LF_INC, 2, a, cf, a + 1);
+    m->cpu.r[in->reg] = a + 1;
     next32(m, in);
 }
 void aero_op_dec_Zv_32(aero_machine *m, const aero_insn *in) {
-    m->cpu.r[in->reg] = incdec(m, m->cpu.r[in->reg], 4, 1);
+    uint32_t cf, a = m->cpu.r[in->reg];
+    if (!fast_cf(m, &cf)) { aero_op_dec_Zv(m, in); return; }
+    set_lazy(m, LF_DEC, 2, a, cf, a - 1);
+    m->cpu.r[in->reg] = a - 1;
     next32(m, in);
 }

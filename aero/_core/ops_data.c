@@ -144,16 +144,48 @@ AERO_INLINE uint32_t ea32(const aero_machine *m, const aero_insn *in) {
     return m->cpu.r[in->base] + (m->cpu.r[in->index] << in->scale) + in->disp;
 }
 void aero_op_mov_EvGv_r32(aero_machine *m, const aero_insn *in) { m->cpu.r[in->rm] = m->cpu.r[in->reg]; next32(m, in); }
-void aero_op_mov_EvGv_m32(aero_machine *m, const aero_insn *in) { wr32(m, in->seg, ea32(m, in), m->cpu.r[in->reg]); next32(m, in); }
+/* The memory forms hand a TLB miss or a segment slow path to the generic handler before
+ * changing anything (see fast_rd_ptr). */
+void aero_op_mov_EvGv_m32(aero_machine *m, const aero_insn *in) {
+    uint8_t *p = fast_wr_ptr(m, in->seg, ea32(m, in), 4);
+    if (AERO_UNLIKELY(!p)) { aero_op_mov_EvGv(m, in); return; }
+    store_le(p, 4, m->cpu.r[in->reg]);
+    next32(m, in);
+}
 void aero_op_mov_GvEv_r32(aero_machine *m, const aero_insn *in) { m->cpu.r[in->reg] = m->cpu.r[in->rm]; next32(m, in); }
-void aero_op_mov_GvEv_m32(aero_machine *m, const aero_insn *in) { m->cpu.r[in->reg] = rd32(m, in->seg, ea32(m, in)); next32(m, in); }
-void aero_op_mov_EvIz_m32(aero_machine *m, const aero_insn *in) { wr32(m, in->seg, ea32(m, in), in->imm); next32(m, in); }
+void aero_op_mov_GvEv_m32(aero_machine *m, const aero_insn *in) {
+    const uint8_t *p = fast_rd_ptr(m, in->seg, ea32(m, in), 4);
+    if (AERO_UNLIKELY(!p)) { aero_op_mov_GvEv(m, in); return; }
+    m->cpu.r[in->reg] = load_le(p, 4);
+    next32(m, in);
+}
+/* The same without an index register (base + displacement: the common stack and
+ * structure accesses): one register read less. */
+void aero_op_mov_EvGv_b32(aero_machine *m, const aero_insn *in) {
+    uint8_t *p = fast_wr_ptr(m, in->seg, m->cpu.r[in->base] + in->disp, 4);
+    if (AERO_UNLIKELY(!p)) { aero_op_mov_EvGv(m, in); return; }
+    store_le(p, 4, m->cpu.r[in->reg]);
+    next32(m, in);
+}
+void aero_op_mov_GvEv_b32(aero_machine *m, const aero_insn *in) {
+    const uint8_t *p = fast_rd_ptr(m, in->seg, m->cpu.r[in->base] + in->disp, 4);
+    if (AERO_UNLIKELY(!p)) { aero_op_mov_GvEv(m, in); return; }
+    m->cpu.r[in->reg] = load_le(p, 4);
+    next32(m, in);
+}
+void aero_op_mov_EvIz_m32(aero_machine *m, const aero_insn *in) {
+    uint8_t *p = fast_wr_ptr(m, in->seg, ea32(m, in), 4);
+    if (AERO_UNLIKELY(!p)) { aero_op_mov_EvIz(m, in); return; }
+    store_le(p, 4, in->imm);
+    next32(m, in);
+}
 void aero_op_mov_ZvIv_32(aero_machine *m, const aero_insn *in) { m->cpu.r[in->reg] = in->imm; next32(m, in); }
 void aero_op_lea_32(aero_machine *m, const aero_insn *in) { m->cpu.r[in->reg] = ea32(m, in); next32(m, in); }
 void aero_op_xchg_EvGv_m32(aero_machine *m, const aero_insn *in) {
-    uint32_t lin = seg_lin_w(m, in->seg, ea32(m, in), 4);
-    uint32_t v = lin_rd_w(m, lin, 4);
-    lin_wr(m, lin, 4, m->cpu.r[in->reg]);
+    uint8_t *p = fast_rw_ptr(m, in->seg, ea32(m, in), 4);
+    if (AERO_UNLIKELY(!p)) { aero_op_xchg_EvGv(m, in); return; }
+    uint32_t v = load_le(p, 4);
+    store_le(p, 4, m->cpu.r[in->reg]);
     m->cpu.r[in->reg] = v;
     next32(m, in);
 }

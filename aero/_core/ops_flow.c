@@ -633,43 +633,89 @@ void aero_op_popf(aero_machine *m, const aero_insn *in) {
 }
 
 /* ---- forms specialised at decode time (fastpath.c): 32-bit operand size in 32-bit code
- * (EIP and branch targets are not masked to 16 bits). ---- */
-AERO_INLINE void push32(aero_machine *m, uint32_t v) {
-    if (AERO_LIKELY(stack32(m))) {
-        uint32_t sp = m->cpu.r[R_ESP] - 4;
-        wr32(m, S_SS, sp, v);
-        m->cpu.r[R_ESP] = sp;
-    } else {
-        push(m, 4, v);
-    }
-}
-AERO_INLINE uint32_t pop32(aero_machine *m) {
-    if (AERO_LIKELY(stack32(m))) {
-        uint32_t sp = m->cpu.r[R_ESP];
-        uint32_t v = rd32(m, S_SS, sp);
-        m->cpu.r[R_ESP] = sp + 4;
-        return v;
-    }
-    return pop(m, 4);
-}
-/* Condition cc with the common lazy cases inline (ZF of any operation, CF of a 32-bit
- * SUB/CMP); the rest in aero_cond. */
-AERO_INLINE int cond_fast(aero_machine *m, int cc) {
+ * (EIP and branch targets are not masked to 16 bits). What the fast path cannot finish
+ * without a call (a stack access off the TLB, a target past the CS limit, a condition of a
+ * lazy operation it does not evaluate) goes to the generic handler before anything has
+ * changed, which raises the fault or computes the rest; so the fast path saves no
+ * registers. ---- */
+AERO_INLINE int ss32(const aero_machine *m) { return (m->cpu.seg[S_SS].attr & SA_DB) != 0; }
+
+/* Condition cc (0-15) without materialising the flags: from EFLAGS when no lazy operation is
+ * pending, else from the operands of a pending 32-bit operation. 1 and *r when found, 0
+ * when aero_cond must decide (8/16-bit operations, ADC/SBB carries and overflows, INC/DEC
+ * overflows). */
+AERO_INLINE int cond32(const aero_machine *m, const int cc, int *r) {
     const aero_cpu *c = &m->cpu;
-    if (c->lf_op != LF_NONE && c->lf_size == 2) {
-        if ((cc >> 1) == 2) return (c->lf_res == 0) ^ (cc & 1);
-        if ((cc >> 1) == 1 && c->lf_op == LF_SUB) return (c->lf_a < c->lf_b) ^ (cc & 1);
+    uint32_t op = c->lf_op, a = c->lf_a, b = c->lf_b, res = c->lf_res;
+    int v;
+    if (op == LF_NONE) {
+        uint32_t f = c->eflags, sf_ne_of = ((f >> 7) ^ (f >> 11)) & 1u;
+        switch (cc >> 1) {
+        case 0: v = (f & F_OF) != 0; break;
+        case 1: v = (f & F_CF) != 0; break;
+        case 2: v = (f & F_ZF) != 0; break;
+        case 3: v = (f & (F_CF | F_ZF)) != 0; break;
+        case 4: v = (f & F_SF) != 0; break;
+        case 5: v = (f & F_PF) != 0; break;
+        case 6: v = (int)sf_ne_of; break;
+        default: v = ((f & F_ZF) != 0) | (int)sf_ne_of; break;
+        }
+        *r = v ^ (cc & 1);
+        return 1;
     }
-    return aero_cond(m, cc);
-}
-void aero_op_jcc_32(aero_machine *m, const aero_insn *in) {
-    uint32_t e = m->cpu.eip + in->len;
-    if (cond_fast(m, in->op & 15)) {
-        e += in->imm;
-        check_cs_limit(m, e);
+    if (c->lf_size != 2) return 0;
+    switch (cc >> 1) {
+    case 0: /* OF */
+        if (op == LF_SUB) v = (int)(((a ^ b) & (a ^ res)) >> 31);
+        else if (op == LF_ADD) v = (int)(((a ^ res) & (b ^ res)) >> 31);
+        else if (op == LF_LOGIC) v = 0;
+        else return 0;
+        break;
+    case 1: /* CF */
+        if (op == LF_SUB) v = a < b;
+        else if (op == LF_ADD) v = res < a;
+        else if (op == LF_LOGIC) v = 0;
+        else if (op == LF_INC || op == LF_DEC) v = (int)(b & F_CF);
+        else return 0;
+        break;
+    case 2: v = res == 0; break;                               /* ZF */
+    case 3: /* CF or ZF */
+        if (op == LF_SUB) v = a <= b;
+        else if (op == LF_ADD) v = res < a || res == 0;
+        else if (op == LF_LOGIC) v = res == 0;
+        else return 0;
+        break;
+    case 4: v = (int)(res >> 31); break;                       /* SF */
+    case 5: v = aero_parity[res & 0xFFu] != 0; break;          /* PF */
+    case 6: /* SF != OF */
+        if (op == LF_SUB) v = (int32_t)a < (int32_t)b;
+        else if (op == LF_LOGIC) v = (int)(res >> 31);
+        else return 0;
+        break;
+    default: /* ZF, or SF != OF */
+        if (op == LF_SUB) v = (int32_t)a <= (int32_t)b;
+        else if (op == LF_LOGIC) v = (int32_t)res <= 0;
+        else return 0;
+        break;
     }
-    m->cpu.eip = e;
+    *r = v ^ (cc & 1);
+    return 1;
 }
+/* One Jcc handler per condition, so the condition is a constant. */
+#define DEF_JCC32(cc)                                                                             \
+    void aero_op_jcc32_##cc(aero_machine *m, const aero_insn *in) {                               \
+        int t;                                                                                    \
+        if (AERO_UNLIKELY(!cond32(m, cc, &t))) { aero_op_jcc(m, in); return; }                    \
+        uint32_t e = m->cpu.eip + in->len;                                                        \
+        if (t) {                                                                                  \
+            e += in->imm;                                                                         \
+            if (AERO_UNLIKELY(e > m->cpu.seg[S_CS].limit)) { aero_op_jcc(m, in); return; }        \
+        }                                                                                         \
+        m->cpu.eip = e;                                                                           \
+    }
+DEF_JCC32(0) DEF_JCC32(1) DEF_JCC32(2) DEF_JCC32(3) DEF_JCC32(4) DEF_JCC32(5) DEF_JCC32(6) DEF_JCC32(7)
+DEF_JCC32(8) DEF_JCC32(9) DEF_JCC32(10) DEF_JCC32(11) DEF_JCC32(12) DEF_JCC32(13) DEF_JCC32(14) DEF_JCC32(15)
+
 void aero_op_jmp_J_32(aero_machine *m, const aero_insn *in) {
     uint32_t t = m->cpu.eip + in->len + in->imm;
     check_cs_limit(m, t);
@@ -677,32 +723,57 @@ void aero_op_jmp_J_32(aero_machine *m, const aero_insn *in) {
 }
 void aero_op_call_Jz_32(aero_machine *m, const aero_insn *in) {
     uint32_t ret = m->cpu.eip + in->len, t = ret + in->imm;
-    check_cs_limit(m, t);
-    push32(m, ret);
+    uint8_t *p;
+    if (AERO_UNLIKELY(t > m->cpu.seg[S_CS].limit || !ss32(m) ||
+                      !(p = fast_wr_ptr(m, S_SS, m->cpu.r[R_ESP] - 4, 4)))) {
+        aero_op_call_Jz(m, in);
+        return;
+    }
+    store_le(p, 4, ret);
+    m->cpu.r[R_ESP] -= 4;
     m->cpu.eip = t;
 }
 void aero_op_ret_32(aero_machine *m, const aero_insn *in) {
-    if (AERO_LIKELY(stack32(m))) {
-        uint32_t sp = m->cpu.r[R_ESP];
-        uint32_t t = rd32(m, S_SS, sp);
-        check_cs_limit(m, t);
-        m->cpu.r[R_ESP] = sp + 4;
-        m->cpu.eip = t;
-    } else {
-        ret_near(m, in, 0);
+    const uint8_t *p;
+    if (AERO_UNLIKELY(!ss32(m) || !(p = fast_rd_ptr(m, S_SS, m->cpu.r[R_ESP], 4)))) {
+        aero_op_ret(m, in);
+        return;
     }
+    uint32_t t = load_le(p, 4);
+    if (AERO_UNLIKELY(t > m->cpu.seg[S_CS].limit)) { aero_op_ret(m, in); return; }
+    m->cpu.r[R_ESP] += 4;
+    m->cpu.eip = t;
 }
+/* PUSH ESP pushes the value from before the push. */
 void aero_op_push_Zv_32(aero_machine *m, const aero_insn *in) {
-    push32(m, m->cpu.r[in->reg]);
+    uint8_t *p;
+    if (AERO_UNLIKELY(!ss32(m) || !(p = fast_wr_ptr(m, S_SS, m->cpu.r[R_ESP] - 4, 4)))) {
+        aero_op_push_Zv(m, in);
+        return;
+    }
+    store_le(p, 4, m->cpu.r[in->reg]);
+    m->cpu.r[R_ESP] -= 4;
     m->cpu.eip += in->len;
 }
 /* POP ESP loads the popped value (it overrides the increment). */
 void aero_op_pop_Zv_32(aero_machine *m, const aero_insn *in) {
-    uint32_t v = pop32(m);
+    const uint8_t *p;
+    if (AERO_UNLIKELY(!ss32(m) || !(p = fast_rd_ptr(m, S_SS, m->cpu.r[R_ESP], 4)))) {
+        aero_op_pop_Zv(m, in);
+        return;
+    }
+    uint32_t v = load_le(p, 4);
+    m->cpu.r[R_ESP] += 4;
     m->cpu.r[in->reg] = v;
     m->cpu.eip += in->len;
 }
 void aero_op_push_I_32(aero_machine *m, const aero_insn *in) {
-    push32(m, in->imm);
+    uint8_t *p;
+    if (AERO_UNLIKELY(!ss32(m) || !(p = fast_wr_ptr(m, S_SS, m->cpu.r[R_ESP] - 4, 4)))) {
+        aero_op_push_Iz(m, in);
+        return;
+    }
+    store_le(p, 4, in->imm);
+    m->cpu.r[R_ESP] -= 4;
     m->cpu.eip += in->len;
 }
