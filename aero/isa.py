@@ -1,10 +1,9 @@
 """The IA-32 integer instruction set as data.
 
-This table is the single description of the instruction set. It drives:
-
-* the C decoder (``aero/_core/optable.inc`` is generated from it at build time),
-* the Hypothesis instruction strategies in :mod:`aero.fuzz`,
-* the differential tests against reference CPUs (undefined-flag masks).
+This table is the single description of the instruction set aero executes. It drives the C
+decoder (``aero/_core/optable.inc`` is generated from it at build time). The differential
+campaigns deliberately do not use it: they generate and judge instructions with their own
+SDM model (:mod:`aero.fuzz.sdm`), so that a wrong row here is found rather than assumed.
 
 Each row is ``opcode  mnemonic  operands  handler  [flags]``:
 

@@ -82,8 +82,11 @@ def test_cmpxchg8b_writes_on_both_outcomes(equal: bool) -> None:
     eax = 0 if equal else 1
     _r, exc, err, cr2, _ = run("0fc70f", mem, eax=eax, edx=0, edi=RO)  # CMPXCHG8B [EDI]
     assert (exc, err, cr2) == (14, 0x7, RO)
-    _r, exc, _, _, pte = run("0fc70f", mem, eax=eax, edx=0, edi=RW)
+    regs, exc, _, _, pte = run("0fc70f", mem, eax=eax, edx=0, edi=RW)
     assert exc is None and wrote(pte, RW)
+    # SDM 'CMPXCHG8B': equal sets ZF; otherwise ZF is cleared and EDX:EAX gets the operand.
+    assert regs["eflags"] & 0x40 == (0x40 if equal else 0)
+    assert (regs["eax"], regs["edx"]) == ((eax, 0) if equal else (0, 0))
 
 
 # ---- ARPL: written only when the RPL is raised ----------------------------------------------

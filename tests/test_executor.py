@@ -54,7 +54,7 @@ def toy_chunk(chunk: Chunk, params: dict) -> dict:
 
 
 def cpu_report(spec: ExecutorSpec, **kw: object) -> dict:
-    return merge(run("fuzz cpu", cpu_chunk, CPU, 30, 13, spec, chunk_size=10, **kw),
+    return merge(run("fuzz cpu", cpu_chunk, CPU, 30, 14, spec, chunk_size=10, **kw),
                  ["unicorn"])
 
 
@@ -129,7 +129,8 @@ def test_unreachable_scheduler_is_a_one_line_error() -> None:
         run("toy", toy_chunk, {}, 10, 0, ExecutorSpec(dask="tcp://127.0.0.1:9"))
     proc = subprocess.run(
         [sys.executable, "-m", "aero", "fuzz", "cpu", "--examples", "5", "--mode", "real",
-         "--dask", "tcp://127.0.0.1:9"], capture_output=True, text=True, timeout=60)
+         "--dask", "tcp://127.0.0.1:9", "--no-progress"], capture_output=True, text=True,
+        timeout=60)
     assert proc.returncode == 2
     assert proc.stderr.count("\n") == 1 and "cannot reach the Dask scheduler" in proc.stderr
 
