@@ -713,6 +713,30 @@ class QemuCPU:
         addr = (base + (sel & ~7)) & 0xFFFFFFFF
         return addr if addr + 8 <= RAM_SIZE else None
 
+    def _put_back_trap_frame(self, after: dict[str, int], snap: np.ndarray) -> None:
+        """After a single-step trap (the instruction completed): put back the scenario's
+        bytes under the trap's frame (at the stack pointer the instruction left, read
+        from QEMU's SS:ESP in the handler) and the accessed/dirty bits that the frame's
+        push and the gate's GDT read set, except in entries the instruction used itself
+        (its writes: kept; its fetch and reads: only the dirty bit put back)."""
+        ram = self.machine.ram
+        if is_pm(self.mode):
+            addrs = [(after["esp"] + k) & 0xFFFFFFFF for k in range(12)]
+        else:
+            base = (after["ss"] & 0xFFFF) << 4
+            addrs = [base + ((after["esp"] + k) & 0xFFFF) for k in range(6)]
+        for a in addrs:
+            if a < RAM_SIZE:
+                ram[a] = snap[a]
+        gdt, limit = self.tables["gdtr_base"], self.tables["gdtr_limit"]
+        for e in self._entries_of([addrs[0], addrs[-1], gdt, gdt + limit]):
+            if e + 4 > RAM_SIZE or e in self._own_writes:
+                continue
+            if e in self._code_entries:
+                ram[e] = (int(ram[e]) & ~PTE_D) | (int(snap[e]) & PTE_D)
+            else:
+                ram[e:e + 4] = snap[e:e + 4]
+
     def _faulting_walk(self, cr2: int, code: int) -> None:
         """After a #PF at ``cr2``: the entries of the faulting page were not used by a
         completed translation of this instruction (neither aero nor QEMU sets accessed
@@ -964,6 +988,9 @@ class QemuCPU:
         before = self.regs_now
         _lin, raw = self._precheck()
         saved = self._save_frame()
+        # With TF set a single-step trap may follow the instruction, its frame pushed at
+        # the stack pointer the instruction leaves: keep the memory to put it back.
+        snap = m.ram[:RAM_SIZE].copy() if before["eflags"] & 0x100 else None
         self._info = None
         kind, table_at, osz32 = self._table_operand(raw)
         patched = None
@@ -995,7 +1022,13 @@ class QemuCPU:
         if vector is None and _no_progress(before, after, raw):
             self.broken = True  # a shutdown (triple fault) leaves QEMU unusable
             raise NotComparable("qemu: the step made no progress (exception not delivered)")
-        if vector is not None:
+        trap = vector == 1 and snap is not None and not _is_int1(raw, is_pm(self.mode))
+        if vector is not None and trap:
+            exc = vector
+            regs, code = self._unwind(after, vector, before)
+            assert snap is not None
+            self._put_back_trap_frame(after, snap)
+        elif vector is not None:
             exc = vector
             regs, code = self._unwind(after, vector, before)
             if vector == EXC_PF and code is not None:
@@ -1060,7 +1093,6 @@ class QemuCPU:
                 regs[reg] &= ~0xFFFF
                 m.write_regs({reg: regs[reg]})
         self.regs_now = regs
-        trap = exc == 1 and before["eflags"] & 0x100 and not _is_int1(raw, is_pm(self.mode))
         if trap:
             # A single-step trap (EFLAGS.TF was set before the instruction; DR7 is clear):
             # the instruction completed and QEMU delivered the trap within the step. aero

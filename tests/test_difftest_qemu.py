@@ -53,11 +53,11 @@ def real(code: str, **regs: int) -> Scenario:
     return Scenario("real", r, [bytes.fromhex(c) for c in code.split()], 0)
 
 
-def pm(code: str, fill: int = 7, **regs: int) -> Scenario:
+def pm(code: str, fill: int = 7, memory: list | None = None, **regs: int) -> Scenario:
     r = initial_regs("pm32")
     r.update(eip=0x5000, esp=0x9000)
     r.update(regs)
-    return Scenario("pm32", r, [bytes.fromhex(c) for c in code.split()], fill)
+    return Scenario("pm32", r, [bytes.fromhex(c) for c in code.split()], fill, memory or [])
 
 
 def paging(code: str, cpl: int = 0, wp: bool = False, pages: dict[int, int] | None = None,
@@ -301,6 +301,20 @@ def test_single_step_trap_is_reported_at_the_next_boundary(machine, aero) -> Non
     assert res.divergence is None, res.divergence.mismatches
     assert [s.ref.exception for s in res.steps] == [None, None, None, 1]
     assert res.steps[-1].ref.regs["eip"] == 5  # after MOV DI: the trap is a trap
+
+
+@pytest.mark.parametrize("make", [
+    # POPF sets TF; the trap after the second POPF pushes its frame where ESP now is
+    lambda: pm("9d 9d 90", fill=0, esp=0x10000, memory=[(0x10000, bytes.fromhex("03010000"))]),
+    # TF already set: the PUSH's bytes stay, the trap frame below them is put back
+    lambda: pm("50 90", fill=0, eflags=0x102, eax=0x11223344, esp=0x10000),
+    lambda: paging("50 90", eflags=0x102, eax=0x11223344, esp=0x10000),
+])
+def test_single_step_trap_frames_are_put_back(machine, aero, make) -> None:
+    sc = make()
+    res = run_pair(sc, aero, QemuCPU(sc.mode, machine))
+    assert res.divergence is None, res.divergence.mismatches
+    assert res.steps[-1].ref.exception == 1
 
 
 def test_reads_beyond_ram_are_refused(machine, aero) -> None:
