@@ -1033,6 +1033,11 @@ class QemuCPU:
             regs, code = self._unwind(after, vector, before)
             if vector == EXC_PF and code is not None:
                 self._faulting_walk(after["cr2"], code)
+            elif vector in (6, 13) and _faults_before_access(raw, is_pm(self.mode)):
+                # #UD, or #GP for a length above 15 bytes: no data access was made.
+                lin, length = self._fetch
+                self._own_writes = set()
+                self._code_entries = self._entries_of([lin, lin + min(length, 15) - 1])
             for addr, data in reversed(saved):
                 if addr in self._own_writes:
                     continue
@@ -1211,6 +1216,16 @@ class QemuCPU:
 _READ_ONLY_E = frozenset({"cmp", "test", "bt", "push", "call", "jmp", "lgdt", "lidt", "lldt",
                           "ltr", "lmsw", "verr", "verw", "bound", "invlpg", "mul", "imul", "div",
                           "idiv", "callf", "jmpf", "esc", "nop"})
+
+
+def _faults_before_access(raw: bytes, code32: bool) -> bool:
+    """Does the SDM model say the instruction faults before any data access: an
+    encoding longer than 15 bytes (#GP) or one that is #UD?"""
+    from .sdm import decode as sdm_decode
+    from .sdm import is_ud
+
+    d = sdm_decode(raw, code32)
+    return d.length is None or d.length > 15 or bool(is_ud(d, not code32))
 
 
 def _is_int1(raw: bytes, code32: bool) -> bool:

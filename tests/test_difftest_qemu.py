@@ -270,16 +270,27 @@ def _user_on_supervisor_directory() -> Scenario:
     return sc
 
 
+def _too_long_on_a_large_page() -> Scenario:
+    """A 16-byte LOCK SAR m8 (#GP before any access) under a 4 MB page: the #GP's frame
+    sets the page's dirty bit, the instruction's write never happened."""
+    sc = paging("1f 2626e000 66266626f32666666667f026d2b80000", esp=0x10000)
+    assert sc.paging is not None
+    sc.paging = Paging(0, False, True, True, 7, sc.paging.ptes)
+    return sc
+
+
 @pytest.mark.parametrize("make", [
     lambda: paging("53", esp=0x10000, pages={3: 0}),   # the fetch faults; push not done
     _user_on_supervisor_directory,                      # a read-protection fault
+    _too_long_on_a_large_page,
 ])
 def test_accessed_bits_of_a_faulting_walk_are_the_delivery_s(machine, aero, make) -> None:
     """Entries of the faulting page that only the exception's delivery used (its frame,
     its GDT read) are put back: the faulting walk sets no accessed bit on either side."""
     sc = make()
     res = run_pair(sc, aero, QemuCPU(sc.mode, machine))
-    assert res.steps[0].aero.exception == 14 and res.steps[0].ref.exception == 14
+    assert res.steps[-1].aero.exception in (13, 14)
+    assert res.steps[-1].ref.exception == res.steps[-1].aero.exception
     assert res.divergence is None, res.divergence.mismatches
 
 
