@@ -737,14 +737,29 @@ class QemuCPU:
             else:
                 ram[e:e + 4] = snap[e:e + 4]
 
+    def _user_page(self, lin: int) -> bool:
+        """Do the paging entries (as in QEMU's RAM, whose U bits the step cannot change)
+        allow user accesses to ``lin``?"""
+        from .difftest import PTE_PS, PTE_U, u32
+
+        paging = self.scenario.paging if self.scenario else None
+        if paging is None:
+            return True
+        mem = self.machine.ram
+        pde = u32(mem, PD_ADDR + (lin >> 22) * 4)
+        if pde & PTE_PS and paging.pse:
+            return bool(pde & PTE_U)
+        pte_at = (pde & ~0xFFF) + ((lin >> 12) & 0x3FF) * 4
+        return bool(pde & PTE_U) and (pte_at + 4 > len(mem) or bool(u32(mem, pte_at) & PTE_U))
+
     def _faulting_walk(self, cr2: int, code: int) -> None:
         """After a #PF at ``cr2``: the entries of the faulting page were not used by a
         completed translation of this instruction (neither aero nor QEMU sets accessed
         bits for a walk that faults), so their accessed/dirty bits come from the delivery
         and are put back. Only when no access of the instruction could have used the page
-        before: a fetch fault, a not-present page, or a read-protection fault (rights the
-        instruction's every access to the page lacks); after a write-protection fault a
-        read of the same page may have completed first."""
+        before: a fetch fault, a not-present page, or a protection fault for rights every
+        access of the instruction to the page lacks (a user access to a supervisor page);
+        after a write-protection fault a read of the same page may have completed first."""
         lin, length = self._fetch
         page = cr2 >> 12
         fetch_pages = {lin >> 12, (lin + length - 1) >> 12}
@@ -753,8 +768,8 @@ class QemuCPU:
             self._own_writes = set()
             self._code_entries = self._entries_of([x << 12 for x in fetch_pages if x != page])
             return
-        if code & 1 and code & 2:
-            return
+        if code & 1 and code & 2 and not (code & 4 and not self._user_page(cr2)):
+            return  # a write-protection fault on a page the instruction may have read
         others = self._entries_of([x << 12 for x in fetch_pages] + [
             x for _k, a, n in self._accesses for x in (a, a + n - 1) if x >> 12 != page])
         gone = self._entries_of([cr2]) - others

@@ -283,6 +283,9 @@ def _too_long_on_a_large_page() -> Scenario:
     lambda: paging("53", esp=0x10000, pages={3: 0}),   # the fetch faults; push not done
     _user_on_supervisor_directory,                      # a read-protection fault
     _too_long_on_a_large_page,
+    # CPL 3 SETcc to a supervisor page (#PF 7): the write faults for want of U, as any
+    # access would; the delivery's GDT read (page 0) set the accessed bit
+    lambda: paging("670f9c00 0f04", cpl=3, esp=0, pages={0: 3}),
 ])
 def test_accessed_bits_of_a_faulting_walk_are_the_delivery_s(machine, aero, make) -> None:
     """Entries of the faulting page that only the exception's delivery used (its frame,
