@@ -600,8 +600,21 @@ class QemuCPU:
     def _linear(self, seg: str, off: int) -> int:
         r = self.regs_now
         if is_pm(self.mode):
-            return off & 0xFFFFFFFF
+            return (self._pm_base(r[seg] & 0xFFFF) + off) & 0xFFFFFFFF
         return ((r[seg] & 0xFFFF) << 4) + off
+
+    def _pm_base(self, sel: int) -> int:
+        """The base of the descriptor a protected-mode selector names (0 for a null
+        selector or one outside RAM): the scenarios' GDT is flat, but a selector with
+        TI = 1 loads from the reset LDT (base 0), i.e. from the scenario's memory."""
+        if not sel & ~3:
+            return 0
+        at = (0 if sel & 4 else self.tables.get("gdtr_base", 0)) + (sel & ~7)
+        if at + 8 > RAM_SIZE:
+            return 0
+        lo, hi = (int.from_bytes(self.machine.ram[at + k:at + k + 4].tobytes(), "little")
+                  for k in (0, 4))
+        return (lo >> 16) | (hi & 0xFF) << 16 | (hi & 0xFF000000)
 
     def _precheck(self) -> tuple[int, bytes]:
         """Refuse what this backend cannot compare; the instruction's bytes."""
@@ -837,7 +850,7 @@ class QemuCPU:
         op, r = raw[i], self.regs_now
         size = getattr(info, "opsize", 4)
         mask = 0xFFFFFFFF if is_pm(self.mode) else 0xFFFF
-        base = 0 if is_pm(self.mode) else (r["ss"] & 0xFFFF) << 4
+        base = self._linear("ss", 0)
         if 0x50 <= op <= 0x57 or op in (0x68, 0x6A, 0x06, 0x0E, 0x16, 0x1E) or (
                 op == 0x0F and raw[i + 1:i + 2] in (b"\xa0", b"\xa8")):
             return [("w", base + ((r["esp"] - size) & mask), size)]
@@ -849,8 +862,8 @@ class QemuCPU:
             n = 1 if op % 2 == 0 else size
             amask = 0xFFFFFFFF if getattr(info, "asz32", False) else 0xFFFF
             seg = getattr(info, "seg_override", None) or "ds"
-            sbase = 0 if is_pm(self.mode) else (r[seg] & 0xFFFF) << 4
-            ebase = 0 if is_pm(self.mode) else (r["es"] & 0xFFFF) << 4
+            sbase = self._linear(seg, 0)
+            ebase = self._linear("es", 0)
             src = ("r", sbase + (r["esi"] & amask), n)
             dst = ("w" if op in (0xA4, 0xA5, 0xAA, 0xAB) else "r",
                    ebase + (r["edi"] & amask), n)
@@ -1048,8 +1061,10 @@ class QemuCPU:
             regs, code = self._unwind(after, vector, before)
             if vector == EXC_PF and code is not None:
                 self._faulting_walk(after["cr2"], code)
-            elif vector in (6, 13) and _faults_before_access(raw, is_pm(self.mode)):
-                # #UD, or #GP for a length above 15 bytes: no data access was made.
+            elif vector in (6, 13) and _faults_before_access(raw, is_pm(self.mode),
+                                                             self._cpl()):
+                # #UD, #GP for a length above 15 bytes or a privileged instruction at
+                # CPL 3: no data access was made.
                 lin, length = self._fetch
                 self._own_writes = set()
                 self._code_entries = self._entries_of([lin, lin + min(length, 15) - 1])
@@ -1233,14 +1248,29 @@ _READ_ONLY_E = frozenset({"cmp", "test", "bt", "push", "call", "jmp", "lgdt", "l
                           "idiv", "callf", "jmpf", "esc", "nop"})
 
 
-def _faults_before_access(raw: bytes, code32: bool) -> bool:
+# Instructions that raise #GP(0) at CPL > 0 before any data access (SDM Vol. 3A 5.9
+# "Privileged Instructions"): LGDT, LIDT, LMSW, INVLPG, LLDT, LTR, CLTS, MOV CR/DR, HLT,
+# INVD, WBINVD, RDMSR, WRMSR.
+_PRIVILEGED = frozenset({(0x101, 2), (0x101, 3), (0x101, 6), (0x101, 7), (0x100, 2),
+                         (0x100, 3), (0x106, None), (0x120, None), (0x121, None),
+                         (0x122, None), (0x123, None), (0xF4, None), (0x108, None),
+                         (0x109, None), (0x130, None), (0x132, None)})
+
+
+def _faults_before_access(raw: bytes, code32: bool, cpl: int = 0) -> bool:
     """Does the SDM model say the instruction faults before any data access: an
-    encoding longer than 15 bytes (#GP) or one that is #UD?"""
+    encoding longer than 15 bytes (#GP), one that is #UD, or a privileged instruction at
+    CPL > 0 (#GP(0))?"""
     from .sdm import decode as sdm_decode
     from .sdm import is_ud
 
     d = sdm_decode(raw, code32)
-    return d.length is None or d.length > 15 or bool(is_ud(d, not code32))
+    if d.length is None or d.length > 15 or bool(is_ud(d, not code32)):
+        return True
+    if (d.opcode == 0x8C and d.reg >= 6) or (d.opcode == 0x8E and d.reg in (1, 6, 7)):
+        return True  # MOV with no such segment register, or MOV to CS: #UD (SDM 'MOV')
+    key = (d.opcode, d.reg if d.opcode in (0x100, 0x101) else None)
+    return cpl > 0 and key in _PRIVILEGED
 
 
 def _is_int1(raw: bytes, code32: bool) -> bool:
