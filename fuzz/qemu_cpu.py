@@ -750,6 +750,26 @@ class QemuCPU:
             else:
                 ram[e:e + 4] = snap[e:e + 4]
 
+    def _may_read_first(self, page: int) -> bool:
+        """May the instruction have read the 4 KB ``page`` before its faulting write?
+        Only the SDM model's list of its data accesses (:func:`aero.fuzz.sdm.data_accesses`)
+        can say no: an instruction it does not model may have."""
+        from .sdm import data_accesses
+        from .sdm import decode as sdm_decode
+
+        lin, _length = self._fetch
+        raw = self.machine.ram[lin:lin + 15].tobytes() if lin + 15 <= RAM_SIZE else b""
+        d = sdm_decode(raw, is_pm(self.mode))
+        accesses = data_accesses(d, self._named_regs(), is_pm(self.mode)) if raw else None
+        if accesses is None:
+            return True
+        for a in accesses:
+            lo = self._linear(a.seg, a.offset)
+            pages = {lo >> 12, (lo + a.size - 1) >> 12}
+            if "r" in a.kind and page in pages:
+                return True
+        return False
+
     def _user_page(self, lin: int) -> bool:
         """Do the paging entries (as in QEMU's RAM, whose U bits the step cannot change)
         allow user accesses to ``lin``?"""
@@ -781,7 +801,8 @@ class QemuCPU:
             self._own_writes = set()
             self._code_entries = self._entries_of([x << 12 for x in fetch_pages if x != page])
             return
-        if code & 1 and code & 2 and not (code & 4 and not self._user_page(cr2)):
+        if code & 1 and code & 2 and not (code & 4 and not self._user_page(cr2)) \
+                and self._may_read_first(page):
             return  # a write-protection fault on a page the instruction may have read
         others = self._entries_of([x << 12 for x in fetch_pages] + [
             x for _k, a, n in self._accesses for x in (a, a + n - 1) if x >> 12 != page])

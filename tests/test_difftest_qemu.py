@@ -293,6 +293,8 @@ def _reserved_sreg_on_a_large_page() -> Scenario:
     # CPL 3 SETcc to a supervisor page (#PF 7): the write faults for want of U, as any
     # access would; the delivery's GDT read (page 0) set the accessed bit
     lambda: paging("670f9c00 0f04", cpl=3, esp=0, pages={0: 3}),
+    # the same to a read-only user page: a write-protection fault, but SETcc reads nothing
+    lambda: paging("670f9c00 0f04", cpl=3, esp=0, pages={0: 5}),
     # INVLPG at CPL 3: #GP(0) before its operand (on the GDT's page) is touched
     lambda: paging("66670f0138 0f04", cpl=3, esp=0),
     # MOV m16, Sreg 6 (no such register): #UD; the frame's push dirties the 4 MB page
