@@ -600,8 +600,21 @@ class QemuCPU:
     def _linear(self, seg: str, off: int) -> int:
         r = self.regs_now
         if is_pm(self.mode):
-            return off & 0xFFFFFFFF
+            return (self._pm_base(r[seg] & 0xFFFF) + off) & 0xFFFFFFFF
         return ((r[seg] & 0xFFFF) << 4) + off
+
+    def _pm_base(self, sel: int) -> int:
+        """The base of the descriptor a protected-mode selector names (0 for a null
+        selector or one outside RAM): the scenarios' GDT is flat, but a selector with
+        TI = 1 loads from the reset LDT (base 0), i.e. from the scenario's memory."""
+        if not sel & ~3:
+            return 0
+        at = (0 if sel & 4 else self.tables.get("gdtr_base", 0)) + (sel & ~7)
+        if at + 8 > RAM_SIZE:
+            return 0
+        lo, hi = (int.from_bytes(self.machine.ram[at + k:at + k + 4].tobytes(), "little")
+                  for k in (0, 4))
+        return (lo >> 16) | (hi & 0xFF) << 16 | (hi & 0xFF000000)
 
     def _precheck(self) -> tuple[int, bytes]:
         """Refuse what this backend cannot compare; the instruction's bytes."""
@@ -713,14 +726,73 @@ class QemuCPU:
         addr = (base + (sel & ~7)) & 0xFFFFFFFF
         return addr if addr + 8 <= RAM_SIZE else None
 
+    def _put_back_trap_frame(self, after: dict[str, int], snap: np.ndarray) -> None:
+        """After a single-step trap (the instruction completed): put back the scenario's
+        bytes under the trap's frame (at the stack pointer the instruction left, read
+        from QEMU's SS:ESP in the handler) and the accessed/dirty bits that the frame's
+        push and the gate's GDT read set, except in entries the instruction used itself
+        (its writes: kept; its fetch and reads: only the dirty bit put back)."""
+        ram = self.machine.ram
+        if is_pm(self.mode):
+            addrs = [(after["esp"] + k) & 0xFFFFFFFF for k in range(12)]
+        else:
+            base = (after["ss"] & 0xFFFF) << 4
+            addrs = [base + ((after["esp"] + k) & 0xFFFF) for k in range(6)]
+        for a in addrs:
+            if a < RAM_SIZE:
+                ram[a] = snap[a]
+        gdt, limit = self.tables["gdtr_base"], self.tables["gdtr_limit"]
+        for e in self._entries_of([addrs[0], addrs[-1], gdt, gdt + limit]):
+            if e + 4 > RAM_SIZE or e in self._own_writes:
+                continue
+            if e in self._code_entries:
+                ram[e] = (int(ram[e]) & ~PTE_D) | (int(snap[e]) & PTE_D)
+            else:
+                ram[e:e + 4] = snap[e:e + 4]
+
+    def _may_read_first(self, page: int) -> bool:
+        """May the instruction have read the 4 KB ``page`` before its faulting write?
+        Only the SDM model's list of its data accesses (:func:`aero.fuzz.sdm.data_accesses`)
+        can say no: an instruction it does not model may have."""
+        from .sdm import data_accesses
+        from .sdm import decode as sdm_decode
+
+        lin, _length = self._fetch
+        raw = self.machine.ram[lin:lin + 15].tobytes() if lin + 15 <= RAM_SIZE else b""
+        d = sdm_decode(raw, is_pm(self.mode))
+        accesses = data_accesses(d, self._named_regs(), is_pm(self.mode)) if raw else None
+        if accesses is None:
+            return True
+        for a in accesses:
+            lo = self._linear(a.seg, a.offset)
+            pages = {lo >> 12, (lo + a.size - 1) >> 12}
+            if "r" in a.kind and page in pages:
+                return True
+        return False
+
+    def _user_page(self, lin: int) -> bool:
+        """Do the paging entries (as in QEMU's RAM, whose U bits the step cannot change)
+        allow user accesses to ``lin``?"""
+        from .difftest import PTE_PS, PTE_U, u32
+
+        paging = self.scenario.paging if self.scenario else None
+        if paging is None:
+            return True
+        mem = self.machine.ram
+        pde = u32(mem, PD_ADDR + (lin >> 22) * 4)
+        if pde & PTE_PS and paging.pse:
+            return bool(pde & PTE_U)
+        pte_at = (pde & ~0xFFF) + ((lin >> 12) & 0x3FF) * 4
+        return bool(pde & PTE_U) and (pte_at + 4 > len(mem) or bool(u32(mem, pte_at) & PTE_U))
+
     def _faulting_walk(self, cr2: int, code: int) -> None:
         """After a #PF at ``cr2``: the entries of the faulting page were not used by a
         completed translation of this instruction (neither aero nor QEMU sets accessed
         bits for a walk that faults), so their accessed/dirty bits come from the delivery
         and are put back. Only when no access of the instruction could have used the page
-        before: a fetch fault, a not-present page, or a read-protection fault (rights the
-        instruction's every access to the page lacks); after a write-protection fault a
-        read of the same page may have completed first."""
+        before: a fetch fault, a not-present page, or a protection fault for rights every
+        access of the instruction to the page lacks (a user access to a supervisor page);
+        after a write-protection fault a read of the same page may have completed first."""
         lin, length = self._fetch
         page = cr2 >> 12
         fetch_pages = {lin >> 12, (lin + length - 1) >> 12}
@@ -729,8 +801,9 @@ class QemuCPU:
             self._own_writes = set()
             self._code_entries = self._entries_of([x << 12 for x in fetch_pages if x != page])
             return
-        if code & 1 and code & 2:
-            return
+        if code & 1 and code & 2 and not (code & 4 and not self._user_page(cr2)) \
+                and self._may_read_first(page):
+            return  # a write-protection fault on a page the instruction may have read
         others = self._entries_of([x << 12 for x in fetch_pages] + [
             x for _k, a, n in self._accesses for x in (a, a + n - 1) if x >> 12 != page])
         gone = self._entries_of([cr2]) - others
@@ -798,7 +871,7 @@ class QemuCPU:
         op, r = raw[i], self.regs_now
         size = getattr(info, "opsize", 4)
         mask = 0xFFFFFFFF if is_pm(self.mode) else 0xFFFF
-        base = 0 if is_pm(self.mode) else (r["ss"] & 0xFFFF) << 4
+        base = self._linear("ss", 0)
         if 0x50 <= op <= 0x57 or op in (0x68, 0x6A, 0x06, 0x0E, 0x16, 0x1E) or (
                 op == 0x0F and raw[i + 1:i + 2] in (b"\xa0", b"\xa8")):
             return [("w", base + ((r["esp"] - size) & mask), size)]
@@ -810,8 +883,8 @@ class QemuCPU:
             n = 1 if op % 2 == 0 else size
             amask = 0xFFFFFFFF if getattr(info, "asz32", False) else 0xFFFF
             seg = getattr(info, "seg_override", None) or "ds"
-            sbase = 0 if is_pm(self.mode) else (r[seg] & 0xFFFF) << 4
-            ebase = 0 if is_pm(self.mode) else (r["es"] & 0xFFFF) << 4
+            sbase = self._linear(seg, 0)
+            ebase = self._linear("es", 0)
             src = ("r", sbase + (r["esi"] & amask), n)
             dst = ("w" if op in (0xA4, 0xA5, 0xAA, 0xAB) else "r",
                    ebase + (r["edi"] & amask), n)
@@ -964,6 +1037,9 @@ class QemuCPU:
         before = self.regs_now
         _lin, raw = self._precheck()
         saved = self._save_frame()
+        # With TF set a single-step trap may follow the instruction, its frame pushed at
+        # the stack pointer the instruction leaves: keep the memory to put it back.
+        snap = m.ram[:RAM_SIZE].copy() if before["eflags"] & 0x100 else None
         self._info = None
         kind, table_at, osz32 = self._table_operand(raw)
         patched = None
@@ -995,11 +1071,24 @@ class QemuCPU:
         if vector is None and _no_progress(before, after, raw):
             self.broken = True  # a shutdown (triple fault) leaves QEMU unusable
             raise NotComparable("qemu: the step made no progress (exception not delivered)")
-        if vector is not None:
+        trap = vector == 1 and snap is not None and not _is_int1(raw, is_pm(self.mode))
+        if vector is not None and trap:
+            exc = vector
+            regs, code = self._unwind(after, vector, before)
+            assert snap is not None
+            self._put_back_trap_frame(after, snap)
+        elif vector is not None:
             exc = vector
             regs, code = self._unwind(after, vector, before)
             if vector == EXC_PF and code is not None:
                 self._faulting_walk(after["cr2"], code)
+            elif vector in (6, 13) and _faults_before_access(raw, is_pm(self.mode),
+                                                             self._cpl()):
+                # #UD, #GP for a length above 15 bytes or a privileged instruction at
+                # CPL 3: no data access was made.
+                lin, length = self._fetch
+                self._own_writes = set()
+                self._code_entries = self._entries_of([lin, lin + min(length, 15) - 1])
             for addr, data in reversed(saved):
                 if addr in self._own_writes:
                     continue
@@ -1060,7 +1149,6 @@ class QemuCPU:
                 regs[reg] &= ~0xFFFF
                 m.write_regs({reg: regs[reg]})
         self.regs_now = regs
-        trap = exc == 1 and before["eflags"] & 0x100 and not _is_int1(raw, is_pm(self.mode))
         if trap:
             # A single-step trap (EFLAGS.TF was set before the instruction; DR7 is clear):
             # the instruction completed and QEMU delivered the trap within the step. aero
@@ -1179,6 +1267,31 @@ class QemuCPU:
 _READ_ONLY_E = frozenset({"cmp", "test", "bt", "push", "call", "jmp", "lgdt", "lidt", "lldt",
                           "ltr", "lmsw", "verr", "verw", "bound", "invlpg", "mul", "imul", "div",
                           "idiv", "callf", "jmpf", "esc", "nop"})
+
+
+# Instructions that raise #GP(0) at CPL > 0 before any data access (SDM Vol. 3A 5.9
+# "Privileged Instructions"): LGDT, LIDT, LMSW, INVLPG, LLDT, LTR, CLTS, MOV CR/DR, HLT,
+# INVD, WBINVD, RDMSR, WRMSR.
+_PRIVILEGED = frozenset({(0x101, 2), (0x101, 3), (0x101, 6), (0x101, 7), (0x100, 2),
+                         (0x100, 3), (0x106, None), (0x120, None), (0x121, None),
+                         (0x122, None), (0x123, None), (0xF4, None), (0x108, None),
+                         (0x109, None), (0x130, None), (0x132, None)})
+
+
+def _faults_before_access(raw: bytes, code32: bool, cpl: int = 0) -> bool:
+    """Does the SDM model say the instruction faults before any data access: an
+    encoding longer than 15 bytes (#GP), one that is #UD, or a privileged instruction at
+    CPL > 0 (#GP(0))?"""
+    from .sdm import decode as sdm_decode
+    from .sdm import is_ud
+
+    d = sdm_decode(raw, code32)
+    if d.length is None or d.length > 15 or bool(is_ud(d, not code32)):
+        return True
+    if (d.opcode == 0x8C and d.reg >= 6) or (d.opcode == 0x8E and d.reg in (1, 6, 7)):
+        return True  # MOV with no such segment register, or MOV to CS: #UD (SDM 'MOV')
+    key = (d.opcode, d.reg if d.opcode in (0x100, 0x101) else None)
+    return cpl > 0 and key in _PRIVILEGED
 
 
 def _is_int1(raw: bytes, code32: bool) -> bool:
