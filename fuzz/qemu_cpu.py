@@ -1445,57 +1445,7 @@ def _bswap16(rec: StepRecord) -> bool:
     return bool(rec.mismatches) and all(m.field == reg for m in rec.mismatches)
 
 
-def _real_stack_limit(rec: StepRecord) -> bool:
-    """Real mode IRET, POPA, PUSHA and ENTER with a nesting level of 2 or more
-    (instructions whose accesses the SDM model's ``data_accesses`` does not list) where
-    one of the stack words the SDM's operation pops, pushes or reads, at SP with 16-bit
-    wrap-around, crosses the 64 KB limit of SS: the model predicts #SS(0); aero raised
-    exactly that with its whole state as before the instruction; QEMU completed it.
-    Decoded by :mod:`aero.fuzz.sdm`."""
-    from .divergences import _faulted_cleanly, _no_restart_problem
-    from .sdm import decode as sdm_decode
-    from .sdm import is_ud
-
-    if rec.mode != "real" or rec.ref.exception is not None or not _no_restart_problem(rec):
-        return False
-    d = sdm_decode(rec.code, False)
-    if d.length is None or d.length > 15 or is_ud(d, True):
-        return False
-    op, w, b = d.opcode, d.opsize, rec.before
-    sp = b["esp"] & 0xFFFF
-    if op == 0xCF:
-        offs = [(sp + k * w) & 0xFFFF for k in range(3)]
-    elif op == 0x61:
-        offs = [(sp + k * w) & 0xFFFF for k in range(8)]
-    elif op == 0x60:
-        offs = [(sp - k * w) & 0xFFFF for k in range(1, 9)]
-    elif op == 0xC8 and d.imm2 & 31 >= 2:
-        # ENTER with nesting: push (E)BP, read and push level - 1 frame pointers below
-        # BP, push the new frame pointer (SDM 'ENTER' operation, 16-bit stack).
-        level, bp = d.imm2 & 31, b["ebp"] & 0xFFFF
-        offs = [(sp - k * w) & 0xFFFF for k in range(1, level + 2)]
-        offs += [(bp - i * w) & 0xFFFF for i in range(1, level)]
-    else:
-        return False
-    if not any(o + w - 1 > 0xFFFF for o in offs):
-        return False
-    return _faulted_cleanly(rec, 12, 0)
-
-
 KNOWN_QEMU_DIVERGENCES: tuple[KnownQemuDivergence, ...] = _from_unicorn(SHARED_WITH_UNICORN) + (
-    KnownQemuDivergence(
-        "real-stack-limit",
-        "Real-mode IRET, PUSHA, POPA and nested ENTER: QEMU does not check the stack words "
-        "against the 64 KB SS limit",
-        "Intel SDM Vol. 2 'IRET' (real-address mode: 'IF top 6 bytes of stack not within "
-        "stack limits THEN #SS; ... top 12 bytes' with a 32-bit operand), 'PUSHA'/'POPA' "
-        "(Real-Address Mode Exceptions: '#SS If the starting or ending stack address is "
-        "outside the stack segment limit'), 'ENTER' (Real-Address Mode Exceptions: '#SS If "
-        "the new value of the SP register is outside the stack segment limit'; each push "
-        "and frame-pointer read is an SS access, Vol. 3A 5.3). QEMU 7.2 pops and pushes "
-        "with SP wrapping instead (helper_iret_real in seg_helper.c and the PUSHA/POPA "
-        "translation use 16-bit stack arithmetic without a limit check).",
-        _real_stack_limit),
     KnownQemuDivergence(
         "bswap-16",
         "BSWAP with a 16-bit operand: QEMU's result differs from aero's (undefined)",
