@@ -31,6 +31,7 @@ import json
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from functools import cache
 from pathlib import Path
 
 from hypothesis import HealthCheck, Phase, Verbosity, given, settings
@@ -41,8 +42,8 @@ from . import x87model as M
 from .x87trans import TRANSCENDENTAL, judge
 
 __all__ = ["DATA", "DATA_SIZE", "EBX", "ENV", "X87_DIVERGENCES", "X87Checker", "X87Divergence",
-           "X87Record", "X87Scenario", "explain", "replay_case", "run_fpu_campaign",
-           "scenarios", "write_case"]
+           "X87Record", "X87Scenario", "explain", "find_known", "replay_case", "run_fpu_campaign",
+           "scenarios", "write_case", "write_known_cases"]
 
 CODE = 0x1000
 DATA = 0x4000
@@ -88,6 +89,10 @@ class X87Scenario:
                    [bytes.fromhex(c) for c in d["code"]], int(d.get("eax", 0)))
 
 
+_I = cache(st.integers)  # strategies built once: building one per draw costs more than a run
+_S = cache(st.sampled_from)
+
+
 def _x80(sign: int, exp: int, sig: int) -> int:
     return (sign << 79) | (exp << 64) | sig
 
@@ -98,7 +103,8 @@ _SIG = st.one_of(
     st.integers(0, (1 << 63) - 1).map(lambda v: (1 << 63) | v),
     st.integers(0, 0xFF).map(lambda v: (1 << 63) | (v << 30) | (1 << 29)),  # near ties
 )
-_EXP = st.one_of(st.integers(BIAS_LO := 16383 - 8, 16383 + 70), st.integers(1, 0x7FFE),
+_EXP = st.one_of(st.integers(16383 - 4, 16383 + 4), st.integers(16383 - 4, 16383 + 4),
+                 st.integers(BIAS_LO := 16383 - 8, 16383 + 70), st.integers(1, 0x7FFE),
                  st.sampled_from((1, 2, 0x7FFE, 0x7FFD, 16383 - 16382 + 64, 16383 + 16383)),
                  st.integers(16383 - 130, 16383 - 120), st.integers(16383 - 1080, 16383 - 1070),
                  st.integers(16383 + 125, 16383 + 130), st.integers(16383 + 1020, 16383 + 1026))
@@ -111,29 +117,29 @@ def x80_values(draw: st.DrawFn) -> int:
     """80-bit register contents: mostly normals (of every magnitude, with few or many
     significant bits), and zeros, denormals, pseudo-denormals, unnormals, infinities,
     QNaNs, SNaNs, the indefinite, pseudo-NaNs and pseudo-infinities."""
-    kind = draw(st.integers(0, 19))
+    kind = draw(_I(0, 19))
     sign = draw(_SIGN)
     if kind <= 9:
         return _x80(sign, draw(_EXP), draw(_SIG))
     if kind == 10:
-        return _x80(sign, 16383 + draw(st.integers(0, 62)), draw(_SIG))  # integers-ish
+        return _x80(sign, 16383 + draw(_I(0, 62)), draw(_SIG))  # integers-ish
     if kind == 11:
         return _x80(sign, 0, 0)
     if kind == 12:
-        return _x80(sign, 0, draw(st.integers(1, (1 << 63) - 1)))
+        return _x80(sign, 0, draw(_I(1, (1 << 63) - 1)))
     if kind == 13:
-        return _x80(sign, 0, (1 << 63) | draw(st.integers(0, (1 << 63) - 1)))
+        return _x80(sign, 0, (1 << 63) | draw(_I(0, (1 << 63) - 1)))
     if kind == 14:
-        return _x80(sign, draw(st.integers(1, 0x7FFE)), draw(st.integers(0, (1 << 63) - 1)))
+        return _x80(sign, draw(_I(1, 0x7FFE)), draw(_I(0, (1 << 63) - 1)))
     if kind == 15:
         return _x80(sign, 0x7FFF, 1 << 63)
     if kind == 16:
-        return _x80(sign, 0x7FFF, (3 << 62) | draw(st.integers(0, (1 << 62) - 1)))
+        return _x80(sign, 0x7FFF, (3 << 62) | draw(_I(0, (1 << 62) - 1)))
     if kind == 17:
-        return _x80(sign, 0x7FFF, (1 << 63) | draw(st.integers(1, (1 << 62) - 1)))
+        return _x80(sign, 0x7FFF, (1 << 63) | draw(_I(1, (1 << 62) - 1)))
     if kind == 18:
         return M.INDEFINITE
-    return _x80(sign, 0x7FFF, draw(st.integers(0, (1 << 63) - 1)))
+    return _x80(sign, 0x7FFF, draw(_I(0, (1 << 63) - 1)))
 
 
 def _real_bytes(v: int, size: int) -> bytes:
@@ -142,45 +148,48 @@ def _real_bytes(v: int, size: int) -> bytes:
 
 @st.composite
 def _f32(draw: st.DrawFn) -> bytes:
-    kind = draw(st.integers(0, 7))
+    kind = draw(_I(0, 7))
     sign = draw(_SIGN) << 31
     if kind <= 3:
-        return _real_bytes(sign | draw(st.integers(1, 254)) << 23 | draw(
-            st.integers(0, (1 << 23) - 1)), 4)
+        return _real_bytes(sign | draw(_I(1, 254)) << 23 | draw(
+            _I(0, (1 << 23) - 1)), 4)
     if kind == 4:
-        return _real_bytes(sign | draw(st.integers(0, (1 << 23) - 1)), 4)  # zero, denormal
+        return _real_bytes(sign | draw(_I(0, (1 << 23) - 1)), 4)  # zero, denormal
     if kind == 5:
-        return _real_bytes(sign | 0xFF << 23 | draw(st.sampled_from((0, 1, 1 << 22, 0x7FFFFF))), 4)
-    return _real_bytes(sign | draw(st.integers(120, 140)) << 23 | draw(
-        st.integers(0, 3)) << 21, 4)
+        return _real_bytes(sign | 0xFF << 23 | draw(_S((0, 1, 1 << 22, 0x7FFFFF))), 4)
+    return _real_bytes(sign | draw(_I(120, 140)) << 23 | draw(
+        _I(0, 3)) << 21, 4)
 
 
 @st.composite
 def _f64(draw: st.DrawFn) -> bytes:
-    kind = draw(st.integers(0, 7))
+    kind = draw(_I(0, 7))
     sign = draw(_SIGN) << 63
     if kind <= 3:
-        return _real_bytes(sign | draw(st.integers(1, 2046)) << 52 | draw(
-            st.integers(0, (1 << 52) - 1)), 8)
+        return _real_bytes(sign | draw(_I(1, 2046)) << 52 | draw(
+            _I(0, (1 << 52) - 1)), 8)
     if kind == 4:
-        return _real_bytes(sign | draw(st.integers(0, (1 << 52) - 1)), 8)
+        return _real_bytes(sign | draw(_I(0, (1 << 52) - 1)), 8)
     if kind == 5:
-        return _real_bytes(sign | 0x7FF << 52 | draw(st.sampled_from(
+        return _real_bytes(sign | 0x7FF << 52 | draw(_S(
             (0, 1, 1 << 51, (1 << 52) - 1))), 8)
-    return _real_bytes(sign | draw(st.integers(1015, 1035)) << 52 | draw(
-        st.integers(0, 7)) << 49, 8)
+    return _real_bytes(sign | draw(_I(1015, 1035)) << 52 | draw(
+        _I(0, 7)) << 49, 8)
+
+
+_BCD_N = st.one_of(st.integers(0, 99), st.integers(0, 10 ** 18 - 1))
 
 
 @st.composite
 def _bcd(draw: st.DrawFn) -> bytes:
-    n = draw(st.one_of(st.integers(0, 99), st.integers(0, 10 ** 18 - 1)))
+    n = draw(_BCD_N)
     out = bytearray(10)
     for i in range(9):
         lo, n = n % 10, n // 10
         hi, n = n % 10, n // 10
         out[i] = hi << 4 | lo
-    if draw(st.integers(0, 9)) == 0:
-        out[draw(st.integers(0, 8))] = draw(st.integers(0, 255))  # digits A-F
+    if draw(_I(0, 9)) == 0:
+        out[draw(_I(0, 8))] = draw(_I(0, 255))  # digits A-F
     out[9] = 0x80 if draw(_SIGN) else 0
     return bytes(out)
 
@@ -188,8 +197,9 @@ def _bcd(draw: st.DrawFn) -> bytes:
 _INT = st.one_of(st.sampled_from((0, 1, -1, 0x7FFF, -0x8000, 0x7FFFFFFF, -0x80000000,
                                   (1 << 63) - 1, -(1 << 63), (1 << 53) + 1, (1 << 24) + 1)),
                  st.integers(-1000, 1000), st.integers(-(1 << 63), (1 << 63) - 1))
+_X80 = x80_values()
 _SLOT = st.one_of(
-    x80_values().map(lambda v: v.to_bytes(10, "little") + bytes(6)),
+    _X80.map(lambda v: v.to_bytes(10, "little") + bytes(6)),
     _f32().map(lambda b: b + bytes(12)), _f64().map(lambda b: b + bytes(8)),
     _bcd().map(lambda b: b + bytes(6)),
     _INT.map(lambda n: (n & ((1 << 64) - 1)).to_bytes(8, "little") + bytes(8)),
@@ -199,20 +209,23 @@ _RC_PC_MASKS = st.tuples(st.integers(0, 3), st.integers(0, 3), st.one_of(
     st.just(0x3F), st.just(0x3F), st.just(0x3F), st.integers(0, 0x3F)))
 
 
+_FLAGS = st.one_of(st.just(0), st.just(0), st.integers(0, 0x3F))
+
+
 @st.composite
 def _state(draw: st.DrawFn) -> tuple[list[int], int, int, int]:
-    regs = [draw(x80_values()) for _ in range(8)]
-    empty = sum(1 << i for i in range(8) if draw(st.integers(0, 4)) == 0)
-    if draw(st.integers(0, 3)) == 0:
-        empty = draw(st.integers(0, 255))
+    regs = [draw(_X80) for _ in range(8)]
+    empty = sum(1 << i for i in range(8) if draw(_I(0, 4)) == 0)
+    if draw(_I(0, 3)) == 0:
+        empty = draw(_I(0, 255))
     rc, pc, masks = draw(_RC_PC_MASKS)
     fcw = 0x40 | masks | (pc << 8) | (rc << 10)
-    flags = draw(st.one_of(st.just(0), st.just(0), st.integers(0, 0x3F)))
+    flags = draw(_FLAGS)
     if flags & 0x40:
         flags |= 1
-    sf = 0x40 if flags & 1 and draw(st.integers(0, 3)) == 0 else 0
-    cc = draw(st.integers(0, 15))
-    fsw = flags | sf | (cc & 7) << 8 | (cc >> 3) << 14 | draw(st.integers(0, 7)) << 11
+    sf = 0x40 if flags & 1 and draw(_I(0, 3)) == 0 else 0
+    cc = draw(_I(0, 15))
+    fsw = flags | sf | (cc & 7) << 8 | (cc >> 3) << 14 | draw(_I(0, 7)) << 11
     if fsw & 0x3F & ~fcw:
         fsw |= M.ES | M.B
     return regs, empty, fcw, fsw
@@ -260,25 +273,29 @@ def _instruction(draw: st.DrawFn) -> bytes:
     if kind == _FIXED:
         return pre
     if kind == _REG:
-        return pre + bytes([0xC0 | (reg or 0) << 3 | draw(st.integers(0, 7))])
+        return pre + bytes([0xC0 | (reg or 0) << 3 | draw(_I(0, 7))])
     if kind == _ENVM:
         return pre + bytes([0x80 | (reg or 0) << 3 | 3]) + (0x100).to_bytes(4, "little")
-    slot = draw(st.integers(0, 15))
+    slot = draw(_I(0, 15))
     return pre + bytes([0x40 | (reg or 0) << 3 | 3, (16 * slot - 0x80) & 0xFF])
+
+
+_INSN = _instruction()
+_STATE = _state()
 
 
 @st.composite
 def _scenario(draw: st.DrawFn) -> X87Scenario:
-    regs, empty, fcw, fsw = draw(_state())
-    code = [draw(_instruction()) for _ in range(draw(st.integers(1, 6)))]
+    regs, empty, fcw, fsw = draw(_STATE)
+    code = [draw(_INSN) for _ in range(draw(_I(1, 6)))]
     slots = b"".join(draw(_SLOT) for _ in range(16))
-    r2, e2, c2, s2 = draw(_state())
+    r2, e2, c2, s2 = draw(_STATE)
     env = _env_image(r2, e2, c2, s2)
     data = slots + env + bytes(DATA_SIZE - len(slots) - len(env))
-    flags = draw(st.integers(0, 7))
+    flags = draw(_I(0, 7))
     eflags = 2 | (flags & 1) | (flags & 2) << 1 | (flags & 4) << 4
     return X87Scenario(regs, empty, fcw, fsw, eflags, data, code,
-                       draw(st.integers(0, 0xFFFFFFFF)))
+                       draw(_I(0, 0xFFFFFFFF)))
 
 
 def scenarios() -> st.SearchStrategy[X87Scenario]:
@@ -296,6 +313,7 @@ class X87Snap:
     eip: int
     vector: int | None
     data: bytes
+    ptrs: tuple[int, int, int, int] | None = None  # Unicorn's FIP FCS FDP FDS before the step
 
     def fields(self) -> dict[str, int | None]:
         s = self.state
@@ -437,6 +455,8 @@ class UnicornX87:
 
         uc = self.uc
         self._vector = None
+        ptrs = tuple(uc.reg_read(r) & 0xFFFFFFFF for r in (
+            X.UC_X86_REG_FIP, X.UC_X86_REG_FCS, X.UC_X86_REG_FDP, X.UC_X86_REG_FDS))
         eip = uc.reg_read(X.UC_X86_REG_EIP)
         try:
             uc.emu_start(eip, eip + length)
@@ -444,7 +464,9 @@ class UnicornX87:
             if exc.errno != UC_ERR_INSN_INVALID:
                 raise
             self._vector = M.UD
-        return self.snap(self._vector)
+        snap = self.snap(self._vector)
+        snap.ptrs = ptrs  # type: ignore[assignment]
+        return snap
 
 
 # ---- one step, judged -----------------------------------------------------------------------
@@ -705,10 +727,11 @@ X87_DIVERGENCES: tuple[X87Known, ...] = (
              "'Choices where the SDM leaves freedom'."),
     X87Known("x87-environment-pointers", "env",
              "Unicorn's FNSTENV/FNSAVE image has FOP zero and the reserved halves of the "
-             "32-bit layout zero",
+             "32-bit layout zero, and its FIP/FCS/FDP/FDS are its own pointer registers, "
+             "which only memory-operand instructions update",
              "SDM Vol. 1, 8.1.10 and figure 8-9 (the opcode of the last non-control "
-             "instruction is stored; reserved halves: docs/fpu.md stores FFFFh, the value "
-             "Intel processors store)."),
+             "instruction is stored, and its FIP/FCS whatever its operands; reserved halves: "
+             "docs/fpu.md stores FFFFh, the value Intel processors store)."),
 )
 X87_DIVERGENCES += (
     X87Known("x87-fbstp-negative-zero", "bcdsign",
@@ -717,6 +740,48 @@ X87_DIVERGENCES += (
              "SDM Vol. 2, FBSTP: the sign of the source is stored (table 'FBSTP Results': "
              "-0 or a value rounding to -0 stores -0). QEMU 5.0 helper_fbst_ST0 takes the "
              "sign from the int64 conversion."),
+)
+X87_DIVERGENCES += (
+    X87Known("x87-fbstp-range", "bcdrange",
+             "Unicorn's FBSTP does not check the 18-digit range: a NaN, infinity or a value "
+             "of 10^18 or more is converted to a 64-bit integer (saturated) and its low 18 "
+             "digits are stored instead of the packed BCD indefinite",
+             "SDM Vol. 2, FBSTP: #IA 'source operand is empty; or if it contains an "
+             "infinity, a NaN, or an unsupported format; or if the source is too large for "
+             "the destination' (masked: the packed BCD indefinite is stored)."),
+    X87Known("x87-fscale-nan", "fscale",
+             "Unicorn's FSCALE copies a NaN in ST(1) to ST(0) as it is (an SNaN is not "
+             "quieted and no IE is raised)",
+             "SDM Vol. 1, 4.8.3.5 and table 4-7: an SNaN operand raises #IA and the result "
+             "is the SNaN quieted; FSCALE's table: 'NaN' for a NaN operand."),
+    X87Known("x87-pseudo-denormal-add", "pdenorm",
+             "Unicorn adds two exponent-0 operands of the same sign, one a pseudo-denormal, "
+             "whose significands sum to 2^64 as +-0 (the carry out of the significand is "
+             "lost)",
+             "SDM Vol. 1, 8.2.2 (pseudo-denormals are operands with the value of the "
+             "denormal of the same significand, i.e. exponent -16382): the exact sum is "
+             "+-2^-16381, a normal number. QEMU fixed addFloatx80Sigs for pseudo-denormals "
+             "in 5.1."),
+)
+X87_DIVERGENCES += (
+    X87Known("x87-fxtract-raw", "fxtract",
+             "Unicorn's FXTRACT takes the biased exponent field as it is: a denormal gives "
+             "-16383 and an unnormalized significand, a NaN or infinity gives 16384 and "
+             "the significand with exponent 3FFFh",
+             "SDM Vol. 2, FXTRACT: the exponent of the normalized value (denormals raise #D "
+             "and are normalized); table 'FXTRACT Results': NaN gives NaN, infinity gives "
+             "+inf and the infinity."),
+    X87Known("x87-snan-store-not-quieted", "snanstore",
+             "Unicorn's FST/FSTP m32/m64 of an SNaN stores it truncated without setting "
+             "the quiet bit (the default NaN when the truncated fraction is zero)",
+             "SDM Vol. 1, 4.8.3.4 and table 4-7 ('SNaN ... converted to a QNaN'), FST: "
+             "#IA for an SNaN source; masked, the QNaN is stored."),
+)
+X87_DIVERGENCES += (
+    X87Known("x87-fnstenv-no-mask", "envmask",
+             "Unicorn's FNSTENV leaves the exception masks as they were",
+             "SDM Vol. 2, FSTENV/FNSTENV Operation: 'FPUControlWord.ExceptionMasks <- "
+             "111111B' after the environment is stored."),
 )
 _DEV_KEY = {k.dev: k.key for k in X87_DIVERGENCES}
 
@@ -733,9 +798,7 @@ def _relevant_subsets(rec: X87Record) -> list[frozenset[str]]:
     s, code = rec.before.state, rec.code
     modrm = code[1] if len(code) > 1 else 0
     reg = (modrm >> 3) & 7
-    names = ["flags"]
-    if s.empty:
-        names.append("stack")
+    names = ["flags", "stack"]
     if (s.fcw & 0x3F) != 0x3F:
         names.append("suppress")
     if s.fsw & M.ES:
@@ -747,9 +810,17 @@ def _relevant_subsets(rec: X87Record) -> list[frozenset[str]]:
     if modrm < 0xC0 and code[0] in (0xD9, 0xDD) and reg in (4, 5):
         names.append("bit6")
     if modrm < 0xC0 and code[0] in (0xD9, 0xDD) and reg == 6:
-        names.append("env")
+        names += ["env", "envmask"]
     if modrm < 0xC0 and code[0] == 0xDF and reg == 6:
-        names.append("bcdsign")
+        names += ["bcdsign", "bcdrange"]
+    if code[:2] == b"\xd9\xfd":
+        names.append("fscale")
+    if code[:2] == b"\xd9\xf4":
+        names.append("fxtract")
+    if modrm < 0xC0 and code[0] in (0xD9, 0xDD) and reg in (2, 3):
+        names.append("snanstore")
+    if code[0] in (0xD8, 0xDC, 0xDE) and modrm >= 0xC0 and reg in (0, 4, 5):
+        names.append("pdenorm")
     return _subsets(names)
 
 
@@ -767,8 +838,14 @@ def explain(rec: X87Record) -> str | None:
     if differences(rec.aero, pred, rec.undefined):
         return None
     for dev in _relevant_subsets(rec):
-        out, want = model_snap(rec.before, rec.code, dev)
-        if want is not None and not differences(rec.ref, want, rec.undefined):
+        before = rec.before
+        if "env" in dev and rec.ref.ptrs is not None:
+            st = before.state.copy()
+            st.fip, st.fcs, st.fdp, st.fds = rec.ref.ptrs
+            before = X87Snap(st, before.eip, before.vector, before.data)
+        out, want = model_snap(before, rec.code, dev)
+        if want is not None and out is not None and not differences(rec.ref, want,
+                                                                    out.undefined):
             return "+".join(_DEV_KEY[d] for d in sorted(dev, key=list(_DEV_KEY).index))
     return None
 
@@ -840,57 +917,11 @@ def run_fpu_campaign(examples: int, seed: int,
     strategy = scenarios()
     run = 0
     while result.examples < examples and run < max_runs:
-        budget = examples - result.examples
-        target: list[str | None] = [None]
-        last: list[_Found | None] = [None]
-
-        @settings(max_examples=budget, database=None, deadline=None, derandomize=False,
-                  suppress_health_check=list(HealthCheck),
-                  phases=[Phase.generate, Phase.shrink] if shrink else [Phase.generate],
-                  report_multiple_bugs=False, verbosity=Verbosity.quiet, print_blob=False)
-        @hseed(_derive_seed(seed, run))
-        @given(strategy)
-        def prop(sc: X87Scenario) -> None:
-            shrinking = target[0] is not None
-            rec = checker.run(sc)
-            if not shrinking:
-                result.examples += 1
-                if progress is not None:
-                    progress(result.examples)
-            if rec is None:
-                return
-            sig = signature(rec.code, rec.mismatches)
-            known = explain(rec)
-            if known is not None:
-                if not shrinking:
-                    result.explained_count += 1
-                    key = f"{known}|{sig}"
-                    if key in found:
-                        found[key].occurrences += 1
-                    else:
-                        found[key] = X87Divergence(sc, rec, sig, known)
-                return
-            if sig in found:
-                if not shrinking:
-                    found[sig].occurrences += 1
-                return
-            if target[0] is None:
-                target[0] = sig
-            if sig == target[0]:
-                last[0] = _Found(sig, sc, rec)
-                raise last[0]
-
+        found_one = _one_run(strategy, checker, examples - result.examples,
+                             _derive_seed(seed, run), result, found, progress, shrink)
         run += 1
-        try:
-            with _quiet_generation():
-                prop()
-        except Exception as exc:
-            f = exc if isinstance(exc, _Found) else last[0]
-            if f is None:
-                raise
-            found[f.sig] = X87Divergence(f.sc, f.rec, f.sig, None)
-            continue
-        break
+        if not found_one:
+            break
     result.runs = run
     result.divergences = list(found.values())
     result.elapsed = time.monotonic() - start
@@ -899,6 +930,63 @@ def run_fpu_campaign(examples: int, seed: int,
     result.model_gaps = checker.model_gaps
     result.fprem_checked = checker.fprem_checked
     return result
+
+
+def _one_run(strategy: st.SearchStrategy[X87Scenario], checker: X87Checker, budget: int,
+             run_seed: int, result: X87Result, found: dict[str, X87Divergence],
+             progress: Callable[[int], None] | None, shrink: bool) -> bool:
+    """One Hypothesis run; True when it found (and shrank) a new unexplained divergence."""
+    target: list[str | None] = [None]
+    last: list[_Found | None] = [None]
+
+    @settings(max_examples=budget, database=None, deadline=None, derandomize=False,
+              suppress_health_check=list(HealthCheck),
+              phases=[Phase.generate, Phase.shrink] if shrink else [Phase.generate],
+              report_multiple_bugs=False, verbosity=Verbosity.quiet, print_blob=False)
+    @hseed(run_seed)
+    @given(strategy)
+    def prop(sc: X87Scenario) -> None:
+        shrinking = target[0] is not None
+        rec = checker.run(sc)
+        if not shrinking:
+            result.examples += 1
+            if progress is not None:
+                progress(result.examples)
+        if rec is None:
+            return
+        sig = signature(rec.code, rec.mismatches)
+        if shrinking and sig != target[0]:
+            return
+        known = explain(rec)
+        if known is not None:
+            if not shrinking:
+                result.explained_count += 1
+                key = f"{known}|{sig}"
+                if key in found:
+                    found[key].occurrences += 1
+                else:
+                    found[key] = X87Divergence(sc, rec, sig, known)
+            return
+        if sig in found:
+            if not shrinking:
+                found[sig].occurrences += 1
+            return
+        if target[0] is None:
+            target[0] = sig
+        if sig == target[0]:
+            last[0] = _Found(sig, sc, rec)
+            raise last[0]
+
+    try:
+        with _quiet_generation():  # type: ignore[attr-defined]
+            prop()
+    except Exception as exc:
+        f = exc if isinstance(exc, _Found) else last[0]
+        if f is None:
+            raise
+        found[f.sig] = X87Divergence(f.sc, f.rec, f.sig, None)
+        return True
+    return False
 
 
 def _quiet_generation() -> object:
@@ -954,3 +1042,40 @@ def replay_case(case: dict, reference: str = "aero") -> tuple[list[str], X87Snap
     if snap.data.hex() != case["expected"]["data"]:
         out.append("memory")
     return out, snap
+
+
+def find_known(checker: X87Checker, key: str, seed: int = 0, examples: int = 3000
+               ) -> X87Divergence | None:
+    """A shrunk example explained by exactly the entry ``key`` (None if none was found)."""
+    import random
+
+    from hypothesis import find
+    from hypothesis.errors import NoSuchExample
+
+    def explained_by(sc: X87Scenario) -> bool:
+        rec = checker.run(sc)
+        return rec is not None and explain(rec) == key
+
+    try:
+        with _quiet_generation():  # type: ignore[attr-defined]
+            sc = find(scenarios(), explained_by,
+                      settings=settings(max_examples=examples, database=None, deadline=None,
+                                        suppress_health_check=list(HealthCheck),
+                                        phases=[Phase.generate, Phase.shrink]),
+                      random=random.Random(seed))
+    except NoSuchExample:
+        return None
+    rec = checker.run(sc)
+    assert rec is not None
+    return X87Divergence(sc, rec, signature(rec.code, rec.mismatches), key)
+
+
+def write_known_cases(directory: Path, seed: int = 1) -> list[Path]:
+    """One shrunk case per entry of :data:`X87_DIVERGENCES` as ``directory/KEY.json``."""
+    checker = X87Checker()
+    out = []
+    for k in X87_DIVERGENCES:
+        div = find_known(checker, k.key, seed)
+        if div is not None:
+            out.append(write_case(div, directory, k.key))
+    return out

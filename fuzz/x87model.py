@@ -33,7 +33,7 @@ M64 = (1 << 64) - 1
 J = 1 << 63
 INDEFINITE = (1 << 79) | (0x7FFF << 64) | (0xC << 60)
 INT_INDEF = {2: 0x8000, 4: 0x80000000, 8: 1 << 63}
-BCD_INDEF = bytes.fromhex("0000000000000000c0ffff")[:10][::-1]  # FFFF C000 0000 0000 0000h
+BCD_INDEF = bytes(7) + b"\xc0\xff\xff"  # FFFF C000 0000 0000 0000h, little-endian
 MF, UD = 16, 6
 F_CF, F_PF, F_ZF = 0x1, 0x4, 0x40
 F_AF, F_SF, F_OF = 0x10, 0x80, 0x800
@@ -314,6 +314,7 @@ class _Op:
         self.dev = dev
         self.divzero = False  # a division by a zero divisor (any dividend)
         self.keep_fcw = False  # the instruction loads FCW itself
+        self.c1_explicit = False  # C1 written by a dedicated rule (FXAM, FINCSTP, FDECSTP)
         if "suppress" in dev:
             self.s.fcw |= 0x3F  # every response computed as if masked
         if "stack" in dev:
@@ -395,6 +396,8 @@ def _arith(op: _Op, kind: str, a: int, b: int, prec: int) -> int | None:
     nan = _check_operands(op, [a, b])
     if nan is not None:
         return nan
+    if op.flags & DE & ~op.s.fcw:
+        return None  # unmasked denormal: no result
     ka, kb = classify(a), classify(b)
     rc = (op.s.fcw >> 10) & 3
     ia, ib = ka == "inf", kb == "inf"
@@ -413,6 +416,9 @@ def _arith(op: _Op, kind: str, a: int, b: int, prec: int) -> int | None:
             return _inf(sa)
         if ib:
             return _inf(sb)
+        if ("pdenorm" in op.dev and sa == sb and parts(a)[1] == 0 and parts(b)[1] == 0
+                and (a | b) & J and ((a & M64) + (b & M64)) == 1 << 64):
+            return _zero(sa)  # the significand sum's carry is lost
         x = to_fraction(a) + (to_fraction(b) if kind == "add" else -to_fraction(b))
         if x == 0:
             if za and zb and sa == sb:
@@ -479,6 +485,8 @@ def _finish(op: _Op, undefined: int = 0) -> Outcome:
         # zero divisor); C1 is not written; ES and B follow a newly raised flag.
         new = ZE if op.divzero else 0
         fsw = s.fsw | new
+        if op.c1_explicit and op.c1 is not None:
+            fsw = (fsw & ~C1) | (C1 if op.c1 else 0)
         if op.cc is not None:
             fsw = (fsw & ~(C0 | C2 | C3)) | op.cc
         if new & ~s.fcw:
@@ -504,7 +512,8 @@ def _load_real(op: _Op, data: bytes, fmt: str) -> int:
         return int.from_bytes(data, "little")
     bits = int.from_bytes(data, "little")
     if fmt == "m32":
-        sign, e, f, ebits, fbits, bias = bits >> 31, (bits >> 23) & 0xFF, bits & 0x7FFFFF, 8, 23, 127
+        sign, e, f = bits >> 31, (bits >> 23) & 0xFF, bits & 0x7FFFFF
+        ebits, fbits, bias = 8, 23, 127
     else:
         sign, e, f, ebits, fbits, bias = (bits >> 63, (bits >> 52) & 0x7FF,
                                           bits & ((1 << 52) - 1), 11, 52, 1023)
@@ -540,6 +549,13 @@ def _store_real(op: _Op, v: int, fmt: str) -> bytes | None:
             return None
         bits = (1 << (size * 8 - 1)) | (((1 << ebits) - 1) << fbits) | (1 << (fbits - 1))
         return bits.to_bytes(size, "little")
+    if k == "snan" and "snanstore" in op.dev:
+        f = ((v & M64) << 1 & M64) >> (64 - fbits)
+        if f == 0:
+            bits = (1 << (size * 8 - 1)) | (((1 << ebits) - 1) << fbits) | (1 << (fbits - 1))
+        else:
+            bits = (sign << (size * 8 - 1)) | (((1 << ebits) - 1) << fbits) | f
+        return bits.to_bytes(size, "little")
     if is_nan(k):
         if k == "snan":
             op.flags |= IE
@@ -571,8 +587,6 @@ def _store_real(op: _Op, v: int, fmt: str) -> bytes | None:
             return None
     if inexact:
         op.flags |= PE
-        stored = Fraction(0) if be == emax + 1 else None
-        del stored
         if be == emax + 1:
             op.c1 = True
         else:
@@ -588,11 +602,7 @@ def _store_int(op: _Op, v: int, size: int) -> bytes | None:
     if k in ("unsupported", "snan", "qnan", "inf"):
         op.flags |= IE
         return indef if op.masked(IE) else None
-    if k in ("denormal", "pseudo-denormal"):
-        op.flags |= DE
-        if not op.masked(DE):
-            return None
-    x = to_fraction(v)
+    x = to_fraction(v)  # (no #D: SDM FIST lists #IS #IA #P)
     sign = 1 if x < 0 else 0
     rc = (op.s.fcw >> 10) & 3
     n = _round_int(abs(x), sign, rc)
@@ -619,16 +629,53 @@ def _load_bcd(data: bytes) -> int:
     return round80(x, 64, RN, 0x3F).bits
 
 
+def _qemu_bcd(op: _Op, v: int) -> bytes:
+    """FBSTP without the 18-digit range check: the value converted to a 64-bit integer
+    (by RC; NaN and positive overflow give 2^63 - 1, negative overflow -2^63), its sign
+    byte, and its low 18 decimal digits (C division semantics for -2^63)."""
+    k = classify(v)
+    if k in ("snan", "qnan") or (k == "unsupported"):
+        val = (1 << 63) - 1 if k != "unsupported" else -(1 << 63)
+    elif k == "inf":
+        val = -(1 << 63) if _sgn(v) else (1 << 63) - 1
+    else:
+        x = to_fraction(v)
+        n = _round_int(abs(x), 1 if x < 0 else 0, (op.s.fcw >> 10) & 3)
+        val = -n if x < 0 else n
+        if val >= 1 << 63:
+            val = (1 << 63) - 1
+        elif val < -(1 << 63):
+            val = -(1 << 63)
+    out = bytearray(10)
+    if val < 0:
+        out[9] = 0x80
+        val = -val
+        if val == 1 << 63:
+            val = -(1 << 63)  # int64 negation wraps
+    i = 0
+    while i < 9 and val != 0:
+        q = abs(val) // 100 * (1 if val > 0 else -1)
+        r = val - q * 100
+        val = q
+        t = abs(r) // 10 * (1 if r >= 0 else -1)
+        u = r - t * 10
+        out[i] = ((t << 4) | (u & 0xFFFFFFFF)) & 0xFF
+        i += 1
+    return bytes(out)
+
+
 def _store_bcd(op: _Op, v: int) -> bytes | None:
     k = classify(v)
+    if "bcdrange" in op.dev:
+        if k in ("unsupported", "snan", "qnan", "inf"):
+            return _qemu_bcd(op, v)
+        x = to_fraction(v)
+        if _round_int(abs(x), 1 if x < 0 else 0, (op.s.fcw >> 10) & 3) >= 10 ** 18:
+            return _qemu_bcd(op, v)
     if k in ("unsupported", "snan", "qnan", "inf"):
         op.flags |= IE
         return BCD_INDEF if op.masked(IE) else None
-    if k in ("denormal", "pseudo-denormal"):
-        op.flags |= DE
-        if not op.masked(DE):
-            return None
-    x = to_fraction(v)
+    x = to_fraction(v)  # (no #D: SDM FBSTP lists #IS #IA #P)
     sign = _sgn(v)
     n = _round_int(abs(x), 1 if x < 0 else 0, (op.s.fcw >> 10) & 3)
     if n >= 10 ** 18:
@@ -663,10 +710,11 @@ def _binary(op: _Op, name: str, dst: int, a: int, b: int, pop: bool) -> None:
     else:
         r = _arith(op, name, a, b, prec)
     if _suppressed(op):
-        op.c1 = op.c1 if op.flags & ~(IE | DE | ZE) else False
+        op.c1 = None  # no result: C1 as it was
         return
     assert r is not None
-    if r == INDEFINITE and op.flags & IE and not op.masked(IE):
+    if r is None or (r == INDEFINITE and op.flags & IE and not op.masked(IE)):
+        op.c1 = None
         return
     op.s.set_st(dst, r)
     if pop:
@@ -823,14 +871,22 @@ def _memory_form(op: _Op, esc: int, reg: int, addr: int) -> Outcome | None:
         b = _mem_operand(op, _MEM_ARITH[esc], addr)
         if name in ("com", "comp"):
             if op.flags & (IE | DE) & ~s.fcw:
+                if classify(s.st(0)) in ("snan", "unsupported", "qnan"):
+                    op.flags |= IE
+                op.c1 = None
                 return _finish(op)
             r = _compare(op, s.st(0), b, False)
             if r is not None:
                 op.cc = r[0]
                 if name == "comp":
                     s.pop()
+            else:
+                op.c1 = None
             return _finish(op)
         if op.flags & (IE | DE) & ~s.fcw:  # a load exception, unmasked
+            if classify(s.st(0)) in ("snan", "unsupported"):
+                op.flags |= IE
+            op.c1 = None
             return _finish(op, U_ARITH)
         _binary(op, name, 0, s.st(0), b, False)
         return _finish(op, U_ARITH)
@@ -845,6 +901,7 @@ def _memory_form(op: _Op, esc: int, reg: int, addr: int) -> Outcome | None:
             return _finish(op, U_ARITH)
         v = _mem_operand(op, loads[key], addr)
         if op.flags & (IE | DE) & ~s.fcw:
+            op.c1 = None  # nothing loaded: C1 as it was
             return _finish(op, U_ARITH)
         s.push(v)
         return _finish(op, U_ARITH)
@@ -900,7 +957,9 @@ def _memory_form(op: _Op, esc: int, reg: int, addr: int) -> Outcome | None:
         env = _env32(s, "env" in op.dev)
         if key == (0xD9, 6):
             op.writes.append((addr, env))
-            s.fcw |= 0x3F
+            if "envmask" not in op.dev:
+                s.fcw |= 0x3F  # masks all exceptions; ES and B clear (as in Bochs)
+                s.fsw &= ~(ES | B)
         else:
             regs = b"".join(s.st(i).to_bytes(10, "little") for i in range(8))
             op.writes.append((addr, env + regs))
@@ -1055,6 +1114,8 @@ def _fcom(op: _Op, i: int, pops: int, unordered: bool, eflags: int) -> Outcome:
                 s.pop()
         return _finish(op)
     r = _compare(op, s.st(0), s.st(i), unordered)
+    if r is None:
+        op.c1 = None
     if r is not None:
         if eflags:
             s.eflags = _eflags_from(r[0], s.eflags)
@@ -1093,6 +1154,7 @@ def _d9(op: _Op, modrm: int) -> Outcome | None:
     if modrm in (0xF6, 0xF7):  # FDECSTP / FINCSTP
         d = -1 if modrm == 0xF6 else 1
         s.fsw = (s.fsw & ~0x3800) | (((s.top + d) & 7) << 11)
+        op.c1_explicit = True
         return _finish(op, U_ARITH)
     if modrm == 0xE5:  # FXAM
         v = s.st(0)
@@ -1103,6 +1165,7 @@ def _d9(op: _Op, modrm: int) -> Outcome | None:
                   "zero": C3, "denormal": C3 | C2, "pseudo-denormal": C3 | C2}[classify(v)]
         op.cc = cc
         op.c1 = bool(_sgn(v))
+        op.c1_explicit = True
         return _finish(op)
     if op.e(0) and modrm in (0xE0, 0xE1, 0xE4, 0xFA, 0xFC, 0xFD, 0xF4, 0xF8, 0xF5):
         _underflow(op)
@@ -1135,6 +1198,9 @@ def _d9(op: _Op, modrm: int) -> Outcome | None:
         v = s.st(0)
         nan = _check_operands(op, [v])
         k = classify(v)
+        if op.flags & DE & ~s.fcw:
+            op.c1 = None
+            return _finish(op, U_ARITH)
         if nan is not None:
             r = nan
         elif k == "zero":
@@ -1153,7 +1219,7 @@ def _d9(op: _Op, modrm: int) -> Outcome | None:
         if not _suppressed(op):
             s.set_st(0, r)
         else:
-            op.c1 = False
+            op.c1 = None
         if "fsqrt" in op.dev and _sgn(v):
             out = _finish(op, U_ARITH)
             out.state.fsw = (out.state.fsw & ~(C0 | C1 | C3)) | C2
@@ -1163,6 +1229,9 @@ def _d9(op: _Op, modrm: int) -> Outcome | None:
         v = s.st(0)
         nan = _check_operands(op, [v])
         k = classify(v)
+        if op.flags & DE & ~s.fcw:
+            op.c1 = None
+            return _finish(op, U_ARITH)
         if nan is not None:
             r = nan
         elif k in ("zero", "inf"):
@@ -1178,7 +1247,7 @@ def _d9(op: _Op, modrm: int) -> Outcome | None:
         if not _suppressed(op):
             s.set_st(0, r)
         else:
-            op.c1 = False
+            op.c1 = None
         return _finish(op, U_ARITH)
     if modrm == 0xF4:  # FXTRACT
         return _fxtract(op)
@@ -1191,6 +1260,17 @@ def _d9(op: _Op, modrm: int) -> Outcome | None:
 
 def _fxtract(op: _Op) -> Outcome:
     s = op.s
+    if "fxtract" in op.dev and not op.e(0) and op.e7():
+        v = s.st(0)
+        sign, e, sig = parts(v)
+        if e == 0 and sig == 0:
+            s.set_st(0, _inf(1))
+            s.push(v)
+        else:
+            n = e - BIAS
+            s.set_st(0, _zero(0) if n == 0 else round80(Fraction(n), 64, RN, 0x3F).bits)
+            s.push(x80(sign, BIAS, sig))
+        return _finish(op, U_ARITH)
     if not op.e7():
         _overflow(op)
         if op.masked(IE):
@@ -1213,7 +1293,7 @@ def _fxtract(op: _Op) -> Outcome:
         exp_part = _zero(0) if e == 0 else round80(Fraction(e), 64, RN, 0x3F).bits
         sig_part = round80(x / Fraction(2) ** e, 64, RN, 0x3F).bits | (_sgn(v) << 79)
     if _suppressed(op):
-        op.c1 = False
+        op.c1 = None
         return _finish(op, U_ARITH)
     s.set_st(0, exp_part)
     s.push(sig_part)
@@ -1228,6 +1308,9 @@ def _fscale(op: _Op) -> Outcome:
             s.set_st(0, INDEFINITE)
         return _finish(op, U_ARITH)
     a, b = s.st(0), s.st(1)
+    if "fscale" in op.dev and is_nan(classify(b)):
+        s.set_st(0, b)  # ST(1) copied as it is
+        return _finish(op, U_ARITH)
     nan = _check_operands(op, [a, b])
     ka, kb = classify(a), classify(b)
     r: int | None
@@ -1252,7 +1335,7 @@ def _fscale(op: _Op) -> Outcome:
         n = max(-70000, min(70000, n))
         r = _rounded(op, to_fraction(a) * Fraction(2) ** n, 64)
     if _suppressed(op):
-        op.c1 = False
+        op.c1 = None
         return _finish(op, U_ARITH)
     s.set_st(0, r)
     return _finish(op, U_ARITH)
@@ -1305,7 +1388,7 @@ def _fprem(op: _Op, ieee: bool) -> Outcome:
             r = _rounded(op, rem, 64)
         op.c1 = c1
     if _suppressed(op):
-        op.c1 = False
+        op.c1 = None
         op.cc = None
         return _finish(op, C0 | C3 | C2)
     s.set_st(0, r)
