@@ -146,8 +146,12 @@ def round80(x: Fraction, prec: int, rc: int, fcw: int) -> Rounded:
     flags = 0
     if over and not fcw & OE:  # unmasked overflow: exponent wrapped by 24576
         y = x / Fraction(2) ** 24576
-        sign, be, n, inexact, _, _ = round_format(y, prec, rc, BIAS, 0x7FFE)
+        sign, be, n, inexact, _, over2 = round_format(y, prec, rc, BIAS, 0x7FFE)
         flags |= OE | (PE if inexact else 0)
+        if over2:  # still out of range: infinity or the largest value, by RC
+            if be == 0x7FFF:
+                return Rounded(x80(sign, 0x7FFF, J), flags | PE, True)
+            return Rounded(x80(sign, be, n << (64 - prec)), flags | PE, False)
         bits = x80(sign, be, n << (64 - prec))
         return Rounded(bits, flags, inexact and abs(to_fraction(bits)) > abs(y))
     if tiny and not fcw & UE:  # unmasked underflow: exponent wrapped by 24576
@@ -393,6 +397,8 @@ def _sgn(v: int) -> int:
 def _arith(op: _Op, kind: str, a: int, b: int, prec: int) -> int | None:
     """a kind b (add sub mul div; for sub/div a is the left operand). None: invalid result
     suppressed (unmasked); otherwise the result bits. Sets flags and C1."""
+    if kind == "div":
+        op.divzero = classify(b) == "zero"
     nan = _check_operands(op, [a, b])
     if nan is not None:
         return nan
@@ -436,7 +442,6 @@ def _arith(op: _Op, kind: str, a: int, b: int, prec: int) -> int | None:
             return _zero(s)
         return _rounded(op, to_fraction(a) * to_fraction(b), prec)
     # div
-    op.divzero = zb
     s = sa ^ sb
     if (ia and ib) or (za and zb):
         op.flags |= IE
@@ -569,11 +574,7 @@ def _store_real(op: _Op, v: int, fmt: str) -> bytes | None:
         return ((sign << (size * 8 - 1)) | (((1 << ebits) - 1) << fbits)).to_bytes(size, "little")
     if k == "zero":
         return (sign << (size * 8 - 1)).to_bytes(size, "little")
-    if k in ("denormal", "pseudo-denormal"):
-        op.flags |= DE
-        if not op.masked(DE):
-            return None
-    rc = (op.s.fcw >> 10) & 3
+    rc = (op.s.fcw >> 10) & 3  # (no #D: SDM FST lists #IS #IA #U #O #P)
     x = to_fraction(v)
     s, be, n, inexact, tiny, over = round_format(x, prec, rc, bias, emax)
     if over:
@@ -1308,7 +1309,7 @@ def _fscale(op: _Op) -> Outcome:
             s.set_st(0, INDEFINITE)
         return _finish(op, U_ARITH)
     a, b = s.st(0), s.st(1)
-    if "fscale" in op.dev and is_nan(classify(b)):
+    if "fscale" in op.dev and parts(b)[1] == 0x7FFF and (b << 1) & M64:
         s.set_st(0, b)  # ST(1) copied as it is
         return _finish(op, U_ARITH)
     nan = _check_operands(op, [a, b])
@@ -1356,9 +1357,11 @@ def _fprem(op: _Op, ieee: bool) -> Outcome:
     und = 0
     if nan is not None:
         r = nan
+        op.cc, op.c1 = 0, False
     elif ka == "inf" or kb == "zero":
         op.flags |= IE
         r = INDEFINITE
+        op.cc, op.c1 = 0, False
     elif kb == "inf" or ka == "zero":
         r = a
         op.cc = 0
