@@ -783,6 +783,14 @@ X87_DIVERGENCES += (
              "SDM Vol. 2, FSTENV/FNSTENV Operation: 'FPUControlWord.ExceptionMasks <- "
              "111111B' after the environment is stored."),
 )
+X87_DIVERGENCES += (
+    X87Known("x87-fscale-precision-control", "pcscale",
+             "Unicorn's FSCALE rounds its result to the precision-control precision (24 or "
+             "53 bits)",
+             "SDM Vol. 1, 8.1.5.2: precision control affects only FADD, FADDP, FIADD, FSUB, "
+             "FSUBP, FISUB, FSUBR, FSUBRP, FISUBR, FMUL, FMULP, FIMUL, FDIV, FDIVP, FIDIV, "
+             "FDIVR, FDIVRP, FIDIVR and FSQRT."),
+)
 _DEV_KEY = {k.dev: k.key for k in X87_DIVERGENCES}
 
 
@@ -814,7 +822,7 @@ def _relevant_subsets(rec: X87Record) -> list[frozenset[str]]:
     if modrm < 0xC0 and code[0] == 0xDF and reg == 6:
         names += ["bcdsign", "bcdrange"]
     if code[:2] == b"\xd9\xfd":
-        names.append("fscale")
+        names += ["fscale", "pcscale"]
     if code[:2] == b"\xd9\xf4":
         names.append("fxtract")
     if modrm < 0xC0 and code[0] in (0xD9, 0xDD) and reg in (2, 3):
@@ -1046,7 +1054,8 @@ def replay_case(case: dict, reference: str = "aero") -> tuple[list[str], X87Snap
 
 def find_known(checker: X87Checker, key: str, seed: int = 0, examples: int = 3000
                ) -> X87Divergence | None:
-    """A shrunk example explained by exactly the entry ``key`` (None if none was found)."""
+    """An example whose explanation includes the entry ``key``, its instruction stream cut
+    after the diverging step (None if none was found within ``examples``)."""
     import random
 
     from hypothesis import find
@@ -1054,20 +1063,27 @@ def find_known(checker: X87Checker, key: str, seed: int = 0, examples: int = 300
 
     def explained_by(sc: X87Scenario) -> bool:
         rec = checker.run(sc)
-        return rec is not None and explain(rec) == key
+        if rec is None:
+            return False
+        got = explain(rec)
+        return got is not None and key in got.split("+")
 
     try:
         with _quiet_generation():  # type: ignore[attr-defined]
             sc = find(scenarios(), explained_by,
                       settings=settings(max_examples=examples, database=None, deadline=None,
                                         suppress_health_check=list(HealthCheck),
-                                        phases=[Phase.generate, Phase.shrink]),
+                                        phases=[Phase.generate]),
                       random=random.Random(seed))
     except NoSuchExample:
         return None
     rec = checker.run(sc)
     assert rec is not None
-    return X87Divergence(sc, rec, signature(rec.code, rec.mismatches), key)
+    # Shrinking a whole x87 state is slow; cut the stream after the diverging step instead.
+    sc.code = sc.code[:rec.index + 1]
+    rec = checker.run(sc)
+    assert rec is not None
+    return X87Divergence(sc, rec, signature(rec.code, rec.mismatches), explain(rec))
 
 
 def write_known_cases(directory: Path, seed: int = 1) -> list[Path]:

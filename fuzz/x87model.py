@@ -1334,7 +1334,8 @@ def _fscale(op: _Op) -> Outcome:
     else:
         n = int(to_fraction(b))  # truncated toward zero
         n = max(-70000, min(70000, n))
-        r = _rounded(op, to_fraction(a) * Fraction(2) ** n, 64)
+        prec = pc_bits(s.fcw) if "pcscale" in op.dev else 64  # PC does not apply (SDM 8.1.5.2)
+        r = _rounded(op, to_fraction(a) * Fraction(2) ** n, prec)
     if _suppressed(op):
         op.c1 = None
         return _finish(op, U_ARITH)
