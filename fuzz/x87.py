@@ -42,8 +42,8 @@ from . import x87model as M
 from .x87trans import TRANSCENDENTAL, judge
 
 __all__ = ["DATA", "DATA_SIZE", "EBX", "ENV", "X87_DIVERGENCES", "X87Checker", "X87Divergence",
-           "X87Record", "X87Scenario", "explain", "find_known", "replay_case", "run_fpu_campaign",
-           "scenarios", "write_case", "write_known_cases"]
+           "X87Record", "X87Scenario", "explain", "find_known", "merge_counts", "replay_case",
+           "run_fpu_campaign", "scenarios", "write_case", "write_known_cases"]
 
 CODE = 0x1000
 DATA = 0x4000
@@ -268,8 +268,9 @@ _TEMPLATE = st.sampled_from(TEMPLATES)
 
 
 @st.composite
-def _instruction(draw: st.DrawFn) -> bytes:
-    pre, reg, kind = draw(_TEMPLATE)
+def _instruction_from(draw: st.DrawFn,
+                      template: st.SearchStrategy[tuple[bytes, int | None, str]]) -> bytes:
+    pre, reg, kind = draw(template)
     if kind == _FIXED:
         return pre
     if kind == _REG:
@@ -280,14 +281,14 @@ def _instruction(draw: st.DrawFn) -> bytes:
     return pre + bytes([0x40 | (reg or 0) << 3 | 3, (16 * slot - 0x80) & 0xFF])
 
 
-_INSN = _instruction()
+_INSN = _instruction_from(_TEMPLATE)
 _STATE = _state()
 
 
 @st.composite
-def _scenario(draw: st.DrawFn) -> X87Scenario:
+def _scenario(draw: st.DrawFn, insn: st.SearchStrategy[bytes] = _INSN) -> X87Scenario:
     regs, empty, fcw, fsw = draw(_STATE)
-    code = [draw(_INSN) for _ in range(draw(_I(1, 6)))]
+    code = [draw(insn) for _ in range(draw(_I(1, 6)))]
     slots = b"".join(draw(_SLOT) for _ in range(16))
     r2, e2, c2, s2 = draw(_STATE)
     env = _env_image(r2, e2, c2, s2)
@@ -298,9 +299,12 @@ def _scenario(draw: st.DrawFn) -> X87Scenario:
                        draw(_I(0, 0xFFFFFFFF)))
 
 
-def scenarios() -> st.SearchStrategy[X87Scenario]:
-    """The ``fpu`` class's scenarios."""
-    return _scenario()
+def scenarios(templates: Sequence[tuple[bytes, int | None, str]] | None = None
+              ) -> st.SearchStrategy[X87Scenario]:
+    """The ``fpu`` class's scenarios (``templates``: only those rows of :data:`TEMPLATES`)."""
+    if templates is None:
+        return _scenario()
+    return _scenario(_instruction_from(st.sampled_from(list(templates))))
 
 
 # ---- backends -------------------------------------------------------------------------------
@@ -997,6 +1001,14 @@ def _one_run(strategy: st.SearchStrategy[X87Scenario], checker: X87Checker, budg
     return False
 
 
+def merge_counts(parts: Sequence[dict]) -> dict:
+    """The fpu class's own counts summed over chunk results (:meth:`X87Result.to_dict`)."""
+    return {"transcendentals": {k: sum(p["transcendentals"][k] for p in parts)
+                                for k in ("checked", "not_judged")},
+            "fprem_judged_by_model": sum(p["fprem_judged_by_model"] for p in parts),
+            "not_modelled_steps": sum(p["not_modelled_steps"] for p in parts)}
+
+
 def _quiet_generation() -> object:
     from .executor import module_independent_generation
 
@@ -1052,6 +1064,22 @@ def replay_case(case: dict, reference: str = "aero") -> tuple[list[str], X87Snap
     return out, snap
 
 
+# The instruction rows a search for each deviation draws from (None: every row).
+_SEARCH: dict[str, tuple[tuple[bytes, int | None], ...] | None] = {
+    "x87-fsqrt-negative-c2": ((b"\xd9\xfa", None),),
+    "x87-fcw-bit6": ((b"\xd9", 5), (b"\xd9", 4), (b"\xdd", 4)),
+    "x87-environment-pointers": ((b"\xd9", 6), (b"\xdd", 6), (b"\xd8", 0), (b"\xdc", 1)),
+    "x87-fnstenv-no-mask": ((b"\xd9", 6),),
+    "x87-fbstp-negative-zero": ((b"\xdf", 6),),
+    "x87-fbstp-range": ((b"\xdf", 6),),
+    "x87-fscale-nan": ((b"\xd9\xfd", None),),
+    "x87-fscale-precision-control": ((b"\xd9\xfd", None),),
+    "x87-fxtract-raw": ((b"\xd9\xf4", None),),
+    "x87-snan-store-not-quieted": ((b"\xd9", 2), (b"\xd9", 3), (b"\xdd", 2), (b"\xdd", 3)),
+    "x87-pseudo-denormal-add": ((b"\xd8", 0), (b"\xdc", 0), (b"\xde", 0)),
+}
+
+
 def find_known(checker: X87Checker, key: str, seed: int = 0, examples: int = 3000
                ) -> X87Divergence | None:
     """An example whose explanation includes the entry ``key``, its instruction stream cut
@@ -1070,7 +1098,10 @@ def find_known(checker: X87Checker, key: str, seed: int = 0, examples: int = 300
 
     try:
         with _quiet_generation():  # type: ignore[attr-defined]
-            sc = find(scenarios(), explained_by,
+            rows = _SEARCH.get(key)
+            templates = None if rows is None else [
+                t for t in TEMPLATES if (t[0], t[1]) in rows]
+            sc = find(scenarios(templates), explained_by,
                       settings=settings(max_examples=examples, database=None, deadline=None,
                                         suppress_health_check=list(HealthCheck),
                                         phases=[Phase.generate]),

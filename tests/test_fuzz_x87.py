@@ -149,3 +149,31 @@ def test_kept_case(path: Path) -> None:
     rec = checker().run(sc)
     assert rec is not None and rec.index + 1 == case["steps"]
     assert explain(rec) == case["known_divergence"]
+
+
+# ---- the command and the documentation -------------------------------------------------------
+
+def test_cli_runs_the_fpu_class(capsys: pytest.CaptureFixture[str]) -> None:
+    import argparse
+
+    from aero.cli.fuzz import cmd_fuzz_cpu
+
+    args = argparse.Namespace(examples=30, seed=2, mode="all", json=True, no_progress=True,
+                              against="unicorn", classes="fpu", jobs=1)
+    assert cmd_fuzz_cpu(args) == 0
+    out = json.loads(capsys.readouterr().out)
+    assert out["examples"] == 30 and out["classes"] == ["fpu"] and out["unexplained"] == 0
+    assert "transcendentals" in out and "fprem_judged_by_model" in out
+
+
+def test_fpu_class_cannot_be_mixed() -> None:
+    from aero.fuzz.campaign import run_campaign
+
+    with pytest.raises(ValueError):
+        run_campaign(5, 1, "pm32", classes=["fpu", "alu"])
+
+
+def test_x87_divergences_are_documented() -> None:
+    doc = (ROOT / "docs" / "known-divergences.md").read_text()
+    for k in X87_DIVERGENCES:
+        assert f"`{k.key}`" in doc, k.key
