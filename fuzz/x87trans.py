@@ -179,6 +179,9 @@ def judge(before: State, after: State, vector: int | None, modrm: int) -> list[s
     refs = _reference(name, xv, yv)
     if refs is None:
         return None
+    big, tiny = Decimal(2) ** 16384, Decimal(2) ** -16382
+    if any(abs(r) >= big or (r != 0 and abs(r) < tiny) for r in refs):
+        return None  # overflow or underflow: the masked responses are not judged here
     problems: list[str] = []
     if vector is not None:
         return [f"exception {vector}"]
