@@ -614,10 +614,10 @@ class X87Checker:
         for idx, code in enumerate(sc.code):
             a = self.aero.step()
             out, pred = model_snap(before, code)
-            if out is None:
+            modrm = code[1] if len(code) > 1 else 0
+            if out is None and not (code[0] == 0xD9 and modrm in TRANSCENDENTAL):
                 self.model_gaps += 1
                 self.gap_codes[code[:2].hex()] = self.gap_codes.get(code[:2].hex(), 0) + 1
-            modrm = code[1] if len(code) > 1 else 0
             if code[0] == 0xD9 and modrm in TRANSCENDENTAL:
                 probs = judge(before.state, a.state, a.vector, modrm)
                 if probs is None:
