@@ -795,6 +795,13 @@ X87_DIVERGENCES += (
              "FSUBP, FISUB, FSUBR, FSUBRP, FISUBR, FMUL, FMULP, FIMUL, FDIV, FDIVP, FIDIV, "
              "FDIVR, FDIVRP, FIDIVR and FSQRT."),
 )
+X87_DIVERGENCES += (
+    X87Known("x87-fxam-unsupported", "fxam",
+             "Unicorn's FXAM classifies a pseudo-NaN or pseudo-infinity as a NaN (C0) and "
+             "an unnormal as a normal number (C2)",
+             "SDM Vol. 2, FXAM table: 'Unsupported' is C3 C2 C0 = 000; Vol. 1, 8.2.2: "
+             "pseudo-NaNs, pseudo-infinities and unnormals are unsupported formats."),
+)
 _DEV_KEY = {k.dev: k.key for k in X87_DIVERGENCES}
 
 
@@ -829,6 +836,8 @@ def _relevant_subsets(rec: X87Record) -> list[frozenset[str]]:
         names += ["fscale", "pcscale"]
     if code[:2] == b"\xd9\xf4":
         names.append("fxtract")
+    if code[:2] == b"\xd9\xe5":
+        names.append("fxam")
     if modrm < 0xC0 and code[0] in (0xD9, 0xDD) and reg in (2, 3):
         names.append("snanstore")
     if code[0] in (0xD8, 0xDC, 0xDE) and modrm >= 0xC0 and reg in (0, 4, 5):
@@ -1077,6 +1086,7 @@ _SEARCH: dict[str, tuple[tuple[bytes, int | None], ...] | None] = {
     "x87-fxtract-raw": ((b"\xd9\xf4", None),),
     "x87-snan-store-not-quieted": ((b"\xd9", 2), (b"\xd9", 3), (b"\xdd", 2), (b"\xdd", 3)),
     "x87-pseudo-denormal-add": ((b"\xd8", 0), (b"\xdc", 0), (b"\xde", 0)),
+    "x87-fxam-unsupported": ((b"\xd9\xe5", None),),
 }
 
 

@@ -1164,6 +1164,8 @@ def _d9(op: _Op, modrm: int) -> Outcome | None:
         else:
             cc = {"unsupported": 0, "snan": C0, "qnan": C0, "normal": C2, "inf": C2 | C0,
                   "zero": C3, "denormal": C3 | C2, "pseudo-denormal": C3 | C2}[classify(v)]
+            if "fxam" in op.dev and classify(v) == "unsupported":
+                cc = C0 if parts(v)[1] == 0x7FFF else C2  # as a NaN / as a normal
         op.cc = cc
         op.c1 = bool(_sgn(v))
         op.c1_explicit = True
@@ -1194,6 +1196,8 @@ def _d9(op: _Op, modrm: int) -> Outcome | None:
         r = _compare(op, s.st(0), _zero(0), False)
         if r is not None:
             op.cc = r[0]
+        else:
+            op.c1 = None  # unmasked exception: no result, C1 as it was
         return _finish(op)
     if modrm == 0xFA:  # FSQRT
         v = s.st(0)
