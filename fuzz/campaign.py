@@ -330,6 +330,13 @@ def run_campaign(examples: int, seed: int, mode: str,
     of a new one and left open, so that a worker keeps its reference process across
     chunks.
     """
+    if classes is not None and "fpu" in classes:
+        # The x87 class has its own generator, backends and judge (aero.fuzz.x87).
+        if list(classes) != ["fpu"] or reference != "unicorn":
+            raise ValueError("the fpu class runs alone and against unicorn")
+        from .x87 import run_fpu_campaign
+
+        return run_fpu_campaign(examples, seed, progress, shrink=shrink)  # type: ignore[return-value]
     modes = ["real", "pm32", "pm32-paging"] if mode == "all" else [mode]
     classes = list(classes or DEFAULT_CLASSES)
     pending = pending_handlers()

@@ -101,6 +101,10 @@ def merge(outcomes: Sequence[ChunkOutcome], references: Sequence[str]) -> dict:
         if parts:
             for k in ("modes", "classes", "not_implemented", "known_divergences"):
                 merged[k] = parts[0].get(k)
+            if "transcendentals" in parts[0]:  # the fpu class's own counts (aero.fuzz.x87)
+                from .x87 import merge_counts as x87_counts
+
+                merged.update(x87_counts(parts))
         report["references"][ref] = merged
     report["examples"] = sum(r["examples"] for r in report["references"].values())
     report["unexplained"] = sum(r["unexplained"] for r in report["references"].values())

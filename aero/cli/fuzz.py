@@ -105,7 +105,8 @@ def _add_fuzz(sub: argparse._SubParsersAction) -> None:
     add_progress_options(c)
     c.add_argument("--classes", default=None,
                    help="comma-separated instruction classes (default: every comparable "
-                        "one): alu,data,stack,flow,string,system,invalid")
+                        "one): alu,data,stack,flow,string,system,invalid; or fpu alone, the x87 "
+                        "class)")
     add_executor_arguments(c)
     c.set_defaults(func=cmd_fuzz_cpu)
     add_fuzz_inputs(fsub)
@@ -123,7 +124,9 @@ def cmd_fuzz_cpu(args: argparse.Namespace) -> int:
     if isinstance(classes, str):
         classes = [c for c in classes.split(",") if c]
     try:
-        if classes:
+        if classes == ["fpu"]:
+            pass  # the x87 class (aero.fuzz.x87): flat 32-bit protected mode, Unicorn
+        elif classes:
             scenarios(["real"], classes)
     except ValueError as exc:
         raise CliError(str(exc)) from exc
