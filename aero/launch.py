@@ -335,6 +335,20 @@ def resolve_guest(spec: str, fmt: str = "auto", load_addr: int = 0x7C00, *,
     return r.ref, r.data
 
 
+def _stored_image(images: dict[str, bytes] | None, sha256: str | None, size: int | None,
+                  what: str, name: str) -> bytes | None:
+    """The bytes of an image a guest names by hash (None if it names none), from the trace's
+    embedded images or the image store; the content is verified against the hash."""
+    if not sha256:
+        return None
+    data = (images or {}).get(sha256) or find_image_by_hash(sha256, size)
+    if data is None or _digest(data) != sha256:
+        raise LaunchError(f"{what} of {name} (sha256 {sha256[:16]}..., {size} bytes) is "
+                          f"neither in the trace nor in the image store; run `aero pack` on "
+                          f"the machine that recorded it")
+    return data
+
+
 def start_machine(config: MachineConfig, ref: GuestRef, data: bytes,
                   images: dict[str, bytes] | None = None) -> Machine:
     """A new machine with the guest loaded, at tick 0. A Linux guest's initrd is taken from
@@ -344,30 +358,10 @@ def start_machine(config: MachineConfig, ref: GuestRef, data: bytes,
     if config.cmdline and ref.fmt != "linux":
         raise LaunchError(f"guest {ref.name}: a kernel command line is for Linux kernels, and "
                           f"this is a {ref.fmt} image")
-    initrd = None
-    if ref.initrd_sha256:
-        initrd = (images or {}).get(ref.initrd_sha256) or \
-            find_image_by_hash(ref.initrd_sha256, ref.initrd_size)
-        if initrd is None or _digest(initrd) != ref.initrd_sha256:
-            raise LaunchError(f"the initrd of {ref.name} (sha256 {ref.initrd_sha256[:16]}...) "
-                              f"is neither in the trace nor in the image store; run `aero pack` "
-                              f"on the machine that recorded it")
-    disk = None
-    if ref.disk_sha256:
-        disk = (images or {}).get(ref.disk_sha256) or \
-            find_image_by_hash(ref.disk_sha256, ref.disk_size)
-        if disk is None or _digest(disk) != ref.disk_sha256:
-            raise LaunchError(f"the disk image of {ref.name} (sha256 {ref.disk_sha256[:16]}..., "
-                              f"{ref.disk_size} bytes) is neither in the trace nor in the image "
-                              f"store; run `aero pack` on the machine that recorded it")
-    vgarom = None
-    if ref.vgarom_sha256:
-        vgarom = (images or {}).get(ref.vgarom_sha256) or \
-            find_image_by_hash(ref.vgarom_sha256, ref.vgarom_size)
-        if vgarom is None or _digest(vgarom) != ref.vgarom_sha256:
-            raise LaunchError(f"the VGA BIOS of {ref.name} (sha256 {ref.vgarom_sha256[:16]}...) "
-                              f"is neither in the trace nor in the image store; run `aero pack` "
-                              f"on the machine that recorded it")
+    initrd = _stored_image(images, ref.initrd_sha256, ref.initrd_size, "the initrd", ref.name)
+    disk = _stored_image(images, ref.disk_sha256, ref.disk_size, "the disk image", ref.name)
+    vgarom = _stored_image(images, ref.vgarom_sha256, ref.vgarom_size, "the VGA BIOS",
+                           ref.name)
     m = Machine(config)
     if vgarom is not None:
         m.add_firmware_file(VGA_BIOS_FILE, vgarom)
