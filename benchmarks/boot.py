@@ -27,7 +27,6 @@ from __future__ import annotations
 import os
 import select
 import shutil
-import signal
 import statistics
 import subprocess
 import time
@@ -36,6 +35,8 @@ from pathlib import Path
 from aero.events import Channel, Kind
 from aero.launch import SEABIOS_IMAGE, ResolvedGuest, resolve, start_machine
 from aero.machine import MachineConfig, StopReason
+
+from .linuxboot import stop_group
 
 __all__ = ["QEMU", "print_report", "run"]
 
@@ -99,17 +100,7 @@ def _qemu(disk: Path | None, ram: int, marker: bytes, channel: int,
                 out = out[-len(marker):] + chunk
         return time.perf_counter() - t
     finally:
-        for sig in (signal.SIGTERM, signal.SIGKILL):
-            try:
-                os.killpg(proc.pid, sig)
-            except ProcessLookupError:
-                break
-            try:
-                proc.wait(3)
-                break
-            except subprocess.TimeoutExpired:
-                continue
-        proc.wait()
+        stop_group(proc)
         if proc.stdout is not None:
             proc.stdout.close()
 

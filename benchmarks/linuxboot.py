@@ -55,7 +55,7 @@ from aero.launch import LINUX_GUEST, ResolvedGuest, resolve, start_machine, stor
 from aero.machine import Machine, MachineConfig, StopReason
 
 __all__ = ["IDLE_SLICE", "QEMU", "RAM", "RTC", "SESSION_KEYFRAME_INTERVAL", "boot_aero",
-           "boot_qemu", "idle_ticks", "print_report", "run"]
+           "boot_qemu", "idle_ticks", "print_report", "run", "stop_group"]
 
 RAM = 40 << 20  # the shipped session's RAM (docs/linux.md: why 40 MB)
 RTC = 1_700_000_000
@@ -146,7 +146,7 @@ def idle_ticks(m: Machine, until: int, inputs: np.ndarray | None = None) -> dict
     return {"idle_ticks": idle, "halts": halts}
 
 
-def _stop_group(proc: subprocess.Popen) -> None:
+def stop_group(proc: subprocess.Popen) -> None:
     """SIGTERM to the process group, then SIGKILL; reap it."""
     for sig, grace in ((signal.SIGTERM, 3.0), (signal.SIGKILL, None)):
         try:
@@ -194,7 +194,7 @@ def boot_qemu(kernel: Path, initrd: Path, cmdline: str, marker: bytes = lg.READY
                     seconds = time.perf_counter() - start
                     break
     finally:
-        _stop_group(proc)
+        stop_group(proc)
         if proc.stdout is not None:
             proc.stdout.close()
     if seconds is None:
