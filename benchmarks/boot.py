@@ -35,8 +35,7 @@ from pathlib import Path
 from aero.events import Channel, Kind
 from aero.launch import SEABIOS_IMAGE, ResolvedGuest, resolve, start_machine
 from aero.machine import MachineConfig, StopReason
-
-from .linuxboot import stop_group
+from aero.procgroup import stop_group
 
 __all__ = ["QEMU", "print_report", "run"]
 

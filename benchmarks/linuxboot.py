@@ -35,7 +35,6 @@ from __future__ import annotations
 import os
 import select
 import shutil
-import signal
 import subprocess
 import tempfile
 import time
@@ -53,9 +52,10 @@ from aero import linuxguest as lg
 from aero.events import Channel, Kind
 from aero.launch import LINUX_GUEST, ResolvedGuest, resolve, start_machine, store_image
 from aero.machine import Machine, MachineConfig, StopReason
+from aero.procgroup import stop_group
 
 __all__ = ["IDLE_SLICE", "QEMU", "RAM", "RTC", "SESSION_KEYFRAME_INTERVAL", "boot_aero",
-           "boot_qemu", "idle_ticks", "print_report", "run", "stop_group"]
+           "boot_qemu", "idle_ticks", "print_report", "run"]
 
 RAM = 40 << 20  # the shipped session's RAM (docs/linux.md: why 40 MB)
 RTC = 1_700_000_000
@@ -144,25 +144,6 @@ def idle_ticks(m: Machine, until: int, inputs: np.ndarray | None = None) -> dict
         elif stop != StopReason.TICKS:
             break
     return {"idle_ticks": idle, "halts": halts}
-
-
-def stop_group(proc: subprocess.Popen) -> None:
-    """SIGTERM to the process group, then SIGKILL; reap it."""
-    for sig, grace in ((signal.SIGTERM, 3.0), (signal.SIGKILL, None)):
-        try:
-            os.killpg(proc.pid, sig)
-        except ProcessLookupError:
-            break
-        try:
-            proc.wait(grace)
-            break
-        except subprocess.TimeoutExpired:
-            continue
-    try:
-        os.killpg(proc.pid, signal.SIGKILL)  # anything it left behind
-    except ProcessLookupError:
-        pass
-    proc.wait()
 
 
 def boot_qemu(kernel: Path, initrd: Path, cmdline: str, marker: bytes = lg.READY_MARKER,

@@ -42,6 +42,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import IO
 
+from aero.procgroup import KILL_GRACE, stop_group, wait_exit
+
 __all__ = ["FLAT_PAYLOAD_MAX", "FLAT_PAYLOAD_OFFSET", "KILL_GRACE", "QEMU", "QemuError",
            "QemuResult", "QemuSerialResult", "SERIAL_POLL", "SerialStep", "command", "pad_rom",
            "qemu_binary", "run_qemu", "run_qemu_serial", "wrap_flat"]
@@ -49,7 +51,6 @@ __all__ = ["FLAT_PAYLOAD_MAX", "FLAT_PAYLOAD_OFFSET", "KILL_GRACE", "QEMU", "Qem
 QEMU = "qemu-system-i386"
 FLAT_PAYLOAD_OFFSET = 0x1000
 FLAT_PAYLOAD_MAX = 0xFFF0 - FLAT_PAYLOAD_OFFSET
-KILL_GRACE = 2.0
 
 
 class QemuError(RuntimeError):
@@ -80,29 +81,6 @@ def qemu_binary() -> str | None:
     return shutil.which(QEMU)
 
 
-def _wait_exit(pid: int, timeout: float) -> bool:
-    """Wait up to ``timeout`` s for ``pid`` to exit, without reaping it (it stays a zombie,
-    so its process-group id cannot be reused before we have killed the group)."""
-    try:
-        fd = os.pidfd_open(pid)
-    except (AttributeError, OSError):
-        fd = None
-    if fd is not None:
-        try:
-            poller = select.poll()
-            poller.register(fd, select.POLLIN)
-            return bool(poller.poll(max(0.0, timeout) * 1000))
-        finally:
-            os.close(fd)
-    deadline = time.monotonic() + timeout
-    while True:
-        if os.waitid(os.P_PID, pid, os.WEXITED | os.WNOHANG | os.WNOWAIT) is not None:
-            return True
-        if time.monotonic() >= deadline:
-            return False
-        time.sleep(0.002)
-
-
 def _die_with_parent() -> None:
     """In the child before exec: SIGKILL it when the parent dies (Linux PR_SET_PDEATHSIG),
     so that a runner killed without a chance to clean up leaves no QEMU behind."""
@@ -111,26 +89,6 @@ def _die_with_parent() -> None:
         libc.prctl(1, signal.SIGKILL, 0, 0, 0)  # PR_SET_PDEATHSIG = 1
     except (OSError, AttributeError):
         pass
-
-
-def _signal_group(pgid: int, sig: int) -> None:
-    try:
-        os.killpg(pgid, sig)
-    except ProcessLookupError:
-        pass
-
-
-def _end_group(proc: subprocess.Popen[bytes], exited: bool) -> None:
-    """SIGTERM the group of a still-running QEMU, SIGKILL whatever is left, then reap it.
-
-    The leader is reaped only after the group has been killed: until then it is at least a
-    zombie, which keeps the group id ours.
-    """
-    if not exited:
-        _signal_group(proc.pid, signal.SIGTERM)
-        _wait_exit(proc.pid, KILL_GRACE)
-    _signal_group(proc.pid, signal.SIGKILL)
-    proc.wait()
 
 
 def wrap_flat(payload: bytes, load_addr: int = 0x7C00) -> bytes:
@@ -205,10 +163,10 @@ def run_qemu(path: str | os.PathLike[str], fmt: str, *, load_addr: int = 0x7C00,
             proc = _spawn(cmd, t, out, err)
             exited = False
             try:
-                exited = _wait_exit(proc.pid, timeout)
+                exited = wait_exit(proc.pid, timeout)
             finally:
                 elapsed = time.perf_counter() - start
-                _end_group(proc, exited)
+                stop_group(proc, exited)
             timed_out = not exited
         stderr = (t / "stderr").read_text(errors="replace")
         output = debugcon.read_bytes() if debugcon.exists() else b""
@@ -306,7 +264,7 @@ def _connect_unix(path: Path, proc: subprocess.Popen[bytes], deadline: float) ->
                 return sock
             except OSError:
                 sock.close()
-        if _wait_exit(proc.pid, 0):
+        if wait_exit(proc.pid, 0):
             raise QemuError(f"{QEMU} exited before opening {path.name}")
         if time.monotonic() >= deadline:
             raise TimeoutError(f"{QEMU} did not open {path.name}")
@@ -399,14 +357,14 @@ def run_qemu_serial(path: str | os.PathLike[str], fmt: str, steps: Sequence[Seri
                         qmp = _Qmp(qsock, deadline)
                     done, exited = _serial_session(proc, com1, qmp, steps, serial, deadline)
                 except (QemuError, TimeoutError, OSError):
-                    exited = _wait_exit(proc.pid, 0)
+                    exited = wait_exit(proc.pid, 0)
                     if not exited and time.monotonic() < deadline:
                         raise
             finally:
                 for s in socks:
                     s.close()
                 elapsed = time.perf_counter() - start
-                _end_group(proc, exited)
+                stop_group(proc, exited)
             timed_out = not exited
         stderr = (t / "stderr").read_text(errors="replace")
         output = debugcon.read_bytes() if debugcon.exists() else b""
@@ -450,10 +408,10 @@ def _serial_session(proc: subprocess.Popen[bytes], com1: socket.socket, qmp: _Qm
             done += 1
         now = time.monotonic()
         if now >= deadline:
-            return done, _wait_exit(proc.pid, 0)
+            return done, wait_exit(proc.pid, 0)
         if eof:
             # COM1 is closed only when QEMU goes away: wait for the process itself.
-            return done, _wait_exit(proc.pid, deadline - now)
+            return done, wait_exit(proc.pid, deadline - now)
         if poller.poll(min(SERIAL_POLL, deadline - now) * 1000):
             com1.settimeout(0)
             try:
@@ -464,7 +422,7 @@ def _serial_session(proc: subprocess.Popen[bytes], com1: socket.socket, qmp: _Qm
                 serial += chunk
                 continue
             eof = True
-        elif _wait_exit(proc.pid, 0):
+        elif wait_exit(proc.pid, 0):
             # Exited: collect what is still buffered in the socket.
             com1.settimeout(0.2)
             try:
