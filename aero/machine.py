@@ -288,6 +288,7 @@ class Machine:
         self._ram = np.frombuffer(buf, dtype=np.uint8)
         self._ram_view = self._ram.view()
         self._ram_view.flags.writeable = False
+        self._disk_size = 0  # bytes of the attached disk image (0: none)
 
     # ---- memory -------------------------------------------------------------------------
     @property
@@ -327,9 +328,12 @@ class Machine:
             raise MemoryError("cannot map the ROM image")
         self.reset()
 
-    def attach_disk(self, image: bytes) -> None:
-        """Attach a raw disk image (read-only) as the primary IDE master. Configuration, like
-        the ROM: attach the same image before running on every machine that replays it."""
+    def attach_disk(self, image: bytes, writable: bool = False) -> None:
+        """Attach a raw disk image as the primary IDE master. Configuration, like the ROM:
+        attach the same image before running on every machine that replays it. The image is
+        copied and never changed: a ``writable`` disk takes the guest's writes into a
+        copy-on-write overlay, which is machine state (snapshots and fingerprints include
+        it; :meth:`disk_overlay`, :meth:`disk_bytes`)."""
         if not image or len(image) % 512:
             raise ValueError(f"a disk image must be a non-empty multiple of 512 bytes, "
                              f"not {len(image)}")
@@ -337,6 +341,33 @@ class Machine:
             raise ValueError("a disk needs the PC devices")
         if lib.aero_disk_attach(self._m, image, len(image)) != 0:
             raise MemoryError("cannot attach the disk image")
+        self._disk_size = len(image)
+        if writable and lib.aero_disk_set_writable(self._m, 1) != 0:
+            raise MemoryError("cannot make the disk writable")
+
+    DISK_BLOCK = 4096  # bytes per overlay block (8 sectors)
+    DISK_HASH_SEED = 0x4449534B00000000  # overlay block b hashes with seed DISK_HASH_SEED | b
+
+    def disk_overlay(self) -> tuple[np.ndarray, np.ndarray]:
+        """The writable disk's overlay: (block numbers ascending, uint32; their content hashes,
+        uint64, :func:`hash64` with seed ``DISK_HASH_SEED | block``). Empty without one."""
+        n = int(lib.aero_disk_overlay_list(self._m, ffi.NULL, ffi.NULL, 0))
+        blocks = np.zeros(n, dtype=np.uint32)
+        hashes = np.zeros(n, dtype=np.uint64)
+        if n:
+            lib.aero_disk_overlay_list(self._m, ffi.cast("uint32_t *", blocks.ctypes.data),
+                                       ffi.cast("uint64_t *", hashes.ctypes.data), n)
+        return blocks, hashes
+
+    def disk_bytes(self, offset: int = 0, length: int | None = None) -> bytes:
+        """The disk as the guest sees it now (the overlay over the image), or a range of it."""
+        size = self._disk_size
+        if length is None:
+            length = size - offset
+        out = bytearray(length)
+        if length and lib.aero_disk_read(self._m, offset, ffi.from_buffer(out), length) != 0:
+            raise ValueError(f"disk range {offset}+{length} is outside the disk ({size} bytes)")
+        return bytes(out)
 
     def add_firmware_file(self, name: str, data: bytes) -> None:
         """Give the firmware a file through QEMU's fw_cfg (configuration, like the ROM)."""

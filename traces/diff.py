@@ -103,7 +103,7 @@ class Runner:
     def save(self) -> None:
         """Remember the current state (one saved state per runner, in a buffer reused from
         save to save: a fresh 32 MB allocation per save would cost more than the copy)."""
-        if self._buf is None:
+        if self._buf is None or len(self._buf) != self.m.snapshot_size:  # a disk overlay grows
             self._buf = bytearray(self.m.snapshot_size)
         self.m.snapshot_into(self._buf)
         self._saved = (self.i, self.stopped)

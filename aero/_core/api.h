@@ -228,6 +228,16 @@ int aero_fwcfg_add_file(aero_machine *m, const char *name, const uint8_t *data, 
  * state). Returns 0, or -1 without the PC devices, for a size that is 0 or not a multiple of
  * 512, or when it cannot be allocated. */
 int aero_disk_attach(aero_machine *m, const uint8_t *data, uint64_t size);
+/* Make the attached disk writable: WRITE SECTORS then writes to a copy-on-write overlay
+ * (machine state, in snapshots and fingerprints; the attached image is never changed).
+ * Configuration: set it before the guest runs. Returns 0, or -1 without a disk. */
+int aero_disk_set_writable(aero_machine *m, int writable);
+/* The overlay: how many 4096-byte blocks it holds; fills blocks[] (ascending) and hashes[]
+ * (XXH64 of each block seeded with 0x4449534B00000000 | block) with up to cap of them. */
+uint32_t aero_disk_overlay_list(aero_machine *m, uint32_t *blocks, uint64_t *hashes, uint32_t cap);
+/* Copy len bytes at offset off of the disk as the guest sees it (the overlay over the base).
+ * Returns 0, or -1 without a disk or for a range outside it. */
+int aero_disk_read(aero_machine *m, uint64_t off, uint8_t *out, uint64_t len);
 /* Canonical serialization of every device's state (AERO_DEV_STATE_BYTES, zero-padded). */
 void aero_devices_save(aero_machine *m, uint8_t *out);
 int aero_devices_load(aero_machine *m, const uint8_t *in);
@@ -279,7 +289,9 @@ uint32_t aero_watch_log(aero_machine *m, uint32_t *out, uint32_t *lost);
 void aero_cpu_serialize(aero_machine *m, uint8_t *out);
 int aero_cpu_deserialize(aero_machine *m, const uint8_t *in);
 
-/* Snapshots: serialized CPU state + tick counter + RAM. */
+/* Snapshots: serialized CPU state + tick counter + RAM, then for a writable disk its overlay
+ * (count:u32 block:u32[count] data:4096[count], blocks ascending); the size follows the
+ * overlay, so take aero_snapshot_size just before saving. */
 uint64_t aero_snapshot_size(aero_machine *m);
 int aero_snapshot_save(aero_machine *m, uint8_t *out, uint64_t cap);
 int aero_snapshot_load(aero_machine *m, const uint8_t *in, uint64_t len);

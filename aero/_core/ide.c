@@ -18,8 +18,10 @@
  * Commands: IDENTIFY DEVICE (ECh); READ SECTORS (20h, 21h) and READ VERIFY SECTORS (40h,
  * 41h) in LBA28 or CHS (the geometry of INITIALIZE DEVICE PARAMETERS, 91h, default 16 heads
  * of 63 sectors); SET FEATURES (EFh: transfer mode, write cache, look-ahead, reverting to
- * defaults — accepted, nothing changes); WRITE SECTORS (30h, 31h) fail with ABRT: the disk
- * is read-only; IDENTIFY PACKET DEVICE (A1h) is aborted, as the standard has an ATA device
+ * defaults — accepted, nothing changes); WRITE SECTORS (30h, 31h) by the PIO data-out
+ * protocol on a writable disk (DRQ without INTRQ for the first sector; after each sector
+ * the drive writes it to the overlay and raises INTRQ, with DRQ again until the last), and
+ * with ABRT on a read-only one; IDENTIFY PACKET DEVICE (A1h) is aborted, as the standard has an ATA device
  * do. A sector outside the disk ends a command with IDNF. Any other command is
  * answered with ABRT (error 04h), as a drive answers a command it does not implement, and
  * its opcode is remembered in `unmodelled` (part of the state, so a replay sees the same):
@@ -188,6 +190,32 @@ static void identify(aero_machine *m) {
     raise_irq(m);
 }
 
+/* The 512 bytes of sector lba as the guest sees them: the overlay's block, else the base. */
+static const uint8_t *sector_data(const aero_disk *d, uint32_t lba) {
+    uint32_t blk = lba / (AERO_DISK_BLOCK / 512);
+    if (d->overlay && d->overlay[blk])
+        return d->overlay[blk] + (uint64_t)(lba % (AERO_DISK_BLOCK / 512)) * 512;
+    return d->data + (uint64_t)lba * 512;
+}
+
+/* Write sector lba into the overlay (its block copied from the base on first write).
+ * Returns 0, or -1 when the block cannot be allocated. */
+static int write_sector(aero_disk *d, uint32_t lba, const uint8_t *src) {
+    uint32_t blk = lba / (AERO_DISK_BLOCK / 512);
+    if (!d->overlay[blk]) {
+        uint8_t *b = calloc(1, AERO_DISK_BLOCK);
+        if (!b) return -1;
+        uint64_t off = (uint64_t)blk * AERO_DISK_BLOCK;
+        uint64_t n = d->size - off < AERO_DISK_BLOCK ? d->size - off : AERO_DISK_BLOCK;
+        memcpy(b, d->data + off, n);
+        d->overlay[blk] = b;
+        d->used++;
+    }
+    memcpy(d->overlay[blk] + (uint64_t)(lba % (AERO_DISK_BLOCK / 512)) * 512, src, 512);
+    d->block_dirty[blk] = 1;
+    return 0;
+}
+
 /* Load sector lba into buf and offer it to the host. */
 static void offer_sector(aero_machine *m, uint32_t lba) {
     aero_ide_channel *c = &m->pc->ide.ch;
@@ -195,7 +223,7 @@ static void offer_sector(aero_machine *m, uint32_t lba) {
         fail(m, ERR_IDNF);
         return;
     }
-    memcpy(c->buf, m->pc->disk->data + (uint64_t)lba * 512, 512);
+    memcpy(c->buf, sector_data(m->pc->disk, lba), 512);
     c->lba = lba;
     c->pos = 0;
     set_task_lba(c, lba);
@@ -233,9 +261,27 @@ static void command(aero_machine *m, uint8_t cmd) {
         offer_sector(m, (uint32_t)lba);
         return;
     }
-    case 0x30: case 0x31:
-        fail(m, ERR_ABRT); /* the disk is read-only */
+    case 0x30: case 0x31: {
+        if (!m->pc->disk->writable) {
+            fail(m, ERR_ABRT); /* the disk is read-only */
+            return;
+        }
+        uint32_t count = c->nsector ? c->nsector : 256;
+        int64_t lba = task_lba(c);
+        if (lba < 0 || (uint64_t)lba + count > total_sectors(m)) {
+            fail(m, ERR_IDNF);
+            return;
+        }
+        /* PIO data-out: the first sector is asked for with DRQ and no interrupt. */
+        c->cmd = cmd;
+        c->xfer = 2;
+        c->left = (uint16_t)count;
+        c->lba = (uint32_t)lba;
+        c->pos = 0;
+        set_task_lba(c, (uint32_t)lba);
+        c->status = ST_DRDY | ST_DSC | ST_DRQ;
         return;
+    }
     case 0xA1: /* IDENTIFY PACKET DEVICE: an ATA (non-packet) device aborts it, by the standard */
         fail(m, ERR_ABRT);
         return;
@@ -289,8 +335,39 @@ uint32_t aero_ide_data_read(aero_machine *m, int size) {
     return size == 1 ? (v & 0xFF) : v;
 }
 
+/* The host has given the whole sector in buf: write it, then ask for the next one. */
+static void sector_written(aero_machine *m) {
+    aero_ide_channel *c = &m->pc->ide.ch;
+    aero_disk *d = m->pc->disk;
+    if (c->lba >= total_sectors(m) || !d->writable) { /* only after a restored state that
+                                                         does not fit the disk */
+        fail(m, ERR_IDNF);
+        return;
+    }
+    if (write_sector(d, c->lba, c->buf) != 0) {
+        fail(m, ERR_ABRT); /* out of host memory: the write is refused, as a failing drive */
+        return;
+    }
+    set_task_lba(c, c->lba);
+    c->pos = 0;
+    if (--c->left == 0) {
+        c->xfer = 0;
+        c->status = ST_DRDY | ST_DSC;
+    } else {
+        c->lba++;
+        c->status = ST_DRDY | ST_DSC | ST_DRQ;
+    }
+    raise_irq(m);
+}
+
 void aero_ide_data_write(aero_machine *m, int size, uint32_t val) {
-    (void)m; (void)size; (void)val; /* no write command starts a data-out transfer */
+    aero_ide_channel *c = &m->pc->ide.ch;
+    if (!present(m) || c->xfer != 2) return;
+    int n = size == 4 ? 4 : 2;
+    for (int i = 0; i < n && c->xfer == 2; i++) {
+        c->buf[c->pos++] = (uint8_t)(val >> (8 * i));
+        if (c->pos >= 512) sector_written(m);
+    }
 }
 
 static void soft_reset(aero_machine *m) {
@@ -407,15 +484,188 @@ int aero_disk_attach(aero_machine *m, const uint8_t *data, uint64_t size) {
     aero_ide_free(m);
     d->data = copy;
     d->size = size;
+    d->blocks = (uint32_t)((size + AERO_DISK_BLOCK - 1) / AERO_DISK_BLOCK);
     m->pc->disk = d;
+    return 0;
+}
+
+static void overlay_clear(aero_disk *d) {
+    if (!d->overlay) return;
+    for (uint32_t i = 0; i < d->blocks; i++) {
+        free(d->overlay[i]);
+        d->overlay[i] = NULL;
+        d->block_dirty[i] = 0;
+    }
+    d->used = 0;
+}
+
+int aero_disk_set_writable(aero_machine *m, int writable) {
+    if (!m->pc || !m->pc->disk) return -1;
+    aero_disk *d = m->pc->disk;
+    if (writable && !d->overlay) {
+        d->overlay = calloc(d->blocks, sizeof *d->overlay);
+        d->block_hash = calloc(d->blocks, sizeof *d->block_hash);
+        d->block_dirty = calloc(d->blocks, 1);
+        if (!d->overlay || !d->block_hash || !d->block_dirty) {
+            free(d->overlay);
+            free(d->block_hash);
+            free(d->block_dirty);
+            d->overlay = NULL;
+            d->block_hash = NULL;
+            d->block_dirty = NULL;
+            return -1;
+        }
+    }
+    if (!writable) overlay_clear(d);
+    d->writable = writable ? 1 : 0;
     return 0;
 }
 
 void aero_ide_free(aero_machine *m) {
     if (!m->pc || !m->pc->disk) return;
-    free(m->pc->disk->data);
-    free(m->pc->disk);
+    aero_disk *d = m->pc->disk;
+    overlay_clear(d);
+    free(d->overlay);
+    free(d->block_hash);
+    free(d->block_dirty);
+    free(d->data);
+    free(d);
     m->pc->disk = NULL;
+}
+
+/* ---- the overlay as state ---- */
+
+static aero_disk *rw_disk(aero_machine *m) {
+    return m->pc && m->pc->disk && m->pc->disk->writable ? m->pc->disk : NULL;
+}
+
+static void rehash(aero_disk *d) {
+    for (uint32_t i = 0; i < d->blocks; i++) {
+        if (d->overlay[i] && d->block_dirty[i]) {
+            d->block_hash[i] = aero_hash64(d->overlay[i], AERO_DISK_BLOCK, AERO_DISK_HASH_SEED | i);
+            d->block_dirty[i] = 0;
+        }
+    }
+}
+
+uint32_t aero_disk_overlay_list(aero_machine *m, uint32_t *blocks, uint64_t *hashes, uint32_t cap) {
+    aero_disk *d = rw_disk(m);
+    if (!d) return 0;
+    rehash(d);
+    uint32_t n = 0;
+    for (uint32_t i = 0; i < d->blocks; i++) {
+        if (!d->overlay[i]) continue;
+        if (n < cap) {
+            blocks[n] = i;
+            hashes[n] = d->block_hash[i];
+        }
+        n++;
+    }
+    return n;
+}
+
+int aero_disk_read(aero_machine *m, uint64_t off, uint8_t *out, uint64_t len) {
+    if (!m->pc || !m->pc->disk) return -1;
+    aero_disk *d = m->pc->disk;
+    if (off > d->size || len > d->size - off) return -1;
+    while (len) {
+        uint32_t blk = (uint32_t)(off / AERO_DISK_BLOCK);
+        uint64_t in = off % AERO_DISK_BLOCK, n = AERO_DISK_BLOCK - in;
+        if (n > len) n = len;
+        const uint8_t *src = d->overlay && d->overlay[blk] ? d->overlay[blk] + in : d->data + off;
+        memcpy(out, src, n);
+        out += n;
+        off += n;
+        len -= n;
+    }
+    return 0;
+}
+
+uint64_t aero_disk_overlay_bytes(aero_machine *m) {
+    aero_disk *d = rw_disk(m);
+    return d ? 4 + (uint64_t)d->used * (4 + AERO_DISK_BLOCK) : 0;
+}
+
+static void put_le32(uint8_t *p, uint32_t v) {
+    for (int i = 0; i < 4; i++) p[i] = (uint8_t)(v >> (8 * i));
+}
+
+static uint32_t get_le32(const uint8_t *p) {
+    return (uint32_t)p[0] | (uint32_t)p[1] << 8 | (uint32_t)p[2] << 16 | (uint32_t)p[3] << 24;
+}
+
+void aero_disk_overlay_save(aero_machine *m, uint8_t *out) {
+    aero_disk *d = rw_disk(m);
+    if (!d) return;
+    put_le32(out, d->used);
+    uint8_t *idx = out + 4, *data = out + 4 + 4 * (uint64_t)d->used;
+    for (uint32_t i = 0; i < d->blocks; i++) {
+        if (!d->overlay[i]) continue;
+        put_le32(idx, i);
+        idx += 4;
+        memcpy(data, d->overlay[i], AERO_DISK_BLOCK);
+        data += AERO_DISK_BLOCK;
+    }
+}
+
+int aero_disk_overlay_check(aero_machine *m, const uint8_t *in, uint64_t len) {
+    aero_disk *d = rw_disk(m);
+    if (!d) return len == 0 ? 0 : -1;
+    if (len < 4) return -1;
+    uint32_t n = get_le32(in);
+    if (n > d->blocks || len != 4 + (uint64_t)n * (4 + AERO_DISK_BLOCK)) return -1;
+    for (uint32_t j = 0; j < n; j++) {
+        uint32_t b = get_le32(in + 4 + 4 * (uint64_t)j);
+        if (b >= d->blocks || (j && b <= get_le32(in + 4 * (uint64_t)j))) return -1;
+        if ((uint64_t)b * AERO_DISK_BLOCK + AERO_DISK_BLOCK > d->size) {
+            /* the last, partial block: nothing past the image's end */
+            const uint8_t *p = in + 4 + 4 * (uint64_t)n + (uint64_t)j * AERO_DISK_BLOCK;
+            for (uint64_t k = d->size - (uint64_t)b * AERO_DISK_BLOCK; k < AERO_DISK_BLOCK; k++)
+                if (p[k]) return -1;
+        }
+    }
+    return 0;
+}
+
+int aero_disk_overlay_load(aero_machine *m, const uint8_t *in) {
+    aero_disk *d = rw_disk(m);
+    if (!d) return 0;
+    uint32_t n = get_le32(in);
+    uint8_t **fresh = calloc(n ? n : 1, sizeof *fresh);
+    if (!fresh) return -1;
+    for (uint32_t j = 0; j < n; j++) {
+        fresh[j] = malloc(AERO_DISK_BLOCK);
+        if (!fresh[j]) {
+            for (uint32_t k = 0; k < j; k++) free(fresh[k]);
+            free(fresh);
+            return -1;
+        }
+        memcpy(fresh[j], in + 4 + 4 * (uint64_t)n + (uint64_t)j * AERO_DISK_BLOCK, AERO_DISK_BLOCK);
+    }
+    overlay_clear(d);
+    for (uint32_t j = 0; j < n; j++) {
+        uint32_t b = get_le32(in + 4 + 4 * (uint64_t)j);
+        d->overlay[b] = fresh[j];
+        d->block_dirty[b] = 1;
+    }
+    d->used = n;
+    free(fresh);
+    return 0;
+}
+
+uint64_t aero_disk_overlay_fold(aero_machine *m, uint64_t h) {
+    aero_disk *d = rw_disk(m);
+    if (!d) return h;
+    rehash(d);
+    uint8_t row[16];
+    for (uint32_t i = 0; i < d->blocks; i++) {
+        if (!d->overlay[i]) continue;
+        for (int k = 0; k < 4; k++) row[k] = (uint8_t)(i >> (8 * k));
+        memset(row + 4, 0, 4);
+        for (int k = 0; k < 8; k++) row[8 + k] = (uint8_t)(d->block_hash[i] >> (8 * k));
+        h = aero_hash64(row, sizeof row, h);
+    }
+    return aero_hash64((const uint8_t *)"overlay", 7, h ^ d->used);
 }
 
 /* ---- state: XOR the power-on values, so an untouched controller serializes as zeros ---- */
@@ -461,7 +711,8 @@ void aero_ide_load(aero_ide *s, aero_sbuf *b) {
     c->irq_pending = aero_get8(b) & 1;
     c->irq_level = aero_get8(b) & 1;
     c->xfer = aero_get8(b) % 3;
-    c->pos = aero_get16(b) & 511;
+    c->pos = aero_get16(b); /* 512 after a finished transfer; inside buf during one */
+    if (c->pos > 512 || (c->xfer && c->pos == 512)) c->pos = 0;
     c->left = aero_get16(b);
     c->lba = aero_get32(b);
     c->cmd = aero_get8(b);

@@ -43,12 +43,24 @@ typedef struct aero_ide {
                                  because it is not modelled (each is reported once) */
 } aero_ide;
 
-/* The disk (configuration like the ROM image, not device state): an image copied in at
- * attach time, read-only (WRITE SECTORS fails with ABRT, as on a write-protected drive). */
+/* The disk: the base image (configuration like the ROM image, copied in at attach time and
+ * never written) and, for a writable disk, the copy-on-write overlay, which is machine state
+ * (snapshots carry it, fingerprints cover it). The overlay is kept in blocks of 4096 bytes
+ * (8 sectors): a sector's first write copies its block from the base. Without `writable`,
+ * WRITE SECTORS fails with ABRT, as on a write-protected drive. */
+#define AERO_DISK_BLOCK 4096
 typedef struct aero_disk {
-    uint8_t *data;       /* the image, size bytes */
-    uint64_t size;       /* a multiple of 512 */
+    uint8_t *data;        /* the base image, size bytes (never written) */
+    uint64_t size;        /* a multiple of 512 */
+    uint8_t writable;     /* configuration: writes go to the overlay (1) or are refused (0) */
+    uint32_t blocks;      /* overlay blocks covering the image: ceil(size / 4096) */
+    uint32_t used;        /* blocks present in the overlay */
+    uint8_t **overlay;    /* per block: NULL (read the base) or its 4096 written bytes; the
+                             part of the last block past the image's end stays zero */
+    uint64_t *block_hash; /* per overlaid block: XXH64 of it, seed AERO_DISK_HASH_SEED | block */
+    uint8_t *block_dirty; /* per block: written since its hash was taken */
 } aero_disk;
+#define AERO_DISK_HASH_SEED 0x4449534B00000000ull /* "DISK": overlay block hashes */
 
 void aero_ide_reset(struct aero_machine *m);
 uint8_t aero_ide_read8(struct aero_machine *m, uint16_t port);
@@ -61,5 +73,13 @@ void aero_ide_cfg_write(struct aero_machine *m, uint32_t reg, int size, uint32_t
 void aero_ide_free(struct aero_machine *m);
 void aero_ide_save(const aero_ide *s, struct aero_sbuf *b);
 void aero_ide_load(aero_ide *s, struct aero_sbuf *b);
+/* The overlay in snapshots: bytes it takes (0 for a read-only or absent disk), writing it,
+ * checking a serialized one (0 valid) and replacing the overlay with a checked one. */
+uint64_t aero_disk_overlay_bytes(struct aero_machine *m);
+void aero_disk_overlay_save(struct aero_machine *m, uint8_t *out);
+int aero_disk_overlay_check(struct aero_machine *m, const uint8_t *in, uint64_t len);
+int aero_disk_overlay_load(struct aero_machine *m, const uint8_t *in);
+/* Fold the overlay (block numbers and content hashes) into a fingerprint. */
+uint64_t aero_disk_overlay_fold(struct aero_machine *m, uint64_t h);
 
 #endif

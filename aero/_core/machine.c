@@ -849,8 +849,13 @@ int aero_cpu_deserialize(aero_machine *m, const uint8_t *in) {
 
 #define SNAPSHOT_MAGIC 0x32504E53u /* "SNP2": CPU, devices, RAM */
 
-uint64_t aero_snapshot_size(aero_machine *m) {
+static uint64_t snapshot_base_size(aero_machine *m) {
     return 16 + AERO_CPU_STATE_BYTES + AERO_DEV_STATE_BYTES + (uint64_t)m->ram_size;
+}
+
+/* The base size plus, for a writable disk, its overlay (aero_disk_overlay_save). */
+uint64_t aero_snapshot_size(aero_machine *m) {
+    return snapshot_base_size(m) + aero_disk_overlay_bytes(m);
 }
 
 int aero_snapshot_save(aero_machine *m, uint8_t *out, uint64_t cap) {
@@ -863,17 +868,20 @@ int aero_snapshot_save(aero_machine *m, uint8_t *out, uint64_t cap) {
     aero_cpu_serialize(m, w.p);
     aero_devices_save(m, w.p + AERO_CPU_STATE_BYTES);
     memcpy(w.p + AERO_CPU_STATE_BYTES + AERO_DEV_STATE_BYTES, m->ram, m->ram_size);
+    aero_disk_overlay_save(m, out + snapshot_base_size(m));
     return 0;
 }
 
 int aero_snapshot_load(aero_machine *m, const uint8_t *in, uint64_t len) {
-    if (len != aero_snapshot_size(m)) return -1;
+    uint64_t base = snapshot_base_size(m);
+    if (len < base || aero_disk_overlay_check(m, in + base, len - base) != 0) return -1;
     reader r = {in};
     if (get32(&r) != SNAPSHOT_MAGIC || get32(&r) != m->ram_size) return -1;
     uint64_t ticks = get32(&r);
     ticks |= (uint64_t)get32(&r) << 32;
     if (aero_cpu_deserialize(m, r.p) != 0) return -1;
     if (aero_devices_load(m, r.p + AERO_CPU_STATE_BYTES) != 0) return -1;
+    if (aero_disk_overlay_load(m, in + base) != 0) return -1;
     memcpy(m->ram, r.p + AERO_CPU_STATE_BYTES + AERO_DEV_STATE_BYTES, m->ram_size);
     m->ticks = ticks;
     m->slice_end = ticks;
@@ -941,7 +949,8 @@ uint64_t aero_fingerprint(aero_machine *m) {
     /* Pages are clean again: writes must reach the slow path to mark them. */
     aero_tlb_flush_writes(m);
     uint64_t h = aero_hash64(st, sizeof st, 0);
-    return aero_hash64((const uint8_t *)m->page_hash, (uint64_t)m->ram_pages * 8, h);
+    h = aero_hash64((const uint8_t *)m->page_hash, (uint64_t)m->ram_pages * 8, h);
+    return aero_disk_overlay_fold(m, h); /* unchanged without a writable disk */
 }
 
 void aero_page_hashes(aero_machine *m, uint64_t *out) {
