@@ -77,6 +77,9 @@ class GuestRef:
     # The VGA option ROM given to the firmware through fw_cfg ("" and 0 without one).
     vgarom_sha256: str = ""
     vgarom_size: int = 0
+    # The disk takes the guest's writes into a copy-on-write overlay (``--disk FILE,rw``):
+    # the overlay is machine state, so it is in the keyframes and the image stays as hashed.
+    disk_writable: bool = False
 
     def to_dict(self) -> dict:
         d = asdict(self)
@@ -84,6 +87,8 @@ class GuestRef:
             del d["initrd_sha256"], d["initrd_size"]
         if not self.disk_sha256:
             del d["disk_sha256"], d["disk_size"]
+        if not self.disk_writable:
+            del d["disk_writable"]
         if not self.vgarom_sha256:
             del d["vgarom_sha256"], d["vgarom_size"]
         return d
@@ -109,7 +114,7 @@ class GuestRef:
                       int(d["size"]), str(d.get("initrd_sha256", "")),
                       int(d.get("initrd_size", 0)), str(d.get("disk_sha256", "")),
                       int(d.get("disk_size", 0)), str(d.get("vgarom_sha256", "")),
-                      int(d.get("vgarom_size", 0)))
+                      int(d.get("vgarom_size", 0)), d.get("disk_writable", False))
         except (KeyError, TypeError, ValueError) as exc:
             raise LaunchError(f"trace metadata: bad guest entry ({exc})") from None
         initrd_bad = ref.initrd_sha256 and (
@@ -118,6 +123,8 @@ class GuestRef:
         disk_bad = ref.disk_sha256 and (
             not _HEX64.fullmatch(ref.disk_sha256)
             or not 0 < ref.disk_size <= MAX_IMAGE_BYTES or ref.disk_size % 512)
+        disk_bad = disk_bad or not isinstance(ref.disk_writable, bool) or (
+            ref.disk_writable and not ref.disk_sha256)
         disk_bad = disk_bad or (ref.vgarom_sha256 and (
             ref.fmt != "rom" or not _HEX64.fullmatch(ref.vgarom_sha256)
             or not 0 < ref.vgarom_size <= 1 << 20))
@@ -242,9 +249,10 @@ def _bundled_linux() -> ResolvedGuest:
                          linuxguest.RAM_SIZE)
 
 
-def with_disk(r: ResolvedGuest, disk: str) -> ResolvedGuest:
+def with_disk(r: ResolvedGuest, disk: str, writable: bool = False) -> ResolvedGuest:
     """``r`` with a raw disk image file (a non-empty multiple of 512 bytes, at most
-    MAX_IMAGE_BYTES) attached as the primary IDE master. ``linux``, when no such file
+    MAX_IMAGE_BYTES) attached as the primary IDE master; ``writable``: the guest's writes go
+    to a copy-on-write overlay (the file is only ever read). ``linux``, when no such file
     exists, is the project-built boot disk (:mod:`aero.linuxdisk`), built on first use."""
     if disk == LINUX_DISK and not Path(disk).exists():
         from aero import linuxdisk, linuxguest
@@ -264,19 +272,20 @@ def with_disk(r: ResolvedGuest, disk: str) -> ResolvedGuest:
     ref = r.ref
     ref = GuestRef(ref.name, ref.fmt, ref.load_addr, ref.sha256, ref.size, ref.initrd_sha256,
                    ref.initrd_size, _digest(data), len(data), ref.vgarom_sha256,
-                   ref.vgarom_size)
+                   ref.vgarom_size, writable)
     return ResolvedGuest(ref, r.data, {**r.images, ref.disk_sha256: data}, r.cmdline,
                          r.ram_size)
 
 
 def resolve(spec: str, fmt: str = "auto", load_addr: int = 0x7C00,
             initrd: str | None = None, *, ram_size: int | None = None,
-            disk: str | None = None) -> ResolvedGuest:
+            disk: str | None = None, disk_writable: bool = False) -> ResolvedGuest:
     """A bundled guest name (built or fetched on demand) or an image file, with an initrd
-    file for a Linux kernel and a disk image file. ram_size: the machine's RAM; an image file
-    larger than it can use is refused before it is read (:func:`aero.loader.image_limit`)."""
+    file for a Linux kernel and a disk image file (``disk_writable``: behind a copy-on-write
+    overlay). ram_size: the machine's RAM; an image file larger than it can use is refused
+    before it is read (:func:`aero.loader.image_limit`)."""
     r = _resolve(spec, fmt, load_addr, initrd, ram_size=ram_size)
-    return with_disk(r, disk) if disk is not None else r
+    return with_disk(r, disk, disk_writable) if disk is not None else r
 
 
 def _resolve(spec: str, fmt: str, load_addr: int, initrd: str | None, *,
@@ -367,7 +376,7 @@ def start_machine(config: MachineConfig, ref: GuestRef, data: bytes,
         m.add_firmware_file(VGA_BIOS_FILE, vgarom)
     if disk is not None:
         try:
-            m.attach_disk(disk)
+            m.attach_disk(disk, writable=ref.disk_writable)
         except ValueError as exc:
             raise LaunchError(f"the disk image of {ref.name}: {exc}") from None
     try:

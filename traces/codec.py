@@ -29,7 +29,7 @@ __all__ = ["CPU_STATE_BYTES", "DEV_STATE_BYTES", "Keyframe", "PAGE", "PAGES_PER_
            "SNAPSHOT_MAGIC", "decode_checkpoints", "decode_events", "decode_image", "decode_json",
            "decode_keyframe", "decode_pages", "decode_written", "encode_checkpoints",
            "encode_events", "encode_image", "encode_json", "encode_keyframe", "encode_pages",
-           "encode_written", "snapshot_bytes"]
+           "encode_written", "keyframe_base_len", "snapshot_bytes"]
 
 PAGE = 4096
 PAGES_PER_FRAME = 1024  # 4 MB of RAM per pages frame at most
@@ -133,23 +133,45 @@ class Keyframe:
     hashes: np.ndarray  # uint64 per page
     page_frames: np.ndarray  # uint32 per page: ordinal among the trace's pages frames
     inputs_before: int  # input events logged before this keyframe (replay skips them)
+    # A writable disk's overlay (format version 3), None without one: the overlaid 4 KB
+    # blocks (ascending), their content hashes (XXH64 seeded with DISK_HASH_SEED | block)
+    # and the ordinals of the pages frames holding their contents.
+    disk_blocks: np.ndarray | None = None  # uint32
+    disk_hashes: np.ndarray | None = None  # uint64
+    disk_frames: np.ndarray | None = None  # uint32
 
 
 def encode_keyframe(k: Keyframe) -> bytes:
     n = k.ram_size // PAGE
-    return b"".join((struct.pack("<QIIQ", k.tick, k.ram_size, n, k.inputs_before), k.cpu,
-                     k.devices,
-                     np.asarray(k.hashes, "<u8").tobytes(),
-                     np.asarray(k.page_frames, "<u4").tobytes()))
+    parts = [struct.pack("<QIIQ", k.tick, k.ram_size, n, k.inputs_before), k.cpu, k.devices,
+             np.asarray(k.hashes, "<u8").tobytes(), np.asarray(k.page_frames, "<u4").tobytes()]
+    if k.disk_blocks is not None:
+        assert k.disk_hashes is not None and k.disk_frames is not None
+        parts += [struct.pack("<I", len(k.disk_blocks)),
+                  np.asarray(k.disk_blocks, "<u4").tobytes(),
+                  np.asarray(k.disk_hashes, "<u8").tobytes(),
+                  np.asarray(k.disk_frames, "<u4").tobytes()]
+    return b"".join(parts)
 
 
-def decode_keyframe(payload: bytes, frame: Frame) -> Keyframe:
+def keyframe_base_len(ram_size: int) -> int:
+    """Bytes of a keyframe payload before its disk overlay section."""
+    return struct.calcsize("<QIIQ") + CPU_STATE_BYTES + DEV_STATE_BYTES + 12 * (ram_size // PAGE)
+
+
+def decode_keyframe(payload: bytes, frame: Frame, disk_blocks: int | None = None) -> Keyframe:
+    """disk_blocks: for a guest with a writable disk, the number of 4 KB blocks covering it
+    (the payload then ends with the overlay section); None otherwise."""
     head = struct.calcsize("<QIIQ")
     _need(len(payload) >= head, frame, "keyframe")
     tick, ram_size, n, inputs_before = struct.unpack_from("<QIIQ", payload)
     _need(ram_size % PAGE == 0 and n == ram_size // PAGE and tick == frame.first_tick, frame,
           "keyframe")
-    _need(len(payload) == head + CPU_STATE_BYTES + DEV_STATE_BYTES + 12 * n, frame, "keyframe")
+    base = keyframe_base_len(ram_size)
+    if disk_blocks is None:
+        _need(len(payload) == base, frame, "keyframe")
+    else:
+        _need(len(payload) >= base + 4, frame, "keyframe")
     off = head
     cpu = payload[off:off + CPU_STATE_BYTES]
     off += CPU_STATE_BYTES
@@ -157,7 +179,18 @@ def decode_keyframe(payload: bytes, frame: Frame) -> Keyframe:
     off += DEV_STATE_BYTES
     hashes = np.frombuffer(payload, "<u8", n, off).astype(np.uint64)
     frames = np.frombuffer(payload, "<u4", n, off + 8 * n).astype(np.uint32)
-    return Keyframe(tick, ram_size, cpu, dev, hashes, frames, inputs_before)
+    if disk_blocks is None:
+        return Keyframe(tick, ram_size, cpu, dev, hashes, frames, inputs_before)
+    (c,) = struct.unpack_from("<I", payload, base)
+    _need(c <= disk_blocks and len(payload) == base + 4 + 16 * c, frame, "keyframe")
+    off = base + 4
+    blocks = np.frombuffer(payload, "<u4", c, off).astype(np.uint32)
+    dhashes = np.frombuffer(payload, "<u8", c, off + 4 * c).astype(np.uint64)
+    dframes = np.frombuffer(payload, "<u4", c, off + 12 * c).astype(np.uint32)
+    _need(c == 0 or (int(blocks[-1]) < disk_blocks
+                     and bool(np.all(np.diff(blocks.astype(np.int64)) > 0))), frame, "keyframe")
+    return Keyframe(tick, ram_size, cpu, dev, hashes, frames, inputs_before, blocks, dhashes,
+                    dframes)
 
 
 def encode_pages(hashes: list[int], pages: list[bytes]) -> bytes:

@@ -36,7 +36,8 @@ from typing import BinaryIO
 
 import zstandard
 
-__all__ = ["CODEC_RAW", "CODEC_ZSTD", "END_MAGIC", "FORMAT_VERSION", "FRAME_MAGIC", "Frame",
+__all__ = ["CODEC_RAW", "CODEC_ZSTD", "DISK_OVERLAY_VERSION", "END_MAGIC", "FORMAT_VERSION",
+           "FRAME_MAGIC", "Frame",
            "FrameKind", "MAGIC", "MAX_FRAMES", "MAX_FRAME_BYTES", "MAX_META_BYTES",
            "SUPPORTED_VERSIONS", "TraceError", "TraceFile", "TraceWriter", "bounded_decompress",
            "create_private", "open_trace"]
@@ -45,7 +46,10 @@ MAGIC = b"AEROTRC\x00"
 FRAME_MAGIC = b"AEFR"
 END_MAGIC = b"AEROEND\x00"
 FORMAT_VERSION = 2  # 2 added the written-pages frames (kind 10)
-SUPPORTED_VERSIONS = (1, 2)
+# 3: keyframes end with a disk overlay section; written only for a guest whose disk is
+# writable (every other trace stays version 2, readable by the aero that wrote version 2).
+DISK_OVERLAY_VERSION = 3
+SUPPORTED_VERSIONS = (1, 2, 3)
 
 _HEADER = struct.Struct("<8sHHI")  # magic, version, flags, meta_len
 _FRAME = struct.Struct("<4sBBHQQIII")  # magic kind codec reserved first last raw stored crc
@@ -167,9 +171,13 @@ class TraceWriter:
     """
 
     def __init__(self, path: str | os.PathLike[str], metadata: dict, *,
-                 level: int = 3, fsync: bool = False, fd: int | None = None) -> None:
+                 level: int = 3, fsync: bool = False, fd: int | None = None,
+                 version: int = FORMAT_VERSION) -> None:
         """fd: an already opened descriptor for ``path`` (taken over, closed at the end);
-        without it the file is created private (0600) and never through a symlink."""
+        without it the file is created private (0600) and never through a symlink.
+        version: the format version in the header (a supported one)."""
+        if version not in SUPPORTED_VERSIONS:
+            raise ValueError(f"trace format version {version} is not supported")
         self.path = Path(path)
         meta = json.dumps(metadata, sort_keys=True, separators=(",", ":")).encode()
         if len(meta) > MAX_META_BYTES:
@@ -180,7 +188,7 @@ class TraceWriter:
         self._fsync = fsync
         self._cctx = zstandard.ZstdCompressor(level=level)
         self._index: list[tuple[int, int, int, int]] = []
-        head = _HEADER.pack(MAGIC, FORMAT_VERSION, 0, len(meta)) + meta
+        head = _HEADER.pack(MAGIC, version, 0, len(meta)) + meta
         self._offset = 0
         self._write(head + struct.pack("<I", _crc(head)))
         self.closed = False

@@ -28,7 +28,13 @@ from pathlib import Path
 
 import numpy as np
 from aero.traces.container import FrameKind, TraceError, open_trace
-from aero.traces.replay import ReplayError, TraceContents, load_contents, restore_keyframe
+from aero.traces.replay import (
+    ReplayError,
+    TraceContents,
+    load_contents,
+    machine_for,
+    restore_keyframe,
+)
 
 from aero import devstate
 from aero.events import INPUT_LIMIT, Kind, describe, kind_name
@@ -479,7 +485,9 @@ def open_contents(path: Path) -> TraceContents:
 def restore_at_keyframe(c: TraceContents, frame, config: MachineConfig | None = None) -> Runner:
     """A runner in the state of a keyframe of ``c`` (under ``config``, default the trace's)."""
     try:
-        m, k = restore_keyframe(c, frame, Machine(config or c.config))
+        m, k = restore_keyframe(c, frame, machine_for(c, config))
+    except ReplayError as exc:
+        raise DiffError(str(exc)) from None
     except TraceError as exc:
         raise DiffError(str(exc)) from None
     return Runner(m, c.inputs, k.inputs_before)

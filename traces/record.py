@@ -30,7 +30,13 @@ from pathlib import Path
 
 import numpy as np
 from aero.traces import codec
-from aero.traces.container import FrameKind, TraceWriter, create_private
+from aero.traces.container import (
+    DISK_OVERLAY_VERSION,
+    FORMAT_VERSION,
+    FrameKind,
+    TraceWriter,
+    create_private,
+)
 from aero.traces.script import ScriptRunner
 
 import aero
@@ -221,19 +227,39 @@ class Recorder:
         m = self.m
         m.fingerprint()  # brings the page hashes up to date
         hashes = m.page_hashes()
-        new = [i for i, h in enumerate(hashes.tolist()) if h not in self._page_frames]
         ram = m.ram
-        for start in range(0, len(new), codec.PAGES_PER_FRAME):
-            chunk = new[start:start + codec.PAGES_PER_FRAME]
-            hs = [int(hashes[i]) for i in chunk]
-            data = [ram[i * codec.PAGE:(i + 1) * codec.PAGE].tobytes() for i in chunk]
+        # Contents not stored yet, by hash: RAM pages, then a writable disk's overlay blocks
+        # (4 KB each too, the last one zero-padded past the image's end), in one store.
+        new: dict[int, Callable[[], bytes]] = {}
+        for i, h in enumerate(hashes.tolist()):
+            if h not in self._page_frames and h not in new:
+                new[h] = lambda i=i: ram[i * codec.PAGE:(i + 1) * codec.PAGE].tobytes()
+        blocks = dhashes = None
+        if self.guest.disk_writable:
+            blocks, dhashes = m.disk_overlay()
+            size = self.guest.disk_size
+            for b, h in zip(blocks.tolist(), dhashes.tolist(), strict=True):
+                if h not in self._page_frames and h not in new:
+                    off = b * m.DISK_BLOCK
+                    new[h] = lambda off=off: m.disk_bytes(
+                        off, min(m.DISK_BLOCK, size - off)).ljust(m.DISK_BLOCK, b"\0")
+        todo = list(new)
+        for start in range(0, len(todo), codec.PAGES_PER_FRAME):
+            hs = todo[start:start + codec.PAGES_PER_FRAME]
+            data = [new[h]() for h in hs]
             w.append(FrameKind.PAGES, m.ticks, m.ticks, codec.encode_pages(hs, data))
             for h in hs:
                 self._page_frames[h] = self._pages_frames
             self._pages_frames += 1
         frames = np.array([self._page_frames[int(h)] for h in hashes.tolist()], dtype=np.uint32)
+        overlay: dict = {}
+        if blocks is not None and dhashes is not None:
+            overlay = {"disk_blocks": blocks, "disk_hashes": dhashes,
+                       "disk_frames": np.array([self._page_frames[int(h)]
+                                                for h in dhashes.tolist()], dtype=np.uint32)}
         k = codec.Keyframe(m.ticks, m.config.ram_size, m.cpu_state_bytes(),
-                           m.devices_state_bytes(), hashes, frames, self._inputs_logged)
+                           m.devices_state_bytes(), hashes, frames, self._inputs_logged,
+                           **overlay)
         w.append(FrameKind.KEYFRAME, m.ticks, m.ticks, codec.encode_keyframe(k))
 
     # ---- the loop ---------------------------------------------------------------------
@@ -260,7 +286,9 @@ class Recorder:
         stop_name = "limit"
         reason = ""
         script = opt.script
-        w = TraceWriter(self.path, self.metadata)
+        w = TraceWriter(self.path, self.metadata,
+                        version=DISK_OVERLAY_VERSION if self.guest.disk_writable
+                        else FORMAT_VERSION)
         try:
             if m.config.devices:
                 rtc = opt.rtc_time if opt.rtc_time is not None else int(time.time())

@@ -22,7 +22,7 @@ from typing import Protocol
 
 import numpy as np
 from aero.traces import codec
-from aero.traces.container import Frame, FrameKind, TraceError, TraceFile
+from aero.traces.container import DISK_OVERLAY_VERSION, Frame, FrameKind, TraceError, TraceFile
 from aero.traces.record import digest_update, replay_digest
 from aero.traces.schema import check_metadata, check_summary
 
@@ -36,12 +36,12 @@ from aero.events import (
     describe,
 )
 from aero.launch import GuestRef, LaunchError, find_image, find_image_by_hash, start_machine
-from aero.machine import Machine, MachineConfig, StopReason
+from aero.machine import Machine, MachineConfig, StopReason, hash64
 
 __all__ = ["Divergence", "EventCursor", "MAX_HELD_EVENTS", "OUTPUT_KEEP", "ReplayError",
            "ReplayObserver", "ReplayResult", "Replayer", "TraceContents", "guest_image",
-           "guest_images", "inject", "load_contents", "restore_keyframe", "scan", "seek",
-           "seek_stream"]
+           "guest_images", "inject", "load_contents", "machine_for", "restore_keyframe", "scan",
+           "seek", "seek_stream"]
 
 
 class ReplayError(Exception):
@@ -306,6 +306,9 @@ def load_contents(trace: TraceFile) -> TraceContents:
         guest = GuestRef.from_dict(meta["guest"])
     except LaunchError as exc:
         raise ReplayError(f"{trace.path}: {exc}") from None
+    if guest.disk_writable != (trace.version >= DISK_OVERLAY_VERSION):
+        raise ReplayError(f"{trace.path}: a trace of format version {trace.version} "
+                          f"{'cannot have' if guest.disk_writable else 'needs'} a writable disk")
     if guest.size > config.ram_size and guest.fmt != "rom":
         raise ReplayError(f"{trace.path}: the guest image ({guest.size} bytes) cannot fit in "
                           f"the configured RAM ({config.ram_size} bytes)")
@@ -403,29 +406,48 @@ def guest_images(c: TraceContents) -> dict[str, bytes]:
     return images
 
 
+def machine_for(c: TraceContents, config: MachineConfig | None = None) -> Machine:
+    """A machine for a keyframe of ``c`` to be restored into: the guest loaded (its ROM,
+    firmware files and disk are configuration, not state, so a keyframe does not hold
+    them). Without the guest's images at hand, a bare machine, as long as the guest has no
+    writable disk (whose overlay cannot be restored without the disk under it)."""
+    try:
+        return start_machine(config or c.config, c.guest, guest_image(c), guest_images(c))
+    except (ReplayError, LaunchError) as exc:
+        if c.guest.disk_writable:
+            raise ReplayError(str(exc)) from None
+        return Machine(config or c.config)
+
+
 def restore_keyframe(c: TraceContents, kf_frame: Frame, machine: Machine | None = None) -> tuple[
         Machine, codec.Keyframe]:
-    """A machine in the state of a keyframe. Everything in the keyframe is checked against
-    the configuration before RAM is allocated; the pages are copied one pages frame at a
-    time into a single snapshot buffer."""
+    """A machine in the state of a keyframe (``machine``, else :func:`machine_for`).
+    Everything in the keyframe is checked against the configuration before RAM is
+    allocated; the pages are copied one pages frame at a time into a single snapshot
+    buffer, followed by a writable disk's overlay blocks (each checked against its hash)."""
     where = f"{c.trace.path}: keyframe at tick {kf_frame.first_tick}"
-    expect_len = struct.calcsize("<QIIQ") + codec.CPU_STATE_BYTES + codec.DEV_STATE_BYTES + \
-        12 * (c.config.ram_size // codec.PAGE)
-    if kf_frame.raw_len != expect_len:
+    expect_len = codec.keyframe_base_len(c.config.ram_size)
+    rw = c.guest.disk_writable
+    if kf_frame.raw_len != expect_len and not (rw and kf_frame.raw_len > expect_len):
         raise TraceError(f"{where} is not for this machine's {c.config.ram_size} bytes of RAM")
-    k = codec.decode_keyframe(c.trace.read(kf_frame), kf_frame)
+    disk_blocks = -(-c.guest.disk_size // Machine.DISK_BLOCK) if rw else None
+    k = codec.decode_keyframe(c.trace.read(kf_frame), kf_frame, disk_blocks)
     if k.ram_size != c.config.ram_size:
         raise TraceError(f"{where} has the wrong RAM size")
     pages_frames = c.frames(FrameKind.PAGES)
     n = len(k.hashes)
     if n and int(k.page_frames.max()) >= len(pages_frames):
         raise TraceError(f"{where} names a missing pages frame")
+    dn = len(k.disk_blocks) if k.disk_blocks is not None else 0
+    if dn and k.disk_frames is not None and int(k.disk_frames.max()) >= len(pages_frames):
+        raise TraceError(f"{where} names a missing pages frame")
     if machine is not None and machine.config.ram_size != k.ram_size:
         raise TraceError(f"{where} does not fit a machine with {machine.config.ram_size} "
                          f"bytes of RAM")
     head = struct.pack("<IIII", codec.SNAPSHOT_MAGIC, k.ram_size, k.tick & 0xFFFFFFFF,
                        (k.tick >> 32) & 0xFFFFFFFF) + k.cpu + k.devices
-    snap = bytearray(len(head) + k.ram_size)
+    overlay_len = 4 + dn * (4 + codec.PAGE) if rw else 0
+    snap = bytearray(len(head) + k.ram_size + overlay_len)
     snap[:len(head)] = head
     base = len(head)
     order = np.argsort(k.page_frames, kind="stable")
@@ -440,7 +462,25 @@ def restore_keyframe(c: TraceContents, kf_frame: Frame, machine: Machine | None 
                 raise TraceError(f"{where}: page {i} is missing")
             snap[base + i * codec.PAGE:base + (i + 1) * codec.PAGE] = data
         del pages
-    m = machine or Machine(c.config)
+    if rw and k.disk_blocks is not None and k.disk_hashes is not None \
+            and k.disk_frames is not None:
+        obase = len(head) + k.ram_size
+        snap[obase:obase + 4] = struct.pack("<I", dn)
+        snap[obase + 4:obase + 4 + 4 * dn] = np.asarray(k.disk_blocks, "<u4").tobytes()
+        dbase = obase + 4 + 4 * dn
+        by_frame: dict[int, list[int]] = {}
+        for j, fr in enumerate(k.disk_frames.tolist()):
+            by_frame.setdefault(int(fr), []).append(j)
+        for fr, js in sorted(by_frame.items()):
+            pages = codec.decode_pages(c.trace.read(pages_frames[fr]), pages_frames[fr])
+            for j in js:
+                block, h = int(k.disk_blocks[j]), int(k.disk_hashes[j])
+                data = pages.get(h)
+                if data is None or hash64(bytes(data), Machine.DISK_HASH_SEED | block) != h:
+                    raise TraceError(f"{where}: disk block {block} is missing or damaged")
+                snap[dbase + j * codec.PAGE:dbase + (j + 1) * codec.PAGE] = data
+            del pages
+    m = machine or machine_for(c)
     try:
         m.restore(snap)
     except ValueError:

@@ -161,6 +161,8 @@ _GUEST: dict[str, tuple[Callable[[Any], bool], bool, str]] = {
     # The disk image on the primary IDE channel.
     "disk_sha256": (_str(64, _HEX64), False, "64 lowercase hex digits"),
     "disk_size": (_int(512, MAX_IMAGE_BYTES), False, f"512 to {MAX_IMAGE_BYTES} bytes"),
+    # The disk's writes go to a copy-on-write overlay kept in the keyframes (format 3).
+    "disk_writable": (_bool, False, "true or false"),
     # The VGA option ROM the firmware runs (the `pc` guest).
     "vgarom_sha256": (_str(64, _HEX64), False, "64 lowercase hex digits"),
     "vgarom_size": (_int(1, 1 << 20), False, "1 byte to 1 MB"),

@@ -356,9 +356,14 @@ def add_guest_options(p: argparse.ArgumentParser, ram_default: int = 32 << 20) -
                         f"(default {ram_default >> 20}M; 128M for the bundled Linux guest)")
     mark_path(p.add_argument("--initrd", metavar="FILE", default=None,
                              help="initial ramdisk for a Linux kernel"))
-    mark_path(p.add_argument("--disk", metavar="FILE", default=None,
+    mark_path(p.add_argument("--disk", metavar="FILE[,rw]", default=None,
                              help="raw disk image (a multiple of 512 bytes) on the primary IDE "
-                                  "channel, read-only; boot it with the guest `pc` (SeaBIOS)"))
+                                  "channel, read-only; FILE,rw: the guest's writes go to a "
+                                  "copy-on-write overlay (the file is never written); boot it "
+                                  "with the guest `pc` (SeaBIOS)"))
+    mark_path(p.add_argument("--disk-save", metavar="OUT", default=None,
+                             help="with --disk FILE,rw: at the end, write the disk as the guest "
+                                  "left it (FILE with the overlay applied) to OUT"))
     p.add_argument("--append", metavar="CMDLINE", default=None,
                    help="kernel command line for a Linux kernel (default: the bundled "
                         "guest's, see docs/linux.md)")

@@ -47,12 +47,18 @@ def start_guest(args: argparse.Namespace):  # noqa: ANN201 - (resolved guest, Ma
         raise CliError(f"{args.guest}: is a directory, not a guest image")
     try:
         limit_ram = args.ram if args.ram is not None else args.ram_default
-        disk = getattr(args, "disk", None)
-        if disk is not None and disk.endswith(",rw"):
-            raise CliError(f"{disk}: read-write disks are not supported; the disk is always "
-                           f"read-only (drop ',rw')")
+        disk, writable = disk_spec(getattr(args, "disk", None))
+        save = getattr(args, "disk_save", None)
+        if save is not None:
+            if disk is None or not writable:
+                raise CliError("--disk-save keeps what the guest wrote to a --disk FILE,rw; "
+                               "there is no writable disk")
+            if Path(save).exists() and Path(disk).exists() and \
+                    Path(save).resolve() == Path(disk).resolve():
+                raise CliError(f"{save}: --disk-save must not be the disk image itself (the "
+                               f"image is never written)")
         r = resolve(args.guest, args.format, args.load_addr, args.initrd, ram_size=limit_ram,
-                    disk=disk)
+                    disk=disk, disk_writable=writable)
         cmdline = args.append
         if cmdline is None:
             cmdline = (r.cmdline or DEFAULT_CMDLINE) if r.ref.fmt == "linux" else ""
@@ -66,6 +72,36 @@ def start_guest(args: argparse.Namespace):  # noqa: ANN201 - (resolved guest, Ma
         raise CliError(str(exc)) from None
     except OSError as exc:
         raise CliError(f"{args.guest}: {exc.strerror}") from None
+
+
+def disk_spec(spec: str | None) -> tuple[str | None, bool]:
+    """``--disk FILE`` (read-only) or ``--disk FILE,rw`` (writes to a copy-on-write overlay):
+    (FILE, writable)."""
+    if spec is not None and spec.endswith(",rw"):
+        return spec[:-3], True
+    return spec, False
+
+
+def save_disk(args: argparse.Namespace, machine) -> None:  # noqa: ANN001 - a Machine
+    """With ``--disk-save OUT``: the disk as the guest left it (the image with the overlay
+    applied) into OUT, a new private file written whole (through a temporary file)."""
+    import os
+    import tempfile
+
+    out = getattr(args, "disk_save", None)
+    if out is None:
+        return
+    data = machine.disk_bytes()
+    target = Path(out)
+    fd, tmp = tempfile.mkstemp(dir=target.parent if str(target.parent) else ".",
+                               prefix=".disk-")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+        os.replace(tmp, target)
+    except OSError as exc:
+        Path(tmp).unlink(missing_ok=True)
+        raise CliError(f"{out}: {exc.strerror}") from None
 
 
 def unmodelled_ata_commands(machine) -> list[int]:  # noqa: ANN001 - a Machine
@@ -126,6 +162,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     screen = machine.screen() if args.screen else None
     if screen is not None and not args.json:
         write_stdout(("\n" + "\n".join(screen).rstrip("\n") + "\n").encode())
+    save_disk(args, machine)
     for op in unmodelled_ata_commands(machine):
         print(f"aero: note: the guest issued ATA command {op:02X}h, which is not modelled "
               f"(the drive answered it with ABRT)", file=sys.stderr)

@@ -146,6 +146,9 @@ def do_record(args: argparse.Namespace, *, script_text: str | None = None,
         raise CliError(f"{path}: {exc.strerror}") from None
     if not args.output:
         record.update_latest(path)
+    from aero.cli.run import save_disk
+
+    save_disk(args, machine)
     summary = {"trace": str(path), "guest": ref.name, "ticks": result.ticks,
                "stop": result.stop, "exit_status": result.exit_status,
                "inputs": result.inputs, "device_events": result.device_events,
@@ -340,7 +343,9 @@ def cmd_info(args: argparse.Namespace) -> int:
                       f"{info['guest']['sha256'][:16]}..., "
                       f"{'packed' if info['packed'] else 'not packed'})"),
             *([("disk", f"{info['guest']['disk_size']:,} bytes, sha256 "
-                        f"{info['guest']['disk_sha256'][:16]}...")]
+                        f"{info['guest']['disk_sha256'][:16]}..."
+                        + (", writable (copy-on-write overlay in the keyframes)"
+                           if info["guest"].get("disk_writable") else ""))]
               if info["guest"].get("disk_sha256") else []),
             ("ticks", f"0 .. {info['ticks']:,}"),
             ("stop", f"{info['stop']} (exit status {info['exit_status']})"),
@@ -388,7 +393,7 @@ def pack_trace(path: Path, out: Path) -> dict:
         except OSError:
             mode = 0o600
         os.fchmod(fd, mode)
-        with TraceWriter(tmp, trace.metadata, fd=fd) as w:
+        with TraceWriter(tmp, trace.metadata, fd=fd, version=trace.version) as w:
             for h in missing:
                 name = c.guest.name if h == c.guest.sha256 else \
                     f"{c.guest.name} disk" if h == c.guest.disk_sha256 else \
@@ -521,7 +526,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
         guest="demo", output=args.output, input=None, interactive=False, speed=math.inf,
         ticks=20_000_000_000, rtc=1_790_000_000, checkpoint_interval=None,
         keyframe_interval=None, format="auto", load_addr=0x7C00, ram=32 << 20,
-        ram_default=32 << 20, initrd=None, append=None, disk=None,
+        ram_default=32 << 20, initrd=None, append=None, disk=None, disk_save=None,
         quiet=args.json, json=args.json, no_progress=True, progress=False)
     if not args.json:
         print("== recording the demo guest with guests/demo.script ==", file=sys.stderr)
