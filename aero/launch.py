@@ -352,9 +352,10 @@ def _stored_image(images: dict[str, bytes] | None, sha256: str | None, size: int
         return None
     data = (images or {}).get(sha256) or find_image_by_hash(sha256, size)
     if data is None or _digest(data) != sha256:
+        hint = " (or give the disk image with --disk FILE)" if what == "the disk image" else ""
         raise LaunchError(f"{what} of {name} (sha256 {sha256[:16]}..., {size} bytes) is "
                           f"neither in the trace nor in the image store; run `aero pack` on "
-                          f"the machine that recorded it")
+                          f"the machine that recorded it{hint}")
     return data
 
 

@@ -327,3 +327,39 @@ def test_cli_disk_save_needs_a_writable_disk_and_another_file(tmp_path: Path) ->
         assert "--disk-save" in r.stderr
     assert not (tmp_path / "o").exists()
     assert disk.read_bytes() == pattern_disk(8)
+
+
+# ---- a disk that changed between record and replay ------------------------------------------
+
+@needs_seabios
+@pytest.mark.parametrize("rw", [False, True])
+def test_replay_finds_a_changed_disk_by_its_hash(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                 rw: bool) -> None:
+    disk = tmp_path / "d.img"
+    original = writer_disk()
+    disk.write_bytes(original)
+    t = tmp_path / "d.aerotrace"
+    r = aero_cli("record", "pc", "--disk", f"{disk},rw" if rw else str(disk), "-o", str(t),
+                 "--ticks", "8000000", "--rtc", "0", "--quiet")
+    assert r.returncode == 0, r.stderr
+    changed = bytearray(original)
+    changed[600] ^= 1
+    disk.write_bytes(bytes(changed))
+    # The recorder stored the disk by its hash: a changed file passed in is refused.
+    r = aero_cli("replay", str(t), "--disk", str(disk), "--quiet")
+    assert r.returncode == 2 and r.stderr.count("\n") == 1, r.stderr
+    assert "is not the one the trace was recorded with" in r.stderr and "changed" in r.stderr
+    assert aero_cli("replay", str(t), "--quiet").returncode == 0  # the stored copy
+    # Without the stored copy: one line naming the way out.
+    monkeypatch.setenv("AERO_IMAGE_STORE", str(tmp_path / "firmware-only"))
+    store_image(SEABIOS.read_bytes())
+    store_image(Path("/usr/share/seabios/vgabios-isavga.bin").read_bytes())
+    r = aero_cli("replay", str(t), "--quiet")
+    assert r.returncode == 2 and r.stderr.count("\n") == 1, r.stderr
+    assert "disk image" in r.stderr and "--disk FILE" in r.stderr
+    r = aero_cli("replay", str(t), "--disk", str(disk), "--quiet")
+    assert r.returncode == 2 and "recorded with" in r.stderr, r.stderr
+    disk.write_bytes(original)
+    r = aero_cli("replay", str(t), "--disk", str(disk), "--json")
+    assert r.returncode == 0 and json.loads(r.stdout)["diverged"] is False, r.stderr
+    assert disk.read_bytes() == original

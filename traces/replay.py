@@ -14,6 +14,7 @@ Invariants:
 
 from __future__ import annotations
 
+import hashlib
 import struct
 import time
 from collections.abc import Callable, Iterator
@@ -41,7 +42,7 @@ from aero.machine import Machine, MachineConfig, StopReason, hash64
 __all__ = ["Divergence", "EventCursor", "MAX_HELD_EVENTS", "OUTPUT_KEEP", "ReplayError",
            "ReplayObserver", "ReplayResult", "Replayer", "TraceContents", "guest_image",
            "guest_images", "inject", "load_contents", "machine_for", "restore_keyframe", "scan",
-           "seek", "seek_stream"]
+           "seek", "seek_stream", "supply_disk"]
 
 
 class ReplayError(Exception):
@@ -399,11 +400,28 @@ def guest_images(c: TraceContents) -> dict[str, bytes]:
             continue
         data = c.images.get(h) or find_image_by_hash(h, size)
         if data is None:
-            raise ReplayError(f"the {what} of {c.guest.name} (sha256 {h[:16]}...) is neither "
-                              f"in the trace nor in the image store; run `aero pack` on the "
-                              f"machine that recorded it")
+            hint = " (or give the disk image with --disk FILE)" if what == "disk image" else ""
+            raise ReplayError(f"the {what} of {c.guest.name} (sha256 {h[:16]}..., {size:,} "
+                              f"bytes) is neither in the trace nor in the image store; run "
+                              f"`aero pack` on the machine that recorded it{hint}")
         images[h] = data
     return images
+
+
+def supply_disk(c: TraceContents, data: bytes, name: str) -> None:
+    """Give the replay of ``c`` its disk image from a file the user names (``replay --disk``),
+    for a trace that references its disk without embedding it. The file must be the very
+    image the trace was recorded with (same SHA-256): a disk that changed since is an error,
+    never a silent substitution."""
+    want, size = c.guest.disk_sha256, c.guest.disk_size
+    if not want:
+        raise ReplayError(f"{name}: the trace was recorded without a disk")
+    got = hashlib.sha256(data).hexdigest()
+    if got != want:
+        raise ReplayError(f"{name}: this disk image is not the one the trace was recorded "
+                          f"with (sha256 {got[:16]}..., {len(data):,} bytes; the trace needs "
+                          f"{want[:16]}..., {size:,} bytes): the disk changed since")
+    c.images[want] = data
 
 
 def machine_for(c: TraceContents, config: MachineConfig | None = None) -> Machine:

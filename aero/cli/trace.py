@@ -199,18 +199,34 @@ def add_replay(sub: argparse._SubParsersAction) -> None:
     add_progress_options(p)
     p.add_argument("--gdb", metavar="[HOST:]PORT",
                    help="serve the replay to gdb (remote protocol) instead: docs/debugging.md")
+    mark_path(p.add_argument("--disk", metavar="FILE", default=None,
+                             help="the disk image of a trace that references it (not packed) "
+                                  "when the image store lacks it; it must hash to the recorded "
+                                  "image (a disk that changed since is an error)"))
     p.set_defaults(func=cmd_replay)
 
 
 def do_replay(path: Path, *, until: int | None = None, speed: float | None = None,
-              echo: bool = False, prog=None):  # noqa: ANN001, ANN201
+              echo: bool = False, prog=None, disk: str | None = None):  # noqa: ANN001, ANN201
     """Replay ``path`` (speed None or inf: as fast as possible); ``prog`` is an
-    aero.progress.Progress or None."""
+    aero.progress.Progress or None; ``disk``: a file holding the trace's disk image."""
     from aero.traces.container import open_trace
-    from aero.traces.replay import Replayer, load_contents
+    from aero.traces.replay import Replayer, load_contents, supply_disk
 
     trace = open_trace(path)
     contents = load_contents(trace)
+    if disk is not None:
+        from aero.loader import MAX_IMAGE_BYTES, GuestError, read_image
+
+        try:
+            data = read_image(disk, MAX_IMAGE_BYTES)
+        except FileNotFoundError:
+            raise CliError(f"{disk}: no such file") from None
+        except OSError as exc:
+            raise CliError(f"{disk}: {exc.strerror}") from None
+        except GuestError as exc:
+            raise CliError(str(exc)) from None
+        supply_disk(contents, data, disk)
     rep = Replayer(contents)
     if prog is not None:
         prog.set_total(contents.end_tick if until is None else min(until, contents.end_tick))
@@ -232,7 +248,7 @@ def cmd_replay(args: argparse.Namespace) -> int:
     try:
         with progress(args, "replaying", None, "ticks", mode=mode) as prog:
             result = do_replay(path, until=args.until, speed=args.speed, echo=echo,
-                               prog=prog)
+                               prog=prog, disk=args.disk)
     except (TraceError, ReplayError) as exc:
         if args.check:
             print(f"aero: cannot evaluate: {exc}", file=sys.stderr)
