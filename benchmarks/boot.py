@@ -79,7 +79,7 @@ def _qemu(disk: Path | None, ram: int, marker: bytes, channel: int,
     else:
         cmd += ["-serial", "stdio"]
     if disk is not None:
-        cmd += ["-drive", f"file={disk},format=raw,if=ide,snapshot=on"]
+        cmd += ["-drive", f"file={disk},format=raw,if=ide,snapshot=on", "-boot", "c"]
     t = time.perf_counter()
     proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
                             stderr=subprocess.DEVNULL, start_new_session=True)

@@ -394,6 +394,44 @@ def test_seabios_boots_the_disk_and_reads_it_through_int13() -> None:
     assert "Booting from Hard Disk...\nBooting from 0000:7c00\nHello from sector 1\n" in text
 
 
+def cmos(m: Machine, reg: int) -> int:
+    m.port_write(0x70, reg)
+    return m.port_read(0x71)
+
+
+def test_a_disk_machine_asks_the_firmware_to_boot_the_disk_first() -> None:
+    """CMOS 3Dh and 38h as QEMU's -boot c sets them: the hard disk (2) first, nothing after
+    it, the floppy boot-signature check left on (38h bit 0 clear)."""
+    bare = Machine(MachineConfig(ram_size=1 << 20))
+    assert (cmos(bare, 0x3D), cmos(bare, 0x38)) == (0x00, 0x00)
+    m = disk_machine()
+    assert (cmos(m, 0x3D), cmos(m, 0x38)) == (0x02, 0x00)
+    checksum = sum(cmos(m, r) for r in range(0x10, 0x2E))
+    assert cmos(m, 0x2E) << 8 | cmos(m, 0x2F) == checksum  # outside the checksummed bytes
+    other = Machine(MachineConfig(ram_size=1 << 20))
+    other.restore(m.snapshot())  # CMOS is RTC state: it travels with snapshots
+    assert cmos(other, 0x3D) == 0x02
+
+
+@needs_seabios
+def test_seabios_tries_the_disk_before_the_floppy() -> None:
+    """A disk that is not bootable (no 55AAh): SeaBIOS reads CMOS 3Dh, tries the hard disk
+    first and only then the floppy it falls back to, then gives up."""
+    m = Machine(MachineConfig(ram_size=32 << 20))
+    m.load_rom(SEABIOS.read_bytes())
+    m.attach_disk(bytes(512 * 2048))
+    out = bytearray()
+    while m.ticks < 80_000_000 and b"No bootable device." not in out:
+        m.run(m.ticks + 5_000_000)
+        out += m.take_output()
+        m.take_events()
+    text = out.decode("latin-1")
+    hd, fd = text.find("Booting from Hard Disk..."), text.find("Booting from Floppy...")
+    assert 0 <= hd < fd, text[-600:]
+    assert "Boot failed: not a bootable disk" in text[hd:fd]
+    assert "No bootable device." in text[fd:]
+
+
 def aero_cli(*args: str, timeout: int = 300) -> subprocess.CompletedProcess:
     return subprocess.run([sys.executable, "-m", "aero.cli", *args], capture_output=True,
                           text=True, timeout=timeout, env=dict(os.environ))

@@ -329,6 +329,12 @@ static void power_on(aero_machine *m) {
     s->powered = 1;
 }
 
+void aero_rtc_boot_order(aero_machine *m, uint8_t first, uint8_t second, uint8_t third) {
+    uint8_t *c = m->pc->rtc.cmos;
+    c[0x3D] = (uint8_t)((second & 0x0F) << 4 | (first & 0x0F));
+    c[0x38] = (uint8_t)((third & 0x0F) << 4);
+}
+
 void aero_rtc_reset(aero_machine *m) {
     aero_rtc *s = &m->pc->rtc;
     if (!s->powered) {

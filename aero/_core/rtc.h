@@ -37,6 +37,10 @@ void aero_rtc_write(struct aero_machine *m, uint16_t port, uint8_t val);
 /* The wall-clock time at the current tick (AERO_EV_RTC_TIME), Unix seconds. */
 void aero_rtc_set_time(struct aero_machine *m, int64_t unix_seconds);
 void aero_rtc_timer(struct aero_machine *m);
+/* The boot order in CMOS as QEMU's -boot gives it to SeaBIOS: 3Dh = second << 4 | first,
+ * 38h = third << 4 (bit 0 clear: check the floppy boot signature), each a device code
+ * (0 none, 1 floppy, 2 hard disk, 3 CD-ROM, 4 network). Outside the checksummed range. */
+void aero_rtc_boot_order(struct aero_machine *m, uint8_t first, uint8_t second, uint8_t third);
 void aero_rtc_save(const aero_rtc *s, struct aero_sbuf *b);
 void aero_rtc_load(aero_rtc *s, struct aero_sbuf *b);
 
