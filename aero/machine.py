@@ -14,7 +14,7 @@ Invariants:
 from __future__ import annotations
 
 import enum
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field, fields
 from typing import NamedTuple
@@ -27,7 +27,7 @@ from aero.events import EVENT_DTYPE
 __all__ = ["DEFAULT_FEATURES", "FEATURE_BITS", "GPR_NAMES", "INTR_QUEUE", "Machine",
            "MachineConfig", "PORT_STAT_DTYPE", "PortStat", "Regs", "SEGMENT_NAMES", "Segment",
            "StopReason", "WATCH_EXEC", "WATCH_IO", "WATCH_LOG", "WATCH_MAX", "WATCH_PHYS",
-           "WATCH_READ", "WATCH_WRITE", "Access", "WatchHit", "hash64"]
+           "WATCH_READ", "WATCH_WRITE", "Access", "WatchHit", "hash64", "text_screen"]
 
 ffi, lib = load_core()
 
@@ -382,16 +382,7 @@ class Machine:
         a space, trailing spaces removed), read from the frame buffer in RAM (B8000h, or
         B0000h when the miscellaneous output selects monochrome addressing) from the CRTC's
         start address. Empty lines without the PC devices or RAM there."""
-        from aero import devstate
-
-        vga = devstate.decode(self.devices_state_bytes()).get("vga")
-        if not vga:
-            return [""] * rows
-        crtc, misc = vga["crtc"], vga["misc"]
-        assert isinstance(crtc, list) and isinstance(misc, int)
-        base = (0xB8000 if misc & 1 else 0xB0000) + 2 * ((crtc[0x0C] << 8 | crtc[0x0D]) & 0x3FFF)
-        raw = self.read(base, 2 * cols * rows)[0::2].replace(b"\0", b" ")
-        return [raw[r * cols:(r + 1) * cols].decode("cp437").rstrip() for r in range(rows)]
+        return text_screen(self.devices_state_bytes(), self.read, cols, rows)
 
     # ---- execution ----------------------------------------------------------------------
     def reset(self) -> None:
@@ -653,6 +644,23 @@ class Machine:
     def restore(self, snapshot: bytes | bytearray) -> None:
         if lib.aero_snapshot_load(self._m, ffi.from_buffer(snapshot), len(snapshot)) != 0:
             raise ValueError("snapshot does not match this machine (size, RAM or version)")
+
+
+def text_screen(devices: bytes, read: Callable[[int, int], bytes], cols: int = 80,
+                rows: int = 25) -> list[str]:
+    """The VGA text screen of a machine state: ``devices`` is its serialized device state
+    (for the VGA's miscellaneous output and CRTC start address), ``read(addr, n)`` reads its
+    physical memory. :meth:`Machine.screen`; trace exports call it on keyframes."""
+    from aero import devstate
+
+    vga = devstate.decode(devices).get("vga")
+    if not vga:
+        return [""] * rows
+    crtc, misc = vga["crtc"], vga["misc"]
+    assert isinstance(crtc, list) and isinstance(misc, int)
+    base = (0xB8000 if misc & 1 else 0xB0000) + 2 * ((crtc[0x0C] << 8 | crtc[0x0D]) & 0x3FFF)
+    raw = read(base, 2 * cols * rows)[0::2].replace(b"\0", b" ")
+    return [raw[r * cols:(r + 1) * cols].decode("cp437").rstrip() for r in range(rows)]
 
 
 def hash64(data: bytes, seed: int = 0) -> int:

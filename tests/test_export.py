@@ -286,3 +286,68 @@ def test_cli(demo_trace: Path, tmp_path: Path) -> None:
     assert r.returncode == 2 and "aero: error:" in r.stderr
     r = _cli(str(tmp_path / "missing.aerotrace"), "--format", "perfetto")
     assert r.returncode == 2
+
+
+# ---- screens --------------------------------------------------------------------------------
+
+SEABIOS = Path("/usr/share/seabios/bios.bin")
+
+
+@pytest.mark.skipif(not SEABIOS.exists(), reason="Debian's seabios is not installed")
+def test_perfetto_carries_the_screen_of_a_seabios_boot(tmp_path: Path) -> None:
+    from aero.traces.record import Recorder, RecordOptions
+
+    from aero.launch import resolve, store_image
+    from aero.machine import MachineConfig
+
+    os.environ["AERO_IMAGE_STORE"] = str(tmp_path / "images")
+    r = resolve("pc")
+    for image in r.images.values():
+        store_image(image)
+    m = start_machine(MachineConfig(ram_size=32 << 20), r.ref, r.data, r.images)
+    p = tmp_path / "bios.aerotrace"
+    Recorder(m, r.ref, p, RecordOptions(rtc_time=RTC, max_ticks=60_000_000,
+                                        checkpoint_interval=2_000_000,
+                                        keyframe_interval=10_000_000)).run()
+    final = m.screen()
+    assert "No bootable device." in "\n".join(final)
+    c = load_contents(open_trace(p))
+
+    def screens(mode: str) -> list[dict]:
+        evs = perfetto_events(c, screens=mode)
+        names = [e for e in evs if e["ph"] == "M" and e["args"].get("name") == "screen"]
+        shots = [e for e in evs if e["ph"] == "i" and e["pid"] == PID_MACHINE
+                 and e["tid"] == 4]
+        assert len(names) == (1 if shots else 0)
+        return shots
+
+    at_cps = screens("checkpoints")
+    cp_ticks = set(np.concatenate([t for t, _ in c.iter_checkpoints()]).tolist())
+    assert at_cps and all(e["args"]["tick"] in cp_ticks for e in at_cps)
+    assert all(e["args"]["source"] == "checkpoint" for e in at_cps)
+    # Only changes: no two neighbours alike; the boot's last screen is the final one.
+    texts = [e["args"]["screen"] for e in at_cps]
+    assert all(a != b for a, b in zip(texts, texts[1:], strict=False))
+    assert texts[-1] == "\n".join(final).rstrip("\n")
+    assert any(t.startswith("SeaBIOS (version 1.16") for t in texts)
+    assert at_cps[-1]["name"].startswith("SeaBIOS (version")
+    assert at_cps[0]["ts"] == _us(at_cps[0]["args"]["tick"], c.config.tick_hz)
+    # From the keyframes, without execution: at each keyframe, the screen the replay saw
+    # at that checkpoint.
+    at_kfs = screens("keyframes")
+    assert at_kfs and all(e["args"]["source"] == "keyframe" for e in at_kfs)
+    kf_ticks = {f.first_tick for f in c.keyframes}
+    for e in at_kfs:
+        t = e["args"]["tick"]
+        assert t in kf_ticks
+        seen = [s for s in at_cps if s["args"]["tick"] <= t][-1]
+        assert e["args"]["screen"] == seen["args"]["screen"], t
+    assert screens("none") == []
+    with pytest.raises(ExportError, match="screens"):
+        perfetto_events(c, screens="sometimes")
+
+
+def test_a_trace_without_a_screen_has_no_screen_track(demo_trace: Path) -> None:
+    c = load_contents(open_trace(demo_trace))
+    evs = perfetto_events(c)
+    assert not [e for e in evs if e["ph"] == "M" and e["args"].get("name") == "screen"]

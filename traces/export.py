@@ -16,18 +16,35 @@ output for a given trace and arguments is byte-for-byte the same on every run.
 
 from __future__ import annotations
 
+import itertools
 import json
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import IO
 
 import numpy as np
-from aero.traces.container import FrameKind
-from aero.traces.replay import ReplayError, TraceContents, inject, seek_stream
+from aero.traces import codec
+from aero.traces.container import FrameKind, TraceError
+from aero.traces.replay import (
+    Replayer,
+    ReplayError,
+    ReplayResult,
+    TraceContents,
+    inject,
+    seek_stream,
+)
 
 from aero.events import Channel, Device, Kind, ResetCause
-from aero.machine import WATCH_LOG, WATCH_READ, WATCH_WRITE, Access, Machine, StopReason
+from aero.machine import (
+    WATCH_LOG,
+    WATCH_READ,
+    WATCH_WRITE,
+    Access,
+    Machine,
+    StopReason,
+    text_screen,
+)
 
 TENET_LIMIT = 5_000_000  # ticks a Tenet export may cover without --force
 
@@ -38,6 +55,8 @@ PID_INPUTS, PID_INTERRUPTS, PID_OUTPUT, PID_TIMERS, PID_MACHINE, PID_ORACLES = r
 _INPUT_TRACKS = {"com1 rx": 1, "com2 rx": 2, "keys": 3, "rtc time": 4, "reset / nmi / intr": 5}
 _INTA_TID = 100  # inside PID_INTERRUPTS; IRQ lines are counter tracks of the same process
 _MACHINE_TRACKS = {"checkpoints": 1, "guest resets": 2, "stop": 3}
+_SCREEN_TID = 4  # inside PID_MACHINE, only in an export that carries screens
+SCREEN_MODES = ("none", "keyframes", "checkpoints")
 _LINE_TEXT = 200  # characters of an output line kept in a slice's name
 
 
@@ -99,17 +118,107 @@ def _text(data: bytes) -> str:
     return data.decode("latin-1").translate({c: "." for c in (*range(32), 127)})
 
 
-def perfetto_events(c: TraceContents, violations: Iterable[Violation] = ()) -> list[dict]:
+def perfetto_events(c: TraceContents, violations: Iterable[Violation] = (),
+                    screens: str = "keyframes") -> list[dict]:
     """The trace as a list of trace events (metadata events first, then by track). For
     large traces use :func:`iter_perfetto`, which holds one frame at a time."""
-    return list(iter_perfetto(c, violations))
+    return list(iter_perfetto(c, violations, screens))
 
 
-def iter_perfetto(c: TraceContents, violations: Iterable[Violation] = ()) -> Iterator[dict]:
+# ---- screens --------------------------------------------------------------------------------
+
+def keyframe_screens(c: TraceContents) -> Iterator[tuple[int, list[str]]]:
+    """The VGA text screen at every keyframe, read from the keyframe's device state and the
+    RAM pages of the text window (no execution): (tick, lines)."""
+    pages_frames = c.frames(FrameKind.PAGES)
+    blocks = -(-c.guest.disk_size // Machine.DISK_BLOCK) if c.guest.disk_writable else None
+    for f in c.keyframes:
+        k = codec.decode_keyframe(c.trace.read(f), f, blocks)
+        decoded: dict[int, dict[int, bytes]] = {}
+
+        def page(i: int, k: codec.Keyframe = k,
+                 decoded: dict[int, dict[int, bytes]] = decoded) -> bytes:
+            if not 0 <= i < len(k.hashes):
+                return bytes(codec.PAGE)
+            j = int(k.page_frames[i])
+            if j >= len(pages_frames):
+                raise TraceError(f"keyframe at tick {k.tick} names a missing pages frame")
+            if j not in decoded:
+                decoded[j] = codec.decode_pages(c.trace.read(pages_frames[j]), pages_frames[j])
+            data = decoded[j].get(int(k.hashes[i]))
+            if data is None:
+                raise TraceError(f"keyframe at tick {k.tick}: page {i} is missing")
+            return bytes(data)
+
+        def read(addr: int, n: int, page: Callable[[int], bytes] = page) -> bytes:
+            first, last = addr // codec.PAGE, (addr + n - 1) // codec.PAGE
+            raw = b"".join(page(i) for i in range(first, last + 1))
+            return raw[addr - first * codec.PAGE:addr - first * codec.PAGE + n]
+
+        yield k.tick, text_screen(k.devices, read)
+
+
+class _ScreenAtCheckpoints:
+    """Replay observer taking the screen at every checkpoint."""
+
+    per_instruction = False
+
+    def __init__(self) -> None:
+        self.screens: list[tuple[int, list[str]]] = []
+
+    def start(self, m: Machine, contents: TraceContents) -> None:
+        pass
+
+    def events(self, m: Machine, events: np.ndarray) -> None:
+        pass
+
+    def instruction(self, m: Machine) -> None:
+        pass
+
+    def checkpoint(self, m: Machine, tick: int) -> None:
+        self.screens.append((tick, m.screen()))
+
+    def end(self, m: Machine, result: ReplayResult) -> None:
+        pass
+
+
+def checkpoint_screens(c: TraceContents) -> list[tuple[int, list[str]]]:
+    """The VGA text screen at every checkpoint, by replaying the trace (verified as it goes:
+    a divergence ends the export with an error). (tick, lines)."""
+    obs = _ScreenAtCheckpoints()
+    res = Replayer(c).run(observer=obs)
+    if res.diverged:
+        d = res.divergence
+        raise ExportError(f"the replay diverged at tick {d.tick if d else '?'}: no screens "
+                          f"past it can be trusted")
+    return obs.screens
+
+
+def changed_screens(screens: Iterable[tuple[int, list[str]]]) -> list[tuple[int, list[str]]]:
+    """The screens that differ from the one before (a blank first screen left out)."""
+    out: list[tuple[int, list[str]]] = []
+    last: list[str] | None = None
+    for tick, lines in screens:
+        if lines != last and (last is not None or any(lines)):
+            out.append((tick, lines))
+        last = lines
+    return out
+
+
+def iter_perfetto(c: TraceContents, violations: Iterable[Violation] = (),
+                  screens: str = "keyframes") -> Iterator[dict]:
     """The trace events of :func:`perfetto_events`, produced while reading the trace frame
-    by frame (a first pass finds the output channels and timer devices for the metadata)."""
+    by frame (a first pass finds the output channels and timer devices for the metadata).
+
+    screens: the VGA text screen as text on a "screen" track of the machine, where it
+    changed: ``keyframes`` (read from the keyframes, no execution), ``checkpoints`` (at
+    every checkpoint, by replaying the trace) or ``none``."""
+    if screens not in SCREEN_MODES:
+        raise ExportError(f"screens: {screens!r} is not one of {', '.join(SCREEN_MODES)}")
     hz = c.config.tick_hz
     violations = list(violations)
+    shots = changed_screens(keyframe_screens(c) if screens == "keyframes" else
+                            checkpoint_screens(c) if screens == "checkpoints" else [])
 
     def ts(tick: int) -> float:
         return tick * 1_000_000 / hz  # one rounding: exact for whole microseconds
@@ -132,6 +241,8 @@ def iter_perfetto(c: TraceContents, violations: Iterable[Violation] = ()) -> Ite
         yield from _meta(PID_INPUTS, name, tid)
     for name, tid in _MACHINE_TRACKS.items():
         yield from _meta(PID_MACHINE, name, tid)
+    if shots:
+        yield from _meta(PID_MACHINE, "screen", _SCREEN_TID)
     yield from _meta(PID_INTERRUPTS, "inta", _INTA_TID)
     for dev in sorted(timers):
         yield from _meta(PID_TIMERS, _device_name(dev), dev)
@@ -211,6 +322,11 @@ def iter_perfetto(c: TraceContents, violations: Iterable[Violation] = ()) -> Ite
         for t in ticks.tolist():
             yield instant(PID_MACHINE, _MACHINE_TRACKS["checkpoints"], int(t), "checkpoint")
 
+    for tick, lines in shots:
+        title = next((ln.strip() for ln in lines if ln.strip()), "(blank screen)")
+        yield instant(PID_MACHINE, _SCREEN_TID, tick, title[:_LINE_TEXT],
+                      screen="\n".join(lines).rstrip("\n"), source=screens[:-1])
+
     for v in violations:
         yield instant(PID_ORACLES, oracle_tids[v.oracle], v.tick, v.message, oracle=v.oracle)
 
@@ -260,11 +376,13 @@ class _LineSplitter:
 
 
 def write_perfetto(c: TraceContents, out: IO[str],
-                   violations: Iterable[Violation] = ()) -> int:
+                   violations: Iterable[Violation] = (), screens: str = "keyframes") -> int:
     """Write the JSON document event by event; returns the number of trace events."""
     n = 0
+    events = iter_perfetto(c, violations, screens)
+    first = next(events, None)  # errors (a replay for the screens) before anything is written
     out.write('{"traceEvents":[')
-    for ev in iter_perfetto(c, violations):
+    for ev in itertools.chain([first] if first is not None else [], events):
         if n:
             out.write(",")
         out.write(json.dumps(ev, separators=(",", ":")))

@@ -41,6 +41,10 @@ def add_export(sub: argparse._SubParsersAction) -> None:
     mark_path(p.add_argument("--violations", metavar="FILE", type=input_file,
                              help="perfetto: mark oracle violations (the JSON of `aero check "
                                   "--json`; '-' for stdin)"))
+    p.add_argument("--screens", choices=("keyframes", "checkpoints", "none"), default=None,
+                   help="perfetto: the VGA text screen as text where it changed, read from "
+                        "the keyframes (the default; no execution) or taken at every "
+                        "checkpoint by replaying the trace")
     p.add_argument("--from", dest="start", type=tick, default=None, metavar="TICK",
                    help="tenet: first tick of the range")
     p.add_argument("--to", dest="end", type=tick, default=None, metavar="TICK",
@@ -79,6 +83,8 @@ def cmd_export(args: argparse.Namespace) -> int:
             raise CliError("--format tenet needs a tick range: --from T1 --to T2")
         if args.violations:
             raise CliError("--violations applies to --format perfetto only")
+        if args.screens:
+            raise CliError("--screens applies to --format perfetto only")
     elif args.start is not None or args.end is not None:
         raise CliError("--from/--to apply to --format tenet only")
     if args.format == "tenet" and args.end <= args.start:
@@ -139,7 +145,7 @@ def _export(args: argparse.Namespace, path: Path) -> dict:
                    "to": args.end, "instructions": count, "events": count}
     else:
         with _open_output(args.output) as out:
-            count = export.write_perfetto(c, out, violations)
+            count = export.write_perfetto(c, out, violations, args.screens or "keyframes")
         summary = {"file": args.output, "format": "perfetto", "events": count,
                    "violations": len(violations), "ticks": c.end_tick}
     return summary
