@@ -27,9 +27,15 @@ from aero.events import EVENT_DTYPE
 __all__ = ["DEFAULT_FEATURES", "FEATURE_BITS", "GPR_NAMES", "INTR_QUEUE", "Machine",
            "MachineConfig", "PORT_STAT_DTYPE", "PortStat", "Regs", "SEGMENT_NAMES", "Segment",
            "StopReason", "WATCH_EXEC", "WATCH_IO", "WATCH_LOG", "WATCH_MAX", "WATCH_PHYS",
-           "WATCH_READ", "WATCH_WRITE", "Access", "WatchHit", "hash64", "text_screen"]
+           "WATCH_READ", "WATCH_WRITE", "Access", "WatchHit", "hash64", "text_screen",
+           "PLATFORM_REVISION", "LEGACY_PLATFORM"]
 
 ffi, lib = load_core()
+
+# The platform revision new machines get, and the one a configuration that names none is
+# (api.h: AERO_PLATFORM_REV and the revisions).
+PLATFORM_REVISION = int(lib.AERO_PLATFORM_REV)
+LEGACY_PLATFORM = 1
 
 # CPUID.1:EDX feature bits advertised by default: FPU, DE, PSE, TSC, MSR, CX8, PGE, CMOV (CMOV
 # with FPU also announces FCMOV). Without "fpu" the machine has no x87: the escapes raise #UD.
@@ -110,6 +116,11 @@ class MachineConfig:
     # The kernel command line a Linux guest is loaded with (the loader writes it into guest
     # memory; the core never sees it). Empty for every other guest.
     cmdline: str = ""
+    # The PC platform's revision (api.h lists them): a machine is built as its revision
+    # was, so a trace replays on the platform it was recorded on. New machines get the
+    # current one; a configuration read from a trace that names none is revision 1, the
+    # platform of every trace recorded before revisions were written down.
+    platform: int = PLATFORM_REVISION
 
     def __post_init__(self) -> None:
         if self.ram_size <= 0 or self.ram_size % 4096 or self.ram_size > 0xF000_0000:
@@ -129,6 +140,9 @@ class MachineConfig:
             raise ValueError(f"post_ports takes up to four ports in 1-FFFFh: {self.post_ports}")
         if not isinstance(self.cmdline, str):
             raise ValueError(f"cmdline must be a string, not {type(self.cmdline).__name__}")
+        if type(self.platform) is not int or not 0 <= self.platform <= PLATFORM_REVISION:
+            raise ValueError(f"platform revision {self.platform!r} is not one this aero has "
+                             f"(0 to {PLATFORM_REVISION})")
 
     @property
     def features_edx(self) -> int:
@@ -145,6 +159,8 @@ class MachineConfig:
              for f in fields(self)}
         if not self.cmdline:
             del d["cmdline"]
+        if self.platform == LEGACY_PLATFORM:
+            del d["platform"]
         return d
 
     @classmethod
@@ -154,6 +170,7 @@ class MachineConfig:
         if extra:
             raise ValueError(f"unknown machine configuration keys: {', '.join(sorted(extra))}")
         values = dict(data)
+        values.setdefault("platform", LEGACY_PLATFORM)
         for key in ("features", "post_ports"):
             if key in values:
                 values[key] = tuple(values[key])  # type: ignore[arg-type]
@@ -278,6 +295,7 @@ class Machine:
         c.reset_on_triple_fault = 1 if self.config.reset_on_triple_fault else 0
         c.pc_devices = 1 if self.config.devices else 0
         c.tick_hz = self.config.tick_hz
+        c.platform_rev = self.config.platform
         for i, port in enumerate(self.config.post_ports):
             c.post_ports[i] = port
         ptr = lib.aero_machine_new(c)

@@ -146,6 +146,9 @@ _MACHINE: dict[str, tuple[Callable[[Any], bool], bool, str]] = {
     # A Linux kernel's command line (x86's COMMAND_LINE_SIZE is 2048, the NUL included).
     "cmdline": (lambda v: _str(2047)(v) and v.isascii() and v.isprintable(), False,
                 "printable ASCII of at most 2047 characters"),
+    # The platform revision the trace was recorded on (absent: revision 1). One this aero
+    # does not have is refused when the configuration is built, naming it.
+    "platform": (_int(0, 1 << 16), False, "a revision number"),
 }
 
 _GUEST: dict[str, tuple[Callable[[Any], bool], bool, str]] = {

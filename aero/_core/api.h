@@ -91,7 +91,16 @@ typedef struct aero_config {
                                     8042 + keyboard, port 92h, POST ports, PCI host bridge) */
     uint64_t tick_hz;            /* guest ticks per guest second: the time base of every device */
     uint16_t post_ports[4];      /* extra POST-code ports besides 80h (0: unused) */
+    uint32_t platform_rev;       /* the PC platform's revision (AERO_PLATFORM_REV: the current
+                                    one); a trace replays on the revision it was recorded on */
 } aero_config;
+/* Platform revisions: what a trace recorded on an earlier one needs switched off.
+ * 0: before the firmware devices: no PIIX3 functions at 00:01, no host-bridge subsystem IDs
+ *    or PAM routing, no fw_cfg (510h), IDE (1F0h, 170h, 3F6h, 376h), VGA (3B0h-3DFh) or
+ *    debug console at 402h.
+ * 1: those devices.
+ * 2: a disk machine's CMOS boot order (3Dh = 02h: the hard disk first). */
+#define AERO_PLATFORM_REV 2
 
 /* ---- the event log ----
  * Every nondeterministic input enters through aero_inject, stamped with the current tick;

@@ -486,8 +486,8 @@ int aero_disk_attach(aero_machine *m, const uint8_t *data, uint64_t size) {
     d->size = size;
     d->blocks = (uint32_t)((size + AERO_DISK_BLOCK - 1) / AERO_DISK_BLOCK);
     m->pc->disk = d;
-    /* Boot the disk first, as QEMU's -boot c tells SeaBIOS (CMOS 3Dh = 02h). */
-    aero_rtc_boot_order(m, 2, 0, 0);
+    /* Boot the disk first, as QEMU's -boot c tells SeaBIOS (CMOS 3Dh = 02h; revision 2 on). */
+    if (m->cfg.platform_rev >= 2) aero_rtc_boot_order(m, 2, 0, 0);
     return 0;
 }
 

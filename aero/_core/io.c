@@ -38,6 +38,13 @@ void aero_io_check(aero_machine *m, uint16_t port, int size) {
 }
 
 /* One byte from the PC platform's port map (pc_devices), or FFh where nothing answers. */
+/* Ports of the firmware devices, absent on platform revision 0 (api.h). */
+static int firmware_port(uint16_t port) {
+    return port == 0x510 || port == 0x511 || (port >= 0x1F0 && port <= 0x1F7) ||
+           (port >= 0x170 && port <= 0x177) || port == 0x3F6 || port == 0x376 ||
+           aero_vga_port(port);
+}
+
 static uint8_t pc_read8(aero_machine *m, uint16_t port) {
     switch (port) {
     case 0x20: case 0x21: case 0xA0: case 0xA1: case 0x4D0: case 0x4D1:
@@ -55,6 +62,7 @@ static uint8_t pc_read8(aero_machine *m, uint16_t port) {
     default:
         break;
     }
+    if (m->cfg.platform_rev == 0 && firmware_port(port)) return 0xFF;
     if ((port >= 0x1F0 && port <= 0x1F7) || (port >= 0x170 && port <= 0x177) || port == 0x3F6 ||
         port == 0x376)
         return aero_ide_read8(m, port);
@@ -98,6 +106,7 @@ static void pc_write8(aero_machine *m, uint16_t port, uint8_t val) {
     default:
         break;
     }
+    if (m->cfg.platform_rev == 0 && firmware_port(port)) return;
     if ((port >= 0x1F0 && port <= 0x1F7) || (port >= 0x170 && port <= 0x177) || port == 0x3F6 ||
         port == 0x376)
         aero_ide_write8(m, port, val);
@@ -111,7 +120,9 @@ static void pc_write8(aero_machine *m, uint16_t port, uint8_t val) {
  * accesses whole. */
 static uint32_t pc_read(aero_machine *m, uint16_t port, int size) {
     uint32_t v;
-    if (port >= 0xCF8 && port <= 0xCFF) {
+    if (m->cfg.platform_rev == 0 && firmware_port(port)) {
+        v = size == 4 ? 0xFFFFFFFFu : (1u << (8 * size)) - 1;
+    } else if (port >= 0xCF8 && port <= 0xCFF) {
         v = aero_pci_read(m, port, size);
     } else if (port == 0x510 || port == 0x511) {
         v = aero_fwcfg_read(m, port, size);
@@ -126,7 +137,9 @@ static uint32_t pc_read(aero_machine *m, uint16_t port, int size) {
 }
 
 static void pc_write(aero_machine *m, uint16_t port, int size, uint32_t val) {
-    if (port >= 0xCF8 && port <= 0xCFF) {
+    if (m->cfg.platform_rev == 0 && firmware_port(port)) {
+        return;
+    } else if (port >= 0xCF8 && port <= 0xCFF) {
         aero_pci_write(m, port, size, val);
     } else if (port == 0x510 || port == 0x511) {
         aero_fwcfg_write(m, port, size, val);
@@ -159,7 +172,8 @@ static void port_log(aero_machine *m, uint16_t port, int size, uint32_t val, int
 
 static uint32_t io_read(aero_machine *m, uint16_t port, int size) {
     uint32_t ones = size == 1 ? 0xFFu : size == 2 ? 0xFFFFu : 0xFFFFFFFFu;
-    if ((port == PORT_DEBUGCON || port == PORT_DEBUGCON_FW) && m->cfg.debug_ports)
+    if ((port == PORT_DEBUGCON || (port == PORT_DEBUGCON_FW && m->cfg.platform_rev)) &&
+        m->cfg.debug_ports)
         return 0xE9u | (ones & ~0xFFu); /* debugcon read-back */
     if (m->pc) return pc_read(m, port, size);
     return ones;
@@ -175,7 +189,8 @@ uint32_t aero_io_read(aero_machine *m, uint16_t port, int size) {
 void aero_io_write(aero_machine *m, uint16_t port, int size, uint32_t val) {
     if (AERO_UNLIKELY(m->watch_io)) aero_watch_port(m, port, size, val, AERO_WATCH_WRITE);
     if (m->port_log) port_log(m, port, size, val, 1);
-    if ((port == PORT_DEBUGCON || port == PORT_DEBUGCON_FW) && m->cfg.debug_ports) {
+    if ((port == PORT_DEBUGCON || (port == PORT_DEBUGCON_FW && m->cfg.platform_rev)) &&
+        m->cfg.debug_ports) {
         /* Only the low byte goes out: QEMU's debugcon is a one-byte port, and the bytes
          * above it land on the next ports. The run stops before the buffer is full. */
         m->out[m->out_len++] = (uint8_t)val;

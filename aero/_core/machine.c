@@ -57,7 +57,7 @@ void aero_reset(aero_machine *m) {
 
 aero_machine *aero_machine_new(const aero_config *cfg) {
     if (cfg->ram_size == 0 || (cfg->ram_size & 0xFFF) || cfg->ram_size > 0xF0000000u) return NULL;
-    if (cfg->tick_hz == 0) return NULL;
+    if (cfg->tick_hz == 0 || cfg->platform_rev > AERO_PLATFORM_REV) return NULL;
     aero_machine *m = calloc(1, sizeof *m);
     if (!m) return NULL;
     m->cfg = *cfg;

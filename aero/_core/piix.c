@@ -85,6 +85,7 @@ void aero_pam_changed(aero_machine *m) {
 
 int aero_pam_ram(const aero_machine *m, uint32_t phys, int write) {
     if (!m->pc || phys < 0xC0000u || phys >= 0x100000u) return 1;
+    if (m->cfg.platform_rev == 0) return 0; /* no PAM routing: the ROM's alias (api.h) */
     uint8_t attr;
     if (phys >= 0xF0000u) attr = m->pc->pci_cfg[PAM0] >> 4;
     else {

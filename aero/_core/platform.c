@@ -207,11 +207,14 @@ uint32_t aero_pci_read(aero_machine *m, uint16_t port, int size) {
     uint32_t a = pc->pci_addr;
     if (!(a & 0x80000000u)) return ones;
     uint32_t reg = (a & 0xFC) + (port & 3u), v = 0;
-    if ((a & 0x00FFF800u) == PCI_DEV1) return aero_piix_cfg_read(m, (a >> 8) & 7, reg, size);
+    int rev0 = m->cfg.platform_rev == 0; /* no PIIX3 functions, no subsystem IDs (api.h) */
+    if ((a & 0x00FFF800u) == PCI_DEV1 && !rev0)
+        return aero_piix_cfg_read(m, (a >> 8) & 7, reg, size);
     if ((a & 0x00FFFF00u) != 0) return ones;
     for (int i = 0; i < size; i++) {
         uint32_t r = (reg + (uint32_t)i) & 0xFF;
-        v |= (uint32_t)(r >= 0x2C && r < 0x30 ? host_subsys[r - 0x2C] : pc->pci_cfg[r]) << (8 * i);
+        v |= (uint32_t)(r >= 0x2C && r < 0x30 && !rev0 ? host_subsys[r - 0x2C] : pc->pci_cfg[r])
+             << (8 * i);
     }
     return v;
 }
@@ -226,7 +229,7 @@ void aero_pci_write(aero_machine *m, uint16_t port, int size, uint32_t val) {
     uint32_t a = pc->pci_addr;
     if (!(a & 0x80000000u)) return;
     uint32_t reg = (a & 0xFC) + (port & 3u);
-    if ((a & 0x00FFF800u) == PCI_DEV1) {
+    if ((a & 0x00FFF800u) == PCI_DEV1 && m->cfg.platform_rev > 0) {
         aero_piix_cfg_write(m, (a >> 8) & 7, reg, size, val);
         return;
     }

@@ -199,6 +199,11 @@ def add_replay(sub: argparse._SubParsersAction) -> None:
     add_progress_options(p)
     p.add_argument("--gdb", metavar="[HOST:]PORT",
                    help="serve the replay to gdb (remote protocol) instead: docs/debugging.md")
+    p.add_argument("--platform", type=integer("platform revision", lo=0), default=None,
+                   metavar="REV",
+                   help="replay on this platform revision instead of the recorded one (0: "
+                        "before the PIIX3 functions, fw_cfg, IDE and VGA, for a trace that "
+                        "records no revision and diverges; docs/trace-format.md)")
     mark_path(p.add_argument("--disk", metavar="FILE", default=None,
                              help="the disk image of a trace that references it (not packed) "
                                   "when the image store lacks it; it must hash to the recorded "
@@ -207,9 +212,13 @@ def add_replay(sub: argparse._SubParsersAction) -> None:
 
 
 def do_replay(path: Path, *, until: int | None = None, speed: float | None = None,
-              echo: bool = False, prog=None, disk: str | None = None):  # noqa: ANN001, ANN201
+              echo: bool = False, prog=None, disk: str | None = None,
+              platform: int | None = None):  # noqa: ANN001, ANN201
     """Replay ``path`` (speed None or inf: as fast as possible); ``prog`` is an
-    aero.progress.Progress or None; ``disk``: a file holding the trace's disk image."""
+    aero.progress.Progress or None; ``disk``: a file holding the trace's disk image;
+    ``platform``: a platform revision to replay on instead of the recorded one."""
+    import dataclasses
+
     from aero.traces.container import open_trace
     from aero.traces.replay import Replayer, load_contents, supply_disk
 
@@ -227,12 +236,19 @@ def do_replay(path: Path, *, until: int | None = None, speed: float | None = Non
         except GuestError as exc:
             raise CliError(str(exc)) from None
         supply_disk(contents, data, disk)
+    config = None
+    if platform is not None:
+        try:
+            config = dataclasses.replace(contents.config, platform=platform)
+        except ValueError as exc:
+            raise CliError(str(exc)) from None
     rep = Replayer(contents)
     if prog is not None:
         prog.set_total(contents.end_tick if until is None else min(until, contents.end_tick))
     return rep.run(until=until, speed=None if speed is None or math.isinf(speed) else speed,
                    on_progress=prog.update if prog is not None else None,
-                   on_output=(lambda _t, d: write_stdout(d)) if echo else None)
+                   on_output=(lambda _t, d: write_stdout(d)) if echo else None,
+                   config=config)
 
 
 def cmd_replay(args: argparse.Namespace) -> int:
@@ -248,7 +264,7 @@ def cmd_replay(args: argparse.Namespace) -> int:
     try:
         with progress(args, "replaying", None, "ticks", mode=mode) as prog:
             result = do_replay(path, until=args.until, speed=args.speed, echo=echo,
-                               prog=prog, disk=args.disk)
+                               prog=prog, disk=args.disk, platform=args.platform)
     except (TraceError, ReplayError) as exc:
         if args.check:
             print(f"aero: cannot evaluate: {exc}", file=sys.stderr)
@@ -274,11 +290,23 @@ def cmd_replay(args: argparse.Namespace) -> int:
         assert d is not None
         print(f"\naero: replay DIVERGED at tick {d.tick:,} ({d.what}): {d.detail}",
               file=sys.stderr)
+        if args.platform is None and "platform" not in load_metadata_machine(path):
+            print("aero: the trace records no platform revision (taken as 1, the platform "
+                  "since the PIIX3 functions, fw_cfg, IDE and VGA); a trace recorded before "
+                  "them replays with --platform 0", file=sys.stderr)
     else:
         print(f"\naero: replay verified: {result.ticks:,} ticks, {result.checkpoints_verified} "
               f"checkpoints, {result.events_verified:,} events, {result.inputs_injected} "
               f"inputs ({result.elapsed:.2f} s)", file=sys.stderr)
     return EXIT_FAIL if result.diverged else EXIT_OK
+
+
+def load_metadata_machine(path: Path) -> dict:
+    """The machine configuration as the trace's metadata gives it (keys as recorded)."""
+    from aero.traces.container import open_trace
+
+    machine = open_trace(path, verify=False).metadata.get("machine")
+    return machine if isinstance(machine, dict) else {}
 
 
 # ---- info ---------------------------------------------------------------------------------
@@ -355,6 +383,9 @@ def cmd_info(args: argparse.Namespace) -> int:
     t = Table(title=str(path), show_header=False)
     rows = [("format version", info["format_version"]), ("recorded by", f"aero {info['aero']}"),
             ("created", info["created"]),
+            ("platform", f"revision {info['machine'].get('platform', 1)}"
+                         + ("" if "platform" in info["machine"] else
+                            " (none recorded: a trace from before platform revisions)")),
             ("guest", f"{info['guest']['name']} ({info['guest']['fmt']}, sha256 "
                       f"{info['guest']['sha256'][:16]}..., "
                       f"{'packed' if info['packed'] else 'not packed'})"),
