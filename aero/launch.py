@@ -8,7 +8,9 @@ named that way; its command line is part of the machine configuration
 (``MachineConfig.cmdline``). A disk image (``--disk``, the primary IDE master, read-only) is
 named the same way: its hash is part of the guest's identity, the recorder stores it, ``aero
 pack`` embeds it, and replay uses that copy, so a disk file changed after the recording does
-not change the replay (and one that cannot be found by its hash is a clear error).
+not change the replay (and one that cannot be found by its hash is a clear error). A
+writable disk (``--disk FILE,rw``, ``GuestRef.disk_writable``) is the same image under a
+copy-on-write overlay that is machine state: the file is only ever read.
 
 Invariants:
 

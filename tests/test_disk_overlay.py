@@ -305,6 +305,24 @@ def test_cli_records_a_writable_disk_and_saves_the_result(tmp_path: Path) -> Non
     assert r.returncode == 0 and json.loads(r.stdout)["diverged"] is False, r.stderr
     info = aero_cli("info", str(t))
     assert "writable" in info.stdout
+    # The commands that restore keyframes take the overlay with them.
+    r = aero_cli("seek", str(t), "19000000", "--json")
+    assert r.returncode == 0 and json.loads(r.stdout)["tick"] == 19_000_000, r.stderr
+    r = aero_cli("diff", str(t), str(t))
+    assert r.returncode == 0 and "identical" in r.stdout, r.stderr
+    # Against the same boot with the disk read-only: the runs part at the write.
+    ro = tmp_path / "ro.aerotrace"
+    assert aero_cli("record", "pc", "--disk", str(disk), "-o", str(ro), "--ticks", "20000000",
+                    "--rtc", "0", "--quiet").returncode == 0
+    r = aero_cli("diff", str(t), str(ro), "--json")
+    assert r.returncode == 1, r.stderr
+    first = json.loads(r.stdout)["first_divergence"]
+    assert first["cause"] == "execution" and 0 < first["tick"] < 20_000_000, first
+    assert first["all_registers"]["eax"]["a"] & 0xFF == 0x30  # OUT 1F7h, WRITE SECTORS
+    assert first["all_registers"]["edx"]["a"] & 0xFFFF == 0x1F7
+    r = aero_cli("query", str(t), "--mem", "0x8000:2", "--json")  # the sector read back
+    assert r.returncode == 0, r.stderr
+    assert any(x["new"].startswith("31c0") for x in json.loads(r.stdout)["results"])
     # run: the same result, without a trace.
     out2 = tmp_path / "run.img"
     r = aero_cli("run", "pc", "--disk", f"{disk},rw", "--disk-save", str(out2), "--ticks",

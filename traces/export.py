@@ -131,9 +131,8 @@ def keyframe_screens(c: TraceContents) -> Iterator[tuple[int, list[str]]]:
     """The VGA text screen at every keyframe, read from the keyframe's device state and the
     RAM pages of the text window (no execution): (tick, lines)."""
     pages_frames = c.frames(FrameKind.PAGES)
-    blocks = -(-c.guest.disk_size // Machine.DISK_BLOCK) if c.guest.disk_writable else None
     for f in c.keyframes:
-        k = codec.decode_keyframe(c.trace.read(f), f, blocks)
+        k = codec.decode_keyframe(c.trace.read(f), f, c.disk_blocks())
         decoded: dict[int, dict[int, bytes]] = {}
 
         def page(i: int, k: codec.Keyframe = k,

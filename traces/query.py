@@ -138,8 +138,10 @@ class _Trace:
                              f"cannot be queried (record it again with keyframes, e.g. "
                              f"--keyframe-interval 100000000)")
         self.c = c
+        blocks = c.disk_blocks()
         self.kfs = [_Keyframe(int(f.first_tick), f,
-                              codec.decode_keyframe(c.trace.read(f), f)) for f in c.keyframes]
+                              codec.decode_keyframe(c.trace.read(f), f, blocks))
+                    for f in c.keyframes]
         self.kfs.sort(key=lambda k: k.tick)
         self.pages_frames = list(c.trace.of_kind(FrameKind.PAGES))
         self._page_cache: dict[int, dict[int, bytes]] = {}

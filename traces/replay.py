@@ -233,6 +233,13 @@ class TraceContents:
         return max((f.last_tick for f in self.trace.frames if f.kind == FrameKind.CHECKPOINT),
                    default=0)
 
+    def disk_blocks(self) -> int | None:
+        """The 4 KB blocks of a writable disk (the bound of a keyframe's overlay section),
+        or None when the guest has none (its keyframes end after the RAM hashes)."""
+        if not self.guest.disk_writable:
+            return None
+        return -(-self.guest.disk_size // Machine.DISK_BLOCK)
+
     def digest(self) -> str:
         h = replay_digest(self.config.to_dict(), self.guest)
         for part in self.iter_events(FrameKind.INPUT):
@@ -448,8 +455,7 @@ def restore_keyframe(c: TraceContents, kf_frame: Frame, machine: Machine | None 
     rw = c.guest.disk_writable
     if kf_frame.raw_len != expect_len and not (rw and kf_frame.raw_len > expect_len):
         raise TraceError(f"{where} is not for this machine's {c.config.ram_size} bytes of RAM")
-    disk_blocks = -(-c.guest.disk_size // Machine.DISK_BLOCK) if rw else None
-    k = codec.decode_keyframe(c.trace.read(kf_frame), kf_frame, disk_blocks)
+    k = codec.decode_keyframe(c.trace.read(kf_frame), kf_frame, c.disk_blocks())
     if k.ram_size != c.config.ram_size:
         raise TraceError(f"{where} has the wrong RAM size")
     pages_frames = c.frames(FrameKind.PAGES)

@@ -657,7 +657,7 @@ int aero_disk_overlay_load(aero_machine *m, const uint8_t *in) {
 
 uint64_t aero_disk_overlay_fold(aero_machine *m, uint64_t h) {
     aero_disk *d = rw_disk(m);
-    if (!d) return h;
+    if (!d || d->used == 0) return h; /* nothing written yet: the state of a read-only disk */
     rehash(d);
     uint8_t row[16];
     for (uint32_t i = 0; i < d->blocks; i++) {

@@ -79,7 +79,8 @@ uint64_t aero_disk_overlay_bytes(struct aero_machine *m);
 void aero_disk_overlay_save(struct aero_machine *m, uint8_t *out);
 int aero_disk_overlay_check(struct aero_machine *m, const uint8_t *in, uint64_t len);
 int aero_disk_overlay_load(struct aero_machine *m, const uint8_t *in);
-/* Fold the overlay (block numbers and content hashes) into a fingerprint. */
+/* Fold the overlay (block numbers and content hashes) into a fingerprint (unchanged while
+ * the overlay is empty, so a writable disk nobody wrote hashes as a read-only one). */
 uint64_t aero_disk_overlay_fold(struct aero_machine *m, uint64_t h);
 
 #endif
