@@ -235,8 +235,9 @@ const aero_port_stat *aero_port_log(aero_machine *m);
 int aero_fwcfg_add_file(aero_machine *m, const char *name, const uint8_t *data, uint32_t size);
 /* Attach a raw disk image as the primary IDE master (copied; read-only unless
  * aero_disk_set_writable; configuration, not state). Also writes the CMOS boot order (3Dh =
- * 02h, 38h = 00h: the hard disk first, as QEMU's -boot c), so attach before running. Returns 0, or -1 without the PC devices, for a size that is 0 or not a multiple of
- * 512, or when it cannot be allocated. */
+ * 02h, 38h = 00h: the hard disk first, as QEMU's -boot c; platform revision 2 on), so attach
+ * before running. Returns 0, or -1 without the PC devices, for a size that is 0 or not a
+ * multiple of 512, or when it cannot be allocated. */
 int aero_disk_attach(aero_machine *m, const uint8_t *data, uint64_t size);
 /* Make the attached disk writable: WRITE SECTORS then writes to a copy-on-write overlay
  * (machine state, in snapshots and fingerprints; the attached image is never changed).

@@ -21,9 +21,9 @@
  * defaults — accepted, nothing changes); WRITE SECTORS (30h, 31h) by the PIO data-out
  * protocol on a writable disk (DRQ without INTRQ for the first sector; after each sector
  * the drive writes it to the overlay and raises INTRQ, with DRQ again until the last), and
- * with ABRT on a read-only one; IDENTIFY PACKET DEVICE (A1h) is aborted, as the standard has an ATA device
- * do. A sector outside the disk ends a command with IDNF. Any other command is
- * answered with ABRT (error 04h), as a drive answers a command it does not implement, and
+ * with ABRT on a read-only one; IDENTIFY PACKET DEVICE (A1h) is aborted, as the standard
+ * has an ATA device do. A sector outside the disk ends a command with IDNF. Any other
+ * command is answered with ABRT (error 04h), as a drive answers a command it lacks, and
  * its opcode is remembered in `unmodelled` (part of the state, so a replay sees the same):
  * the host reports each one once. Not modelled: LBA48 (the EXT commands), READ/WRITE
  * MULTIPLE, DMA (the bus-master registers behind BAR4 are not decoded), ATAPI, power
