@@ -288,7 +288,8 @@ def aero_cli(*args: str, timeout: int = 300) -> subprocess.CompletedProcess:
 
 
 @needs_seabios
-def test_cli_records_a_writable_disk_and_saves_the_result(tmp_path: Path) -> None:
+def test_cli_records_a_writable_disk_and_saves_the_result(tmp_path: Path,
+                                                          monkeypatch: pytest.MonkeyPatch) -> None:
     disk = tmp_path / "w.img"
     disk.write_bytes(writer_disk())
     before = disk.read_bytes()
@@ -323,6 +324,16 @@ def test_cli_records_a_writable_disk_and_saves_the_result(tmp_path: Path) -> Non
     r = aero_cli("query", str(t), "--mem", "0x8000:2", "--json")  # the sector read back
     assert r.returncode == 0, r.stderr
     assert any(x["new"].startswith("31c0") for x in json.loads(r.stdout)["results"])
+    # Packed, the trace carries the image under the overlay and keeps its format version.
+    packed = tmp_path / "packed.aerotrace"
+    assert aero_cli("pack", str(t), "-o", str(packed)).returncode == 0
+    assert open_trace(packed).version == 3
+    with monkeypatch.context() as mp:
+        mp.setenv("AERO_IMAGE_STORE", str(tmp_path / "empty-store"))
+        r = aero_cli("replay", str(packed), "--json")
+        assert r.returncode == 0 and json.loads(r.stdout)["diverged"] is False, r.stderr
+        r = aero_cli("seek", str(packed), "19000000", "--json")
+        assert r.returncode == 0, r.stderr
     # run: the same result, without a trace.
     out2 = tmp_path / "run.img"
     r = aero_cli("run", "pc", "--disk", f"{disk},rw", "--disk-save", str(out2), "--ticks",
