@@ -204,6 +204,7 @@ static void decode_block(aero_machine *m, aero_block *b, uint32_t phys, uint32_t
     b->phys = phys;
     b->n = 0;
     b->plain = 1;
+    b->quiet = 1;
     b->span_lo = b->span_hi = 0;
     uint32_t run_lo = lin0 & 0xFFFu; /* page offset where the current run of bytes began */
     m->code_epoch++; /* jump-cache entries may point at this slot */
@@ -222,11 +223,13 @@ static void decode_block(aero_machine *m, aero_block *b, uint32_t phys, uint32_t
             }
             b->n = 1;
             b->plain = 0;
+            b->quiet = 0;
             b->key = (f.crossed && cacheable) ? 0 : key; /* spans two pages: never cached */
             return;
         }
         b->n++;
         b->plain &= (uint32_t)f.special;
+        b->quiet &= (uint32_t)(f.special && aero_fast_quiet(in->fn));
         if (ends_block(in, fl)) {
             /* A direct near CALL or JMP (32-bit, specialised) to the same page: the block
              * goes on at its target, so a call does not cost a block lookup. The handler

@@ -479,28 +479,48 @@ static __attribute__((noinline)) void run_loop(aero_machine *m) {
         const aero_segment *cs = &m->cpu.seg[S_CS];
         uint32_t mode = aero_jump_mode(m), base = cs->base, limit = cs->limit;
         aero_block *b = aero_block_find(m);
-        while (AERO_LIKELY(m->countdown >= (int64_t)b->n)) {
+        for (;;) {
+            if (AERO_UNLIKELY(m->countdown < (int64_t)b->n)) {
+                if (m->countdown > 0) exec_block(m, b); /* the block does not fit in the slice */
+                break;
+            }
             const aero_insn *in = b->insn, *end = b->insn + b->n;
-            m->exit_block = 0;
             m->countdown -= b->n;
             m->blk_end = end;
-            do {
-                m->cur = in;
-                in->fn(m, in);
-                in++;
-            } while (in < end && !m->exit_block);
-            if (AERO_UNLIKELY(in != end)) m->countdown += end - in;
-            m->blk_end = NULL;
-            if (!b->plain || m->exit_block || m->countdown <= 0 || m->stop >= 0) goto next;
+            if (b->quiet) {
+                /* Nothing in the block can set exit_block: no test per instruction. */
+                do {
+                    m->cur = in;
+                    in->fn(m, in);
+                } while (++in < end);
+            } else {
+                m->exit_block = 0;
+                do {
+                    m->cur = in;
+                    in->fn(m, in);
+                    in++;
+                } while (in < end && !m->exit_block);
+                if (AERO_UNLIKELY(m->exit_block)) {
+                    /* Whatever set it (and every stop an instruction makes sets it). */
+                    m->countdown += end - in;
+                    m->blk_end = NULL;
+                    break;
+                }
+            }
+            if (!b->plain) {
+                m->blk_end = NULL;
+                break;
+            }
             uint32_t eip = m->cpu.eip, lin = base + eip;
             const aero_jump_entry *j = &m->jump[aero_jump_slot(lin)];
-            if (AERO_LIKELY(j->lin == lin && j->epoch == m->code_epoch && j->mode == mode && eip <= limit))
-                b = j->b;
-            else
-                b = aero_block_lookup(m);
+            if (AERO_LIKELY(j->lin == lin && j->epoch == m->code_epoch && j->mode == mode && eip <= limit)) {
+                b = j->b; /* blk_end is set again before anything can fault */
+                continue;
+            }
+            m->blk_end = NULL;
+            if (m->countdown <= 0) break; /* no fetch past the slice */
+            b = aero_block_lookup(m);
         }
-        exec_block(m, b); /* the block does not fit in the slice */
-    next:;
     }
 }
 
