@@ -196,3 +196,50 @@ def test_jcc_table_after_each_operation_and_carry() -> None:
     got = list(m.read(mark, len(want)))
     bad = [(i, want[i], got[i]) for i in range(len(want)) if got[i] != want[i]]
     assert not bad, bad[:10]
+
+
+
+def _limit_program(branch: bytes) -> bytes:
+    """inc eax; dec ebx; add ecx, edx; <branch to CODE+0x80>; (filler): a block of register
+    instructions only, ending in a branch past a CS limit of CODE+0x3F."""
+    return b"\x40\x4B\x01\xD1" + branch + b"\x90" * 8
+
+
+@seed(7102)
+@settings(max_examples=40, database=None, deadline=None, suppress_health_check=list(HealthCheck))
+@given(st.sampled_from(("jnz", "jz", "jmp")), st.integers(0, 3), st.booleans())
+def test_branch_past_the_cs_limit_ends_a_register_only_block_exactly(kind: str, warm: int,
+                                                                   single: bool) -> None:
+    """A taken Jcc or a JMP past the CS limit at the end of a block of register instructions
+    raises #GP(0) at the branch: the instructions before it have run and count one tick each,
+    EIP is the branch's, and the fault takes the branch's tick. The block first runs `warm`
+    times with the full limit (looping back through a JMP at CODE+0x80), so the block that
+    faults is the decoded one; JZ is taken only when ECX + EDX is 0, so it runs once. The
+    faulting run is one slice, or slices of one tick (the path for blocks that do not fit)."""
+    rel = 0x80 - (4 + (5 if kind == "jmp" else 6))
+    opcode = {"jnz": b"\x0F\x85", "jz": b"\x0F\x84", "jmp": b"\xE9"}[kind]
+    code = _limit_program(opcode + rel.to_bytes(4, "little"))
+    if kind == "jz":
+        warm = 0
+    back = CODE + 0x80
+    jmp_back = b"\xE9" + (CODE - (back + 5)).to_bytes(4, "little", signed=True)
+    ecx = 0xFFFFFFFD if kind == "jz" else 7
+    m = _pm32(code, [(back, jmp_back)], ebx=10, ecx=ecx, edx=3)
+    t0 = m.ticks
+    m.run(t0 + 5 * warm)  # four instructions and the JMP back, `warm` times
+    assert m.get_regs().eip == CODE and m.ticks == t0 + 5 * warm
+    r = m.get_regs()
+    r.cs.limit = CODE + 0x3F
+    m.set_regs(r)
+    m.set_stop_on_exception(True)
+    t1 = m.ticks
+    if single:
+        for _ in range(4):
+            m.run(m.ticks + 1)
+    else:
+        m.run(t1 + 100)
+    g = m.get_regs()
+    assert (g.eax, g.ebx, g.ecx) == (warm + 1, 10 - warm - 1, (ecx + 3 * (warm + 1)) & 0xFFFFFFFF)
+    # Stopped at the branch, not retired: three ticks for the three instructions.
+    assert m.last_exception() == (13, 0)
+    assert g.eip == CODE + 4 and m.ticks == t1 + 3

@@ -488,11 +488,13 @@ static __attribute__((noinline)) void run_loop(aero_machine *m) {
             m->countdown -= b->n;
             m->blk_end = end;
             if (b->quiet) {
-                /* Nothing in the block can set exit_block: no test per instruction. */
+                /* Nothing in the block can set exit_block: no test per instruction. Nor is
+                 * m->cur stored per instruction: the only handlers here that can fault (Jcc
+                 * and JMP past the CS limit) store it themselves first. */
                 do {
-                    m->cur = in;
                     in->fn(m, in);
                 } while (++in < end);
+                m->cur = end - 1;
             } else {
                 m->exit_block = 0;
                 do {

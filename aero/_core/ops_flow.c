@@ -705,11 +705,15 @@ AERO_INLINE int cond32(const aero_machine *m, const int cc, int *r) {
 #define DEF_JCC32(cc)                                                                             \
     void aero_op_jcc32_##cc(aero_machine *m, const aero_insn *in) {                               \
         int t;                                                                                    \
-        if (AERO_UNLIKELY(!cond32(m, cc, &t))) { aero_op_jcc(m, in); return; }                    \
+        if (AERO_UNLIKELY(!cond32(m, cc, &t))) { m->cur = in; aero_op_jcc(m, in); return; }       \
         uint32_t e = m->cpu.eip + in->len;                                                        \
         if (t) {                                                                                  \
             e += in->imm;                                                                         \
-            if (AERO_UNLIKELY(e > m->cpu.seg[S_CS].limit)) { aero_op_jcc(m, in); return; }        \
+            if (AERO_UNLIKELY(e > m->cpu.seg[S_CS].limit)) {                                      \
+                m->cur = in; /* a quiet block's loop does not store it (run_loop) */              \
+                aero_op_jcc(m, in);                                                               \
+                return;                                                                           \
+            }                                                                                     \
         }                                                                                         \
         m->cpu.eip = e;                                                                           \
     }
@@ -718,6 +722,7 @@ DEF_JCC32(8) DEF_JCC32(9) DEF_JCC32(10) DEF_JCC32(11) DEF_JCC32(12) DEF_JCC32(13
 
 void aero_op_jmp_J_32(aero_machine *m, const aero_insn *in) {
     uint32_t t = m->cpu.eip + in->len + in->imm;
+    if (AERO_UNLIKELY(t > m->cpu.seg[S_CS].limit)) m->cur = in; /* see aero_op_jcc32_* */
     check_cs_limit(m, t);
     m->cpu.eip = t;
 }
