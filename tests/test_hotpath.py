@@ -243,3 +243,55 @@ def test_branch_past_the_cs_limit_ends_a_register_only_block_exactly(kind: str, 
     # Stopped at the branch, not retired: three ticks for the three instructions.
     assert m.last_exception() == (13, 0)
     assert g.eip == CODE + 4 and m.ticks == t1 + 3
+
+
+def _fused_program() -> bytes:
+    """A loop whose blocks end in each fused pair (CMP Ev,Gv / CMP Gv,Ev / CMP Ev,I / TEST /
+    SUB Ev,I / INC / DEC followed by a Jcc), with conditions taken and not taken in turn."""
+    code = bytearray()
+    code += b"\x40"                      # top: inc eax
+    code += b"\x39\xD8\x72\x02"          # cmp eax, ebx; jb +2
+    code += b"\x31\xC0"                  # xor eax, eax
+    code += b"\x85\xD0\x74\x01"          # test eax, edx; jz +1
+    code += b"\x42"                      # inc edx
+    code += b"\x3B\xF0\x7F\x01"          # cmp esi, eax; jg +1
+    code += b"\x46"                      # inc esi
+    code += b"\x83\xE9\x03\x79\x05"      # sub ecx, 3; jns +5
+    code += b"\xB9\x40\x00\x00\x00"      # mov ecx, 64
+    code += b"\x83\xFE\x09\x7C\x02"      # cmp esi, 9; jl +2
+    code += b"\x31\xF6"                  # xor esi, esi
+    code += b"\x45\x75\x01"              # inc ebp; jnz +1
+    code += b"\x90"                      # nop
+    code += b"\x4F"                      # dec edi
+    rel = -(len(code) + 6)
+    code += b"\x0F\x85" + rel.to_bytes(4, "little", signed=True)  # jnz top
+    code += b"\xEB\xFE"                  # jmp $
+    return bytes(code)
+
+
+@seed(7103)
+@settings(max_examples=30, database=None, deadline=None, suppress_health_check=list(HealthCheck))
+@given(st.lists(st.integers(1, 9), min_size=1, max_size=40), st.integers(0, 0xFFFFFFFF))
+def test_fused_pairs_match_one_instruction_at_a_time(slices: list[int], ebp: int) -> None:
+    """Blocks ending in a fused compare-and-branch give the same registers, flags and clock
+    run in whole slices as one tick at a time (where every pair runs as two instructions),
+    at every slice boundary."""
+    code = _fused_program()
+    regs = dict(eax=0, ebx=5, ecx=20, edx=0xF0, esi=0, edi=40, ebp=ebp)
+    m = _pm32(code, **regs)  # the one cached machine, loaded again below
+    t0 = m.ticks
+    marks = [0]
+    for n in slices * 4:
+        marks.append(marks[-1] + n)
+    states = []
+    for t in marks[1:]:
+        m.run(t0 + t)
+        g = m.get_regs()
+        states.append((m.ticks - t0, g.gpr(), g.eip, g.eflags))
+    m = _pm32(code, **regs)
+    t0 = m.ticks
+    for i, t in enumerate(marks[1:]):
+        while m.ticks < t0 + t:
+            m.run(m.ticks + 1)
+        g = m.get_regs()
+        assert (m.ticks - t0, g.gpr(), g.eip, g.eflags) == states[i], i

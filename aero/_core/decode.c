@@ -221,7 +221,8 @@ static void decode_block(aero_machine *m, aero_block *b, uint32_t phys, uint32_t
                 in->fn = op_fetch_gp;
                 in->len = 0;
             }
-            b->n = 1;
+            b->n = b->nrun = 1;
+            b->unfused = NULL;
             b->plain = 0;
             b->quiet = 0;
             b->key = (f.crossed && cacheable) ? 0 : key; /* spans two pages: never cached */
@@ -252,6 +253,19 @@ static void decode_block(aero_machine *m, aero_block *b, uint32_t phys, uint32_t
         uint32_t run_hi = ((m->cpu.seg[S_CS].base + f.eip - 1) & 0xFFFu) + 1;
         if (run_lo < b->span_lo) b->span_lo = run_lo;
         if (run_hi > b->span_hi) b->span_hi = run_hi;
+    }
+    b->nrun = b->n;
+    b->unfused = NULL;
+    if (b->n >= 2) {
+        /* A register-only compare (or TEST, SUB, INC, DEC) and the Jcc that ends the block:
+         * one fused handler for both (aero_fuse_pair). */
+        aero_insn *first = &b->insn[b->n - 2];
+        aero_handler h = aero_fuse_pair(first->fn, b->insn[b->n - 1].fn);
+        if (h) {
+            b->unfused = first->fn;
+            first->fn = h;
+            b->nrun = b->n - 1;
+        }
     }
     b->key = key;
 }

@@ -333,26 +333,31 @@ static void prepare(aero_machine *m) {
 
 /* Run one decoded block. */
 AERO_INLINE void exec_block(aero_machine *m, aero_block *b) {
-    const aero_insn *in = b->insn, *end = b->insn + b->n;
+    const aero_insn *in = b->insn, *end = b->insn + b->n, *run_end = b->insn + b->nrun;
     m->exit_block = 0;
     if (AERO_LIKELY(m->countdown >= (int64_t)b->n)) {
         /* The whole block fits in the slice: pay its ticks up front. A fault inside it
-         * refunds the unexecuted ones (aero_run), an early exit refunds here. */
+         * refunds the unexecuted ones (aero_run), an early exit refunds here. A fused pair
+         * at the end runs as one entry (nrun), its ticks are still two. */
         m->countdown -= b->n;
         m->blk_end = end;
         do {
             m->cur = in;
             in->fn(m, in);
             in++;
-        } while (in < end && !m->exit_block);
+        } while (in < run_end && !m->exit_block);
+        if (in == run_end) in = end;
         m->countdown += end - in;
         m->blk_end = NULL;
     } else {
+        /* One tick at a time: a fused pair runs as its two instructions. */
+        const aero_insn *fused = b->unfused ? end - 2 : NULL;
         m->paid = 1;
         do {
             m->countdown--;
             m->cur = in;
-            in->fn(m, in);
+            if (AERO_UNLIKELY(in == fused)) b->unfused(m, in);
+            else in->fn(m, in);
             in++;
         } while (in < end && m->countdown > 0 && !m->exit_block);
         m->paid = 0;
@@ -484,7 +489,8 @@ static __attribute__((noinline)) void run_loop(aero_machine *m) {
                 if (m->countdown > 0) exec_block(m, b); /* the block does not fit in the slice */
                 break;
             }
-            const aero_insn *in = b->insn, *end = b->insn + b->n;
+            /* A fused pair at the end runs as one entry (nrun); its ticks are still two. */
+            const aero_insn *in = b->insn, *end = b->insn + b->n, *run_end = b->insn + b->nrun;
             m->countdown -= b->n;
             m->blk_end = end;
             if (b->quiet) {
@@ -493,7 +499,7 @@ static __attribute__((noinline)) void run_loop(aero_machine *m) {
                  * and JMP past the CS limit) store it themselves first. */
                 do {
                     in->fn(m, in);
-                } while (++in < end);
+                } while (++in < run_end);
                 m->cur = end - 1;
             } else {
                 m->exit_block = 0;
@@ -501,9 +507,10 @@ static __attribute__((noinline)) void run_loop(aero_machine *m) {
                     m->cur = in;
                     in->fn(m, in);
                     in++;
-                } while (in < end && !m->exit_block);
+                } while (in < run_end && !m->exit_block);
                 if (AERO_UNLIKELY(m->exit_block)) {
-                    /* Whatever set it (and every stop an instruction makes sets it). */
+                    /* Whatever set it (and every stop an instruction makes sets it); a
+                     * fused pair cannot, so the refund counts the entries left. */
                     m->countdown += end - in;
                     m->blk_end = NULL;
                     break;
