@@ -196,3 +196,102 @@ def test_jcc_table_after_each_operation_and_carry() -> None:
     got = list(m.read(mark, len(want)))
     bad = [(i, want[i], got[i]) for i in range(len(want)) if got[i] != want[i]]
     assert not bad, bad[:10]
+
+
+
+def _limit_program(branch: bytes) -> bytes:
+    """inc eax; dec ebx; add ecx, edx; <branch to CODE+0x80>; (filler): a block of register
+    instructions only, ending in a branch past a CS limit of CODE+0x3F."""
+    return b"\x40\x4B\x01\xD1" + branch + b"\x90" * 8
+
+
+@seed(7102)
+@settings(max_examples=40, database=None, deadline=None, suppress_health_check=list(HealthCheck))
+@given(st.sampled_from(("jnz", "jz", "jmp")), st.integers(0, 3), st.booleans())
+def test_branch_past_the_cs_limit_ends_a_register_only_block_exactly(kind: str, warm: int,
+                                                                   single: bool) -> None:
+    """A taken Jcc or a JMP past the CS limit at the end of a block of register instructions
+    raises #GP(0) at the branch: the instructions before it have run and count one tick each,
+    EIP is the branch's, and the fault takes the branch's tick. The block first runs `warm`
+    times with the full limit (looping back through a JMP at CODE+0x80), so the block that
+    faults is the decoded one; JZ is taken only when ECX + EDX is 0, so it runs once. The
+    faulting run is one slice, or slices of one tick (the path for blocks that do not fit)."""
+    rel = 0x80 - (4 + (5 if kind == "jmp" else 6))
+    opcode = {"jnz": b"\x0F\x85", "jz": b"\x0F\x84", "jmp": b"\xE9"}[kind]
+    code = _limit_program(opcode + rel.to_bytes(4, "little"))
+    if kind == "jz":
+        warm = 0
+    back = CODE + 0x80
+    jmp_back = b"\xE9" + (CODE - (back + 5)).to_bytes(4, "little", signed=True)
+    ecx = 0xFFFFFFFD if kind == "jz" else 7
+    m = _pm32(code, [(back, jmp_back)], ebx=10, ecx=ecx, edx=3)
+    t0 = m.ticks
+    m.run(t0 + 5 * warm)  # four instructions and the JMP back, `warm` times
+    assert m.get_regs().eip == CODE and m.ticks == t0 + 5 * warm
+    r = m.get_regs()
+    r.cs.limit = CODE + 0x3F
+    m.set_regs(r)
+    m.set_stop_on_exception(True)
+    t1 = m.ticks
+    if single:
+        for _ in range(4):
+            m.run(m.ticks + 1)
+    else:
+        m.run(t1 + 100)
+    g = m.get_regs()
+    assert (g.eax, g.ebx, g.ecx) == (warm + 1, 10 - warm - 1, (ecx + 3 * (warm + 1)) & 0xFFFFFFFF)
+    # Stopped at the branch, not retired: three ticks for the three instructions.
+    assert m.last_exception() == (13, 0)
+    assert g.eip == CODE + 4 and m.ticks == t1 + 3
+
+
+def _fused_program() -> bytes:
+    """A loop whose blocks end in each fused pair (CMP Ev,Gv / CMP Gv,Ev / CMP Ev,I / TEST /
+    SUB Ev,I / INC / DEC followed by a Jcc), with conditions taken and not taken in turn."""
+    code = bytearray()
+    code += b"\x40"                      # top: inc eax
+    code += b"\x39\xD8\x72\x02"          # cmp eax, ebx; jb +2
+    code += b"\x31\xC0"                  # xor eax, eax
+    code += b"\x85\xD0\x74\x01"          # test eax, edx; jz +1
+    code += b"\x42"                      # inc edx
+    code += b"\x3B\xF0\x7F\x01"          # cmp esi, eax; jg +1
+    code += b"\x46"                      # inc esi
+    code += b"\x83\xE9\x03\x79\x05"      # sub ecx, 3; jns +5
+    code += b"\xB9\x40\x00\x00\x00"      # mov ecx, 64
+    code += b"\x83\xFE\x09\x7C\x02"      # cmp esi, 9; jl +2
+    code += b"\x31\xF6"                  # xor esi, esi
+    code += b"\x45\x75\x01"              # inc ebp; jnz +1
+    code += b"\x90"                      # nop
+    code += b"\x4F"                      # dec edi
+    rel = -(len(code) + 6)
+    code += b"\x0F\x85" + rel.to_bytes(4, "little", signed=True)  # jnz top
+    code += b"\xEB\xFE"                  # jmp $
+    return bytes(code)
+
+
+@seed(7103)
+@settings(max_examples=30, database=None, deadline=None, suppress_health_check=list(HealthCheck))
+@given(st.lists(st.integers(1, 9), min_size=1, max_size=40), st.integers(0, 0xFFFFFFFF))
+def test_fused_pairs_match_one_instruction_at_a_time(slices: list[int], ebp: int) -> None:
+    """Blocks ending in a fused compare-and-branch give the same registers, flags and clock
+    run in whole slices as one tick at a time (where every pair runs as two instructions),
+    at every slice boundary."""
+    code = _fused_program()
+    regs = dict(eax=0, ebx=5, ecx=20, edx=0xF0, esi=0, edi=40, ebp=ebp)
+    m = _pm32(code, **regs)  # the one cached machine, loaded again below
+    t0 = m.ticks
+    marks = [0]
+    for n in slices * 4:
+        marks.append(marks[-1] + n)
+    states = []
+    for t in marks[1:]:
+        m.run(t0 + t)
+        g = m.get_regs()
+        states.append((m.ticks - t0, g.gpr(), g.eip, g.eflags))
+    m = _pm32(code, **regs)
+    t0 = m.ticks
+    for i, t in enumerate(marks[1:]):
+        while m.ticks < t0 + t:
+            m.run(m.ticks + 1)
+        g = m.get_regs()
+        assert (m.ticks - t0, g.gpr(), g.eip, g.eflags) == states[i], i

@@ -168,9 +168,16 @@ typedef struct aero_block {
                         MOV, LEA, XCHG, PUSH/POP, near CALL/RET/JMP/Jcc), none of which
                         changes what the run loop tests between blocks without setting
                         exit_block: the run loop chains to the next block directly */
+    uint32_t quiet;  /* 1: every instruction is a register-only specialised form, LEA, Jcc or
+                        JMP rel (aero_fast_quiet): none can set exit_block, so the run loop
+                        runs the block without the per-instruction exit test */
     uint32_t span_lo, span_hi; /* when the block goes on at a direct CALL/JMP target on its
                                   page: page offsets of its first byte and past its last
                                   (covering every run); both 0 for one contiguous run */
+    uint32_t nrun;   /* entries the run loops dispatch: n, or n - 1 when the block ends in a
+                        fused pair (the last entry, the Jcc, runs inside the one before) */
+    aero_handler unfused; /* when fused: the handler of entry n - 2 alone (for slices that end
+                             between the two); else NULL */
     aero_insn insn[AERO_BLOCK_INSNS]; /* the instructions */
 } aero_block;
 
@@ -768,6 +775,11 @@ void aero_blocks_flush(aero_machine *m);
 /* The handler specialised for this decoded instruction's form, or its generic handler
  * (fastpath.c). */
 aero_handler aero_fast_form(const aero_insn *in);
+/* 1: this specialised handler touches no memory and never sets exit_block (fastpath.c). */
+int aero_fast_quiet(aero_handler h);
+/* The fused handler of a specialised register-only CMP/TEST/SUB/INC/DEC followed by a
+ * specialised 32-bit Jcc, or NULL (ops_flow.c). */
+aero_handler aero_fuse_pair(aero_handler first, aero_handler jcc);
 /* Decode one instruction at CS:EIP into *in (used for single-instruction execution). */
 void aero_decode_one(aero_machine *m, aero_insn *in);
 

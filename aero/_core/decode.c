@@ -204,6 +204,7 @@ static void decode_block(aero_machine *m, aero_block *b, uint32_t phys, uint32_t
     b->phys = phys;
     b->n = 0;
     b->plain = 1;
+    b->quiet = 1;
     b->span_lo = b->span_hi = 0;
     uint32_t run_lo = lin0 & 0xFFFu; /* page offset where the current run of bytes began */
     m->code_epoch++; /* jump-cache entries may point at this slot */
@@ -220,13 +221,16 @@ static void decode_block(aero_machine *m, aero_block *b, uint32_t phys, uint32_t
                 in->fn = op_fetch_gp;
                 in->len = 0;
             }
-            b->n = 1;
+            b->n = b->nrun = 1;
+            b->unfused = NULL;
             b->plain = 0;
+            b->quiet = 0;
             b->key = (f.crossed && cacheable) ? 0 : key; /* spans two pages: never cached */
             return;
         }
         b->n++;
         b->plain &= (uint32_t)f.special;
+        b->quiet &= (uint32_t)(f.special && aero_fast_quiet(in->fn));
         if (ends_block(in, fl)) {
             /* A direct near CALL or JMP (32-bit, specialised) to the same page: the block
              * goes on at its target, so a call does not cost a block lookup. The handler
@@ -249,6 +253,19 @@ static void decode_block(aero_machine *m, aero_block *b, uint32_t phys, uint32_t
         uint32_t run_hi = ((m->cpu.seg[S_CS].base + f.eip - 1) & 0xFFFu) + 1;
         if (run_lo < b->span_lo) b->span_lo = run_lo;
         if (run_hi > b->span_hi) b->span_hi = run_hi;
+    }
+    b->nrun = b->n;
+    b->unfused = NULL;
+    if (b->n >= 2) {
+        /* A register-only compare (or TEST, SUB, INC, DEC) and the Jcc that ends the block:
+         * one fused handler for both (aero_fuse_pair). */
+        aero_insn *first = &b->insn[b->n - 2];
+        aero_handler h = aero_fuse_pair(first->fn, b->insn[b->n - 1].fn);
+        if (h) {
+            b->unfused = first->fn;
+            first->fn = h;
+            b->nrun = b->n - 1;
+        }
     }
     b->key = key;
 }

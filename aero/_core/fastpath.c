@@ -113,3 +113,26 @@ aero_handler aero_fast_form(const aero_insn *in) {
     }
     return in->fn;
 }
+
+/* Handlers that touch no memory: the register forms above, LEA, Jcc and JMP rel. Neither they
+ * nor the generic handlers they hand a case to can set exit_block (only memory accesses,
+ * port I/O and system instructions do), so a block made of them only runs without the
+ * per-instruction exit test (aero_block.quiet). Removing one costs speed only. */
+static const aero_handler quiet_forms[] = {
+#define ALU_QUIET(name) aero_op_##name##_EvGv_r32, aero_op_##name##_GvEv_r32, aero_op_##name##_EvI_r32, \
+                        aero_op_##name##_eAXIz_32,
+    ALU_QUIET(add) ALU_QUIET(or) ALU_QUIET(adc) ALU_QUIET(sbb)
+    ALU_QUIET(and) ALU_QUIET(sub) ALU_QUIET(xor) ALU_QUIET(cmp)
+#undef ALU_QUIET
+    aero_op_test_EvGv_r32, aero_op_inc_Zv_32, aero_op_dec_Zv_32,
+    aero_op_mov_EvGv_r32, aero_op_mov_GvEv_r32, aero_op_mov_ZvIv_32, aero_op_lea_32,
+    aero_op_jmp_J_32,
+};
+
+int aero_fast_quiet(aero_handler h) {
+    for (size_t i = 0; i < 16; i++)
+        if (jcc32[i] == h) return 1;
+    for (size_t i = 0; i < sizeof quiet_forms / sizeof quiet_forms[0]; i++)
+        if (quiet_forms[i] == h) return 1;
+    return 0;
+}

@@ -333,26 +333,31 @@ static void prepare(aero_machine *m) {
 
 /* Run one decoded block. */
 AERO_INLINE void exec_block(aero_machine *m, aero_block *b) {
-    const aero_insn *in = b->insn, *end = b->insn + b->n;
+    const aero_insn *in = b->insn, *end = b->insn + b->n, *run_end = b->insn + b->nrun;
     m->exit_block = 0;
     if (AERO_LIKELY(m->countdown >= (int64_t)b->n)) {
         /* The whole block fits in the slice: pay its ticks up front. A fault inside it
-         * refunds the unexecuted ones (aero_run), an early exit refunds here. */
+         * refunds the unexecuted ones (aero_run), an early exit refunds here. A fused pair
+         * at the end runs as one entry (nrun), its ticks are still two. */
         m->countdown -= b->n;
         m->blk_end = end;
         do {
             m->cur = in;
             in->fn(m, in);
             in++;
-        } while (in < end && !m->exit_block);
+        } while (in < run_end && !m->exit_block);
+        if (in == run_end) in = end;
         m->countdown += end - in;
         m->blk_end = NULL;
     } else {
+        /* One tick at a time: a fused pair runs as its two instructions. */
+        const aero_insn *fused = b->unfused ? end - 2 : NULL;
         m->paid = 1;
         do {
             m->countdown--;
             m->cur = in;
-            in->fn(m, in);
+            if (AERO_UNLIKELY(in == fused)) b->unfused(m, in);
+            else in->fn(m, in);
             in++;
         } while (in < end && m->countdown > 0 && !m->exit_block);
         m->paid = 0;
@@ -479,28 +484,52 @@ static __attribute__((noinline)) void run_loop(aero_machine *m) {
         const aero_segment *cs = &m->cpu.seg[S_CS];
         uint32_t mode = aero_jump_mode(m), base = cs->base, limit = cs->limit;
         aero_block *b = aero_block_find(m);
-        while (AERO_LIKELY(m->countdown >= (int64_t)b->n)) {
-            const aero_insn *in = b->insn, *end = b->insn + b->n;
-            m->exit_block = 0;
+        for (;;) {
+            if (AERO_UNLIKELY(m->countdown < (int64_t)b->n)) {
+                if (m->countdown > 0) exec_block(m, b); /* the block does not fit in the slice */
+                break;
+            }
+            /* A fused pair at the end runs as one entry (nrun); its ticks are still two. */
+            const aero_insn *in = b->insn, *end = b->insn + b->n, *run_end = b->insn + b->nrun;
             m->countdown -= b->n;
             m->blk_end = end;
-            do {
-                m->cur = in;
-                in->fn(m, in);
-                in++;
-            } while (in < end && !m->exit_block);
-            if (AERO_UNLIKELY(in != end)) m->countdown += end - in;
-            m->blk_end = NULL;
-            if (!b->plain || m->exit_block || m->countdown <= 0 || m->stop >= 0) goto next;
+            if (b->quiet) {
+                /* Nothing in the block can set exit_block: no test per instruction. Nor is
+                 * m->cur stored per instruction: the only handlers here that can fault (Jcc
+                 * and JMP past the CS limit) store it themselves first. */
+                do {
+                    in->fn(m, in);
+                } while (++in < run_end);
+                m->cur = end - 1;
+            } else {
+                m->exit_block = 0;
+                do {
+                    m->cur = in;
+                    in->fn(m, in);
+                    in++;
+                } while (in < run_end && !m->exit_block);
+                if (AERO_UNLIKELY(m->exit_block)) {
+                    /* Whatever set it (and every stop an instruction makes sets it); a
+                     * fused pair cannot, so the refund counts the entries left. */
+                    m->countdown += end - in;
+                    m->blk_end = NULL;
+                    break;
+                }
+            }
+            if (!b->plain) {
+                m->blk_end = NULL;
+                break;
+            }
             uint32_t eip = m->cpu.eip, lin = base + eip;
             const aero_jump_entry *j = &m->jump[aero_jump_slot(lin)];
-            if (AERO_LIKELY(j->lin == lin && j->epoch == m->code_epoch && j->mode == mode && eip <= limit))
-                b = j->b;
-            else
-                b = aero_block_lookup(m);
+            if (AERO_LIKELY(j->lin == lin && j->epoch == m->code_epoch && j->mode == mode && eip <= limit)) {
+                b = j->b; /* blk_end is set again before anything can fault */
+                continue;
+            }
+            m->blk_end = NULL;
+            if (m->countdown <= 0) break; /* no fetch past the slice */
+            b = aero_block_lookup(m);
         }
-        exec_block(m, b); /* the block does not fit in the slice */
-    next:;
     }
 }
 

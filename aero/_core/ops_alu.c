@@ -639,22 +639,25 @@ AERO_INLINE uint32_t alu32(aero_machine *m, const int op, uint32_t a, uint32_t b
     void aero_op_##name##_EvGv_r32(aero_machine *m, const aero_insn *in) {                          \
         uint32_t c;                                                                                 \
         if (!CARRY_IN(OP, c)) { aero_op_##name##_EvGv(m, in); return; }                                  \
-        uint32_t r = alu32(m, OP, m->cpu.r[in->rm], m->cpu.r[in->reg], c);                          \
-        if (OP != OP_CMP) m->cpu.r[in->rm] = r;                                                      \
+        const uint32_t d = in->rm; /* read before the stores, which may alias it */               \
+        uint32_t r = alu32(m, OP, m->cpu.r[d], m->cpu.r[in->reg], c);                               \
+        if (OP != OP_CMP) m->cpu.r[d] = r;                                                           \
         next32(m, in);                                                                              \
     }                                                                                               \
     void aero_op_##name##_GvEv_r32(aero_machine *m, const aero_insn *in) {                          \
         uint32_t c;                                                                                 \
         if (!CARRY_IN(OP, c)) { aero_op_##name##_GvEv(m, in); return; }                                  \
-        uint32_t r = alu32(m, OP, m->cpu.r[in->reg], m->cpu.r[in->rm], c);                          \
-        if (OP != OP_CMP) m->cpu.r[in->reg] = r;                                                     \
+        const uint32_t d = in->reg;                                                               \
+        uint32_t r = alu32(m, OP, m->cpu.r[d], m->cpu.r[in->rm], c);                                \
+        if (OP != OP_CMP) m->cpu.r[d] = r;                                                           \
         next32(m, in);                                                                              \
     }                                                                                               \
     void aero_op_##name##_EvI_r32(aero_machine *m, const aero_insn *in) {                           \
         uint32_t c;                                                                                 \
         if (!CARRY_IN(OP, c)) { aero_op_##name##_EvIz(m, in); return; }                                  \
-        uint32_t r = alu32(m, OP, m->cpu.r[in->rm], in->imm, c);                                    \
-        if (OP != OP_CMP) m->cpu.r[in->rm] = r;                                                      \
+        const uint32_t d = in->rm;                                                                \
+        uint32_t r = alu32(m, OP, m->cpu.r[d], in->imm, c);                                         \
+        if (OP != OP_CMP) m->cpu.r[d] = r;                                                           \
         next32(m, in);                                                                              \
     }                                                                                               \
     void aero_op_##name##_eAXIz_32(aero_machine *m, const aero_insn *in) {                          \
@@ -705,16 +708,18 @@ void aero_op_test_EvGv_r32(aero_machine *m, const aero_insn *in) {
     next32(m, in);
 }
 void aero_op_inc_Zv_32(aero_machine *m, const aero_insn *in) {
-    uint32_t cf, a = m->cpu.r[in->reg];
+    const uint32_t d = in->reg; /* read before the stores, which may alias it */
+    uint32_t cf, a = m->cpu.r[d];
     if (!fast_cf(m, &cf)) { aero_op_inc_Zv(m, in); return; }
     set_lazy(m, LF_INC, 2, a, cf, a + 1);
-    m->cpu.r[in->reg] = a + 1;
+    m->cpu.r[d] = a + 1;
     next32(m, in);
 }
 void aero_op_dec_Zv_32(aero_machine *m, const aero_insn *in) {
-    uint32_t cf, a = m->cpu.r[in->reg];
+    const uint32_t d = in->reg;
+    uint32_t cf, a = m->cpu.r[d];
     if (!fast_cf(m, &cf)) { aero_op_dec_Zv(m, in); return; }
     set_lazy(m, LF_DEC, 2, a, cf, a - 1);
-    m->cpu.r[in->reg] = a - 1;
+    m->cpu.r[d] = a - 1;
     next32(m, in);
 }

@@ -640,30 +640,11 @@ void aero_op_popf(aero_machine *m, const aero_insn *in) {
  * registers. ---- */
 AERO_INLINE int ss32(const aero_machine *m) { return (m->cpu.seg[S_SS].attr & SA_DB) != 0; }
 
-/* Condition cc (0-15) without materialising the flags: from EFLAGS when no lazy operation is
- * pending, else from the operands of a pending 32-bit operation. 1 and *r when found, 0
- * when aero_cond must decide (8/16-bit operations, ADC/SBB carries and overflows, INC/DEC
- * overflows). */
-AERO_INLINE int cond32(const aero_machine *m, const int cc, int *r) {
-    const aero_cpu *c = &m->cpu;
-    uint32_t op = c->lf_op, a = c->lf_a, b = c->lf_b, res = c->lf_res;
+/* Condition cc of a pending 32-bit operation op with operands a, b and result res: 1 and *r
+ * when these decide it, else 0. */
+AERO_INLINE int cond_lazy32(const uint32_t op, const uint32_t a, const uint32_t b, const uint32_t res,
+                            const int cc, int *r) {
     int v;
-    if (op == LF_NONE) {
-        uint32_t f = c->eflags, sf_ne_of = ((f >> 7) ^ (f >> 11)) & 1u;
-        switch (cc >> 1) {
-        case 0: v = (f & F_OF) != 0; break;
-        case 1: v = (f & F_CF) != 0; break;
-        case 2: v = (f & F_ZF) != 0; break;
-        case 3: v = (f & (F_CF | F_ZF)) != 0; break;
-        case 4: v = (f & F_SF) != 0; break;
-        case 5: v = (f & F_PF) != 0; break;
-        case 6: v = (int)sf_ne_of; break;
-        default: v = ((f & F_ZF) != 0) | (int)sf_ne_of; break;
-        }
-        *r = v ^ (cc & 1);
-        return 1;
-    }
-    if (c->lf_size != 2) return 0;
     switch (cc >> 1) {
     case 0: /* OF */
         if (op == LF_SUB) v = (int)(((a ^ b) & (a ^ res)) >> 31);
@@ -701,23 +682,159 @@ AERO_INLINE int cond32(const aero_machine *m, const int cc, int *r) {
     *r = v ^ (cc & 1);
     return 1;
 }
-/* One Jcc handler per condition, so the condition is a constant. */
-#define DEF_JCC32(cc)                                                                             \
-    void aero_op_jcc32_##cc(aero_machine *m, const aero_insn *in) {                               \
-        int t;                                                                                    \
-        if (AERO_UNLIKELY(!cond32(m, cc, &t))) { aero_op_jcc(m, in); return; }                    \
-        uint32_t e = m->cpu.eip + in->len;                                                        \
-        if (t) {                                                                                  \
-            e += in->imm;                                                                         \
-            if (AERO_UNLIKELY(e > m->cpu.seg[S_CS].limit)) { aero_op_jcc(m, in); return; }        \
-        }                                                                                         \
-        m->cpu.eip = e;                                                                           \
+/* Condition cc (0-15) without materialising the flags: from EFLAGS when no lazy operation is
+ * pending, else from the operands of a pending 32-bit operation. 1 and *r when found, 0
+ * when aero_cond must decide (8/16-bit operations, ADC/SBB carries and overflows, INC/DEC
+ * overflows). */
+AERO_INLINE int cond32(const aero_machine *m, const int cc, int *r) {
+    const aero_cpu *c = &m->cpu;
+    uint32_t op = c->lf_op, a = c->lf_a, b = c->lf_b, res = c->lf_res;
+    int v;
+    if (op == LF_NONE) {
+        uint32_t f = c->eflags, sf_ne_of = ((f >> 7) ^ (f >> 11)) & 1u;
+        switch (cc >> 1) {
+        case 0: v = (f & F_OF) != 0; break;
+        case 1: v = (f & F_CF) != 0; break;
+        case 2: v = (f & F_ZF) != 0; break;
+        case 3: v = (f & (F_CF | F_ZF)) != 0; break;
+        case 4: v = (f & F_SF) != 0; break;
+        case 5: v = (f & F_PF) != 0; break;
+        case 6: v = (int)sf_ne_of; break;
+        default: v = ((f & F_ZF) != 0) | (int)sf_ne_of; break;
+        }
+        *r = v ^ (cc & 1);
+        return 1;
     }
+    if (c->lf_size != 2) return 0;
+    return cond_lazy32(op, a, b, res, cc, r);
+}
+/* The 32-bit Jcc with a constant condition: the per-condition handlers and the fused pairs
+ * below. A condition cond32 cannot decide, or a target past the CS limit, goes to the
+ * generic handler, with m->cur set to this Jcc first (the loop of a block of register-only
+ * instructions does not store it, and a fused pair runs the Jcc from the entry before). */
+AERO_INLINE void jcc32_body(aero_machine *m, const aero_insn *in, const int cc) {
+    int t;
+    if (AERO_UNLIKELY(!cond32(m, cc, &t))) { m->cur = in; aero_op_jcc(m, in); return; }
+    uint32_t e = m->cpu.eip + in->len;
+    if (t) {
+        e += in->imm;
+        if (AERO_UNLIKELY(e > m->cpu.seg[S_CS].limit)) {
+            m->cur = in;
+            aero_op_jcc(m, in);
+            return;
+        }
+    }
+    m->cpu.eip = e;
+}
+/* One Jcc handler per condition, so the condition is a constant. */
+#define DEF_JCC32(cc) \
+    void aero_op_jcc32_##cc(aero_machine *m, const aero_insn *in) { jcc32_body(m, in, cc); }
 DEF_JCC32(0) DEF_JCC32(1) DEF_JCC32(2) DEF_JCC32(3) DEF_JCC32(4) DEF_JCC32(5) DEF_JCC32(6) DEF_JCC32(7)
 DEF_JCC32(8) DEF_JCC32(9) DEF_JCC32(10) DEF_JCC32(11) DEF_JCC32(12) DEF_JCC32(13) DEF_JCC32(14) DEF_JCC32(15)
 
+/* Fused pairs: a register-only CMP, TEST, SUB, INC or DEC (32-bit, specialised) followed by
+ * a 32-bit Jcc as the last two instructions of a block (decode.c). The first entry's handler
+ * runs both, with the pending operation's operands at hand for the condition; the Jcc keeps
+ * its own entry, which the run loop does not dispatch (aero_block.nrun), and which the fused
+ * handler passes to the Jcc part, so a fault there is the Jcc's with the first instruction
+ * retired, as unfused. Each part keeps its generic fallback. The block's tick count is
+ * unchanged: still one per instruction. */
+void aero_op_dec_Zv(aero_machine *m, const aero_insn *in);
+void aero_op_inc_Zv(aero_machine *m, const aero_insn *in);
+/* The first part's operation and operands, with the register result written; 0 when its
+ * generic handler must run it (a carry-in that needs aero_lazy_cf). */
+AERO_INLINE int fused_first(aero_machine *m, const aero_insn *in, const int kind, uint32_t *op,
+                            uint32_t *a, uint32_t *b, uint32_t *res) {
+    uint32_t *r = m->cpu.r;
+    switch (kind) {
+    case 0: *op = LF_SUB; *a = r[in->rm]; *b = in->imm; *res = *a - *b; break;       /* CMP Ev, I */
+    case 1: *op = LF_SUB; *a = r[in->rm]; *b = r[in->reg]; *res = *a - *b; break;   /* CMP Ev, Gv */
+    case 2: *op = LF_SUB; *a = r[in->reg]; *b = r[in->rm]; *res = *a - *b; break;   /* CMP Gv, Ev */
+    case 3: *op = LF_LOGIC; *a = r[in->rm]; *b = r[in->reg]; *res = *a & *b; break; /* TEST */
+    case 4: *op = LF_SUB; *a = r[in->rm]; *b = in->imm; *res = *a - *b; break;       /* SUB Ev, I */
+    case 5: *op = LF_DEC; *a = r[in->reg]; *res = *a - 1; break;                     /* DEC r32 */
+    default: *op = LF_INC; *a = r[in->reg]; *res = *a + 1; break;                    /* INC r32 */
+    }
+    if (kind >= 5 && AERO_UNLIKELY(!fast_cf(m, b))) return 0; /* INC/DEC keep CF in lf_b */
+    set_lazy(m, *op, 2, *a, *b, *res);
+    if (kind == 4) r[in->rm] = *res;
+    else if (kind >= 5) r[in->reg] = *res;
+    return 1;
+}
+/* Both parts; EIP is stored once. */
+AERO_INLINE void fused_pair(aero_machine *m, const aero_insn *in, const int kind, const int cc) {
+    uint32_t op, a, b = 0, res;
+    if (AERO_UNLIKELY(!fused_first(m, in, kind, &op, &a, &b, &res))) {
+        (kind == 5 ? aero_op_dec_Zv : aero_op_inc_Zv)(m, in);
+        jcc32_body(m, in + 1, cc);
+        return;
+    }
+    const aero_insn *j = in + 1;
+    uint32_t e = m->cpu.eip + in->len + j->len;
+    int t;
+    if (AERO_UNLIKELY(!cond_lazy32(op, a, b, res, cc, &t))) goto slow;
+    if (t) {
+        e += j->imm;
+        if (AERO_UNLIKELY(e > m->cpu.seg[S_CS].limit)) goto slow;
+    }
+    m->cpu.eip = e;
+    return;
+slow: /* the Jcc's generic handler, from the Jcc's EIP */
+    m->cpu.eip += in->len;
+    m->cur = j;
+    aero_op_jcc(m, j);
+}
+#define DEF_FUSED(kind, cc)                                                                       \
+    static void fused_##kind##_##cc(aero_machine *m, const aero_insn *in) {                       \
+        fused_pair(m, in, kind, cc);                                                              \
+    }
+#define DEF_FUSED_CC(kind)                                                                        \
+    DEF_FUSED(kind, 0) DEF_FUSED(kind, 1) DEF_FUSED(kind, 2) DEF_FUSED(kind, 3)                   \
+    DEF_FUSED(kind, 4) DEF_FUSED(kind, 5) DEF_FUSED(kind, 6) DEF_FUSED(kind, 7)                   \
+    DEF_FUSED(kind, 8) DEF_FUSED(kind, 9) DEF_FUSED(kind, 10) DEF_FUSED(kind, 11)                 \
+    DEF_FUSED(kind, 12) DEF_FUSED(kind, 13) DEF_FUSED(kind, 14) DEF_FUSED(kind, 15)
+DEF_FUSED_CC(0) DEF_FUSED_CC(1) DEF_FUSED_CC(2) DEF_FUSED_CC(3) DEF_FUSED_CC(4) DEF_FUSED_CC(5)
+DEF_FUSED_CC(6)
+#define FUSED_ROW(kind)                                                                           \
+    {fused_##kind##_0, fused_##kind##_1, fused_##kind##_2, fused_##kind##_3,                      \
+     fused_##kind##_4, fused_##kind##_5, fused_##kind##_6, fused_##kind##_7,                      \
+     fused_##kind##_8, fused_##kind##_9, fused_##kind##_10, fused_##kind##_11,                    \
+     fused_##kind##_12, fused_##kind##_13, fused_##kind##_14, fused_##kind##_15}
+void aero_op_cmp_EvI_r32(aero_machine *m, const aero_insn *in);
+void aero_op_cmp_EvGv_r32(aero_machine *m, const aero_insn *in);
+void aero_op_cmp_GvEv_r32(aero_machine *m, const aero_insn *in);
+void aero_op_test_EvGv_r32(aero_machine *m, const aero_insn *in);
+void aero_op_sub_EvI_r32(aero_machine *m, const aero_insn *in);
+void aero_op_dec_Zv_32(aero_machine *m, const aero_insn *in);
+void aero_op_inc_Zv_32(aero_machine *m, const aero_insn *in);
+/* The first instruction's specialised handler, by kind (the order of fused_first). */
+static const aero_handler fuse_first[7] = {
+    aero_op_cmp_EvI_r32, aero_op_cmp_EvGv_r32, aero_op_cmp_GvEv_r32, aero_op_test_EvGv_r32,
+    aero_op_sub_EvI_r32, aero_op_dec_Zv_32, aero_op_inc_Zv_32,
+};
+static const aero_handler fused_pairs[7][16] = {
+    FUSED_ROW(0), FUSED_ROW(1), FUSED_ROW(2), FUSED_ROW(3), FUSED_ROW(4), FUSED_ROW(5), FUSED_ROW(6),
+};
+static const aero_handler jcc32_by_cc[16] = {
+    aero_op_jcc32_0, aero_op_jcc32_1, aero_op_jcc32_2, aero_op_jcc32_3,
+    aero_op_jcc32_4, aero_op_jcc32_5, aero_op_jcc32_6, aero_op_jcc32_7,
+    aero_op_jcc32_8, aero_op_jcc32_9, aero_op_jcc32_10, aero_op_jcc32_11,
+    aero_op_jcc32_12, aero_op_jcc32_13, aero_op_jcc32_14, aero_op_jcc32_15,
+};
+
+aero_handler aero_fuse_pair(aero_handler first, aero_handler jcc) {
+    for (int cc = 0; cc < 16; cc++) {
+        if (jcc32_by_cc[cc] != jcc) continue;
+        for (int k = 0; k < 7; k++)
+            if (fuse_first[k] == first) return fused_pairs[k][cc];
+        return NULL;
+    }
+    return NULL;
+}
+
 void aero_op_jmp_J_32(aero_machine *m, const aero_insn *in) {
     uint32_t t = m->cpu.eip + in->len + in->imm;
+    if (AERO_UNLIKELY(t > m->cpu.seg[S_CS].limit)) m->cur = in; /* see aero_op_jcc32_* */
     check_cs_limit(m, t);
     m->cpu.eip = t;
 }
