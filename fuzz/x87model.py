@@ -423,8 +423,13 @@ def _arith(op: _Op, kind: str, a: int, b: int, prec: int) -> int | None:
         if ib:
             return _inf(sb)
         if ("pdenorm" in op.dev and sa == sb and parts(a)[1] == 0 and parts(b)[1] == 0
-                and (a | b) & J and ((a & M64) + (b & M64)) == 1 << 64):
-            return _zero(sa)  # the significand sum's carry is lost
+                and (a | b) & J and ((a & M64) + (b & M64)) >= 1 << 64):
+            # The significand sum's carry is lost: what is left is read as a denormal.
+            low = (a & M64) + (b & M64) - (1 << 64)
+            if low == 0:
+                return _zero(sa)
+            x = Fraction(low) * Fraction(2) ** (1 - BIAS - 63)
+            return _rounded(op, -x if sa else x, prec)
         x = to_fraction(a) + (to_fraction(b) if kind == "add" else -to_fraction(b))
         if x == 0:
             if za and zb and sa == sb:
@@ -511,8 +516,10 @@ def _finish(op: _Op, undefined: int = 0) -> Outcome:
 
 # ---- memory formats -----------------------------------------------------------------------
 
-def _load_real(op: _Op, data: bytes, fmt: str) -> int:
-    """A binary32/64 (or 80-bit) memory operand as a register value (exact)."""
+def _load_real(op: _Op, data: bytes, fmt: str, keep_snan: bool = False) -> int:
+    """A binary32/64 (or 80-bit) memory operand as a register value (exact). An SNaN
+    raises IE and is quieted, unless ``keep_snan`` (an arithmetic source: the operation
+    sees an SNaN operand, SDM Vol. 1, table 4-7) or the ``snanload`` deviation."""
     if fmt == "m80":
         return int.from_bytes(data, "little")
     bits = int.from_bytes(data, "little")
@@ -529,7 +536,8 @@ def _load_real(op: _Op, data: bytes, fmt: str) -> int:
         v = x80(sign, 0x7FFF, J | (f << (63 - fbits)))
         if not f >> (fbits - 1):
             op.flags |= IE
-            v = _quiet(v)
+            if not keep_snan and "snanload" not in op.dev:
+                v = _quiet(v)
         return v
     if e == 0:
         if f == 0:
@@ -839,11 +847,11 @@ U_ARITH = C0 | C2 | C3  # C0, C2, C3 undefined after arithmetic, loads, stores .
 U_ALL = CC
 
 
-def _mem_operand(op: _Op, fmt: str, addr: int) -> int:
+def _mem_operand(op: _Op, fmt: str, addr: int, keep_snan: bool = False) -> int:
     size = {"m32": 4, "m64": 8, "m80": 10, "i16": 2, "i32": 4, "i64": 8, "bcd": 10}[fmt]
     data = op.read(addr, size)  # type: ignore[operator]
     if fmt in ("m32", "m64", "m80"):
-        return _load_real(op, data, fmt)
+        return _load_real(op, data, fmt, keep_snan)
     if fmt == "bcd":
         return _load_bcd(data)
     n = int.from_bytes(data, "little", signed=True)
@@ -869,7 +877,7 @@ def _memory_form(op: _Op, esc: int, reg: int, addr: int) -> Outcome | None:
             elif name in ("com", "comp"):
                 op.cc = None
             return _finish(op, 0 if name in ("com", "comp") else U_ARITH)
-        b = _mem_operand(op, _MEM_ARITH[esc], addr)
+        b = _mem_operand(op, _MEM_ARITH[esc], addr, keep_snan=True)
         if name in ("com", "comp"):
             if op.flags & (IE | DE) & ~s.fcw:
                 if classify(s.st(0)) in ("snan", "unsupported", "qnan"):
@@ -1203,6 +1211,10 @@ def _d9(op: _Op, modrm: int) -> Outcome | None:
         v = s.st(0)
         nan = _check_operands(op, [v])
         k = classify(v)
+        if _sgn(v) and k in ("denormal", "pseudo-denormal"):
+            # The square root of a negative number is invalid, which takes precedence
+            # over the denormal operand: #IA alone (SDM Vol. 1, 4.9.2, items 3 and 4).
+            op.flags &= ~DE
         if op.flags & DE & ~s.fcw:
             op.c1 = None
             return _finish(op, U_ARITH)
@@ -1315,6 +1327,19 @@ def _fscale(op: _Op) -> Outcome:
     a, b = s.st(0), s.st(1)
     if "fscale" in op.dev and parts(b)[1] == 0x7FFF and (b << 1) & M64:
         s.set_st(0, b)  # ST(1) copied as it is
+        return _finish(op, U_ARITH)
+    if ("fscaleunsup" in op.dev and classify(b) == "unsupported"
+            and not (parts(b)[1] == 0x7FFF and (b << 1) & M64)
+            and classify(a) in ("zero", "denormal", "pseudo-denormal", "normal", "inf")):
+        # ST(1) an unnormal or pseudo-infinity: converted to the integer indefinite
+        # (-2^31), clamped to -65536, and ST(0) scaled by it.
+        op.flags |= IE
+        if classify(a) in ("zero", "inf"):
+            r = a
+        else:
+            prec = pc_bits(s.fcw) if "pcscale" in op.dev else 64
+            r = _rounded(op, to_fraction(a) * Fraction(2) ** -65536, prec)
+        s.set_st(0, r)
         return _finish(op, U_ARITH)
     nan = _check_operands(op, [a, b])
     ka, kb = classify(a), classify(b)

@@ -194,6 +194,9 @@ static void op_arith_mem(aero_machine *m, const aero_insn *in, const fpu_op *op)
     aero_fpu *f = F(m);
     sf_env e = make_env(f);
     sf80 b = load_operand(m, in, op->arg, &e);
+    /* A binary32/64 SNaN is an SNaN operand of the operation (SDM Vol. 1, table 4-7: an
+     * SNaN and a QNaN give the QNaN); the load only quieted it. IE stays raised. */
+    if ((op->arg == M_F32 || op->arg == M_F64) && (e.flags & SF_IE)) b.sig &= ~0x4000000000000000ull;
     if (in->reg == A_COM || in->reg == A_COMP) {
         do_compare(f, &e, b, 0, 0, in->reg == A_COMP);
         return;
@@ -243,14 +246,14 @@ static void op_com_reg(aero_machine *m, const aero_insn *in, const fpu_op *op) {
 static void op_comi(aero_machine *m, const aero_insn *in, const fpu_op *op) {
     aero_fpu *f = F(m);
     int r;
-    set_cc(f, FSW_C1, 0);
     if (st_empty(f, 0) || st_empty(f, in->rm)) {
         if (!stack_fault(f, 0)) return;
         r = 2;
     } else {
         sf_env e = make_env(f);
         r = aero_sf_compare(&e, st_get(f, 0), st_get(f, in->rm), (op->arg >> 2) & 1);
-        if (!result_ok(f, &e)) return;
+        if (!result_ok(f, &e)) return; /* unmasked: no result, C1 as it was */
+        set_cc(f, FSW_C1, 0);
         raise_flags(f, e.flags);
     }
     uint32_t fl = r == 2 ? (F_ZF | F_PF | F_CF) : r == 0 ? F_ZF : r < 0 ? F_CF : 0;
