@@ -433,7 +433,10 @@ static void op_unary(aero_machine *m, const aero_insn *in, const fpu_op *op) {
     case U_F2XM1: r = aero_sf_f2xm1(&e, v); break;
     default: {
         sf80 s, c;
-        if (aero_sf_sin_cos(&e, v, &s, &c)) { set_cc(f, FSW_C2, FSW_C2); return; }
+        if (aero_sf_sin_cos(&e, v, &s, &c, op->arg == U_SIN ? SF_SINCOS_SIN : SF_SINCOS_COS)) {
+            set_cc(f, FSW_C2, FSW_C2);
+            return;
+        }
         if (!result_ok(f, &e)) return;
         set_cc(f, FSW_C2, 0);
         st_set(f, 0, op->arg == U_SIN ? s : c);
@@ -466,7 +469,7 @@ static void op_push_two(aero_machine *m, const aero_insn *in, const fpu_op *op) 
     sf80 a, b;
     int out_of_range;
     if (op->arg) {
-        out_of_range = aero_sf_sin_cos(&e, st_get(f, 0), &a, &b);
+        out_of_range = aero_sf_sin_cos(&e, st_get(f, 0), &a, &b, SF_SINCOS_BOTH);
     } else {
         out_of_range = aero_sf_tan(&e, st_get(f, 0), &a);
         b = aero_sf_from_i64(1);

@@ -186,7 +186,7 @@ static int special1(sf_env *env, sf80 a, sf80 *out) {
 
 static int out_of_range(sf80 a) { return (a.se & 0x7FFF) >= BIAS + 63 && (a.se & 0x7FFF) != 0x7FFF; }
 
-int aero_sf_sin_cos(sf_env *env, sf80 a, sf80 *sin_out, sf80 *cos_out) {
+int aero_sf_sin_cos(sf_env *env, sf80 a, sf80 *sin_out, sf80 *cos_out, int which) {
     if (out_of_range(a)) return 1;
     if (special1(env, a, sin_out)) { *cos_out = *sin_out; return 0; }
     if (aero_sf_class(a) == SFC_ZERO) { *sin_out = a; *cos_out = aero_sf_from_i64(1); return 0; }
@@ -194,11 +194,12 @@ int aero_sf_sin_cos(sf_env *env, sf80 a, sf80 *sin_out, sf80 *cos_out) {
     int q = reduce(a, &r);
     sincos_series(r, &s, &c);
     xf so[4] = {s, c, xneg(s), xneg(c)}, co[4] = {c, xneg(s), xneg(c), s};
-    /* A sine of a tiny argument is the argument less a bit: rounds like it. */
-    *sin_out = to_sf(env, so[q]);
-    sf_env e2 = *env;
-    *cos_out = to_sf(&e2, co[q]);
-    env->flags |= e2.flags & ~SF_C1;
+    sf_env es = *env, ec = *env;
+    *sin_out = to_sf(&es, so[q]);
+    *cos_out = to_sf(&ec, co[q]);
+    if (which == SF_SINCOS_COS) env->flags = ec.flags;
+    else if (which == SF_SINCOS_SIN) env->flags = es.flags;
+    else env->flags = es.flags | (ec.flags & ~SF_C1);
     return 0;
 }
 
