@@ -1328,17 +1328,22 @@ def _fscale(op: _Op) -> Outcome:
     if "fscale" in op.dev and parts(b)[1] == 0x7FFF and (b << 1) & M64:
         s.set_st(0, b)  # ST(1) copied as it is
         return _finish(op, U_ARITH)
-    if ("fscaleunsup" in op.dev and classify(b) == "unsupported"
-            and not (parts(b)[1] == 0x7FFF and (b << 1) & M64)
+    if ("fscaleint" in op.dev and (classify(b) == "inf" or (
+            classify(b) == "unsupported" and not (parts(b)[1] == 0x7FFF and (b << 1) & M64)))
             and classify(a) in ("zero", "denormal", "pseudo-denormal", "normal", "inf")):
-        # ST(1) an unnormal or pseudo-infinity: converted to the integer indefinite
-        # (-2^31), clamped to -65536, and ST(0) scaled by it.
-        op.flags |= IE
+        # ST(1) converted to a 32-bit integer whatever it holds: an unnormal or
+        # pseudo-infinity gives the integer indefinite -2^31, an infinity +-2^31 saturated;
+        # clamped to +-65536, ST(0) is scaled by it (a zero or infinity is kept).
+        if classify(b) == "unsupported":
+            op.flags |= IE
+            n = -65536
+        else:
+            n = -65536 if _sgn(b) else 65536
         if classify(a) in ("zero", "inf"):
             r = a
         else:
             prec = pc_bits(s.fcw) if "pcscale" in op.dev else 64
-            r = _rounded(op, to_fraction(a) * Fraction(2) ** -65536, prec)
+            r = _rounded(op, to_fraction(a) * Fraction(2) ** n, prec)
         s.set_st(0, r)
         return _finish(op, U_ARITH)
     nan = _check_operands(op, [a, b])

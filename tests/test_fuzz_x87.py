@@ -165,6 +165,18 @@ def test_transcendental_reference_checks_c1() -> None:
         "C1 0, the magnitude was rounded up"]
 
 
+def test_transcendental_reference_leaves_c1_of_exact_results() -> None:
+    """FYL2X of 1/16 and 0.5 is exactly -2 (no rounding, C1 0): the 80-digit reference
+    is not exact there, so its side of -2 says nothing about C1."""
+    from aero.fuzz.x87trans import judge
+
+    sixteenth, half = M.x80(0, M.BIAS - 4, 1 << 63), M.x80(0, M.BIAS - 1, 1 << 63)
+    before = state(sixteenth, half)
+    after = aero_step(scenario("d9f1", sixteenth, half))
+    assert after.st(0) == M.x80(1, M.BIAS + 1, 1 << 63) and not after.fsw & M.C1
+    assert judge(before, after, None, 0xF1) == []
+
+
 def test_model_memory_snan_is_an_snan_operand() -> None:
     """FMUL m32 with a binary32 SNaN and a QNaN in ST(0) gives the QNaN (table 4-7); FLD
     m32 of the same SNaN quiets it; both raise IE."""
