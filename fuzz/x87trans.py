@@ -8,8 +8,9 @@ FSIN, FCOS, FSINCOS and FPTAN reduce their argument with the P6's 66-bit pi (SDM
 
 :func:`judge` returns None when the instruction's operands are outside what it checks
 (special operands, empty registers, operands outside the SDM's domain, unmasked
-exceptions), else a list of problems (empty when the result is within the bound and the
-stack, tags and exception flags are what the SDM says).
+exceptions), else a list of problems (empty when the result is within the bound, C1 says
+on which side of the exact value it lies, and the stack, tags and exception flags are what
+the SDM says).
 
 Invariant: no import of aero.
 """
