@@ -382,6 +382,11 @@ def _check_operands(op: _Op, vals: list[int]) -> int | None:
     return None
 
 
+def _zero_divide(a: int, b: int) -> bool:
+    """Is a / b a division of a finite nonzero number by zero (#Z)?"""
+    return classify(b) == "zero" and classify(a) in ("normal", "denormal", "pseudo-denormal")
+
+
 def _inf(sign: int) -> int:
     return x80(sign, 0x7FFF, J)
 
@@ -402,6 +407,8 @@ def _arith(op: _Op, kind: str, a: int, b: int, prec: int) -> int | None:
     nan = _check_operands(op, [a, b])
     if nan is not None:
         return nan
+    if kind == "div" and _zero_divide(a, b):
+        op.flags &= ~DE  # #Z takes precedence over #D (SDM Vol. 1, 4.9.2, items 3, 4)
     if op.flags & DE & ~op.s.fcw:
         return None  # unmasked denormal: no result
     ka, kb = classify(a), classify(b)
@@ -892,6 +899,9 @@ def _memory_form(op: _Op, esc: int, reg: int, addr: int) -> Outcome | None:
             else:
                 op.c1 = None
             return _finish(op)
+        if name in ("div", "divr") and _zero_divide(*((s.st(0), b) if name == "div"
+                                                       else (b, s.st(0)))):
+            op.flags &= ~DE  # #Z takes precedence over #D (SDM Vol. 1, 4.9.2, items 3, 4)
         if op.flags & (IE | DE) & ~s.fcw:  # a load exception, unmasked
             if classify(s.st(0)) in ("snan", "unsupported"):
                 op.flags |= IE

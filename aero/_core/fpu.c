@@ -206,6 +206,7 @@ static void op_arith_mem(aero_machine *m, const aero_insn *in, const fpu_op *op)
         return;
     }
     sf80 r = arith(&e, in->reg, st_get(f, 0), b);
+    if (e.flags & SF_ZE) e.flags &= ~SF_DE; /* #Z over #D, also of the load (SDM Vol. 1, 4.9.2) */
     if (!result_ok(f, &e)) return;
     st_set(f, 0, r);
     finish(f, &e);
@@ -226,6 +227,7 @@ static void op_arith_reg(aero_machine *m, const aero_insn *in, const fpu_op *op)
     } else {
         sf_env e = make_env(f);
         sf80 r = arith(&e, operation, st_get(f, dst), st_get(f, src));
+        if (e.flags & SF_ZE) e.flags &= ~SF_DE; /* #Z over #D (SDM Vol. 1, 4.9.2) */
         if (!result_ok(f, &e)) return;
         st_set(f, dst, r);
         finish(f, &e);
