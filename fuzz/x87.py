@@ -802,6 +802,27 @@ X87_DIVERGENCES += (
              "SDM Vol. 2, FXAM table: 'Unsupported' is C3 C2 C0 = 000; Vol. 1, 8.2.2: "
              "pseudo-NaNs, pseudo-infinities and unnormals are unsupported formats."),
 )
+X87_DIVERGENCES += (
+    X87Known("x87-fscale-scale-as-integer", "fscaleint",
+             "Unicorn's FSCALE converts an infinite or unsupported ST(1) to a 32-bit integer "
+             "and scales ST(0) by it, clamped to 2^+-65536: an unnormal or pseudo-infinity "
+             "(the integer indefinite) scales by 2^-65536 instead of raising #IA, an "
+             "infinity by 2^+-65536, so a finite ST(0) overflows or underflows as RC and PC "
+             "say instead of becoming the infinity or zero, and a zero or infinite ST(0) "
+             "is kept where 0 x 2^+inf and inf x 2^-inf are #IA",
+             "SDM Vol. 2, FSCALE results table (ST(1) = +inf: +-inf for a finite ST(0), "
+             "#IA for a zero; ST(1) = -inf: +-0, #IA for an infinity); Vol. 1, 8.2.2 and "
+             "8.5.1 (an unsupported operand is #IA). QEMU 5.0 helper_fscale converts ST(1) "
+             "with floatx80_to_int32_round_to_zero (1 << 31 for an invalid encoding, "
+             "saturated for an infinity) and floatx80_scalbn clamps the scale to "
+             "+-0x10000."),
+    X87Known("x87-snan-load-not-quieted", "snanload",
+             "Unicorn's FLD m32/m64 of an SNaN loads it without setting the quiet bit",
+             "SDM Vol. 2, FLD: #IA 'source operand is an SNaN' (not for m80fp); Vol. 1, "
+             "4.8.3.4 and table 4-7: masked, the SNaN is converted to a QNaN. QEMU 5.0 "
+             "float32_to_floatx80 / float64_to_floatx80 go through commonNaNToFloatx80, "
+             "which keeps the fraction as it is."),
+)
 _DEV_KEY = {k.dev: k.key for k in X87_DIVERGENCES}
 
 
@@ -833,7 +854,9 @@ def _relevant_subsets(rec: X87Record) -> list[frozenset[str]]:
     if modrm < 0xC0 and code[0] == 0xDF and reg == 6:
         names += ["bcdsign", "bcdrange"]
     if code[:2] == b"\xd9\xfd":
-        names += ["fscale", "pcscale"]
+        names += ["fscale", "pcscale", "fscaleint"]
+    if modrm < 0xC0 and code[0] in (0xD9, 0xDD) and reg == 0:
+        names.append("snanload")
     if code[:2] == b"\xd9\xf4":
         names.append("fxtract")
     if code[:2] == b"\xd9\xe5":
@@ -1087,6 +1110,8 @@ _SEARCH: dict[str, tuple[tuple[bytes, int | None], ...] | None] = {
     "x87-snan-store-not-quieted": ((b"\xd9", 2), (b"\xd9", 3), (b"\xdd", 2), (b"\xdd", 3)),
     "x87-pseudo-denormal-add": ((b"\xd8", 0), (b"\xdc", 0), (b"\xde", 0)),
     "x87-fxam-unsupported": ((b"\xd9\xe5", None),),
+    "x87-fscale-scale-as-integer": ((b"\xd9\xfd", None),),
+    "x87-snan-load-not-quieted": ((b"\xd9", 0), (b"\xdd", 0)),
 }
 
 

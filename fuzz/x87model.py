@@ -382,6 +382,11 @@ def _check_operands(op: _Op, vals: list[int]) -> int | None:
     return None
 
 
+def _zero_divide(a: int, b: int) -> bool:
+    """Is a / b a division of a finite nonzero number by zero (#Z)?"""
+    return classify(b) == "zero" and classify(a) in ("normal", "denormal", "pseudo-denormal")
+
+
 def _inf(sign: int) -> int:
     return x80(sign, 0x7FFF, J)
 
@@ -402,6 +407,8 @@ def _arith(op: _Op, kind: str, a: int, b: int, prec: int) -> int | None:
     nan = _check_operands(op, [a, b])
     if nan is not None:
         return nan
+    if kind == "div" and _zero_divide(a, b):
+        op.flags &= ~DE  # #Z takes precedence over #D (SDM Vol. 1, 4.9.2, items 3, 4)
     if op.flags & DE & ~op.s.fcw:
         return None  # unmasked denormal: no result
     ka, kb = classify(a), classify(b)
@@ -423,8 +430,13 @@ def _arith(op: _Op, kind: str, a: int, b: int, prec: int) -> int | None:
         if ib:
             return _inf(sb)
         if ("pdenorm" in op.dev and sa == sb and parts(a)[1] == 0 and parts(b)[1] == 0
-                and (a | b) & J and ((a & M64) + (b & M64)) == 1 << 64):
-            return _zero(sa)  # the significand sum's carry is lost
+                and (a | b) & J and ((a & M64) + (b & M64)) >= 1 << 64):
+            # The significand sum's carry is lost: what is left is read as a denormal.
+            low = (a & M64) + (b & M64) - (1 << 64)
+            if low == 0:
+                return _zero(sa)
+            x = Fraction(low) * Fraction(2) ** (1 - BIAS - 63)
+            return _rounded(op, -x if sa else x, prec)
         x = to_fraction(a) + (to_fraction(b) if kind == "add" else -to_fraction(b))
         if x == 0:
             if za and zb and sa == sb:
@@ -511,8 +523,10 @@ def _finish(op: _Op, undefined: int = 0) -> Outcome:
 
 # ---- memory formats -----------------------------------------------------------------------
 
-def _load_real(op: _Op, data: bytes, fmt: str) -> int:
-    """A binary32/64 (or 80-bit) memory operand as a register value (exact)."""
+def _load_real(op: _Op, data: bytes, fmt: str, keep_snan: bool = False) -> int:
+    """A binary32/64 (or 80-bit) memory operand as a register value (exact). An SNaN
+    raises IE and is quieted, unless ``keep_snan`` (an arithmetic source: the operation
+    sees an SNaN operand, SDM Vol. 1, table 4-7) or the ``snanload`` deviation."""
     if fmt == "m80":
         return int.from_bytes(data, "little")
     bits = int.from_bytes(data, "little")
@@ -529,7 +543,8 @@ def _load_real(op: _Op, data: bytes, fmt: str) -> int:
         v = x80(sign, 0x7FFF, J | (f << (63 - fbits)))
         if not f >> (fbits - 1):
             op.flags |= IE
-            v = _quiet(v)
+            if not keep_snan and "snanload" not in op.dev:
+                v = _quiet(v)
         return v
     if e == 0:
         if f == 0:
@@ -839,11 +854,11 @@ U_ARITH = C0 | C2 | C3  # C0, C2, C3 undefined after arithmetic, loads, stores .
 U_ALL = CC
 
 
-def _mem_operand(op: _Op, fmt: str, addr: int) -> int:
+def _mem_operand(op: _Op, fmt: str, addr: int, keep_snan: bool = False) -> int:
     size = {"m32": 4, "m64": 8, "m80": 10, "i16": 2, "i32": 4, "i64": 8, "bcd": 10}[fmt]
     data = op.read(addr, size)  # type: ignore[operator]
     if fmt in ("m32", "m64", "m80"):
-        return _load_real(op, data, fmt)
+        return _load_real(op, data, fmt, keep_snan)
     if fmt == "bcd":
         return _load_bcd(data)
     n = int.from_bytes(data, "little", signed=True)
@@ -869,7 +884,7 @@ def _memory_form(op: _Op, esc: int, reg: int, addr: int) -> Outcome | None:
             elif name in ("com", "comp"):
                 op.cc = None
             return _finish(op, 0 if name in ("com", "comp") else U_ARITH)
-        b = _mem_operand(op, _MEM_ARITH[esc], addr)
+        b = _mem_operand(op, _MEM_ARITH[esc], addr, keep_snan=True)
         if name in ("com", "comp"):
             if op.flags & (IE | DE) & ~s.fcw:
                 if classify(s.st(0)) in ("snan", "unsupported", "qnan"):
@@ -884,6 +899,9 @@ def _memory_form(op: _Op, esc: int, reg: int, addr: int) -> Outcome | None:
             else:
                 op.c1 = None
             return _finish(op)
+        if name in ("div", "divr") and _zero_divide(*((s.st(0), b) if name == "div"
+                                                       else (b, s.st(0)))):
+            op.flags &= ~DE  # #Z takes precedence over #D (SDM Vol. 1, 4.9.2, items 3, 4)
         if op.flags & (IE | DE) & ~s.fcw:  # a load exception, unmasked
             if classify(s.st(0)) in ("snan", "unsupported"):
                 op.flags |= IE
@@ -1203,6 +1221,10 @@ def _d9(op: _Op, modrm: int) -> Outcome | None:
         v = s.st(0)
         nan = _check_operands(op, [v])
         k = classify(v)
+        if _sgn(v) and k in ("denormal", "pseudo-denormal"):
+            # The square root of a negative number is invalid, which takes precedence
+            # over the denormal operand: #IA alone (SDM Vol. 1, 4.9.2, items 3 and 4).
+            op.flags &= ~DE
         if op.flags & DE & ~s.fcw:
             op.c1 = None
             return _finish(op, U_ARITH)
@@ -1315,6 +1337,24 @@ def _fscale(op: _Op) -> Outcome:
     a, b = s.st(0), s.st(1)
     if "fscale" in op.dev and parts(b)[1] == 0x7FFF and (b << 1) & M64:
         s.set_st(0, b)  # ST(1) copied as it is
+        return _finish(op, U_ARITH)
+    if ("fscaleint" in op.dev and (classify(b) == "inf" or (
+            classify(b) == "unsupported" and not (parts(b)[1] == 0x7FFF and (b << 1) & M64)))
+            and classify(a) in ("zero", "denormal", "pseudo-denormal", "normal", "inf")):
+        # ST(1) converted to a 32-bit integer whatever it holds: an unnormal or
+        # pseudo-infinity gives the integer indefinite -2^31, an infinity +-2^31 saturated;
+        # clamped to +-65536, ST(0) is scaled by it (a zero or infinity is kept).
+        if classify(b) == "unsupported":
+            op.flags |= IE
+            n = -65536
+        else:
+            n = -65536 if _sgn(b) else 65536
+        if classify(a) in ("zero", "inf"):
+            r = a
+        else:
+            prec = pc_bits(s.fcw) if "pcscale" in op.dev else 64
+            r = _rounded(op, to_fraction(a) * Fraction(2) ** n, prec)
+        s.set_st(0, r)
         return _finish(op, U_ARITH)
     nan = _check_operands(op, [a, b])
     ka, kb = classify(a), classify(b)

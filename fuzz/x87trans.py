@@ -8,8 +8,9 @@ FSIN, FCOS, FSINCOS and FPTAN reduce their argument with the P6's 66-bit pi (SDM
 
 :func:`judge` returns None when the instruction's operands are outside what it checks
 (special operands, empty registers, operands outside the SDM's domain, unmasked
-exceptions), else a list of problems (empty when the result is within the bound and the
-stack, tags and exception flags are what the SDM says).
+exceptions), else a list of problems (empty when the result is within the bound, C1 says
+on which side of the exact value it lies, and the stack, tags and exception flags are what
+the SDM says).
 
 Invariant: no import of aero.
 """
@@ -21,6 +22,7 @@ from fractions import Fraction
 
 from .x87model import (
     BIAS,
+    C1,
     C2,
     CC,
     DE,
@@ -107,6 +109,10 @@ def ulp_error(got: int, ref: Decimal) -> Fraction:
 
 def _normal(v: int) -> bool:
     return classify(v) == "normal"
+
+
+def _finite(v: int) -> bool:
+    return classify(v) in ("normal", "zero", "denormal")
 
 
 def _reference(name: str, x: Fraction, y: Fraction | None) -> list[Decimal] | None:
@@ -209,6 +215,18 @@ def judge(before: State, after: State, vector: int | None, modrm: int) -> list[s
     if not after.fsw & PE and any(ulp_error(after.st(i), r) > Fraction(1, 1 << 40)
                                   for i, r in enumerate(refs)):  # (exact results: no PE)
         problems.append("PE not set for an inexact result")
+    # C1: the round-up indicator (SDM Vol. 1, 8.1.3.3): set when the magnitude was rounded
+    # up. FSINCOS has two results and the SDM does not say which one C1 describes. Not
+    # judged when the result is within 2^-100 ulp of the reference (an exact result, or
+    # one the 80-digit reference cannot place on either side).
+    main = {"fsincos": None, "fptan": 1}.get(name, 0)
+    if main is not None and not after.is_empty(main):
+        got = to_fraction(after.st(main)) if _finite(after.st(main)) else None
+        if got is not None and ulp_error(after.st(main), refs[main]) > Fraction(1, 1 << 100):
+            up = abs(got) > abs(Fraction(refs[main]))
+            if bool(after.fsw & C1) != up:
+                problems.append(f"C1 {int(bool(after.fsw & C1))}, the magnitude was "
+                                f"rounded {'up' if up else 'down'}")
     if (after.fsw ^ before.fsw) & ~(CC | 0x3800 | 0x3F | ES | 0x8000):
         problems.append("status word bits changed")
     if after.fcw != before.fcw:

@@ -122,6 +122,79 @@ def test_transcendental_is_judged_by_the_reference() -> None:
     assert c.trans_checked == before + 1
 
 
+def aero_step(sc: X87Scenario) -> M.State:
+    a = x87.AeroX87()
+    a.load(sc)
+    snap = a.step()
+    assert snap.vector is None
+    return snap.state
+
+
+MINUS_PI64 = M.x80(1, M.BIAS + 1, 0xC90FDAA22168C235)  # -pi rounded to 64 bits (FLDPI)
+
+
+@pytest.mark.parametrize(("rc", "want", "c1"), [
+    (M.RN, M.x80(1, M.BIAS, 1 << 63), True),
+    (M.RD, M.x80(1, M.BIAS, 1 << 63), True),
+    (M.RU, M.x80(1, M.BIAS - 1, (1 << 64) - 1), False),
+    (M.RZ, M.x80(1, M.BIAS - 1, (1 << 64) - 1), False)])
+def test_fcos_just_above_minus_one_rounds_by_rc(rc: int, want: int, c1: bool) -> None:
+    """cos(-pi64), reduced with the 66-bit pi, is -1 + 1.5e-39: -1 or the next value up,
+    never below -1; C1 tells whether the cosine's magnitude was rounded up."""
+    st = aero_step(scenario("d9ff", MINUS_PI64, fcw=0x037F | rc << 10))
+    assert st.st(0) == want
+    assert bool(st.fsw & M.C1) == c1 and st.fsw & M.PE
+
+
+@pytest.mark.parametrize(("rc", "want"), [
+    (M.RN, 1 << 63), (M.RU, 1 << 63), (M.RD, (1 << 64) - 1), (M.RZ, (1 << 64) - 1)])
+def test_fsin_of_a_tiny_argument_is_just_below_it(rc: int, want: int) -> None:
+    """sin(2^-70) = 2^-70 (1 - 2^-140 / 6): toward zero and down it is the value below
+    (the cubic term is below the 128 bits of the wide sum, yet decides the side)."""
+    st = aero_step(scenario("d9fe", M.x80(0, M.BIAS - 70, 1 << 63), fcw=0x037F | rc << 10))
+    assert st.st(0) == M.x80(0, M.BIAS - 70 - (want != 1 << 63), want)
+
+
+def test_transcendental_reference_checks_c1() -> None:
+    from aero.fuzz.x87trans import judge
+
+    before = state(MINUS_PI64)
+    after = aero_step(scenario("d9ff", MINUS_PI64))
+    assert judge(before, after, None, 0xFF) == []
+    after.fsw ^= M.C1
+    assert judge(before, after, None, 0xFF) == [
+        "C1 0, the magnitude was rounded up"]
+
+
+def test_transcendental_reference_leaves_c1_of_exact_results() -> None:
+    """FYL2X of 1/16 and 0.5 is exactly -2 (no rounding, C1 0): the 80-digit reference
+    is not exact there, so its side of -2 says nothing about C1."""
+    from aero.fuzz.x87trans import judge
+
+    sixteenth, half = M.x80(0, M.BIAS - 4, 1 << 63), M.x80(0, M.BIAS - 1, 1 << 63)
+    before = state(sixteenth, half)
+    after = aero_step(scenario("d9f1", sixteenth, half))
+    assert after.st(0) == M.x80(1, M.BIAS + 1, 1 << 63) and not after.fsw & M.C1
+    assert judge(before, after, None, 0xF1) == []
+
+
+def test_model_memory_snan_is_an_snan_operand() -> None:
+    """FMUL m32 with a binary32 SNaN and a QNaN in ST(0) gives the QNaN (table 4-7); FLD
+    m32 of the same SNaN quiets it; both raise IE."""
+    snan32 = (0x7F800001).to_bytes(4, "little")
+    qnan = M.x80(1, 0x7FFF, 0xC000000000000000)
+    read = scenario("d84b00", qnan, data=b"\0" * 0x80 + snan32).data
+    s = state(qnan)
+    s.ebx = x87.EBX
+    out = M.step(s, bytes.fromhex("d84b00"), x87._Mem(read))
+    assert out is not None and out.state.st(0) == qnan and out.state.fsw & M.IE
+    s = state()
+    s.ebx = x87.EBX
+    out = M.step(s, bytes.fromhex("d94300"), x87._Mem(read))
+    assert out is not None and out.state.st(0) == M.x80(0, 0x7FFF, 0xC000010000000000)
+    assert out.state.fsw & M.IE
+
+
 def test_small_seeded_campaign_has_no_unexplained_divergence() -> None:
     res = run_fpu_campaign(150, seed=1, checker=checker(), shrink=False)
     assert res.examples == 150

@@ -194,6 +194,9 @@ static void op_arith_mem(aero_machine *m, const aero_insn *in, const fpu_op *op)
     aero_fpu *f = F(m);
     sf_env e = make_env(f);
     sf80 b = load_operand(m, in, op->arg, &e);
+    /* A binary32/64 SNaN is an SNaN operand of the operation (SDM Vol. 1, table 4-7: an
+     * SNaN and a QNaN give the QNaN); the load only quieted it. IE stays raised. */
+    if ((op->arg == M_F32 || op->arg == M_F64) && (e.flags & SF_IE)) b.sig &= ~0x4000000000000000ull;
     if (in->reg == A_COM || in->reg == A_COMP) {
         do_compare(f, &e, b, 0, 0, in->reg == A_COMP);
         return;
@@ -203,6 +206,7 @@ static void op_arith_mem(aero_machine *m, const aero_insn *in, const fpu_op *op)
         return;
     }
     sf80 r = arith(&e, in->reg, st_get(f, 0), b);
+    if (e.flags & SF_ZE) e.flags &= ~SF_DE; /* #Z over #D, also of the load (SDM Vol. 1, 4.9.2) */
     if (!result_ok(f, &e)) return;
     st_set(f, 0, r);
     finish(f, &e);
@@ -223,6 +227,7 @@ static void op_arith_reg(aero_machine *m, const aero_insn *in, const fpu_op *op)
     } else {
         sf_env e = make_env(f);
         sf80 r = arith(&e, operation, st_get(f, dst), st_get(f, src));
+        if (e.flags & SF_ZE) e.flags &= ~SF_DE; /* #Z over #D (SDM Vol. 1, 4.9.2) */
         if (!result_ok(f, &e)) return;
         st_set(f, dst, r);
         finish(f, &e);
@@ -243,14 +248,14 @@ static void op_com_reg(aero_machine *m, const aero_insn *in, const fpu_op *op) {
 static void op_comi(aero_machine *m, const aero_insn *in, const fpu_op *op) {
     aero_fpu *f = F(m);
     int r;
-    set_cc(f, FSW_C1, 0);
     if (st_empty(f, 0) || st_empty(f, in->rm)) {
         if (!stack_fault(f, 0)) return;
         r = 2;
     } else {
         sf_env e = make_env(f);
         r = aero_sf_compare(&e, st_get(f, 0), st_get(f, in->rm), (op->arg >> 2) & 1);
-        if (!result_ok(f, &e)) return;
+        if (!result_ok(f, &e)) return; /* unmasked: no result, C1 as it was */
+        set_cc(f, FSW_C1, 0);
         raise_flags(f, e.flags);
     }
     uint32_t fl = r == 2 ? (F_ZF | F_PF | F_CF) : r == 0 ? F_ZF : r < 0 ? F_CF : 0;
@@ -430,7 +435,10 @@ static void op_unary(aero_machine *m, const aero_insn *in, const fpu_op *op) {
     case U_F2XM1: r = aero_sf_f2xm1(&e, v); break;
     default: {
         sf80 s, c;
-        if (aero_sf_sin_cos(&e, v, &s, &c)) { set_cc(f, FSW_C2, FSW_C2); return; }
+        if (aero_sf_sin_cos(&e, v, &s, &c, op->arg == U_SIN ? SF_SINCOS_SIN : SF_SINCOS_COS)) {
+            set_cc(f, FSW_C2, FSW_C2);
+            return;
+        }
         if (!result_ok(f, &e)) return;
         set_cc(f, FSW_C2, 0);
         st_set(f, 0, op->arg == U_SIN ? s : c);
@@ -463,7 +471,7 @@ static void op_push_two(aero_machine *m, const aero_insn *in, const fpu_op *op) 
     sf80 a, b;
     int out_of_range;
     if (op->arg) {
-        out_of_range = aero_sf_sin_cos(&e, st_get(f, 0), &a, &b);
+        out_of_range = aero_sf_sin_cos(&e, st_get(f, 0), &a, &b, SF_SINCOS_BOTH);
     } else {
         out_of_range = aero_sf_tan(&e, st_get(f, 0), &a);
         b = aero_sf_from_i64(1);

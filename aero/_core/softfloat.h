@@ -100,7 +100,10 @@ sf80 aero_sf_const(sf_env *env, int sign, int32_t exp, uint64_t hi, uint64_t lo)
 
 /* The transcendental functions (softfloat_trans.c). trig: |a| >= 2^63 is out of range:
  * they return 1 and compute nothing (the caller sets C2). */
-int aero_sf_sin_cos(sf_env *env, sf80 a, sf80 *sin_out, sf80 *cos_out);
+/* which: the flags (and C1) reported are those of rounding the sine (SF_SINCOS_SIN), the
+ * cosine (SF_SINCOS_COS), or both with the sine's C1 (SF_SINCOS_BOTH, FSINCOS). */
+enum { SF_SINCOS_SIN, SF_SINCOS_COS, SF_SINCOS_BOTH };
+int aero_sf_sin_cos(sf_env *env, sf80 a, sf80 *sin_out, sf80 *cos_out, int which);
 int aero_sf_tan(sf_env *env, sf80 a, sf80 *out);
 sf80 aero_sf_atan2(sf_env *env, sf80 y, sf80 x);   /* FPATAN: atan(y / x) with the quadrant */
 sf80 aero_sf_f2xm1(sf_env *env, sf80 a);           /* 2^a - 1 */

@@ -65,6 +65,12 @@ static xf xadd(xf a, xf b) {
     if (a.exp < b.exp || (a.exp == b.exp && a.m < b.m)) { xf t = a; a = b; b = t; }
     int32_t d = a.exp - b.exp;
     sf_u128 A = a.m >> 1, B = d + 1 >= 128 ? 0 : b.m >> (d + 1);
+    /* Bits of the smaller operand shifted out: a sum is then truncated (below the exact
+     * value, as every other truncation here), but a difference would be above it, so the
+     * subtrahend is rounded up instead. to_sf's forced low bit then sees the right side of
+     * a rounding boundary, e.g. cos(r) = 1 - r^2/2 for |r| below 2^-64. */
+    int lost = d + 1 >= 128 ? b.m != 0 : (b.m & (((sf_u128)1 << (d + 1)) - 1)) != 0;
+    if (a.sign != b.sign && lost) B++;
     xf r;
     r.sign = a.sign;
     r.exp = a.exp + 1;
@@ -135,7 +141,7 @@ static void sincos_series(xf r, xf *s, xf *c) {
     xf t = r, sum = r;
     for (uint32_t n = 2; n < 80; n += 2) {
         t = xneg(xdiv_small(xmul(t, r2), n * (n + 1)));
-        if (tiny(t, sum)) break;
+        if (tiny(t, sum)) { sum = xadd(sum, t); break; } /* (its sign still counts) */
         sum = xadd(sum, t);
     }
     *s = sum;
@@ -143,7 +149,7 @@ static void sincos_series(xf r, xf *s, xf *c) {
     sum = t;
     for (uint32_t n = 1; n < 80; n += 2) {
         t = xneg(xdiv_small(xmul(t, r2), n * (n + 1)));
-        if (tiny(t, sum)) break;
+        if (tiny(t, sum)) { sum = xadd(sum, t); break; } /* (its sign still counts) */
         sum = xadd(sum, t);
     }
     *c = sum;
@@ -180,7 +186,7 @@ static int special1(sf_env *env, sf80 a, sf80 *out) {
 
 static int out_of_range(sf80 a) { return (a.se & 0x7FFF) >= BIAS + 63 && (a.se & 0x7FFF) != 0x7FFF; }
 
-int aero_sf_sin_cos(sf_env *env, sf80 a, sf80 *sin_out, sf80 *cos_out) {
+int aero_sf_sin_cos(sf_env *env, sf80 a, sf80 *sin_out, sf80 *cos_out, int which) {
     if (out_of_range(a)) return 1;
     if (special1(env, a, sin_out)) { *cos_out = *sin_out; return 0; }
     if (aero_sf_class(a) == SFC_ZERO) { *sin_out = a; *cos_out = aero_sf_from_i64(1); return 0; }
@@ -188,11 +194,12 @@ int aero_sf_sin_cos(sf_env *env, sf80 a, sf80 *sin_out, sf80 *cos_out) {
     int q = reduce(a, &r);
     sincos_series(r, &s, &c);
     xf so[4] = {s, c, xneg(s), xneg(c)}, co[4] = {c, xneg(s), xneg(c), s};
-    /* A sine of a tiny argument is the argument less a bit: rounds like it. */
-    *sin_out = to_sf(env, so[q]);
-    sf_env e2 = *env;
-    *cos_out = to_sf(&e2, co[q]);
-    env->flags |= e2.flags & ~SF_C1;
+    sf_env es = *env, ec = *env;
+    *sin_out = to_sf(&es, so[q]);
+    *cos_out = to_sf(&ec, co[q]);
+    if (which == SF_SINCOS_COS) env->flags = ec.flags;
+    else if (which == SF_SINCOS_SIN) env->flags = es.flags;
+    else env->flags = es.flags | (ec.flags & ~SF_C1);
     return 0;
 }
 
@@ -212,7 +219,7 @@ static xf expm1_series(xf y) {
     xf t = y, sum = y;
     for (uint32_t n = 2; n < 80; n++) {
         t = xdiv_small(xmul(t, y), n);
-        if (tiny(t, sum)) break;
+        if (tiny(t, sum)) { sum = xadd(sum, t); break; } /* (its sign still counts) */
         sum = xadd(sum, t);
     }
     return sum;
@@ -255,7 +262,7 @@ static xf ln_x(xf x) {
     for (uint32_t k = 3; k < 200; k += 2) {
         p = xmul(p, t2);
         xf term = xdiv_small(p, k);
-        if (tiny(term, sum)) break;
+        if (tiny(term, sum)) { sum = xadd(sum, term); break; } /* (its sign still counts) */
         sum = xadd(sum, term);
     }
     sum = xldexp(sum, 1);
@@ -269,7 +276,7 @@ static xf ln1p_x(xf x) {
     for (uint32_t k = 3; k < 400; k += 2) {
         p = xmul(p, t2);
         xf term = xdiv_small(p, k);
-        if (tiny(term, sum)) break;
+        if (tiny(term, sum)) { sum = xadd(sum, term); break; } /* (its sign still counts) */
         sum = xadd(sum, term);
     }
     return xldexp(sum, 1);
@@ -374,7 +381,7 @@ static xf atan01(xf t) {
     for (uint32_t n = 3; n < 200; n += 2) {
         p = xneg(xmul(p, u2));
         xf term = xdiv_small(p, n);
-        if (tiny(term, sum)) break;
+        if (tiny(term, sum)) { sum = xadd(sum, term); break; } /* (its sign still counts) */
         sum = xadd(sum, term);
     }
     return xadd(base, sum);
