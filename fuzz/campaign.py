@@ -152,6 +152,7 @@ class CampaignResult:
     divergences: list[Divergence] = field(default_factory=list)
     explained_count: int = 0
     discard_reasons: dict[str, int] = field(default_factory=dict)  # reason -> examples
+    reference: str = "unicorn"  # whose known divergences explain (and are listed)
 
     @property
     def unexplained(self) -> list[Divergence]:
@@ -169,8 +170,18 @@ class CampaignResult:
             "divergences": [d.to_dict() for d in self.divergences],
             "exclusions": [{"key": e.key, "modes": list(e.modes), "reason": e.reason}
                            for e in EXCLUSIONS],
-            "known_divergences": [{"key": k.key, "title": k.title} for k in KNOWN_DIVERGENCES],
+            "known_divergences": [{"key": k.key, "title": k.title}
+                                  for k in _known_divergences(self.reference)],
         }
+
+
+def _known_divergences(reference: str) -> tuple:
+    """The register of known divergences that explains a campaign against ``reference``."""
+    if reference == "qemu":
+        from .qemu_cpu import KNOWN_QEMU_DIVERGENCES
+
+        return KNOWN_QEMU_DIVERGENCES
+    return KNOWN_DIVERGENCES
 
 
 def signature(mode: str, rec: StepRecord) -> str:
@@ -344,7 +355,8 @@ def run_campaign(examples: int, seed: int, mode: str,
     own = checker is None
     if checker is None:
         checker = Checker(modes, reference)
-    result = CampaignResult(0, seed, modes, classes, not_implemented=sorted(pending))
+    result = CampaignResult(0, seed, modes, classes, not_implemented=sorted(pending),
+                            reference=reference)
     found: dict[str, Divergence] = {}
     start = time.monotonic()
     run = 0

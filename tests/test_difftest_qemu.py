@@ -567,3 +567,17 @@ def test_enter_final_check_is_explained_only_as_the_sdm_has_it(machine, aero) ->
     rec = run_pair(absent, ReportedWrong(lambda res: setattr(res, "cr2", 0x84000)),
                    QemuCPU("pm32-paging", machine)).divergence
     assert rec is not None and explain(rec) is None
+
+
+def test_a_qemu_campaign_lists_the_qemu_register() -> None:
+    """The report of a campaign against QEMU names the entries that explain it (its own
+    included), not Unicorn's list."""
+    from aero.fuzz.campaign import CampaignResult
+    from aero.fuzz.qemu_cpu import KNOWN_QEMU_DIVERGENCES
+
+    keys = [k["key"] for k in CampaignResult(0, 1, ["real"], [], reference="qemu")
+            .to_dict()["known_divergences"]]
+    assert keys == [k.key for k in KNOWN_QEMU_DIVERGENCES]
+    assert {"bswap-16", "enter-final-check"} <= set(keys)
+    assert "bswap-16" not in [k["key"] for k in CampaignResult(0, 1, ["real"], [])
+                              .to_dict()["known_divergences"]]
