@@ -504,6 +504,8 @@ class QemuCPU:
         self._accesses: list[tuple[str, int, int]] = []
         self._code_entries: set[int] = set()
         self._own_writes: set[int] = set()
+        self._ordered: list[tuple[str, int, int]] = []  # the SDM model's accesses, in order
+        self._fixed: set[int] = set()  # paging entries of the fetch and a descriptor read
         self._fetch: tuple[int, int] = (0, 1)  # linear address and length of the instruction
         self._pending_db: StepResult | None = None  # a single-step trap still to report
         self._steps = 0  # instructions stepped since the load
@@ -647,12 +649,13 @@ class QemuCPU:
                     # An exception could not be delivered (the gate's code segment is
                     # in the GDT): QEMU would shut down.
                     raise NotComparable("qemu: the GDT is not mapped")
-        self._accesses, stack = self._model_accesses(raw)
+        self._accesses, stack, self._ordered = self._model_accesses(raw)
         if any(self._reaches_other(k, a, n) for k, a, n in stack + self._implicit_reads(raw)):
             raise NotComparable("qemu: stack, string or implicit access outside RAM")
         self._accesses += stack
         self._fetch = (lin, info.length or 1)
         self._code_entries = self._entries_of([lin, lin + (info.length or 1) - 1])
+        self._fixed = set(self._code_entries)  # the fetch's and the descriptor read's
         # Entries the instruction's own reads use are treated like the fetch's (their
         # accessed bits are the instruction's); those of its writes are left as QEMU set
         # them.
@@ -665,6 +668,7 @@ class QemuCPU:
             # A segment-register load reads its descriptor (GDT or LDT) before it may
             # fault: those accessed bits are the instruction's too.
             self._code_entries |= self._entries_of([desc, desc + 7])
+            self._fixed |= self._entries_of([desc, desc + 7])
         return lin, raw
 
     def _stack32(self) -> bool:
@@ -679,11 +683,14 @@ class QemuCPU:
         return bool(int(self.machine.ram[at + 6]) & 0x40)
 
     def _model_accesses(self, raw: bytes) -> tuple[list[tuple[str, int, int]],
+                                                   list[tuple[str, int, int]],
                                                    list[tuple[str, int, int]]]:
         """The instruction's data accesses as (kind, linear address, size), decided by the
         SDM model (:func:`aero.fuzz.sdm.operand_access`, :func:`aero.fuzz.sdm.data_accesses`),
         never by aero's decoder or opcode table: the explicit ModRM operand (read, and
-        written when it is a destination), and the others (stack, string, moffs, XLAT).
+        written when it is a destination), the others (stack, string, moffs, XLAT), and all
+        of them in the order of the SDM's operation (a read-modify-write: its read, then its
+        write).
         Refuses a ModRM operand that reaches memory QEMU has and aero has not. An
         instruction the model does not cover has no accesses here (its ModRM operand is
         still checked for the refusal, as one byte)."""
@@ -713,10 +720,12 @@ class QemuCPU:
                 explicit = [(k, a, size) for k in ("r", "w") if k in operand.kind]
         model = data_accesses(d, regs, stack32, not pm) if d.defined else None
         if model is None:
-            return explicit, []
+            return explicit, [], list(explicit)
+        ordered = [(k, self._linear(x.seg, x.offset), x.size) for x in model
+                   for k in ("r", "w") if k in x.kind]
         others = [(k, self._linear(x.seg, x.offset), x.size) for x in model
                   if x != operand for k in ("r", "w") if k in x.kind]
-        return explicit, others
+        return explicit, others, ordered
 
     def _descriptor_read(self, raw: bytes) -> int | None:
         """Protected mode, MOV Sreg / POP Sreg / LDS-LGS (SDM model's decoding): the
@@ -830,11 +839,26 @@ class QemuCPU:
             self._own_writes = set()
             self._code_entries = self._entries_of([x << 12 for x in fetch_pages if x != page])
             return
+        done = self._ordered
+        kind = "w" if code & 2 else "r"
+        hit = next((i for i, (k, a, n) in enumerate(done) if k == kind
+                    and page in {a >> 12, ((a + n - 1) & 0xFFFFFFFF) >> 12}), None)
+        if hit is not None:
+            # The faulting access, first of its kind on the page in the order of the SDM's
+            # operation: the accesses after it never happened, so the entries only they
+            # use carry the delivery's bits.
+            done = done[:hit + 1]
+            later = self._entries_of([x for _k, a, n in self._ordered[hit + 1:]
+                                      for x in (a, a + n - 1)])
+            self._own_writes -= later - self._entries_of(
+                [x for k, a, n in done if k == "w" for x in (a, a + n - 1)])
+            self._code_entries -= later - self._fixed - self._entries_of(
+                [x for k, a, n in done if k == "r" for x in (a, a + n - 1)])
         if code & 1 and code & 2 and not (code & 4 and not self._user_page(cr2)) \
                 and self._may_read_first(page):
             return  # a write-protection fault on a page the instruction may have read
         others = self._entries_of([x << 12 for x in fetch_pages] + [
-            x for _k, a, n in self._accesses for x in (a, a + n - 1) if x >> 12 != page])
+            x for _k, a, n in done for x in (a, a + n - 1) if x >> 12 != page])
         gone = self._entries_of([cr2]) - others
         self._own_writes -= gone
         self._code_entries -= gone

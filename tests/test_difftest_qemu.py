@@ -581,3 +581,14 @@ def test_a_qemu_campaign_lists_the_qemu_register() -> None:
     assert {"bswap-16", "enter-final-check"} <= set(keys)
     assert "bswap-16" not in [k["key"] for k in CampaignResult(0, 1, ["real"], [])
                               .to_dict()["known_divergences"]]
+
+
+def test_accesses_after_the_faulting_one_did_not_happen(machine, aero) -> None:
+    """CALL m16 whose operand read faults (page 10h not present): the return-address push
+    (onto page 0Fh, read-only for users) never happened, so the dirty bit the exception
+    frame's push set there is the delivery's and is put back."""
+    sc = paging("266626ff10", eax=0x10000, esp=0x10000, pages={0x10: 0, 0xF: 0x05})
+    res = run_pair(sc, aero, QemuCPU("pm32-paging", machine))
+    assert res.divergence is None, res.divergence.mismatches
+    assert res.steps[0].ref.exception == 14 and res.steps[0].ref.cr2 == 0x10000
+    assert res.steps[0].ref.memory[PT_ADDR + 0xF * 4] == 0x05
