@@ -107,7 +107,7 @@ class Divergence:
             "explanation": None if self.explanation is None else {
                 "key": self.explanation.key, "title": self.explanation.title},
             "occurrences": self.occurrences,
-            "mismatches": [m.to_dict() for m in rec.mismatches],
+            "mismatches": [_masked(m, rec.masks.regs) for m in rec.mismatches],
             "initial": sc.to_dict(),
             "before": dict(rec.before),
             "aero": self._aero,
@@ -116,6 +116,16 @@ class Divergence:
                           "memory": [list(x) for x in rec.masks.memory],
                           "notes": rec.masks.notes},
         }
+
+
+def _masked(m: object, masks: dict[str, int]) -> dict:
+    """A mismatch as a dict, the reference's bits that the architecture leaves undefined
+    (or that carry host time: RDTSC) shown with aero's value, as in the record's states."""
+    out = m.to_dict()  # type: ignore[attr-defined]
+    mask = masks.get(out["field"], 0)
+    if mask and isinstance(out["ref"], int) and isinstance(out["aero"], int):
+        out["ref"] = (out["ref"] & ~mask) | (out["aero"] & mask)
+    return out
 
 
 def _state_dict(regs: dict[str, int], exception: int | None, memory: np.ndarray,

@@ -592,3 +592,37 @@ def test_accesses_after_the_faulting_one_did_not_happen(machine, aero) -> None:
     assert res.divergence is None, res.divergence.mismatches
     assert res.steps[0].ref.exception == 14 and res.steps[0].ref.cr2 == 0x10000
     assert res.steps[0].ref.memory[PT_ADDR + 0xF * 4] == 0x05
+
+
+def test_rdtsc_depends_on_the_scenario_alone() -> None:
+    """aero's machine is reused across scenarios and its clock keeps running: each load
+    zeroes the TSC, so RDTSC reads the same value however many examples ran before (a
+    campaign's records are then the same with any number of workers)."""
+    r = initial_regs("real")
+    r.update(eip=0x100, esp=0x8000)
+    sc = Scenario("real", r, [b"\x0f\x31", b"\x90"], 0)
+    cpu = AeroCPU()
+    seen = set()
+    for _ in range(3):
+        cpu.load(sc, sc.image())
+        res = cpu.step()
+        seen.add((res.regs["eax"], res.regs["edx"]))
+        for _ in range(40):
+            cpu.load(sc, sc.image())
+            cpu.step()
+            cpu.step()
+    assert len(seen) == 1
+
+
+def test_recorded_mismatches_show_no_host_time(machine, aero) -> None:
+    """LOCK RDTSC: aero #UD, QEMU reads the host's TSC. The record's mismatch list shows
+    aero's value for those undefined bits, as its states do."""
+    from aero.fuzz.campaign import Divergence, signature
+
+    sc = pm("f00f31", fill=0)
+    rec = run_pair(sc, aero, QemuCPU("pm32", machine)).divergence
+    assert rec is not None and rec.masks.regs.get("eax") == 0xFFFFFFFF
+    out = Divergence(sc, rec, signature("pm32", rec), explain(rec)).to_dict()
+    regs = {m["field"]: m for m in out["mismatches"] if m["field"] in ("eax", "edx")}
+    assert regs and all(m["ref"] == m["aero"] for m in regs.values())
+    assert out["explanation"]["key"] == "lock-prefix"
