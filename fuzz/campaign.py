@@ -107,7 +107,7 @@ class Divergence:
             "explanation": None if self.explanation is None else {
                 "key": self.explanation.key, "title": self.explanation.title},
             "occurrences": self.occurrences,
-            "mismatches": [m.to_dict() for m in rec.mismatches],
+            "mismatches": [_masked(m, rec.masks.regs) for m in rec.mismatches],
             "initial": sc.to_dict(),
             "before": dict(rec.before),
             "aero": self._aero,
@@ -116,6 +116,16 @@ class Divergence:
                           "memory": [list(x) for x in rec.masks.memory],
                           "notes": rec.masks.notes},
         }
+
+
+def _masked(m: object, masks: dict[str, int]) -> dict:
+    """A mismatch as a dict, the reference's bits that the architecture leaves undefined
+    (or that carry host time: RDTSC) shown with aero's value, as in the record's states."""
+    out = m.to_dict()  # type: ignore[attr-defined]
+    mask = masks.get(out["field"], 0)
+    if mask and isinstance(out["ref"], int) and isinstance(out["aero"], int):
+        out["ref"] = (out["ref"] & ~mask) | (out["aero"] & mask)
+    return out
 
 
 def _state_dict(regs: dict[str, int], exception: int | None, memory: np.ndarray,
@@ -152,6 +162,7 @@ class CampaignResult:
     divergences: list[Divergence] = field(default_factory=list)
     explained_count: int = 0
     discard_reasons: dict[str, int] = field(default_factory=dict)  # reason -> examples
+    reference: str = "unicorn"  # whose known divergences explain (and are listed)
 
     @property
     def unexplained(self) -> list[Divergence]:
@@ -169,8 +180,18 @@ class CampaignResult:
             "divergences": [d.to_dict() for d in self.divergences],
             "exclusions": [{"key": e.key, "modes": list(e.modes), "reason": e.reason}
                            for e in EXCLUSIONS],
-            "known_divergences": [{"key": k.key, "title": k.title} for k in KNOWN_DIVERGENCES],
+            "known_divergences": [{"key": k.key, "title": k.title}
+                                  for k in _known_divergences(self.reference)],
         }
+
+
+def _known_divergences(reference: str) -> tuple:
+    """The register of known divergences that explains a campaign against ``reference``."""
+    if reference == "qemu":
+        from .qemu_cpu import KNOWN_QEMU_DIVERGENCES
+
+        return KNOWN_QEMU_DIVERGENCES
+    return KNOWN_DIVERGENCES
 
 
 def signature(mode: str, rec: StepRecord) -> str:
@@ -344,7 +365,8 @@ def run_campaign(examples: int, seed: int, mode: str,
     own = checker is None
     if checker is None:
         checker = Checker(modes, reference)
-    result = CampaignResult(0, seed, modes, classes, not_implemented=sorted(pending))
+    result = CampaignResult(0, seed, modes, classes, not_implemented=sorted(pending),
+                            reference=reference)
     found: dict[str, Divergence] = {}
     start = time.monotonic()
     run = 0

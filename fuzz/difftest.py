@@ -330,6 +330,7 @@ class AeroCPU:
         m = self.machine
         self.mode = scenario.mode
         m.reset()  # no pending trap, interrupt shadow or other state left from before
+        self._zero_tsc()
         with m.ram_writable() as ram:
             ram[:RAM_SIZE] = image
         r = Regs()
@@ -351,6 +352,25 @@ class AeroCPU:
             r.cr0, r.cr3, r.cr4, r.cpl = p.cr0, p.cr3, p.cr4, p.cpl
         m.set_regs(r)
         m.clear_exception()
+
+    def _zero_tsc(self) -> None:
+        """WRMSR IA32_TSC := 0 (a one-instruction real-mode stub at address 0, overwritten
+        by the scenario's image): the machine is reused across scenarios and its clock
+        keeps running, so without this RDTSC would read how many instructions the process
+        ran before; after it, a scenario's RDTSC values depend on the scenario alone (a
+        campaign's results on the seed alone, whatever the number of workers)."""
+        from aero.machine import Regs, Segment
+
+        m = self.machine
+        with m.ram_writable() as ram:
+            ram[0:2] = np.frombuffer(b"\x0f\x30", dtype=np.uint8)
+        r = Regs()
+        for s in SEGS:
+            setattr(r, s, Segment(0, 0, 0xFFFF, REAL_CODE_ATTR if s == "cs" else REAL_DATA_ATTR))
+        r.cr0, r.eip, r.eflags, r.ecx, r.eax, r.edx = CR0_REAL, 0, 2, 0x10, 0, 0
+        m.set_regs(r)
+        m.clear_exception()
+        m.step()
 
     def regs(self) -> dict[str, int]:
         r = self.machine.get_regs()

@@ -41,7 +41,7 @@ from .sdm import (
 if TYPE_CHECKING:
     from aero.fuzz.difftest import StepRecord
 
-__all__ = ["KNOWN_DIVERGENCES", "KnownDivergence", "explain", "sub_flags"]
+__all__ = ["KNOWN_DIVERGENCES", "KnownDivergence", "enter_operation", "explain", "sub_flags"]
 
 GPRS = ("eax", "ecx", "edx", "ebx", "esp", "ebp", "esi", "edi")
 SEGS = ("es", "cs", "ss", "ds", "fs", "gs")
@@ -316,16 +316,14 @@ def _no_cs_limit_check(rec: StepRecord) -> bool:
             and _faulted_cleanly(rec, EXC_GP))
 
 
-def _enter_frame(rec: StepRecord) -> bool:
-    """ENTER whose operand size differs from the stack size: aero's frame pointer, stack
-    pointer and pushes are the SDM's; Unicorn's EBP (and its level-1 push) differ."""
-    d, b = _dec(rec), rec.before
-    if d.opcode != 0xC8 or not _valid(d, rec):
-        return False
+def enter_operation(rec: StepRecord, d: Decoded) -> tuple[dict[str, int], dict[int, int], int]:
+    """ENTER by the SDM's operation, from the state before the step: the registers it
+    changes (EBP, ESP, EIP), the bytes it stores (address -> value; each frame-pointer copy
+    is read after the stores before it, so a read that overlaps the pushed (E)BP sees it),
+    and the linear address of the FrameTemp slot (that of the last push)."""
+    b = rec.before
     segs = _segs(rec)
     stack32 = _stack32(segs)
-    if stack32 == d.osz32 or rec.aero.exception is not None or rec.ref.exception:
-        return False
     level = d.imm2 & 31
     size = d.opsize
     smask = 0xFFFFFFFF if stack32 else 0xFFFF
@@ -334,25 +332,43 @@ def _enter_frame(rec: StepRecord) -> bool:
         return (b["esp"] & ~smask & 0xFFFFFFFF) | (v & smask)
 
     frame = sp(b["esp"] - size)  # FrameTemp: (E)SP after pushing (E)BP
+    # The register width follows the operand size (see the entry's evidence).
     ebp = frame if d.osz32 else (b["ebp"] & 0xFFFF0000) | (frame & 0xFFFF)
-    esp = sp(b["esp"] - size * (level + 1) - d.imm)
-    # The pushes of the SDM's operation: (E)BP; for i = 1 .. level - 1 the frame pointer
-    # at SS:[(E)BP - i * size] ((E)BP by the stack size); then FrameTemp.
-    values = [b["ebp"]]
-    for i in range(1, level):
-        values.append(_read(rec, _linear(segs, "ss", (b["ebp"] - i * size) & smask), size))
-    if level:
-        values.append(frame)
-    allowed: dict[int, int] = {}
-    for n, v in enumerate(values):
-        slot = _linear(segs, "ss", (b["esp"] - (n + 1) * size) & smask)
+    esp = sp(b["esp"] - size * (level + 1 if level else 1) - d.imm)
+    stored: dict[int, int] = {}
+
+    def read(lin: int) -> int:
+        return sum((stored[a] if a in stored else _read(rec, a, 1)) << (8 * k)
+                   for k, a in enumerate(range(lin, lin + size)))
+
+    def push(n: int, v: int) -> int:
+        slot = _linear(segs, "ss", (b["esp"] - n * size) & smask)
         for k in range(size):
-            allowed[slot + k] = (v >> (8 * k)) & 0xFF
-    slot2 = _linear(segs, "ss", (b["esp"] - (level + 1) * size) & smask)  # FrameTemp's
-    if not (_regs_are(rec, {"ebp": ebp, "esp": esp, "eip": _next_eip(rec, d)})
-            and _memory_as_before(rec, allowed)):
+            stored[slot + k] = (v >> (8 * k)) & 0xFF
+        return slot
+
+    slot = push(1, b["ebp"])
+    for i in range(1, level):
+        push(i + 1, read(_linear(segs, "ss", (b["ebp"] - i * size) & smask)))
+    if level:
+        slot = push(level + 1, frame)
+    return {"ebp": ebp, "esp": esp, "eip": _next_eip(rec, d)}, stored, slot
+
+
+def _enter_frame(rec: StepRecord) -> bool:
+    """ENTER whose operand size differs from the stack size: aero's frame pointer, stack
+    pointer and pushes are the SDM's; Unicorn's EBP (and its level-1 push) differ."""
+    d = _dec(rec)
+    if d.opcode != 0xC8 or not _valid(d, rec):
         return False
-    if rec.ref.regs["ebp"] & 0xFFFF != ebp & 0xFFFF:
+    if _stack32(_segs(rec)) == d.osz32 or rec.aero.exception is not None or rec.ref.exception:
+        return False
+    level = d.imm2 & 31
+    size = d.opsize
+    changes, allowed, slot2 = enter_operation(rec, d)
+    if not (_regs_are(rec, changes) and _memory_as_before(rec, allowed)):
+        return False
+    if rec.ref.regs["ebp"] & 0xFFFF != changes["ebp"] & 0xFFFF:
         return False
     for m in rec.mismatches:
         if m.field.startswith("mem:"):

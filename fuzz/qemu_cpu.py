@@ -75,7 +75,6 @@ from .difftest import (
     StepRecord,
     StepResult,
     decode,
-    effective_offset,
     is_pm,
 )
 from .gdbremote import GdbClient, GdbError
@@ -505,6 +504,8 @@ class QemuCPU:
         self._accesses: list[tuple[str, int, int]] = []
         self._code_entries: set[int] = set()
         self._own_writes: set[int] = set()
+        self._ordered: list[tuple[str, int, int]] = []  # the SDM model's accesses, in order
+        self._fixed: set[int] = set()  # paging entries of the fetch and a descriptor read
         self._fetch: tuple[int, int] = (0, 1)  # linear address and length of the instruction
         self._pending_db: StepResult | None = None  # a single-step trap still to report
         self._steps = 0  # instructions stepped since the load
@@ -648,33 +649,13 @@ class QemuCPU:
                     # An exception could not be delivered (the gate's code segment is
                     # in the GDT): QEMU would shut down.
                     raise NotComparable("qemu: the GDT is not mapped")
-        self._accesses = []
-        if info.has_memory_operand:
-            seg = info.seg_override or info.default_seg
-            off = effective_offset(info, self._named_regs())
-            a = self._linear(seg, off)
-            row = info.row
-            size = 1 if row is None or any(o in ("Eb", "Gb", "Ob") for o in row.operands) \
-                else info.opsize
-            beyond_limit = not is_pm(self.mode) and off + size - 1 > 0xFFFF
-            if beyond_limit and AREA - 16 <= a < AREA_END:
-                raise NotComparable("qemu: memory operand in this backend's tables")
-            if not beyond_limit and self._other_memory(a, max(size, 16)):
-                # aero has no memory there, QEMU has (its RAM is larger).
-                raise NotComparable("qemu: memory operand outside RAM")
-            # The explicit operand, as the known-divergence matchers see a reference's
-            # accesses (QEMU does not report its own): read, and written when it is a
-            # destination.
-            self._accesses = [("r", a, size)]
-            if row is not None and row.operands and row.operands[0].startswith("E") and \
-                    row.mnemonic not in _READ_ONLY_E:
-                self._accesses.append(("w", a, size))
-        stack = self._stack_accesses(raw, info)
+        self._accesses, stack, self._ordered = self._model_accesses(raw)
         if any(self._reaches_other(k, a, n) for k, a, n in stack + self._implicit_reads(raw)):
             raise NotComparable("qemu: stack, string or implicit access outside RAM")
         self._accesses += stack
         self._fetch = (lin, info.length or 1)
         self._code_entries = self._entries_of([lin, lin + (info.length or 1) - 1])
+        self._fixed = set(self._code_entries)  # the fetch's and the descriptor read's
         # Entries the instruction's own reads use are treated like the fetch's (their
         # accessed bits are the instruction's); those of its writes are left as QEMU set
         # them.
@@ -687,7 +668,64 @@ class QemuCPU:
             # A segment-register load reads its descriptor (GDT or LDT) before it may
             # fault: those accessed bits are the instruction's too.
             self._code_entries |= self._entries_of([desc, desc + 7])
+            self._fixed |= self._entries_of([desc, desc + 7])
         return lin, raw
+
+    def _stack32(self) -> bool:
+        """Is the stack 32-bit (SS's B bit in the descriptor its selector names; the
+        reset LDT has base 0)? False in real mode."""
+        if not is_pm(self.mode):
+            return False
+        sel = self.regs_now["ss"] & 0xFFFF
+        at = (0 if sel & 4 else self.tables.get("gdtr_base", 0)) + (sel & ~7)
+        if not sel & ~3 or at + 8 > RAM_SIZE:
+            return True
+        return bool(int(self.machine.ram[at + 6]) & 0x40)
+
+    def _model_accesses(self, raw: bytes) -> tuple[list[tuple[str, int, int]],
+                                                   list[tuple[str, int, int]],
+                                                   list[tuple[str, int, int]]]:
+        """The instruction's data accesses as (kind, linear address, size), decided by the
+        SDM model (:func:`aero.fuzz.sdm.operand_access`, :func:`aero.fuzz.sdm.data_accesses`),
+        never by aero's decoder or opcode table: the explicit ModRM operand (read, and
+        written when it is a destination), the others (stack, string, moffs, XLAT), and all
+        of them in the order of the SDM's operation (a read-modify-write: its read, then its
+        write).
+        Refuses a ModRM operand that reaches memory QEMU has and aero has not. An
+        instruction the model does not cover has no accesses here (its ModRM operand is
+        still checked for the refusal, as one byte)."""
+        from .sdm import data_accesses, operand_access
+        from .sdm import decode as sdm_decode
+        from .sdm import effective_offset as sdm_offset
+
+        pm = is_pm(self.mode)
+        d = sdm_decode(raw, pm)
+        regs = self._named_regs()
+        stack32 = self._stack32()
+        explicit: list[tuple[str, int, int]] = []
+        operand = operand_access(d, regs, stack32)
+        if d.memory:
+            seg, off, size = ((operand.seg, operand.offset, operand.size) if operand
+                              else (d.seg, sdm_offset(d, regs), 1))
+            a = self._linear(seg, off)
+            beyond_limit = not pm and off + size - 1 > 0xFFFF
+            if beyond_limit and AREA - 16 <= a < AREA_END:
+                raise NotComparable("qemu: memory operand in this backend's tables")
+            if not beyond_limit and self._other_memory(a, max(size, 16)):
+                # aero has no memory there, QEMU has (its RAM is larger).
+                raise NotComparable("qemu: memory operand outside RAM")
+            if operand is not None:
+                # As the known-divergence matchers see a reference's accesses (QEMU does
+                # not report its own).
+                explicit = [(k, a, size) for k in ("r", "w") if k in operand.kind]
+        model = data_accesses(d, regs, stack32, not pm) if d.defined else None
+        if model is None:
+            return explicit, [], list(explicit)
+        ordered = [(k, self._linear(x.seg, x.offset), x.size) for x in model
+                   for k in ("r", "w") if k in x.kind]
+        others = [(k, self._linear(x.seg, x.offset), x.size) for x in model
+                  if x != operand for k in ("r", "w") if k in x.kind]
+        return explicit, others, ordered
 
     def _descriptor_read(self, raw: bytes) -> int | None:
         """Protected mode, MOV Sreg / POP Sreg / LDS-LGS (SDM model's decoding): the
@@ -801,11 +839,26 @@ class QemuCPU:
             self._own_writes = set()
             self._code_entries = self._entries_of([x << 12 for x in fetch_pages if x != page])
             return
+        done = self._ordered
+        kind = "w" if code & 2 else "r"
+        hit = next((i for i, (k, a, n) in enumerate(done) if k == kind
+                    and page in {a >> 12, ((a + n - 1) & 0xFFFFFFFF) >> 12}), None)
+        if hit is not None:
+            # The faulting access, first of its kind on the page in the order of the SDM's
+            # operation: the accesses after it never happened, so the entries only they
+            # use carry the delivery's bits.
+            done = done[:hit + 1]
+            later = self._entries_of([x for _k, a, n in self._ordered[hit + 1:]
+                                      for x in (a, a + n - 1)])
+            self._own_writes -= later - self._entries_of(
+                [x for k, a, n in done if k == "w" for x in (a, a + n - 1)])
+            self._code_entries -= later - self._fixed - self._entries_of(
+                [x for k, a, n in done if k == "r" for x in (a, a + n - 1)])
         if code & 1 and code & 2 and not (code & 4 and not self._user_page(cr2)) \
                 and self._may_read_first(page):
             return  # a write-protection fault on a page the instruction may have read
         others = self._entries_of([x << 12 for x in fetch_pages] + [
-            x for _k, a, n in self._accesses for x in (a, a + n - 1) if x >> 12 != page])
+            x for _k, a, n in done for x in (a, a + n - 1) if x >> 12 != page])
         gone = self._entries_of([cr2]) - others
         self._own_writes -= gone
         self._code_entries -= gone
@@ -834,8 +887,8 @@ class QemuCPU:
         return lo < AREA_END and lo + size > AREA - 16
 
     def _implicit_reads(self, raw: bytes) -> list[tuple[str, int, int]]:
-        """Memory reads that neither a ModRM operand nor :meth:`_stack_accesses` shows
-        (SDM model's decoding): XLAT, MOV AL/eAX, moffs, and the stack reads of POPA,
+        """Memory reads that the SDM model's access list may lack (its decoding): XLAT,
+        MOV AL/eAX, moffs, and the stack reads of POPA,
         POPF, POP Ev, RET, RETF, IRET and LEAVE; only for refusing what reads beyond RAM."""
         from .sdm import decode as sdm_decode
 
@@ -861,36 +914,6 @@ class QemuCPU:
             return [("r", lin("ss", sp), size)]
         if op == 0xC9:
             return [("r", lin("ss", r["ebp"] & smask), n)]
-        return []
-
-    def _stack_accesses(self, raw: bytes, info: object) -> list[tuple[str, int, int]]:
-        """PUSH/POP of a register or immediate: the stack access (for the matchers)."""
-        i = len(getattr(info, "prefixes", b""))
-        if i >= len(raw):
-            return []
-        op, r = raw[i], self.regs_now
-        size = getattr(info, "opsize", 4)
-        mask = 0xFFFFFFFF if is_pm(self.mode) else 0xFFFF
-        base = self._linear("ss", 0)
-        if 0x50 <= op <= 0x57 or op in (0x68, 0x6A, 0x06, 0x0E, 0x16, 0x1E) or (
-                op == 0x0F and raw[i + 1:i + 2] in (b"\xa0", b"\xa8")):
-            return [("w", base + ((r["esp"] - size) & mask), size)]
-        if 0x58 <= op <= 0x5F or op in (0x07, 0x17, 0x1F) or (
-                op == 0x0F and raw[i + 1:i + 2] in (b"\xa1", b"\xa9")):
-            return [("r", base + (r["esp"] & mask), size)]
-        if op in (0xA4, 0xA5, 0xA6, 0xA7, 0xAA, 0xAB, 0xAC, 0xAD, 0xAE, 0xAF):
-            # String instructions: DS:(E)SI (segment override allowed), ES:(E)DI.
-            n = 1 if op % 2 == 0 else size
-            amask = 0xFFFFFFFF if getattr(info, "asz32", False) else 0xFFFF
-            seg = getattr(info, "seg_override", None) or "ds"
-            sbase = self._linear(seg, 0)
-            ebase = self._linear("es", 0)
-            src = ("r", sbase + (r["esi"] & amask), n)
-            dst = ("w" if op in (0xA4, 0xA5, 0xAA, 0xAB) else "r",
-                   ebase + (r["edi"] & amask), n)
-            return {0xA4: [src, dst], 0xA5: [src, dst], 0xA6: [src, dst], 0xA7: [src, dst],
-                    0xAA: [dst], 0xAB: [dst], 0xAC: [src], 0xAD: [src], 0xAE: [dst],
-                    0xAF: [dst]}[op]
         return []
 
     def retrace(self) -> list[tuple[str, int, int]]:
@@ -1072,6 +1095,10 @@ class QemuCPU:
             self.broken = True  # a shutdown (triple fault) leaves QEMU unusable
             raise NotComparable("qemu: the step made no progress (exception not delivered)")
         trap = vector == 1 and snap is not None and not _is_int1(raw, is_pm(self.mode))
+        if trap and not is_pm(self.mode) and _loads_eflags_high(raw):
+            # The trap's real-mode frame shows FLAGS only and its delivery cleared AC and
+            # RF: what POPFD/IRETD loaded there cannot be read back.
+            raise NotComparable("qemu: real-mode single-step trap after POPFD/IRETD")
         if vector is not None and trap:
             exc = vector
             regs, code = self._unwind(after, vector, before)
@@ -1189,7 +1216,12 @@ class QemuCPU:
             words = [int.from_bytes(ram[sp + ((r["esp"] + 2 * i) & 0xFFFF):][:2].tobytes(),
                                     "little") for i in range(3)]
             out["eip"], out["cs"] = words[0], words[1]
-            out["eflags"] = (r["eflags"] & 0xFFFF0000) | words[2]
+            # The frame holds FLAGS (16 bits); the delivery cleared AC and RF (SDM 'INT n'
+            # REAL-ADDRESS-MODE: 'AC := 0'; QEMU clears RF too): those two come from before
+            # the instruction, which cannot have changed them (_step refuses the one case
+            # where it could).
+            out["eflags"] = ((r["eflags"] & 0xFFFF0000 & ~_AC_RF) | (before["eflags"] & _AC_RF)
+                             | words[2])
             out["esp"] = (r["esp"] & 0xFFFF0000) | ((r["esp"] + 6) & 0xFFFF)
             return out, None
         esp = r["esp"]
@@ -1263,12 +1295,6 @@ class QemuCPU:
         last.mismatches.extend(mism)
 
 
-# Instructions whose first (E) operand is only read.
-_READ_ONLY_E = frozenset({"cmp", "test", "bt", "push", "call", "jmp", "lgdt", "lidt", "lldt",
-                          "ltr", "lmsw", "verr", "verw", "bound", "invlpg", "mul", "imul", "div",
-                          "idiv", "callf", "jmpf", "esc", "nop"})
-
-
 # Instructions that raise #GP(0) at CPL > 0 before any data access (SDM Vol. 3A 5.9
 # "Privileged Instructions"): LGDT, LIDT, LMSW, INVLPG, LLDT, LTR, CLTS, MOV CR/DR, HLT,
 # INVD, WBINVD, RDMSR, WRMSR.
@@ -1292,6 +1318,18 @@ def _faults_before_access(raw: bytes, code32: bool, cpl: int = 0) -> bool:
         return True  # MOV with no such segment register, or MOV to CS: #UD (SDM 'MOV')
     key = (d.opcode, d.reg if d.opcode in (0x100, 0x101) else None)
     return cpl > 0 and key in _PRIVILEGED
+
+
+_AC_RF = 0x40000 | 0x10000  # EFLAGS.AC, EFLAGS.RF
+
+
+def _loads_eflags_high(raw: bytes) -> bool:
+    """POPF or IRET with a 32-bit operand in 16-bit code (SDM model's decoding): they may
+    change EFLAGS bits 16-31."""
+    from .sdm import decode as sdm_decode
+
+    d = sdm_decode(raw, False)
+    return d.opcode in (0x9D, 0xCF) and d.osz32
 
 
 def _is_int1(raw: bytes, code32: bool) -> bool:
@@ -1445,6 +1483,60 @@ def _bswap16(rec: StepRecord) -> bool:
     return bool(rec.mismatches) and all(m.field == reg for m in rec.mismatches)
 
 
+def _enter_final_check(rec: StepRecord) -> bool:
+    """ENTER under paging, completed by QEMU, where aero made the SDM's check of a write at
+    the final stack pointer (the SDM model's last access of ENTER) and nothing else differs:
+    either aero completed with the SDM's registers and stores and the only differences are
+    the accessed/dirty bits of the entries mapping that final access (set by aero's check,
+    untouched by QEMU), or aero raised the #PF of that check (every earlier access of the
+    instruction allowed) with nothing changed. Decided by the SDM model, never by aero's
+    decoder."""
+    from . import divergences as dv
+    from .sdm import data_accesses
+    from .sdm import decode as sdm_decode
+
+    if rec.paging is None or rec.before_memory is None or rec.ref.exception is not None:
+        return False
+    d = sdm_decode(rec.code, rec.mode != "real")
+    if d.opcode != 0xC8 or not dv._valid(d, rec):
+        return False
+    segs = dv._segs(rec)
+    accesses = data_accesses(d, rec.before, dv._stack32(segs), rec.mode == "real")
+    if not accesses or dv._segment_fault_predicted(rec, d) is not None:
+        return False
+    final = accesses[-1]
+    lin = dv._linear(segs, "ss", final.offset)
+    ends = (lin, (lin + final.size - 1) & 0xFFFFFFFF)
+    for a in accesses[:-1]:
+        x = dv._linear(segs, a.seg, a.offset)
+        if any(dv._pf_code(rec, y, "w" in a.kind) is not None
+               for y in (x, (x + a.size - 1) & 0xFFFFFFFF)):
+            return False
+    if rec.aero.exception == dv.EXC_PF:
+        faults = [(y, dv._pf_code(rec, y, True)) for y in ends]
+        first = next(((y, c) for y, c in faults if c is not None), None)
+        if first is None:
+            return False
+        y, code = first
+        cr2 = y if y == lin else y & ~0xFFF
+        return (rec.aero.cr2 == cr2 and dv._faulted_cleanly(rec, dv.EXC_PF, None)
+                and rec.aero.error_code == code)
+    if rec.aero.exception is not None or any(dv._pf_code(rec, y, True) for y in ends):
+        return False
+    changes, stored, _slot = dv.enter_operation(rec, d)
+    if not (dv._regs_are(rec, changes) and dv._memory_as_before(rec, stored)):
+        return False
+    entries = {e + k for y in ends for e in dv._entries(rec, y) for k in range(4)}
+    if not rec.mismatches:
+        return False
+    for m in rec.mismatches:
+        if not m.field.startswith("mem:") or int(m.field[4:], 16) not in entries:
+            return False
+        if (int(m.aero) ^ int(m.ref)) & ~(dv.PTE_A | dv.PTE_D) or not int(m.aero) & dv.PTE_A:
+            return False
+    return True
+
+
 KNOWN_QEMU_DIVERGENCES: tuple[KnownQemuDivergence, ...] = _from_unicorn(SHARED_WITH_UNICORN) + (
     KnownQemuDivergence(
         "bswap-16",
@@ -1453,6 +1545,23 @@ KNOWN_QEMU_DIVERGENCES: tuple[KnownQemuDivergence, ...] = _from_unicorn(SHARED_W
         "register, the result is undefined.' Neither value is wrong; the low word of the "
         "destination is left out of the regression case.",
         _bswap16),
+    KnownQemuDivergence(
+        "enter-final-check",
+        "ENTER does not check a write at the final stack pointer",
+        "Intel SDM Vol. 2 'ENTER': 'The ENTER instruction causes a page fault whenever a "
+        "write using the final value of the stack pointer (within the current stack "
+        "segment) would do so'; Protected Mode Exceptions: '#PF(fault-code) If a page "
+        "fault occurs or if a write using the final value of the stack pointer (within the "
+        "current stack segment) would cause a page fault'. The check translates SS:(E)SP "
+        "after the allocation as a write of the operand size, which sets the accessed flag "
+        "of the entries it uses (Vol. 3A 4.8); aero's check sets the dirty flag too, as a "
+        "locked read-for-write would (the SDM does not say whether a check that stores "
+        "nothing sets it, so the matcher accepts either). QEMU's ENTER (gen_enter) stores "
+        "the frame and sets ESP without that check: no #PF when the final stack page is not "
+        "present or not writable, and no accessed bit for it. (A final stack pointer beyond "
+        "the segment limit is the SDM model's last ENTER access and falls under "
+        "'segment-checks'.)",
+        _enter_final_check),
 )
 
 

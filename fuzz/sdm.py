@@ -25,7 +25,7 @@ from dataclasses import dataclass
 __all__ = ["Access", "BYTE_OPERAND", "Decoded", "GROUPS", "LOCKABLE", "MEM_ONLY", "STRING_OPS",
            "SegModel", "TRAP_VECTORS", "UNDEFINED_FLAGS", "data_accesses", "decode",
            "effective_offset", "encoding_of", "first_segment_fault", "is_ud", "key_text",
-           "lock_legal", "opcode_keys", "segment_model", "undefined_flags"]
+           "lock_legal", "opcode_keys", "operand_access", "segment_model", "undefined_flags"]
 
 PREFIX_BYTES = frozenset({0x26, 0x2E, 0x36, 0x3E, 0x64, 0x65, 0x66, 0x67, 0xF0, 0xF2, 0xF3})
 SEG_PREFIX = {0x26: "es", 0x2E: "cs", 0x36: "ss", 0x3E: "ds", 0x64: "fs", 0x65: "gs"}
@@ -511,6 +511,40 @@ def _signed(v: int, bits: int) -> int:
     return v - (1 << bits) if v >> (bits - 1) else v
 
 
+def operand_access(d: Decoded, regs: dict[str, int], stack32: bool) -> Access | None:
+    """The access of the explicit ModRM memory operand (segment, offset, size by the SDM's
+    operand type, and ``r``/``w``/``rw``), or None when there is none: a register operand,
+    an instruction that makes no access through it (LEA, INVLPG, the hint NOPs), or an
+    encoding this model does not cover (#UD members of the groups, x87 escapes)."""
+    if not d.defined or d.length is None or not d.memory or d.key in _NO_ACCESS:
+        return None
+    key, op, osz = d.key, d.opcode, d.opsize
+    if key == (0x8F, 0):
+        # POP Ev: the destination's address is computed with (E)SP already raised.
+        smask = 0xFFFFFFFF if stack32 else 0xFFFF
+        esp = (regs["esp"] & ~smask) | ((regs["esp"] + osz) & smask)
+        return Access(d.seg, effective_offset(d, dict(regs, esp=esp)), osz, "w")
+    if key in ((0xFF, 2), (0xFF, 3), (0xFF, 6)):
+        return Access(d.seg, effective_offset(d, regs), osz + 2 if key == (0xFF, 3) else osz,
+                      "r")
+    if op in (0x1A3, 0x1AB, 0x1B3, 0x1BB):
+        # BT/BTS/BTR/BTC Ev,Gv: the bit offset in the register is signed and selects
+        # the operand-size unit at EA + (offset SAR log2(bits)) * size.
+        off = _signed(regs[GPRS[d.reg]], osz * 8)
+        unit = off >> (5 if osz == 4 else 4)
+        ea = (effective_offset(d, regs) + unit * osz) & (0xFFFFFFFF if d.asz32 else 0xFFFF)
+        return Access(d.seg, ea, osz, "r" if op == 0x1A3 else "rw")
+    if key in _E:
+        size, kind = _E[key]
+        return Access(d.seg, effective_offset(d, regs), _size(size, d), kind)
+    if key == (0x63, None):
+        # ARPL writes only when the RPL is raised, but its exception list checks the
+        # destination as a write: "#GP(0) If the destination is located in a
+        # non-writable segment" (SDM Vol. 2 'ARPL', Protected Mode Exceptions).
+        return Access(d.seg, effective_offset(d, regs), 2, "rw")
+    return None
+
+
 def data_accesses(d: Decoded, regs: dict[str, int], stack32: bool,
                   real: bool = False) -> list[Access] | None:
     """The data accesses of one execution of the instruction, in the order of the SDM's
@@ -536,31 +570,16 @@ def data_accesses(d: Decoded, regs: dict[str, int], stack32: bool,
         if key == (0x8F, 0):  # POP Ev: the stack read, then the store (ESP already raised)
             if d.mod == 3:
                 return [pop(osz)]
-            after = dict(regs, esp=(regs["esp"] & ~smask) | ((esp + osz) & smask))
-            return [pop(osz), Access(d.seg, effective_offset(d, after), osz, "w")]
+            store = operand_access(d, regs, stack32)
+            assert store is not None
+            return [pop(osz), store]
         if d.mod == 3 or key in _NO_ACCESS:
             pass
-        elif key in ((0xFF, 2), (0xFF, 3), (0xFF, 6)):
-            size = osz + 2 if key == (0xFF, 3) else osz
-            out.append(Access(d.seg, effective_offset(d, regs), size, "r"))
-        elif op in (0x1A3, 0x1AB, 0x1B3, 0x1BB):
-            # BT/BTS/BTR/BTC Ev,Gv: the bit offset in the register is signed and selects
-            # the operand-size unit at EA + (offset SAR log2(bits)) * size.
-            bits = osz * 8
-            off = _signed(regs[GPRS[d.reg]], bits)
-            unit = off >> (5 if osz == 4 else 4)
-            ea = (effective_offset(d, regs) + unit * osz) & amask
-            out.append(Access(d.seg, ea, osz, "r" if op == 0x1A3 else "rw"))
-        elif key in _E:
-            size, kind = _E[key]
-            out.append(Access(d.seg, effective_offset(d, regs), _size(size, d), kind))
-        elif key == (0x63, None):
-            # ARPL writes only when the RPL is raised, but its exception list checks the
-            # destination as a write: "#GP(0) If the destination is located in a
-            # non-writable segment" (SDM Vol. 2 'ARPL', Protected Mode Exceptions).
-            out.append(Access(d.seg, effective_offset(d, regs), 2, "rw"))
         else:
-            return None
+            operand = operand_access(d, regs, stack32)
+            if operand is None:
+                return None
+            out.append(operand)
         if key in ((0xFF, 2), (0xFF, 6)):
             out.append(push(osz))
         elif key == (0xFF, 3):
@@ -582,13 +601,20 @@ def data_accesses(d: Decoded, regs: dict[str, int], stack32: bool,
         return [Access("ss", regs["ebp"] & smask, osz, "r")]
     if op == 0xC8:
         # ENTER: push (E)BP; for i = 1 .. level - 1 read SS:[(E)BP - i * size] ((E)BP by
-        # the stack's address size) and push it; then push FrameTemp (level > 0).
+        # the stack's address size) and push it; then push FrameTemp (level > 0). Last, the
+        # check of a write of the operand size at the final stack pointer (SDM 'ENTER':
+        # "causes a page fault whenever a write using the final value of the stack pointer
+        # (within the current stack segment) would do so"; #SS "if the new value of the SP
+        # or ESP register is outside the stack segment limit"): checked as a write, nothing
+        # is stored.
         level = d.imm2 & 31
         out = [push(osz)]
         for i in range(1, level):
             out += [Access("ss", (regs["ebp"] - i * osz) & smask, osz, "r"), push(osz, i + 1)]
         if level:
             out.append(push(osz, level + 1))
+        slots = level + 1 if level else 1
+        out.append(Access("ss", (esp - slots * osz - d.imm) & smask, osz, "w"))
         return out
     if op == 0x60:  # PUSHA: AX, CX, DX, BX, the original SP, BP, SI, DI, in that order
         return [push(osz, k) for k in range(1, 9)]

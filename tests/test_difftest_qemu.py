@@ -472,3 +472,157 @@ def test_kept_qemu_cases_are_explained_by_their_entry(machine, aero) -> None:
         k = explain(rec)
         assert k is not None and k.key == case["known_divergence"], (
             [(m.field, m.aero, m.ref) for m in rec.mismatches])
+
+
+def test_operand_size_and_kind_come_from_the_sdm_model(machine, aero, monkeypatch) -> None:
+    """The explicit operand's size and whether it is written are the SDM model's: a wrong
+    row in aero's opcode table (ADD Eb,Gb given CMP Ev,Gv's row: a read-only doubleword)
+    changes nothing the backend compares."""
+    from aero.fuzz import difftest
+
+    sc = paging("0003 90", ebx=0x50FFF, eax=0x12)  # ADD [EBX], AL: one byte, read and written
+
+    def run() -> list:
+        q = QemuCPU("pm32-paging", machine)
+        res = run_pair(sc, aero, q)
+        assert res.divergence is None, res.divergence.mismatches
+        q.load(sc, sc.image())
+        q.step()
+        return q.retrace()
+
+    right = run()
+    assert ("r", 0x50FFF, 1) in right and ("w", 0x50FFF, 1) in right
+    monkeypatch.setitem(difftest._ROWS, (0x00, None), difftest._ROWS[(0x39, None)])
+    assert difftest.decode(b"\x00\x03", True).row.mnemonic == "cmp"  # the wrong row is live
+    assert run() == right
+
+
+def test_real_mode_delivery_keeps_the_ac_flag_of_the_state_before_it(machine, aero) -> None:
+    """Real-mode delivery pushes FLAGS (16 bits) and clears AC (SDM 'INT n'): the state
+    before the exception keeps AC as the instruction left it (LOCK LSL: #UD)."""
+    for code in ("2666f0260f03c0", "0f0b"):
+        sc = real(code, eflags=0x40002)
+        res = run_pair(sc, aero, QemuCPU("real", machine))
+        assert res.divergence is None, res.divergence.mismatches
+        assert res.steps[0].ref.exception == 6 and res.steps[0].ref.regs["eflags"] == 0x40002
+    # POPFD under TF: the trap's frame cannot show what it loaded into AC.
+    sc = real("669d 90", eflags=0x102, esp=0x100)
+    sc.memory = [(0x4100, (0x40002).to_bytes(4, "little"))]
+    with pytest.raises(NotComparable, match="POPFD"):
+        run_pair(sc, aero, QemuCPU("real", machine))
+
+
+def test_pop_ev_stack_read_is_the_instruction_s(machine, aero) -> None:
+    """POP m32 whose store faults (#PF, not present beyond RAM): the stack read before it
+    set the stack page's accessed bit, on both sides; only the dirty bit of the exception
+    frame's push there is put back."""
+    sc = paging("8f80fdff0100", eax=0xF0000, esp=0x10001)
+    res = run_pair(sc, aero, QemuCPU("pm32-paging", machine))
+    assert res.divergence is None, res.divergence.mismatches
+    st = res.steps[0]
+    assert st.aero.exception == st.ref.exception == 14 and st.ref.cr2 == 0x110000
+    assert st.ref.memory[PT_ADDR + 0x10 * 4] == 0x27
+
+
+class ReportedWrong(AeroCPU):
+    """aero with a bug injected into what each step reports."""
+
+    def __init__(self, bug) -> None:
+        super().__init__()
+        self.bug = bug
+
+    def step(self):
+        res = super().step()
+        res.regs = dict(res.regs)
+        res.memory = res.memory.copy()
+        self.bug(res)
+        return res
+
+
+def test_enter_final_check_is_explained_only_as_the_sdm_has_it(machine, aero) -> None:
+    """ENTER 1000h, 0 with the final ESP (8400Ch) on another page than the push: QEMU makes
+    no write check there (no accessed bit; no #PF when the page is not present)."""
+    sc = paging("c8001000", esp=0x85010, ebp=0x10000)
+    rec = run_pair(sc, aero, QemuCPU("pm32-paging", machine)).divergence
+    assert rec is not None and [m.field for m in rec.mismatches] == ["mem:0x2210"]
+    assert explain(rec).key == "enter-final-check"
+    absent = paging("c8001000", esp=0x85010, ebp=0x10000, pages={0x84: 0})
+    rec = run_pair(absent, aero, QemuCPU("pm32-paging", machine)).divergence
+    assert rec.aero.exception == 14 and rec.aero.cr2 == 0x8400C and rec.ref.exception is None
+    assert explain(rec).key == "enter-final-check"
+
+    def wrong_esp(res) -> None:
+        res.regs["esp"] -= 2
+
+    def entry_changed(res) -> None:
+        res.memory[PT_ADDR + 0x84 * 4] &= 0xFD  # the check clears W
+
+    def push_missing(res) -> None:
+        res.memory[0x8500C:0x85010] = 0x55
+
+    for bug in (wrong_esp, entry_changed, push_missing):
+        rec = run_pair(sc, ReportedWrong(bug), QemuCPU("pm32-paging", machine)).divergence
+        assert rec is not None and explain(rec) is None, bug.__name__
+    # A #PF reported at another address is not the check's.
+    rec = run_pair(absent, ReportedWrong(lambda res: setattr(res, "cr2", 0x84000)),
+                   QemuCPU("pm32-paging", machine)).divergence
+    assert rec is not None and explain(rec) is None
+
+
+def test_a_qemu_campaign_lists_the_qemu_register() -> None:
+    """The report of a campaign against QEMU names the entries that explain it (its own
+    included), not Unicorn's list."""
+    from aero.fuzz.campaign import CampaignResult
+    from aero.fuzz.qemu_cpu import KNOWN_QEMU_DIVERGENCES
+
+    keys = [k["key"] for k in CampaignResult(0, 1, ["real"], [], reference="qemu")
+            .to_dict()["known_divergences"]]
+    assert keys == [k.key for k in KNOWN_QEMU_DIVERGENCES]
+    assert {"bswap-16", "enter-final-check"} <= set(keys)
+    assert "bswap-16" not in [k["key"] for k in CampaignResult(0, 1, ["real"], [])
+                              .to_dict()["known_divergences"]]
+
+
+def test_accesses_after_the_faulting_one_did_not_happen(machine, aero) -> None:
+    """CALL m16 whose operand read faults (page 10h not present): the return-address push
+    (onto page 0Fh, read-only for users) never happened, so the dirty bit the exception
+    frame's push set there is the delivery's and is put back."""
+    sc = paging("266626ff10", eax=0x10000, esp=0x10000, pages={0x10: 0, 0xF: 0x05})
+    res = run_pair(sc, aero, QemuCPU("pm32-paging", machine))
+    assert res.divergence is None, res.divergence.mismatches
+    assert res.steps[0].ref.exception == 14 and res.steps[0].ref.cr2 == 0x10000
+    assert res.steps[0].ref.memory[PT_ADDR + 0xF * 4] == 0x05
+
+
+def test_rdtsc_depends_on_the_scenario_alone() -> None:
+    """aero's machine is reused across scenarios and its clock keeps running: each load
+    zeroes the TSC, so RDTSC reads the same value however many examples ran before (a
+    campaign's records are then the same with any number of workers)."""
+    r = initial_regs("real")
+    r.update(eip=0x100, esp=0x8000)
+    sc = Scenario("real", r, [b"\x0f\x31", b"\x90"], 0)
+    cpu = AeroCPU()
+    seen = set()
+    for _ in range(3):
+        cpu.load(sc, sc.image())
+        res = cpu.step()
+        seen.add((res.regs["eax"], res.regs["edx"]))
+        for _ in range(40):
+            cpu.load(sc, sc.image())
+            cpu.step()
+            cpu.step()
+    assert len(seen) == 1
+
+
+def test_recorded_mismatches_show_no_host_time(machine, aero) -> None:
+    """LOCK RDTSC: aero #UD, QEMU reads the host's TSC. The record's mismatch list shows
+    aero's value for those undefined bits, as its states do."""
+    from aero.fuzz.campaign import Divergence, signature
+
+    sc = pm("f00f31", fill=0)
+    rec = run_pair(sc, aero, QemuCPU("pm32", machine)).divergence
+    assert rec is not None and rec.masks.regs.get("eax") == 0xFFFFFFFF
+    out = Divergence(sc, rec, signature("pm32", rec), explain(rec)).to_dict()
+    regs = {m["field"]: m for m in out["mismatches"] if m["field"] in ("eax", "edx")}
+    assert regs and all(m["ref"] == m["aero"] for m in regs.values())
+    assert out["explanation"]["key"] == "lock-prefix"

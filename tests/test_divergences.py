@@ -263,11 +263,19 @@ def test_sdm_model_stack_accesses_of_pop_pusha_popa_iret_enter() -> None:
     assert acc == [Access("ss", 0xFFFB, 2, "r"), Access("ss", 0xFFFD, 2, "r"),
                    Access("ss", 0xFFFF, 2, "r")]
     assert data_accesses(decode(b"\xcf", True), regs, True) is None
-    # ENTER level 2: push BP, read [BP - 2], push it, push FrameTemp.
+    # ENTER level 2: push BP, read [BP - 2], push it, push FrameTemp; then the write check
+    # at the final stack pointer (here the FrameTemp slot: no allocation).
     acc = data_accesses(decode(bytes.fromhex("c8000002"), False),
                         dict(regs, esp=0x100, ebp=0x1), False)
     assert acc == [Access("ss", 0xFE, 2, "w"), Access("ss", 0xFFFF, 2, "r"),
-                   Access("ss", 0xFC, 2, "w"), Access("ss", 0xFA, 2, "w")]
+                   Access("ss", 0xFC, 2, "w"), Access("ss", 0xFA, 2, "w"),
+                   Access("ss", 0xFA, 2, "w")]
+    # ENTER 12h, 27 with a 32-bit operand: the frame fits, but the doubleword at the final
+    # SP (80h - 28 * 4 - 12h = FFFEh) crosses the 64 KB limit: #SS.
+    acc = data_accesses(decode(bytes.fromhex("66c812001b"), False), dict(regs, esp=0x80),
+                        False)
+    assert acc[-1] == Access("ss", 0xFFFE, 4, "w")
+    assert first_segment_fault(acc, segs, False) == (12, acc[-1])
 
 
 def test_real_mode_stack_overruns_are_explained_only_with_the_sdm_vector() -> None:
@@ -310,3 +318,17 @@ def test_lgs_through_a_null_ds_is_gp0_before_the_selector_check() -> None:
     bug = BuggyAero(lambda _c, res: setattr(res, "error_code", 0xFDC8))
     rec = run_pair(sc, bug, refs["pm32"]).divergence
     assert rec is None or explain(rec) is None
+
+
+def test_enter_frame_pointer_copy_reads_the_pushed_ebp() -> None:
+    """ENTER o32 0, 2 on a 16-bit stack with BP = SP (mod 64 KB): the copy of the outer
+    frame pointer reads SS:[BP - 4], the doubleword the instruction has just pushed (EBP =
+    10000h), so the SDM's operation copies 10000h, not the memory before the step."""
+    sc = real("66c8000002", esp=0, ebp=0x10000)
+    assert explained(sc) == "enter-mixed-sizes"
+
+    def stale_copy(_code: bytes, res: StepResult) -> None:
+        res.memory = res.memory.copy()
+        res.memory[0x4000 + 0xFFFA] = 0  # the copy slot (SP - 8) holds 0: read too early
+
+    assert explained(sc, stale_copy) is None
