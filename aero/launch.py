@@ -52,8 +52,8 @@ VGA_BIOS_FILE = "vgaroms/vgabios-isavga.bin"  # the fw_cfg name SeaBIOS runs it 
 LINUX_DISK = "linux"  # --disk linux: the project-built boot disk (aero.linuxdisk)
 
 __all__ = ["GuestRef", "LINUX_GUEST", "LaunchError", "ResolvedGuest", "find_image",
-           "find_image_by_hash", "image_store", "resolve", "resolve_guest", "start_machine",
-           "store_image"]
+           "find_image_by_hash", "image_store", "read_input", "resolve", "resolve_guest",
+           "start_machine", "store_image"]
 
 
 class LaunchError(Exception):
@@ -219,8 +219,9 @@ class ResolvedGuest:
     ram_size: int | None = None
 
 
-def _read(spec: str, what: str, limit: int) -> bytes:
-    """A file's bytes, bounded by ``limit`` before anything is read (aero.loader.read_image)."""
+def read_input(spec: str, what: str, limit: int) -> bytes:
+    """A file's bytes, bounded by ``limit`` before anything is read (aero.loader.read_image);
+    a missing, unreadable, oversized or empty file is a one-line LaunchError naming it."""
     try:
         data = read_image(spec, limit)
     except FileNotFoundError:
@@ -267,7 +268,7 @@ def with_disk(r: ResolvedGuest, disk: str, writable: bool = False) -> ResolvedGu
         r = ResolvedGuest(r.ref, r.data, r.images, r.cmdline, ram)
     if Path(disk).is_dir():
         raise LaunchError(f"{disk}: is a directory, not a disk image")
-    data = _read(disk, "disk image", MAX_IMAGE_BYTES)
+    data = read_input(disk, "disk image", MAX_IMAGE_BYTES)
     if len(data) % 512:
         raise LaunchError(f"{disk}: a disk image must be a multiple of 512 bytes "
                           f"({len(data)} is not)")
@@ -299,11 +300,11 @@ def _resolve(spec: str, fmt: str, load_addr: int, initrd: str | None, *,
         if not SEABIOS_IMAGE.exists():
             raise LaunchError(f"{spec}: the PC firmware {SEABIOS_IMAGE} is missing "
                               f"(apt-get install seabios)")
-        data = _read(str(SEABIOS_IMAGE), "firmware", MAX_IMAGE_BYTES)
+        data = read_input(str(SEABIOS_IMAGE), "firmware", MAX_IMAGE_BYTES)
         if not VGA_BIOS_IMAGE.exists():
             raise LaunchError(f"{spec}: the VGA BIOS {VGA_BIOS_IMAGE} is missing "
                               f"(apt-get install seabios)")
-        vga = _read(str(VGA_BIOS_IMAGE), "VGA BIOS", 1 << 20)
+        vga = read_input(str(VGA_BIOS_IMAGE), "VGA BIOS", 1 << 20)
         ref = GuestRef(PC_GUEST, "rom", 0, _digest(data), len(data),
                        vgarom_sha256=_digest(vga), vgarom_size=len(vga))
         return ResolvedGuest(ref, data, {ref.sha256: data, ref.vgarom_sha256: vga})
@@ -325,7 +326,7 @@ def _resolve(spec: str, fmt: str, load_addr: int, initrd: str | None, *,
     if not path.exists():
         names = ", ".join([*guests.GUESTS, LINUX_GUEST])
         raise LaunchError(f"{spec}: no such file, and not a bundled guest ({names})")
-    data = _read(spec, "file", image_limit(ram_size))
+    data = read_input(spec, "file", image_limit(ram_size))
     if fmt == "auto":
         fmt = detect_format(path, data)
     if initrd is not None and fmt != "linux":
@@ -333,7 +334,7 @@ def _resolve(spec: str, fmt: str, load_addr: int, initrd: str | None, *,
     ref = GuestRef(path.name, fmt, load_addr if fmt == "flat" else 0, _digest(data), len(data))
     images = {ref.sha256: data}
     if initrd is not None:
-        rd = _read(initrd, "initrd", image_limit(ram_size))
+        rd = read_input(initrd, "initrd", image_limit(ram_size))
         ref = GuestRef(ref.name, fmt, 0, ref.sha256, ref.size, _digest(rd), len(rd))
         images[ref.initrd_sha256] = rd
     return ResolvedGuest(ref, data, images)

@@ -225,15 +225,12 @@ def do_replay(path: Path, *, until: int | None = None, speed: float | None = Non
     trace = open_trace(path)
     contents = load_contents(trace)
     if disk is not None:
-        from aero.loader import MAX_IMAGE_BYTES, GuestError, read_image
+        from aero.launch import LaunchError, read_input
+        from aero.loader import MAX_IMAGE_BYTES
 
         try:
-            data = read_image(disk, MAX_IMAGE_BYTES)
-        except FileNotFoundError:
-            raise CliError(f"{disk}: no such file") from None
-        except OSError as exc:
-            raise CliError(f"{disk}: {exc.strerror}") from None
-        except GuestError as exc:
+            data = read_input(disk, "disk image", MAX_IMAGE_BYTES)
+        except LaunchError as exc:
             raise CliError(str(exc)) from None
         supply_disk(contents, data, disk)
     config = None
