@@ -41,7 +41,8 @@ def _cdef() -> str:
 _write_optable()
 _stamp = _load("_aero_stamp_build", HERE / "_stamp.py").compute_stamp()
 
-CFLAGS = ["-std=c11", "-O2", "-fno-tree-slp-vectorize", "-fvisibility=hidden", "-fno-semantic-interposition", "-fno-plt",
+CFLAGS = ["-std=c11", "-O2", "-fno-tree-slp-vectorize", "-fvisibility=hidden",
+          "-fno-semantic-interposition", "-fno-plt",
           "-fno-strict-aliasing", "-fwrapv", "-Wall", "-Wextra",
           "-Wno-unused-parameter"]
 if os.environ.get("AERO_WERROR"):
