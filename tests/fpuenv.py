@@ -17,6 +17,7 @@ from fractions import Fraction
 from pathlib import Path
 
 import pytest
+from aero.fuzz.x87model import round_format as model_round_format
 
 from aero.machine import Machine, MachineConfig, Segment, StopReason
 
@@ -113,54 +114,14 @@ def from_value(x: Fraction | int | float) -> int:
     return r[0]
 
 
-def _round_int(q: Fraction, sign: int, rc: int) -> int:
-    """Round a non-negative Fraction to an integer in mode rc (sign: of the real value)."""
-    n, rem = divmod(q.numerator, q.denominator)
-    if rem == 0:
-        return n
-    if rc == RN:
-        twice = 2 * rem
-        if twice > q.denominator or (twice == q.denominator and n & 1):
-            return n + 1
-        return n
-    if rc == RU:
-        return n + (0 if sign else 1)
-    if rc == RD:
-        return n + (1 if sign else 0)
-    return n
-
-
 def round_format(x: Fraction, prec: int, rc: int, bias: int,
                  emax: int) -> tuple[int, int, int, bool]:
-    """Round x to `prec` significant bits with biased exponents 1..emax (denormals below,
-    tininess before rounding, masked responses). Returns (sign, biased exponent,
-    significand with its integer bit at bit prec-1 (0 for denormals), inexact); overflow
-    to infinity is exponent emax + 1 with significand 1 << (prec - 1)."""
-    sign = 1 if x < 0 else 0
-    a = -x if sign else x
-    if a == 0:
-        return sign, 0, 0, False
-    e = a.numerator.bit_length() - a.denominator.bit_length()
-    if Fraction(2) ** e > a:
-        e -= 1
-    if Fraction(2) ** (e + 1) <= a:
-        e += 1
-    be = e + bias
-    if be <= 0:  # tiny: quantum is fixed at 2^(1 - bias - (prec - 1))
-        q = a / Fraction(2) ** (1 - bias - (prec - 1))
-        n = _round_int(q, sign, rc)
-        return sign, (1 if n >> (prec - 1) else 0), n, n != q
-    q = a / Fraction(2) ** (e - (prec - 1))
-    n = _round_int(q, sign, rc)
-    if n >> prec:
-        n >>= 1
-        be += 1
-    if be > emax:
-        to_inf = rc == RN or (rc == RU and not sign) or (rc == RD and sign)
-        if to_inf:
-            return sign, emax + 1, 1 << (prec - 1), True
-        return sign, emax, (1 << prec) - 1, True
-    return sign, be, n, n != q
+    """Round x to `prec` significant bits with biased exponents 1..emax: (sign, biased
+    exponent, significand with its integer bit at bit prec-1, inexact). The rounding is
+    the independent SDM model's (aero.fuzz.x87model, no aero code), which the campaign
+    uses too; masked overflow gives infinity or the largest finite value by rc."""
+    sign, be, n, inexact, _tiny, _overflow = model_round_format(x, prec, rc, bias, emax)
+    return sign, be, n, inexact
 
 
 def round_x80(x: Fraction, prec: int, rc: int) -> tuple[int, bool]:
