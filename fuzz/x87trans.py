@@ -38,7 +38,7 @@ from .x87model import (
     to_fraction,
 )
 
-__all__ = ["TRANSCENDENTAL", "judge", "ulp_error"]
+__all__ = ["PI66", "PREC", "TRANSCENDENTAL", "atan", "dec", "judge", "pi", "sin_cos", "ulp_error"]
 
 PI66 = Fraction(0x3243F6A8885A308D3, 1 << 64)  # pi rounded to 66 significant bits
 PREC = 80
@@ -48,15 +48,15 @@ TRANSCENDENTAL = {0xF0: "f2xm1", 0xF1: "fyl2x", 0xF2: "fptan", 0xF3: "fpatan",
 MAX_ULP = Fraction(1) + Fraction(1, 10 ** 20)  # 1 ulp; the reference carries 80 digits
 
 
-def _dec(x: Fraction) -> Decimal:
+def dec(x: Fraction) -> Decimal:
     return Decimal(x.numerator) / Decimal(x.denominator)
 
 
-def _atan(x: Decimal) -> Decimal:
+def atan(x: Decimal) -> Decimal:
     with localcontext() as c:
         c.prec = PREC + 10
         if abs(x) > Decimal("0.5"):
-            return 2 * _atan(x / (1 + (1 + x * x).sqrt()))
+            return 2 * atan(x / (1 + (1 + x * x).sqrt()))
         s, t, k, x2 = Decimal(0), x, 1, x * x
         while True:
             term = t / k
@@ -67,13 +67,13 @@ def _atan(x: Decimal) -> Decimal:
             k += 2
 
 
-def _pi() -> Decimal:
+def pi() -> Decimal:
     with localcontext() as c:
         c.prec = PREC + 10
-        return 16 * _atan(Decimal(1) / 5) - 4 * _atan(Decimal(1) / 239)
+        return 16 * atan(Decimal(1) / 5) - 4 * atan(Decimal(1) / 239)
 
 
-def _sin_cos(r: Decimal) -> tuple[Decimal, Decimal]:
+def sin_cos(r: Decimal) -> tuple[Decimal, Decimal]:
     with localcontext() as c:
         c.prec = PREC + 10
         tiny = Decimal(10) ** -(PREC + 5)
@@ -125,8 +125,8 @@ def _reference(name: str, x: Fraction, y: Fraction | None) -> list[Decimal] | No
                 return None
             half = PI66 / 2
             k = round(x / half)
-            r, q = _dec(x - k * half), k % 4
-            s, co = _sin_cos(r)
+            r, q = dec(x - k * half), k % 4
+            s, co = sin_cos(r)
             sin = [s, co, -s, -co][q]
             cos = [co, -s, -co, s][q]
             if name == "fsin":
@@ -140,7 +140,7 @@ def _reference(name: str, x: Fraction, y: Fraction | None) -> list[Decimal] | No
         if name == "f2xm1":
             if abs(x) > 1:
                 return None
-            t = _dec(x) * ln2
+            t = dec(x) * ln2
             if abs(t) < Decimal("1e-6"):  # expm1 by its series: no cancellation
                 return [t + t * t / 2 + t ** 3 / 6 + t ** 4 / 24 + t ** 5 / 120]
             return [t.exp() - 1]
@@ -148,18 +148,18 @@ def _reference(name: str, x: Fraction, y: Fraction | None) -> list[Decimal] | No
         if name == "fyl2x":
             if x <= 0:
                 return None
-            return [_dec(y) * _dec(x).ln() / ln2]
+            return [dec(y) * dec(x).ln() / ln2]
         if name == "fyl2xp1":
             if abs(x) >= Fraction(29, 100):
                 return None
-            t = _dec(x)
+            t = dec(x)
             if abs(t) < Decimal("1e-6"):  # log1p by its series
-                return [_dec(y) * (t - t * t / 2 + t ** 3 / 3 - t ** 4 / 4 + t ** 5 / 5) / ln2]
-            return [_dec(y) * (1 + t).ln() / ln2]
+                return [dec(y) * (t - t * t / 2 + t ** 3 / 3 - t ** 4 / 4 + t ** 5 / 5) / ln2]
+            return [dec(y) * (1 + t).ln() / ln2]
         if name == "fpatan":  # ST0 = x, ST1 = y: atan(y / x)
-            ref = _atan(_dec(y / x))
+            ref = atan(dec(y / x))
             if x < 0:
-                ref = ref + _pi() if y > 0 else ref - _pi()
+                ref = ref + pi() if y > 0 else ref - pi()
             return [ref]
     return None
 

@@ -11,72 +11,12 @@ from decimal import Decimal, localcontext
 from fractions import Fraction
 
 import pytest
+from aero.fuzz.x87trans import PI66, PREC, atan, dec, pi, sin_cos, ulp_error
 from fpuenv import DATA, from_value, needs_as, run_code, to_fraction, x80, x80_bytes
 
 pytestmark = needs_as
 
 C2 = 0x400
-PI66 = Fraction(0x3243F6A8885A308D3, 1 << 64)  # pi rounded to 66 significant bits
-PREC = 80
-
-
-def dec(x: Fraction) -> Decimal:
-    return Decimal(x.numerator) / Decimal(x.denominator)
-
-
-def d_pi() -> Decimal:
-    with localcontext() as c:
-        c.prec = PREC + 10
-        return 4 * d_atan(Decimal(1) / 5) * 4 - 4 * d_atan(Decimal(1) / 239)
-
-
-def d_atan(x: Decimal) -> Decimal:
-    with localcontext() as c:
-        c.prec = PREC + 10
-        if abs(x) > Decimal("0.5"):
-            # atan(x) = 2 atan(x / (1 + sqrt(1 + x^2)))
-            return 2 * d_atan(x / (1 + (1 + x * x).sqrt()))
-        s, t, k, x2 = Decimal(0), x, 1, x * x
-        while True:
-            term = t / k
-            if abs(term) < Decimal(10) ** -(PREC + 5):
-                return s + term
-            s += term
-            t *= -x2
-            k += 2
-
-
-def d_sin_cos(r: Decimal) -> tuple[Decimal, Decimal]:
-    with localcontext() as c:
-        c.prec = PREC + 10
-        s, t, n = Decimal(0), r, 1
-        while abs(t) > Decimal(10) ** -(PREC + 5):
-            s += t
-            t = -t * r * r / ((n + 1) * (n + 2))
-            n += 2
-        co, t, n = Decimal(0), Decimal(1), 0
-        while abs(t) > Decimal(10) ** -(PREC + 5):
-            co += t
-            t = -t * r * r / ((n + 1) * (n + 2))
-            n += 2
-        return s, co
-
-
-def ulp_error(got: int, ref: Decimal) -> Fraction:
-    """|got - ref| in units of the last place of the 64-bit significand of ref."""
-    value = to_fraction(got)
-    assert value is not None, hex(got)
-    exact = Fraction(ref)
-    if exact == 0:
-        return Fraction(0) if value == 0 else Fraction(10**9)
-    e = abs(exact).numerator.bit_length() - abs(exact).denominator.bit_length()
-    while Fraction(2) ** e > abs(exact):
-        e -= 1
-    while Fraction(2) ** (e + 1) <= abs(exact):
-        e += 1
-    return abs(value - exact) / Fraction(2) ** (e - 63)
-
-
 def run1(src: str, *values: int):
     data = b"".join(x80_bytes(v) + bytes(6) for v in values)
     loads = "".join(f"fldt {DATA + 16 * i}\n" for i in reversed(range(len(values))))
@@ -109,7 +49,7 @@ def test_trig_accuracy(insn: str) -> None:
             f = run1(insn, a)
             assert not f.fsw & C2
             r, q = reduce66(to_fraction(a))
-            s, co = d_sin_cos(r)
+            s, co = sin_cos(r)
             sin = [s, co, -s, -co][q]
             cos = [co, -s, -co, s][q]
             if insn == "fsin":
@@ -137,14 +77,14 @@ def test_fpatan_accuracy_and_quadrants() -> None:
     worst = Fraction(0)
     with localcontext() as c:
         c.prec = PREC
-        pi = d_pi()
+        pi_ref = pi()
         for _ in range(60):
             y, x = sample(rng, -20, 20), sample(rng, -20, 20)
             f = run1("fpatan", x, y)  # ST0 = x, ST1 = y
             yv, xv = to_fraction(y), to_fraction(x)
-            ref = d_atan(dec(yv / xv))
+            ref = atan(dec(yv / xv))
             if xv < 0:
-                ref = ref + pi if yv > 0 else ref - pi
+                ref = ref + pi_ref if yv > 0 else ref - pi_ref
             worst = max(worst, ulp_error(f.st[0], ref))
             assert f.top == 7
     print("worst ulp", float(worst))
