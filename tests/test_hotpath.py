@@ -295,3 +295,216 @@ def test_fused_pairs_match_one_instruction_at_a_time(slices: list[int], ebp: int
             m.run(m.ticks + 1)
         g = m.get_regs()
         assert (m.ticks - t0, g.gpr(), g.eip, g.eflags) == states[i], i
+
+
+# ---- the deferred-EIP prefix: leading forms that run one into the next, EIP stored once,
+# flags left out where the next instruction overwrites them (aero_block.npre) ----
+
+DATA = 0x40000
+DST = (0, 1, 2, 3, 6)  # EAX, ECX, EDX, EBX, ESI: EDI counts the loop, EBP points at DATA
+SRC = (0, 1, 2, 3, 5, 6, 7)
+
+
+def _modrm(mod: int, reg: int, rm: int) -> int:
+    return (mod << 6) | (reg << 3) | rm
+
+
+@st.composite
+def _prefix_insn(draw) -> bytes:
+    """One instruction of the forms a prefix may hold (register and memory forms, 32-bit)."""
+    kind = draw(st.sampled_from(("alu_rr", "alu_rr_rev", "alu_ri8", "alu_ri32", "alu_eax",
+                                 "incdec", "test", "mov_rr", "mov_ri", "lea", "load", "store",
+                                 "load_idx", "alu_load", "alu_store", "alu_mem_imm", "xchg",
+                                 "push_pop", "push_imm_pop")))
+    op = draw(st.sampled_from(sorted(ALU.values())))
+    d, s = draw(st.sampled_from(DST)), draw(st.sampled_from(SRC))
+    disp = draw(st.integers(0, 15)) * 4
+    imm = draw(VAL).to_bytes(4, "little")
+    if kind == "alu_rr":
+        return bytes([op + 1, _modrm(3, s, d)])
+    if kind == "alu_rr_rev":
+        return bytes([op + 3, _modrm(3, d, s)])
+    if kind == "alu_ri8":
+        return bytes([0x83, _modrm(3, op >> 3, d), draw(st.integers(0, 255))])
+    if kind == "alu_ri32":
+        return bytes([0x81, _modrm(3, op >> 3, d)]) + imm
+    if kind == "alu_eax":
+        return bytes([op + 5]) + imm
+    if kind == "incdec":
+        return bytes([draw(st.sampled_from((0x40, 0x48))) + d])
+    if kind == "test":
+        return bytes([0x85, _modrm(3, s, d)])
+    if kind == "mov_rr":
+        return draw(st.sampled_from((bytes([0x89, _modrm(3, s, d)]),
+                                     bytes([0x8B, _modrm(3, d, s)]))))
+    if kind == "mov_ri":
+        return bytes([0xB8 + d]) + imm
+    if kind == "lea":
+        return bytes([0x8D, _modrm(1, d, s if s != 4 else 5), disp])
+    if kind == "load":
+        return bytes([0x8B, _modrm(1, d, 5), disp])                       # mov d, [ebp+disp]
+    if kind == "store":
+        return bytes([0x89, _modrm(1, s, 5), disp])                       # mov [ebp+disp], s
+    if kind == "load_idx":
+        return bytes([0x8B, _modrm(1, d, 4), 0x3D, disp])                 # mov d, [ebp+edi+disp]
+    if kind == "alu_load":
+        return bytes([op + 3, _modrm(1, d, 5), disp])                     # op d, [ebp+disp]
+    if kind == "alu_store":
+        return bytes([op + 1, _modrm(1, s, 5), disp])                     # op [ebp+disp], s
+    if kind == "alu_mem_imm":
+        return bytes([0x83, _modrm(1, op >> 3, 5), disp, draw(st.integers(0, 255))])
+    if kind == "xchg":
+        return bytes([0x87, _modrm(1, d, 5), disp])
+    if kind == "push_pop":
+        return bytes([0x50 + s, 0x58 + d])
+    return bytes([0x6A, draw(st.integers(0, 255)), 0x58 + d])            # push imm8; pop d
+
+
+LOOP_ENDS = {
+    "dec": b"\x4F",                # dec edi (a fused DEC: CF is read)
+    "sub": b"\x83\xEF\x01",        # sub edi, 1 (a fused SUB: no flag is read)
+    "test": b"\x8D\x7F\xFF\x85\xFF",  # lea edi, [edi-1]; test edi, edi
+    "store": b"\x89\x7D\x40\x4F",  # mov [ebp+0x40], edi; dec edi
+    "adc": b"\x83\xD0\x00\x4F",    # adc eax, 0; dec edi
+}
+
+
+def _prefix_program(body: list[bytes], end: str) -> bytes:
+    """top: body; <end>; jnz top; hlt."""
+    code = b"".join(body) + LOOP_ENDS[end]
+    rel = -(len(code) + 6)
+    return code + b"\x0F\x85" + rel.to_bytes(4, "little", signed=True) + b"\xF4"
+
+
+def _state(m, t0: int) -> tuple:
+    g = m.get_regs()
+    return (m.ticks - t0, g.gpr(), g.eip, g.eflags, m.read(DATA, 0x80), m.read(0x7F00, 0x100))
+
+
+@seed(7104)
+@settings(max_examples=150, database=None, deadline=None, suppress_health_check=list(HealthCheck))
+@given(st.lists(_prefix_insn(), min_size=1, max_size=24), st.sampled_from(sorted(LOOP_ENDS)),
+       st.integers(1, 12), FLAGS, st.lists(VAL, min_size=5, max_size=5),
+       st.binary(min_size=0x80, max_size=0x80),
+       st.lists(st.integers(1, 60), min_size=1, max_size=30))
+def test_prefix_matches_one_instruction_at_a_time(body: list[bytes], end: str, iters: int,
+                                                  flags: int, vals: list[int], data: bytes,
+                                                  slices: list[int]) -> None:
+    """A loop whose block starts with register and memory forms (the prefix, some of them
+    with their flags left out) gives the same registers, flags, EIP, clock and memory, in
+    slices of any size and in one run to its HLT, as one tick at a time (where every entry
+    runs the form that stores EIP and all its flags)."""
+    code = _prefix_program(body, end)
+    regs = dict(zip(("eax", "ecx", "edx", "ebx", "esi"), vals, strict=True), edi=iters, ebp=DATA,
+                eflags=flags)
+    mem = [(DATA, data)]
+
+    def fresh():
+        m = _pm32(code, mem, **regs)
+        m.set_stop_on_exception(True)
+        return m, m.ticks
+
+    m, t0 = fresh()
+    marks = [0]
+    for n in slices:
+        marks.append(marks[-1] + n)
+    sliced = []
+    for t in marks[1:]:
+        m.run(t0 + t)
+        sliced.append(_state(m, t0))
+    m.run(t0 + 100_000)
+    whole_sliced = _state(m, t0)
+    m, t0 = fresh()
+    m.run(t0 + 100_000)
+    assert m.last_exception() is None
+    whole = _state(m, t0)
+    m, t0 = fresh()
+    for i, t in enumerate(marks[1:]):
+        while m.ticks < t0 + t and m.run(m.ticks + 1).name == "TICKS":
+            pass
+        assert _state(m, t0) == sliced[i], (i, t)
+    while m.run(m.ticks + 1).name == "TICKS":
+        pass
+    assert _state(m, t0) == whole == whole_sliced
+
+
+def test_fault_in_a_prefix_memory_form() -> None:
+    """A memory form of the prefix that faults on the fourth pass of a decoded, warm block
+    raises #SS(0) at its own EIP, with the instructions before it retired (one tick each)
+    and EFLAGS those of the ADD right before it (a form followed by one that may fault keeps
+    its flags)."""
+    loop = (b"\x46"                      # top: inc esi
+            b"\x01\xD8"                  # add eax, ebx
+            b"\x01\x4C\xFD\x00"          # add [ebp+edi*8], ecx
+            b"\x47"                      # inc edi
+            b"\x83\xFF\x05"              # cmp edi, 5
+            b"\x75\xF3"                  # jnz top
+            b"\xF4")                     # hlt
+    a, b = 0x7FFFFFF0, 0x0FFFFFFF
+    m = _pm32(loop, [(DATA, bytes(64))], eax=a, ebx=b, ecx=1, esi=0, edi=0, ebp=DATA)
+    r = m.get_regs()
+    r.ss.limit = DATA + 8 * 3 - 1  # the fourth pass (EDI = 3) writes past the limit (EBP: SS)
+    m.set_regs(r)
+    m.set_stop_on_exception(True)
+    t0 = m.ticks
+    m.run(t0 + 1000)
+    g = m.get_regs()
+    assert m.last_exception() == (12, 0)
+    assert g.eip == CODE + 3 and m.ticks - t0 == 3 * 6 + 2
+    assert (g.esi, g.edi) == (4, 3)
+    eax = a
+    for _ in range(4):
+        before = eax
+        eax = (eax + b) & 0xFFFFFFFF
+    assert g.eax == eax
+    _r, f, _ = ref.alu("add", before, b, 4, 2)
+    assert g.eflags & ref.ARITH == f & ref.ARITH
+    added = (1).to_bytes(4, "little") + bytes(4)
+    assert m.read(DATA, 32) == added * 3 + bytes(8)
+
+
+def test_store_in_a_prefix_rewrites_the_same_block() -> None:
+    """A store of the prefix into a later instruction of its own block ends the block after
+    the store: the rewritten instruction runs as its new bytes, in one run as one tick at a
+    time."""
+    code = (b"\x89\x4D\x07"              # mov [ebp+7], ecx  (the imm32 of the MOV below)
+            b"\x40"                      # inc eax
+            b"\x01\xC3"                  # add ebx, eax
+            b"\xBA\x11\x11\x11\x11"      # mov edx, 0x11111111
+            b"\xF4")                     # hlt
+    for single in (False, True):
+        m = _pm32(code, ecx=0x12345678, ebp=CODE)
+        t0 = m.ticks
+        if single:
+            while m.run(m.ticks + 1).name == "TICKS" and m.ticks - t0 < 10:
+                pass
+        else:
+            m.run(t0 + 1000)
+        g = m.get_regs()
+        assert (g.edx, g.eax, g.ebx) == (0x12345678, 1, 1), single
+        assert g.eip == CODE + len(code) and m.ticks - t0 == 5, single
+
+
+def test_watch_on_a_prefix_memory_form() -> None:
+    """A write watch hit by a store in the middle of a prefix stops the run right after the
+    store, with the watch reporting the store's EIP and the rest of the block not run."""
+    from aero.machine import WATCH_MAX, WATCH_WRITE, StopReason
+
+    code = (b"\x40"                      # inc eax
+            b"\x89\x5D\x10"              # mov [ebp+0x10], ebx
+            b"\x41"                      # inc ecx
+            b"\x42"                      # inc edx
+            b"\xEB\xFE")                 # jmp $
+    m = _pm32(code, [(DATA, bytes(64))], ebx=0xABCD, ebp=DATA)
+    for slot in range(WATCH_MAX):  # the machine is shared: no watch of another test
+        m.set_watch(slot, 0, 0, 0)
+    m.take_watch_hit()
+    m.set_watch(0, DATA + 0x10, 4, WATCH_WRITE)
+    t0 = m.ticks
+    stop = m.run(t0 + 1000)
+    hit = m.take_watch_hit()
+    m.set_watch(0, 0, 0, 0)
+    g = m.get_regs()
+    assert stop == StopReason.WATCH and hit is not None and hit.eip == CODE + 1
+    assert (g.eax, g.ecx, g.edx, g.eip, m.ticks - t0) == (1, 0, 0, CODE + 4, 2)
+    assert m.read(DATA + 0x10, 4) == (0xABCD).to_bytes(4, "little")

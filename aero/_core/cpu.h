@@ -135,6 +135,9 @@ typedef struct aero_insn {
     uint8_t scale;     /* EA index shift (0-3) */
     uint8_t segovr;    /* 1: the segment was given by a prefix */
     uint8_t code32;    /* 1: decoded in a 32-bit code segment (EIP does not wrap at 64 KB) */
+    uint8_t form;      /* in a block's deferred-EIP prefix: its row of the prefix forms
+                          (fastpath.c), which names the handler that advances EIP */
+    uint16_t pre_off;  /* in a block's deferred-EIP prefix: bytes from the block's start */
 } aero_insn;
 
 /* Decoder table row (generated from aero/isa.py). */
@@ -178,6 +181,13 @@ typedef struct aero_block {
                         fused pair (the last entry, the Jcc, runs inside the one before) */
     aero_handler unfused; /* when fused: the handler of entry n - 2 alone (for slices that end
                              between the two); else NULL */
+    uint32_t npre;   /* the deferred-EIP prefix: entries at the start whose handlers (the _de
+                        and _dl variants, DEF_FORMS) leave EIP at the block's start and run
+                        one into the next; a generic case makes EIP the instruction's first
+                        (aero_prefix_generic). A form whose flags the next instruction
+                        overwrites before anything can see them runs without them (_nf).
+                        The last entry dispatched is never in it. 0: none */
+    uint32_t pre_len; /* the prefix's length in bytes: what the run loops add to EIP after it */
     aero_insn insn[AERO_BLOCK_INSNS]; /* the instructions */
 } aero_block;
 
@@ -672,6 +682,48 @@ AERO_INLINE void next(aero_machine *m, const aero_insn *in) {
     uint32_t e = m->cpu.eip + in->len;
     m->cpu.eip = in->code32 ? e : (e & 0xFFFF);
 }
+/* The forms specialised at decode time (fastpath.c) run in 32-bit code: EIP never wraps. */
+AERO_INLINE void next32(aero_machine *m, const aero_insn *in) { m->cpu.eip += in->len; }
+/* Their memory forms have 32-bit addressing. */
+AERO_INLINE uint32_t ea32(const aero_machine *m, const aero_insn *in) {
+    return m->cpu.r[in->base] + (m->cpu.r[in->index] << in->scale) + in->disp;
+}
+/* An entry of a block's deferred-EIP prefix (aero_block.npre) hands a case to its generic
+ * handler through this: EIP and m->cur are made those of the instruction first, so a fault
+ * or a stop is raised exactly as without the prefix. Returns 1 when the handler set
+ * exit_block (the prefix ends there, EIP past the instruction), else 0 (EIP back at the
+ * block's start). */
+int aero_prefix_generic(aero_machine *m, const aero_insn *in, aero_handler generic);
+/* The same for a _de entry, going on to the next entry unless exit_block was set; and for a
+ * _dl entry. Tail calls both, so the prefix variants need no stack frame. */
+void aero_prefix_generic_de(aero_machine *m, const aero_insn *in, aero_handler generic);
+void aero_prefix_generic_dl(aero_machine *m, const aero_insn *in, aero_handler generic);
+/* A specialised form in its three variants, from BODY(m, in): 1 when it ran (EIP untouched),
+ * 0 when GENERIC must run it (nothing changed yet).
+ *   aero_op_NAME     advances EIP;
+ *   aero_op_NAME_de  an entry of a block's deferred-EIP prefix but its last: leaves EIP to
+ *                    the block and goes on to the next entry (a tail call);
+ *   aero_op_NAME_dl  the prefix's last entry: leaves EIP to the block and returns. */
+#define DEF_FORMS(name, GENERIC, BODY)                                                            \
+    void aero_op_##name(aero_machine *m, const aero_insn *in) {                                   \
+        if (AERO_LIKELY(BODY(m, in))) next32(m, in);                                              \
+        else GENERIC(m, in);                                                                      \
+    }                                                                                             \
+    DEF_PREFIX_FORMS(name, GENERIC, BODY)
+/* The two prefix variants alone (with the suffix of name: _nf for the forms whose flags are
+ * dead, see aero_block.npre). */
+#define DEF_PREFIX_FORMS(name, GENERIC, BODY)                                                     \
+    void aero_op_##name##_de(aero_machine *m, const aero_insn *in) {                              \
+        if (AERO_UNLIKELY(!BODY(m, in))) {                                                        \
+            aero_prefix_generic_de(m, in, GENERIC);                                               \
+            return;                                                                               \
+        }                                                                                         \
+        in++;                                                                                     \
+        in->fn(m, in);                                                                            \
+    }                                                                                             \
+    void aero_op_##name##_dl(aero_machine *m, const aero_insn *in) {                              \
+        if (AERO_UNLIKELY(!BODY(m, in))) aero_prefix_generic_dl(m, in, GENERIC);                  \
+    }
 /* Near jump to offset target in CS (with the CS limit check: #GP(0) outside). */
 void aero_jump_near(aero_machine *m, uint32_t target);
 
@@ -777,6 +829,11 @@ void aero_blocks_flush(aero_machine *m);
 aero_handler aero_fast_form(const aero_insn *in);
 /* 1: this specialised handler touches no memory and never sets exit_block (fastpath.c). */
 int aero_fast_quiet(aero_handler h);
+/* Turn the leading entries of a decoded block into its deferred-EIP prefix (aero_block.npre;
+ * fastpath.c). */
+void aero_fast_prefix(aero_block *b);
+/* The handler that advances EIP of a prefix entry (for one-instruction execution). */
+aero_handler aero_prefix_normal(const aero_insn *in);
 /* The fused handler of a specialised register-only CMP/TEST/SUB/INC/DEC followed by a
  * specialised 32-bit Jcc, or NULL (ops_flow.c). */
 aero_handler aero_fuse_pair(aero_handler first, aero_handler jcc);

@@ -136,3 +136,118 @@ int aero_fast_quiet(aero_handler h) {
         if (quiet_forms[i] == h) return 1;
     return 0;
 }
+
+/* ---- the deferred-EIP prefix (aero_block.npre) ----
+ * Every specialised form that does not branch comes in the prefix variants of DEF_FORMS.
+ * Each row names how the form treats the arithmetic flags, for the liveness pass below. */
+enum {
+    PF_NONE, /* writes no flag, cannot fault: MOV, LEA (register forms) */
+    PF_ALL,  /* writes all six, reads none, cannot fault: ADD ... CMP, TEST (register forms) */
+    PF_CF,   /* writes all six, reads CF, cannot fault: ADC, SBB, INC, DEC (register forms) */
+    PF_MEM,  /* may fault (a memory access): every flag must be right before it */
+};
+typedef struct prefix_form {
+    aero_handler fn;           /* the specialised form (advances EIP) */
+    aero_handler de, dl;       /* in the prefix: goes on to the next entry / the last entry */
+    aero_handler nf_de, nf_dl; /* the same without writing the flags (PF_ALL, PF_CF), else NULL */
+    uint8_t flags;             /* PF_*: what it does with the flags */
+} prefix_form;
+
+#define PDECL(name) DECL(name) DECL(name##_de) DECL(name##_dl)
+#define PDECL_NF(name) PDECL(name) DECL(name##_nf_de) DECL(name##_nf_dl)
+#define ALU_PDECL(name) PDECL_NF(name##_EvGv_r32) PDECL_NF(name##_GvEv_r32) PDECL_NF(name##_EvI_r32) \
+                        PDECL_NF(name##_eAXIz_32) PDECL(name##_GvEv_m32) PDECL(name##_EvGv_m32)   \
+                        PDECL(name##_EvI_m32)
+ALU_PDECL(add) ALU_PDECL(or) ALU_PDECL(adc) ALU_PDECL(sbb)
+ALU_PDECL(and) ALU_PDECL(sub) ALU_PDECL(xor) ALU_PDECL(cmp)
+PDECL_NF(test_EvGv_r32) PDECL_NF(inc_Zv_32) PDECL_NF(dec_Zv_32)
+PDECL(mov_EvGv_r32) PDECL(mov_GvEv_r32) PDECL(mov_ZvIv_32) PDECL(lea_32)
+PDECL(mov_EvGv_m32) PDECL(mov_GvEv_m32) PDECL(mov_EvGv_b32) PDECL(mov_GvEv_b32)
+PDECL(mov_EvIz_m32) PDECL(xchg_EvGv_m32) PDECL(push_Zv_32) PDECL(pop_Zv_32) PDECL(push_I_32)
+
+/* Row 0 is no form (aero_insn.form = 0 outside the prefix). */
+#define PROW(h, f) {aero_op_##h, aero_op_##h##_de, aero_op_##h##_dl, NULL, NULL, f},
+#define PROW_NF(h, f) {aero_op_##h, aero_op_##h##_de, aero_op_##h##_dl, aero_op_##h##_nf_de, aero_op_##h##_nf_dl, f},
+#define ALU_PROWS(name, f) PROW_NF(name##_EvGv_r32, f) PROW_NF(name##_GvEv_r32, f) PROW_NF(name##_EvI_r32, f) \
+                           PROW_NF(name##_eAXIz_32, f) PROW(name##_GvEv_m32, PF_MEM)                      \
+                           PROW(name##_EvGv_m32, PF_MEM) PROW(name##_EvI_m32, PF_MEM)
+static const prefix_form prefix_forms[] = {
+    {NULL, NULL, NULL, NULL, NULL, PF_MEM},
+    ALU_PROWS(add, PF_ALL) ALU_PROWS(or, PF_ALL) ALU_PROWS(adc, PF_CF) ALU_PROWS(sbb, PF_CF)
+    ALU_PROWS(and, PF_ALL) ALU_PROWS(sub, PF_ALL) ALU_PROWS(xor, PF_ALL) ALU_PROWS(cmp, PF_ALL)
+    PROW_NF(test_EvGv_r32, PF_ALL) PROW_NF(inc_Zv_32, PF_CF) PROW_NF(dec_Zv_32, PF_CF)
+    PROW(mov_EvGv_r32, PF_NONE) PROW(mov_GvEv_r32, PF_NONE) PROW(mov_ZvIv_32, PF_NONE)
+    PROW(lea_32, PF_NONE)
+    PROW(mov_EvGv_m32, PF_MEM) PROW(mov_GvEv_m32, PF_MEM) PROW(mov_EvGv_b32, PF_MEM)
+    PROW(mov_GvEv_b32, PF_MEM) PROW(mov_EvIz_m32, PF_MEM) PROW(xchg_EvGv_m32, PF_MEM)
+    PROW(push_Zv_32, PF_MEM) PROW(pop_Zv_32, PF_MEM) PROW(push_I_32, PF_MEM)
+};
+#define NFORMS (sizeof prefix_forms / sizeof prefix_forms[0])
+_Static_assert(NFORMS <= 256, "aero_insn.form is one byte");
+
+static uint8_t prefix_row(aero_handler h) {
+    for (size_t i = 1; i < NFORMS; i++)
+        if (prefix_forms[i].fn == h) return (uint8_t)i;
+    return 0;
+}
+
+aero_handler aero_prefix_normal(const aero_insn *in) { return prefix_forms[in->form].fn; }
+
+/* Flags the instructions after an entry may still read: none, CF alone, or all of them. */
+enum { LIVE_NONE, LIVE_CF, LIVE_ALL };
+
+void aero_fast_prefix(aero_block *b) {
+    uint32_t n = 0, off = 0;
+    /* The last entry dispatched reads EIP (a branch, or whatever ends the block) and is
+     * never in the prefix; nor is anything after a form that is not in the table. */
+    while (n + 1 < b->nrun) {
+        aero_insn *in = &b->insn[n];
+        uint8_t row = prefix_row(in->fn);
+        if (!row) break;
+        in->form = row;
+        in->pre_off = (uint16_t)off;
+        off += in->len;
+        n++;
+    }
+    b->npre = n;
+    b->pre_len = off;
+    if (!n) return;
+    /* Backwards, the flags read after each entry. After the prefix: a fused CMP, SUB or
+     * TEST and Jcc writes all of them first and reads none, a fused INC or DEC reads CF;
+     * anything else may read or expose them all. A form may leave out the flags only where
+     * nothing is read before they are all written again. */
+    int live = LIVE_ALL;
+    if (b->unfused && n == b->nrun - 1)
+        live = (b->unfused == aero_op_inc_Zv_32 || b->unfused == aero_op_dec_Zv_32) ? LIVE_CF : LIVE_NONE;
+    for (uint32_t i = n; i-- > 0;) {
+        aero_insn *in = &b->insn[i];
+        const prefix_form *f = &prefix_forms[in->form];
+        int nf = f->nf_de && live == LIVE_NONE, last = i == n - 1;
+        in->fn = nf ? (last ? f->nf_dl : f->nf_de) : (last ? f->dl : f->de);
+        switch (f->flags) {
+        case PF_NONE: break;
+        case PF_ALL: live = LIVE_NONE; break;
+        case PF_CF: live = LIVE_CF; break;
+        default: live = LIVE_ALL; break;
+        }
+    }
+}
+
+int aero_prefix_generic(aero_machine *m, const aero_insn *in, aero_handler generic) {
+    m->cpu.eip += in->pre_off;
+    m->cur = in;
+    generic(m, in);
+    if (m->exit_block) return 1;
+    m->cpu.eip -= in->pre_off + in->len;
+    return 0;
+}
+
+void aero_prefix_generic_de(aero_machine *m, const aero_insn *in, aero_handler generic) {
+    if (aero_prefix_generic(m, in, generic)) return;
+    in++;
+    in->fn(m, in);
+}
+
+void aero_prefix_generic_dl(aero_machine *m, const aero_insn *in, aero_handler generic) {
+    aero_prefix_generic(m, in, generic);
+}

@@ -331,6 +331,19 @@ static void prepare(aero_machine *m) {
     aero_tlb_fast_refresh(m);
 }
 
+/* A block's deferred-EIP prefix (aero_block.npre): its entries run one into the next from a
+ * single call, without the exit test or m->cur, and EIP is stored once after them. Returns
+ * the first entry after it, or NULL when an entry set exit_block (EIP and m->cur are then
+ * that instruction's, see aero_prefix_generic). The caller has cleared exit_block. */
+AERO_INLINE const aero_insn *run_prefix(aero_machine *m, const aero_block *b) {
+    if (b->npre) {
+        b->insn[0].fn(m, b->insn);
+        if (AERO_UNLIKELY(m->exit_block)) return NULL;
+        m->cpu.eip += b->pre_len;
+    }
+    return b->insn + b->npre;
+}
+
 /* Run one decoded block. */
 AERO_INLINE void exec_block(aero_machine *m, aero_block *b) {
     const aero_insn *in = b->insn, *end = b->insn + b->n, *run_end = b->insn + b->nrun;
@@ -341,22 +354,28 @@ AERO_INLINE void exec_block(aero_machine *m, aero_block *b) {
          * at the end runs as one entry (nrun), its ticks are still two. */
         m->countdown -= b->n;
         m->blk_end = end;
-        do {
-            m->cur = in;
-            in->fn(m, in);
-            in++;
-        } while (in < run_end && !m->exit_block);
-        if (in == run_end) in = end;
+        in = run_prefix(m, b);
+        if (AERO_UNLIKELY(!in)) {
+            in = m->cur + 1;
+        } else {
+            do {
+                m->cur = in;
+                in->fn(m, in);
+                in++;
+            } while (in < run_end && !m->exit_block);
+            if (in == run_end) in = end;
+        }
         m->countdown += end - in;
         m->blk_end = NULL;
     } else {
         /* One tick at a time: a fused pair runs as its two instructions. */
-        const aero_insn *fused = b->unfused ? end - 2 : NULL;
+        const aero_insn *fused = b->unfused ? end - 2 : NULL, *pre_end = b->insn + b->npre;
         m->paid = 1;
         do {
             m->countdown--;
             m->cur = in;
             if (AERO_UNLIKELY(in == fused)) b->unfused(m, in);
+            else if (in < pre_end) aero_prefix_normal(in)(m, in); /* the form that advances EIP */
             else in->fn(m, in);
             in++;
         } while (in < end && m->countdown > 0 && !m->exit_block);
@@ -493,6 +512,14 @@ static __attribute__((noinline)) void run_loop(aero_machine *m) {
             const aero_insn *in = b->insn, *end = b->insn + b->n, *run_end = b->insn + b->nrun;
             m->countdown -= b->n;
             m->blk_end = end;
+            m->exit_block = 0;
+            in = run_prefix(m, b);
+            if (AERO_UNLIKELY(!in)) {
+                /* An entry of the prefix set it (a generic case): refund what follows. */
+                m->countdown += end - (m->cur + 1);
+                m->blk_end = NULL;
+                break;
+            }
             if (b->quiet) {
                 /* Nothing in the block can set exit_block: no test per instruction. Nor is
                  * m->cur stored per instruction: the only handlers here that can fault (Jcc
@@ -502,7 +529,6 @@ static __attribute__((noinline)) void run_loop(aero_machine *m) {
                 } while (++in < run_end);
                 m->cur = end - 1;
             } else {
-                m->exit_block = 0;
                 do {
                     m->cur = in;
                     in->fn(m, in);

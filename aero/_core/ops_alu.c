@@ -614,85 +614,99 @@ void aero_op_aad(aero_machine *m, const aero_insn *in) {
  * Whatever their fast path cannot finish without a call (a TLB miss, a segment check that
  * needs the slow path, a carry that needs aero_lazy_cf) goes to the generic handler before
  * anything has changed, so the fast path saves no registers. */
-AERO_INLINE void next32(aero_machine *m, const aero_insn *in) { m->cpu.eip += in->len; }
-AERO_INLINE uint32_t ea32(const aero_machine *m, const aero_insn *in) {
-    return m->cpu.r[in->base] + (m->cpu.r[in->index] << in->scale) + in->disp;
-}
-/* One of the eight operations, 32 bits, with the carry-in c (ADC/SBB only). */
-AERO_INLINE uint32_t alu32(aero_machine *m, const int op, uint32_t a, uint32_t b, uint32_t c) {
-    uint32_t r;
+/* One of the eight operations, 32 bits, with the carry-in c (ADC/SBB only); the lazy flags
+ * set unless FLAGS is 0 (a prefix form whose flags are dead). */
+AERO_INLINE uint32_t alu32(aero_machine *m, const int op, const int flags, uint32_t a, uint32_t b,
+                           uint32_t c) {
+    uint32_t r, lf;
     switch (op) {
-    case OP_ADD: r = a + b; set_lazy(m, LF_ADD, 2, a, b, r); break;
-    case OP_OR: r = a | b; set_lazy(m, LF_LOGIC, 2, a, b, r); break;
-    case OP_ADC: r = a + b + c; set_lazy(m, c ? LF_ADC : LF_ADD, 2, a, b, r); break;
-    case OP_SBB: r = a - b - c; set_lazy(m, c ? LF_SBB : LF_SUB, 2, a, b, r); break;
-    case OP_AND: r = a & b; set_lazy(m, LF_LOGIC, 2, a, b, r); break;
-    case OP_SUB: case OP_CMP: r = a - b; set_lazy(m, LF_SUB, 2, a, b, r); break;
-    default: r = a ^ b; set_lazy(m, LF_LOGIC, 2, a, b, r); break;
+    case OP_ADD: r = a + b; lf = LF_ADD; break;
+    case OP_OR: r = a | b; lf = LF_LOGIC; break;
+    case OP_ADC: r = a + b + c; lf = c ? LF_ADC : LF_ADD; break;
+    case OP_SBB: r = a - b - c; lf = c ? LF_SBB : LF_SUB; break;
+    case OP_AND: r = a & b; lf = LF_LOGIC; break;
+    case OP_SUB: case OP_CMP: r = a - b; lf = LF_SUB; break;
+    default: r = a ^ b; lf = LF_LOGIC; break;
     }
+    if (flags) set_lazy(m, lf, 2, a, b, r);
     return r;
 }
 /* The carry-in of ADC/SBB (0 for the others); 0 when it needs the generic handler. */
 #define CARRY_IN(OP, c) ((OP) != OP_ADC && (OP) != OP_SBB ? ((c) = 0, 1) : fast_cf(m, &(c)))
-
-#define DEF_ALU_FAST(name, OP)                                                                      \
-    void aero_op_##name##_EvGv_r32(aero_machine *m, const aero_insn *in) {                          \
-        uint32_t c;                                                                                 \
-        if (!CARRY_IN(OP, c)) { aero_op_##name##_EvGv(m, in); return; }                                  \
-        const uint32_t d = in->rm; /* read before the stores, which may alias it */               \
-        uint32_t r = alu32(m, OP, m->cpu.r[d], m->cpu.r[in->reg], c);                               \
-        if (OP != OP_CMP) m->cpu.r[d] = r;                                                           \
-        next32(m, in);                                                                              \
-    }                                                                                               \
-    void aero_op_##name##_GvEv_r32(aero_machine *m, const aero_insn *in) {                          \
-        uint32_t c;                                                                                 \
-        if (!CARRY_IN(OP, c)) { aero_op_##name##_GvEv(m, in); return; }                                  \
-        const uint32_t d = in->reg;                                                               \
-        uint32_t r = alu32(m, OP, m->cpu.r[d], m->cpu.r[in->rm], c);                                \
-        if (OP != OP_CMP) m->cpu.r[d] = r;                                                           \
-        next32(m, in);                                                                              \
-    }                                                                                               \
-    void aero_op_##name##_EvI_r32(aero_machine *m, const aero_insn *in) {                           \
-        uint32_t c;                                                                                 \
-        if (!CARRY_IN(OP, c)) { aero_op_##name##_EvIz(m, in); return; }                                  \
-        const uint32_t d = in->rm;                                                                \
-        uint32_t r = alu32(m, OP, m->cpu.r[d], in->imm, c);                                         \
-        if (OP != OP_CMP) m->cpu.r[d] = r;                                                           \
-        next32(m, in);                                                                              \
-    }                                                                                               \
-    void aero_op_##name##_eAXIz_32(aero_machine *m, const aero_insn *in) {                          \
-        uint32_t c;                                                                                 \
-        if (!CARRY_IN(OP, c)) { aero_op_##name##_eAXIz(m, in); return; }                                 \
-        uint32_t r = alu32(m, OP, m->cpu.r[R_EAX], in->imm, c);                                     \
-        if (OP != OP_CMP) m->cpu.r[R_EAX] = r;                                                       \
-        next32(m, in);                                                                              \
-    }                                                                                               \
-    void aero_op_##name##_GvEv_m32(aero_machine *m, const aero_insn *in) {                          \
-        uint32_t c;                                                                                 \
-        const uint8_t *p = fast_rd_ptr(m, in->seg, ea32(m, in), 4);                                 \
-        if (!p || !CARRY_IN(OP, c)) { aero_op_##name##_GvEv(m, in); return; }                            \
-        uint32_t r = alu32(m, OP, m->cpu.r[in->reg], load_le(p, 4), c);                             \
-        if (OP != OP_CMP) m->cpu.r[in->reg] = r;                                                     \
-        next32(m, in);                                                                              \
-    }                                                                                               \
-    void aero_op_##name##_EvGv_m32(aero_machine *m, const aero_insn *in) {                          \
-        uint32_t c;                                                                                 \
-        uint8_t *p = OP == OP_CMP ? fast_rd_ptr(m, in->seg, ea32(m, in), 4)                         \
-                                  : fast_rw_ptr(m, in->seg, ea32(m, in), 4);                        \
-        if (!p || !CARRY_IN(OP, c)) { aero_op_##name##_EvGv(m, in); return; }                           \
-        uint32_t r = alu32(m, OP, load_le(p, 4), m->cpu.r[in->reg], c);                             \
-        if (OP != OP_CMP) store_le(p, 4, r);                                                        \
-        next32(m, in);                                                                              \
-    }                                                                                               \
-    void aero_op_##name##_EvI_m32(aero_machine *m, const aero_insn *in) {                           \
-        uint32_t c;                                                                                 \
-        uint8_t *p = OP == OP_CMP ? fast_rd_ptr(m, in->seg, ea32(m, in), 4)                         \
-                                  : fast_rw_ptr(m, in->seg, ea32(m, in), 4);                        \
-        if (!p || !CARRY_IN(OP, c)) { aero_op_##name##_EvIz(m, in); return; }                            \
-        uint32_t r = alu32(m, OP, load_le(p, 4), in->imm, c);                                       \
-        if (OP != OP_CMP) store_le(p, 4, r);                                                        \
-        next32(m, in);                                                                              \
+/* A register form: register d op b into register d (not for CMP); 0 for the generic handler. */
+AERO_INLINE int alu_r32(aero_machine *m, const int op, const int flags, const uint32_t d, uint32_t b) {
+    uint32_t c;
+    if (!CARRY_IN(op, c)) return 0;
+    uint32_t r = alu32(m, op, flags, m->cpu.r[d], b, c);
+    if (op != OP_CMP) m->cpu.r[d] = r;
+    return 1;
+}
+/* The register operands are read into locals before any store, which may alias *in. */
+#define ALU_REG_BODIES(name, OP, F)                                                               \
+    AERO_INLINE int name##_EvGv_r32_body##F(aero_machine *m, const aero_insn *in) {               \
+        const uint32_t d = in->rm, s = in->reg;                                                   \
+        return alu_r32(m, OP, F, d, m->cpu.r[s]);                                                 \
+    }                                                                                             \
+    AERO_INLINE int name##_GvEv_r32_body##F(aero_machine *m, const aero_insn *in) {               \
+        const uint32_t d = in->reg, s = in->rm;                                                   \
+        return alu_r32(m, OP, F, d, m->cpu.r[s]);                                                 \
+    }                                                                                             \
+    AERO_INLINE int name##_EvI_r32_body##F(aero_machine *m, const aero_insn *in) {                \
+        const uint32_t d = in->rm, imm = in->imm;                                                 \
+        return alu_r32(m, OP, F, d, imm);                                                         \
+    }                                                                                             \
+    AERO_INLINE int name##_eAXIz_32_body##F(aero_machine *m, const aero_insn *in) {               \
+        return alu_r32(m, OP, F, R_EAX, in->imm);                                                 \
     }
+/* The memory forms: a TLB miss, a segment slow path or a carry that needs aero_lazy_cf goes
+ * to the generic handler before anything has changed, so the fast path saves no registers. */
+#define ALU_MEM_BODIES(name, OP)                                                                  \
+    AERO_INLINE int name##_GvEv_m32_body(aero_machine *m, const aero_insn *in) {                  \
+        uint32_t c;                                                                               \
+        const uint8_t *p = fast_rd_ptr(m, in->seg, ea32(m, in), 4);                               \
+        if (!p || !CARRY_IN(OP, c)) return 0;                                                     \
+        const uint32_t d = in->reg;                                                               \
+        uint32_t r = alu32(m, OP, 1, m->cpu.r[d], load_le(p, 4), c);                              \
+        if (OP != OP_CMP) m->cpu.r[d] = r;                                                        \
+        return 1;                                                                                 \
+    }                                                                                             \
+    AERO_INLINE int name##_EvGv_m32_body(aero_machine *m, const aero_insn *in) {                  \
+        uint32_t c;                                                                               \
+        uint8_t *p = OP == OP_CMP ? fast_rd_ptr(m, in->seg, ea32(m, in), 4)                       \
+                                  : fast_rw_ptr(m, in->seg, ea32(m, in), 4);                      \
+        if (!p || !CARRY_IN(OP, c)) return 0;                                                     \
+        uint32_t r = alu32(m, OP, 1, load_le(p, 4), m->cpu.r[in->reg], c);                        \
+        if (OP != OP_CMP) store_le(p, 4, r);                                                      \
+        return 1;                                                                                 \
+    }                                                                                             \
+    AERO_INLINE int name##_EvI_m32_body(aero_machine *m, const aero_insn *in) {                   \
+        uint32_t c;                                                                               \
+        uint8_t *p = OP == OP_CMP ? fast_rd_ptr(m, in->seg, ea32(m, in), 4)                       \
+                                  : fast_rw_ptr(m, in->seg, ea32(m, in), 4);                      \
+        if (!p || !CARRY_IN(OP, c)) return 0;                                                     \
+        uint32_t r = alu32(m, OP, 1, load_le(p, 4), in->imm, c);                                  \
+        if (OP != OP_CMP) store_le(p, 4, r);                                                      \
+        return 1;                                                                                 \
+    }
+
+/* Every form in its three variants (DEF_FORMS); the register forms also without flags
+ * (_nf_de, _nf_dl). The immediate forms take both 81 and 83 (the decoder sign-extended
+ * the imm8). */
+#define DEF_ALU_FAST(name, OP)                                                                    \
+    ALU_REG_BODIES(name, OP, 1)                                                                   \
+    ALU_REG_BODIES(name, OP, 0)                                                                   \
+    ALU_MEM_BODIES(name, OP)                                                                      \
+    DEF_FORMS(name##_EvGv_r32, aero_op_##name##_EvGv, name##_EvGv_r32_body1)                      \
+    DEF_FORMS(name##_GvEv_r32, aero_op_##name##_GvEv, name##_GvEv_r32_body1)                      \
+    DEF_FORMS(name##_EvI_r32, aero_op_##name##_EvIz, name##_EvI_r32_body1)                        \
+    DEF_FORMS(name##_eAXIz_32, aero_op_##name##_eAXIz, name##_eAXIz_32_body1)                     \
+    DEF_PREFIX_FORMS(name##_EvGv_r32_nf, aero_op_##name##_EvGv, name##_EvGv_r32_body0)            \
+    DEF_PREFIX_FORMS(name##_GvEv_r32_nf, aero_op_##name##_GvEv, name##_GvEv_r32_body0)            \
+    DEF_PREFIX_FORMS(name##_EvI_r32_nf, aero_op_##name##_EvIz, name##_EvI_r32_body0)              \
+    DEF_PREFIX_FORMS(name##_eAXIz_32_nf, aero_op_##name##_eAXIz, name##_eAXIz_32_body0)           \
+    DEF_FORMS(name##_GvEv_m32, aero_op_##name##_GvEv, name##_GvEv_m32_body)                       \
+    DEF_FORMS(name##_EvGv_m32, aero_op_##name##_EvGv, name##_EvGv_m32_body)                       \
+    DEF_FORMS(name##_EvI_m32, aero_op_##name##_EvIz, name##_EvI_m32_body)
 
 DEF_ALU_FAST(add, OP_ADD)
 DEF_ALU_FAST(or, OP_OR)
@@ -703,23 +717,28 @@ DEF_ALU_FAST(sub, OP_SUB)
 DEF_ALU_FAST(xor, OP_XOR)
 DEF_ALU_FAST(cmp, OP_CMP)
 
-void aero_op_test_EvGv_r32(aero_machine *m, const aero_insn *in) {
-    test_op(m, m->cpu.r[in->rm], m->cpu.r[in->reg], 4);
-    next32(m, in);
+AERO_INLINE int test_r32_body(aero_machine *m, const aero_insn *in, const int flags) {
+    if (flags) test_op(m, m->cpu.r[in->rm], m->cpu.r[in->reg], 4);
+    return 1;
 }
-void aero_op_inc_Zv_32(aero_machine *m, const aero_insn *in) {
-    const uint32_t d = in->reg; /* read before the stores, which may alias it */
-    uint32_t cf, a = m->cpu.r[d];
-    if (!fast_cf(m, &cf)) { aero_op_inc_Zv(m, in); return; }
-    set_lazy(m, LF_INC, 2, a, cf, a + 1);
-    m->cpu.r[d] = a + 1;
-    next32(m, in);
-}
-void aero_op_dec_Zv_32(aero_machine *m, const aero_insn *in) {
+/* INC/DEC keep CF: its value goes into the lazy state (lf_b). */
+AERO_INLINE int incdec_r32_body(aero_machine *m, const aero_insn *in, const int dec, const int flags) {
     const uint32_t d = in->reg;
-    uint32_t cf, a = m->cpu.r[d];
-    if (!fast_cf(m, &cf)) { aero_op_dec_Zv(m, in); return; }
-    set_lazy(m, LF_DEC, 2, a, cf, a - 1);
-    m->cpu.r[d] = a - 1;
-    next32(m, in);
+    uint32_t cf = 0, a = m->cpu.r[d], r = dec ? a - 1 : a + 1;
+    if (flags) {
+        if (!fast_cf(m, &cf)) return 0;
+        set_lazy(m, dec ? LF_DEC : LF_INC, 2, a, cf, r);
+    }
+    m->cpu.r[d] = r;
+    return 1;
 }
+#define TEST_BODY(F) AERO_INLINE int test_body##F(aero_machine *m, const aero_insn *in) { return test_r32_body(m, in, F); }
+#define INC_BODY(F) AERO_INLINE int inc_body##F(aero_machine *m, const aero_insn *in) { return incdec_r32_body(m, in, 0, F); }
+#define DEC_BODY(F) AERO_INLINE int dec_body##F(aero_machine *m, const aero_insn *in) { return incdec_r32_body(m, in, 1, F); }
+TEST_BODY(1) TEST_BODY(0) INC_BODY(1) INC_BODY(0) DEC_BODY(1) DEC_BODY(0)
+DEF_FORMS(test_EvGv_r32, aero_op_test_EvGv, test_body1)
+DEF_FORMS(inc_Zv_32, aero_op_inc_Zv, inc_body1)
+DEF_FORMS(dec_Zv_32, aero_op_dec_Zv, dec_body1)
+DEF_PREFIX_FORMS(test_EvGv_r32_nf, aero_op_test_EvGv, test_body0)
+DEF_PREFIX_FORMS(inc_Zv_32_nf, aero_op_inc_Zv, inc_body0)
+DEF_PREFIX_FORMS(dec_Zv_32_nf, aero_op_dec_Zv, dec_body0)

@@ -139,53 +139,47 @@ void aero_op_std(aero_machine *m, const aero_insn *in) { m->cpu.eflags |= F_DF; 
 
 /* ---- forms specialised at decode time (fastpath.c): 32-bit operands in 32-bit code,
  * 32-bit addressing for the memory forms (_m32), mod = 3 for the register forms (_r32). ---- */
-AERO_INLINE void next32(aero_machine *m, const aero_insn *in) { m->cpu.eip += in->len; }
-AERO_INLINE uint32_t ea32(const aero_machine *m, const aero_insn *in) {
-    return m->cpu.r[in->base] + (m->cpu.r[in->index] << in->scale) + in->disp;
+/* Bodies for DEF_FORMS: 1 when done, 0 when the generic handler must run it. The memory
+ * forms hand a TLB miss or a segment slow path over before changing anything (see
+ * fast_rd_ptr). The _b32 forms have no index register (base + displacement: the common
+ * stack and structure accesses): one register read less. */
+AERO_INLINE int mov_EvGv_r32_body(aero_machine *m, const aero_insn *in) { m->cpu.r[in->rm] = m->cpu.r[in->reg]; return 1; }
+AERO_INLINE int mov_GvEv_r32_body(aero_machine *m, const aero_insn *in) { m->cpu.r[in->reg] = m->cpu.r[in->rm]; return 1; }
+AERO_INLINE int mov_ZvIv_32_body(aero_machine *m, const aero_insn *in) { m->cpu.r[in->reg] = in->imm; return 1; }
+AERO_INLINE int lea_32_body(aero_machine *m, const aero_insn *in) { m->cpu.r[in->reg] = ea32(m, in); return 1; }
+AERO_INLINE int store32(aero_machine *m, const aero_insn *in, uint32_t off, uint32_t v) {
+    uint8_t *p = fast_wr_ptr(m, in->seg, off, 4);
+    if (AERO_UNLIKELY(!p)) return 0;
+    store_le(p, 4, v);
+    return 1;
 }
-void aero_op_mov_EvGv_r32(aero_machine *m, const aero_insn *in) { m->cpu.r[in->rm] = m->cpu.r[in->reg]; next32(m, in); }
-/* The memory forms hand a TLB miss or a segment slow path to the generic handler before
- * changing anything (see fast_rd_ptr). */
-void aero_op_mov_EvGv_m32(aero_machine *m, const aero_insn *in) {
-    uint8_t *p = fast_wr_ptr(m, in->seg, ea32(m, in), 4);
-    if (AERO_UNLIKELY(!p)) { aero_op_mov_EvGv(m, in); return; }
-    store_le(p, 4, m->cpu.r[in->reg]);
-    next32(m, in);
-}
-void aero_op_mov_GvEv_r32(aero_machine *m, const aero_insn *in) { m->cpu.r[in->reg] = m->cpu.r[in->rm]; next32(m, in); }
-void aero_op_mov_GvEv_m32(aero_machine *m, const aero_insn *in) {
-    const uint8_t *p = fast_rd_ptr(m, in->seg, ea32(m, in), 4);
-    if (AERO_UNLIKELY(!p)) { aero_op_mov_GvEv(m, in); return; }
+AERO_INLINE int load32(aero_machine *m, const aero_insn *in, uint32_t off) {
+    const uint8_t *p = fast_rd_ptr(m, in->seg, off, 4);
+    if (AERO_UNLIKELY(!p)) return 0;
     m->cpu.r[in->reg] = load_le(p, 4);
-    next32(m, in);
+    return 1;
 }
-/* The same without an index register (base + displacement: the common stack and
- * structure accesses): one register read less. */
-void aero_op_mov_EvGv_b32(aero_machine *m, const aero_insn *in) {
-    uint8_t *p = fast_wr_ptr(m, in->seg, m->cpu.r[in->base] + in->disp, 4);
-    if (AERO_UNLIKELY(!p)) { aero_op_mov_EvGv(m, in); return; }
-    store_le(p, 4, m->cpu.r[in->reg]);
-    next32(m, in);
-}
-void aero_op_mov_GvEv_b32(aero_machine *m, const aero_insn *in) {
-    const uint8_t *p = fast_rd_ptr(m, in->seg, m->cpu.r[in->base] + in->disp, 4);
-    if (AERO_UNLIKELY(!p)) { aero_op_mov_GvEv(m, in); return; }
-    m->cpu.r[in->reg] = load_le(p, 4);
-    next32(m, in);
-}
-void aero_op_mov_EvIz_m32(aero_machine *m, const aero_insn *in) {
-    uint8_t *p = fast_wr_ptr(m, in->seg, ea32(m, in), 4);
-    if (AERO_UNLIKELY(!p)) { aero_op_mov_EvIz(m, in); return; }
-    store_le(p, 4, in->imm);
-    next32(m, in);
-}
-void aero_op_mov_ZvIv_32(aero_machine *m, const aero_insn *in) { m->cpu.r[in->reg] = in->imm; next32(m, in); }
-void aero_op_lea_32(aero_machine *m, const aero_insn *in) { m->cpu.r[in->reg] = ea32(m, in); next32(m, in); }
-void aero_op_xchg_EvGv_m32(aero_machine *m, const aero_insn *in) {
+AERO_INLINE int mov_EvGv_m32_body(aero_machine *m, const aero_insn *in) { return store32(m, in, ea32(m, in), m->cpu.r[in->reg]); }
+AERO_INLINE int mov_GvEv_m32_body(aero_machine *m, const aero_insn *in) { return load32(m, in, ea32(m, in)); }
+AERO_INLINE int mov_EvGv_b32_body(aero_machine *m, const aero_insn *in) { return store32(m, in, m->cpu.r[in->base] + in->disp, m->cpu.r[in->reg]); }
+AERO_INLINE int mov_GvEv_b32_body(aero_machine *m, const aero_insn *in) { return load32(m, in, m->cpu.r[in->base] + in->disp); }
+AERO_INLINE int mov_EvIz_m32_body(aero_machine *m, const aero_insn *in) { return store32(m, in, ea32(m, in), in->imm); }
+AERO_INLINE int xchg_EvGv_m32_body(aero_machine *m, const aero_insn *in) {
     uint8_t *p = fast_rw_ptr(m, in->seg, ea32(m, in), 4);
-    if (AERO_UNLIKELY(!p)) { aero_op_xchg_EvGv(m, in); return; }
+    if (AERO_UNLIKELY(!p)) return 0;
+    const uint32_t r = in->reg;
     uint32_t v = load_le(p, 4);
-    store_le(p, 4, m->cpu.r[in->reg]);
-    m->cpu.r[in->reg] = v;
-    next32(m, in);
+    store_le(p, 4, m->cpu.r[r]);
+    m->cpu.r[r] = v;
+    return 1;
 }
+DEF_FORMS(mov_EvGv_r32, aero_op_mov_EvGv, mov_EvGv_r32_body)
+DEF_FORMS(mov_GvEv_r32, aero_op_mov_GvEv, mov_GvEv_r32_body)
+DEF_FORMS(mov_ZvIv_32, aero_op_mov_ZvIv, mov_ZvIv_32_body)
+DEF_FORMS(lea_32, aero_op_lea, lea_32_body)
+DEF_FORMS(mov_EvGv_m32, aero_op_mov_EvGv, mov_EvGv_m32_body)
+DEF_FORMS(mov_GvEv_m32, aero_op_mov_GvEv, mov_GvEv_m32_body)
+DEF_FORMS(mov_EvGv_b32, aero_op_mov_EvGv, mov_EvGv_b32_body)
+DEF_FORMS(mov_GvEv_b32, aero_op_mov_GvEv, mov_GvEv_b32_body)
+DEF_FORMS(mov_EvIz_m32, aero_op_mov_EvIz, mov_EvIz_m32_body)
+DEF_FORMS(xchg_EvGv_m32, aero_op_xchg_EvGv, xchg_EvGv_m32_body)

@@ -861,36 +861,28 @@ void aero_op_ret_32(aero_machine *m, const aero_insn *in) {
     m->cpu.r[R_ESP] += 4;
     m->cpu.eip = t;
 }
-/* PUSH ESP pushes the value from before the push. */
-void aero_op_push_Zv_32(aero_machine *m, const aero_insn *in) {
+/* PUSH and POP of a register or an immediate, as bodies for DEF_FORMS (1: done, 0: the
+ * generic handler runs it). PUSH ESP pushes the value from before the push. */
+AERO_INLINE int push32(aero_machine *m, uint32_t v) {
     uint8_t *p;
-    if (AERO_UNLIKELY(!ss32(m) || !(p = fast_wr_ptr(m, S_SS, m->cpu.r[R_ESP] - 4, 4)))) {
-        aero_op_push_Zv(m, in);
-        return;
-    }
-    store_le(p, 4, m->cpu.r[in->reg]);
+    if (AERO_UNLIKELY(!ss32(m) || !(p = fast_wr_ptr(m, S_SS, m->cpu.r[R_ESP] - 4, 4)))) return 0;
+    store_le(p, 4, v);
     m->cpu.r[R_ESP] -= 4;
-    m->cpu.eip += in->len;
+    return 1;
 }
+AERO_INLINE int push_Zv_32_body(aero_machine *m, const aero_insn *in) { return push32(m, m->cpu.r[in->reg]); }
+AERO_INLINE int push_I_32_body(aero_machine *m, const aero_insn *in) { return push32(m, in->imm); }
 /* POP ESP loads the popped value (it overrides the increment). */
-void aero_op_pop_Zv_32(aero_machine *m, const aero_insn *in) {
+AERO_INLINE int pop_Zv_32_body(aero_machine *m, const aero_insn *in) {
     const uint8_t *p;
-    if (AERO_UNLIKELY(!ss32(m) || !(p = fast_rd_ptr(m, S_SS, m->cpu.r[R_ESP], 4)))) {
-        aero_op_pop_Zv(m, in);
-        return;
-    }
+    if (AERO_UNLIKELY(!ss32(m) || !(p = fast_rd_ptr(m, S_SS, m->cpu.r[R_ESP], 4)))) return 0;
+    const uint32_t r = in->reg;
     uint32_t v = load_le(p, 4);
     m->cpu.r[R_ESP] += 4;
-    m->cpu.r[in->reg] = v;
-    m->cpu.eip += in->len;
+    m->cpu.r[r] = v;
+    return 1;
 }
-void aero_op_push_I_32(aero_machine *m, const aero_insn *in) {
-    uint8_t *p;
-    if (AERO_UNLIKELY(!ss32(m) || !(p = fast_wr_ptr(m, S_SS, m->cpu.r[R_ESP] - 4, 4)))) {
-        aero_op_push_Iz(m, in);
-        return;
-    }
-    store_le(p, 4, in->imm);
-    m->cpu.r[R_ESP] -= 4;
-    m->cpu.eip += in->len;
-}
+/* Both PUSH imm32 and PUSH imm8 (sign-extended by the decoder) hand their cases to PUSH Iz. */
+DEF_FORMS(push_Zv_32, aero_op_push_Zv, push_Zv_32_body)
+DEF_FORMS(pop_Zv_32, aero_op_pop_Zv, pop_Zv_32_body)
+DEF_FORMS(push_I_32, aero_op_push_Iz, push_I_32_body)
