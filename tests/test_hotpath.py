@@ -311,11 +311,12 @@ def _modrm(mod: int, reg: int, rm: int) -> int:
 
 @st.composite
 def _prefix_insn(draw) -> bytes:
-    """One instruction of the forms a prefix may hold (register and memory forms, 32-bit)."""
+    """One instruction of the forms a prefix may hold (register and memory forms, 32-bit, and
+    a CALL or JMP that the block goes on after)."""
     kind = draw(st.sampled_from(("alu_rr", "alu_rr_rev", "alu_ri8", "alu_ri32", "alu_eax",
                                  "incdec", "test", "mov_rr", "mov_ri", "lea", "load", "store",
                                  "load_idx", "alu_load", "alu_store", "alu_mem_imm", "xchg",
-                                 "push_pop", "push_imm_pop")))
+                                 "push_pop", "push_imm_pop", "jmp_fwd", "call_pop")))
     op = draw(st.sampled_from(sorted(ALU.values())))
     d, s = draw(st.sampled_from(DST)), draw(st.sampled_from(SRC))
     disp = draw(st.integers(0, 15)) * 4
@@ -357,6 +358,11 @@ def _prefix_insn(draw) -> bytes:
         return bytes([0x87, _modrm(1, d, 5), disp])
     if kind == "push_pop":
         return bytes([0x50 + s, 0x58 + d])
+    if kind == "jmp_fwd":  # the block goes on at the target, past bytes that would fault
+        skip = draw(st.integers(0, 3))
+        return b"\xE9" + skip.to_bytes(4, "little") + b"\x0F\x0B\xCC"[:skip]
+    if kind == "call_pop":  # call the next instruction, pop its return address
+        return b"\xE8" + bytes(4) + bytes([0x58 + d])
     return bytes([0x6A, draw(st.integers(0, 255)), 0x58 + d])            # push imm8; pop d
 
 

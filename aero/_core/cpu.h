@@ -137,7 +137,8 @@ typedef struct aero_insn {
     uint8_t code32;    /* 1: decoded in a 32-bit code segment (EIP does not wrap at 64 KB) */
     uint8_t form;      /* in a block's deferred-EIP prefix: its row of the prefix forms
                           (fastpath.c), which names the handler that advances EIP */
-    uint16_t pre_off;  /* in a block's deferred-EIP prefix: bytes from the block's start */
+    int16_t pre_off;   /* in a block's deferred-EIP prefix: its EIP minus EIP at the block's
+                          start (negative after a CALL or JMP back within the page) */
 } aero_insn;
 
 /* Decoder table row (generated from aero/isa.py). */
@@ -187,7 +188,8 @@ typedef struct aero_block {
                         (aero_prefix_generic). A form whose flags the next instruction
                         overwrites before anything can see them runs without them (_nf).
                         The last entry dispatched is never in it. 0: none */
-    uint32_t pre_len; /* the prefix's length in bytes: what the run loops add to EIP after it */
+    int32_t pre_delta; /* EIP after the prefix minus EIP at the block's start: what the run
+                          loops add to EIP after it (a CALL or JMP in it included) */
     aero_insn insn[AERO_BLOCK_INSNS]; /* the instructions */
 } aero_block;
 
@@ -685,13 +687,17 @@ AERO_INLINE void next(aero_machine *m, const aero_insn *in) {
 /* The forms specialised at decode time (fastpath.c) run in 32-bit code: EIP never wraps. */
 AERO_INLINE void next32(aero_machine *m, const aero_insn *in) { m->cpu.eip += in->len; }
 /* Their memory forms have 32-bit addressing. */
+/* EIP of an entry of a block's deferred-EIP prefix. */
+AERO_INLINE uint32_t prefix_eip(const aero_machine *m, const aero_insn *in) {
+    return m->cpu.eip + (uint32_t)(int32_t)in->pre_off;
+}
 AERO_INLINE uint32_t ea32(const aero_machine *m, const aero_insn *in) {
     return m->cpu.r[in->base] + (m->cpu.r[in->index] << in->scale) + in->disp;
 }
 /* An entry of a block's deferred-EIP prefix (aero_block.npre) hands a case to its generic
  * handler through this: EIP and m->cur are made those of the instruction first, so a fault
  * or a stop is raised exactly as without the prefix. Returns 1 when the handler set
- * exit_block (the prefix ends there, EIP past the instruction), else 0 (EIP back at the
+ * exit_block (the prefix ends there, EIP as the handler left it), else 0 (EIP back at the
  * block's start). */
 int aero_prefix_generic(aero_machine *m, const aero_insn *in, aero_handler generic);
 /* The same for a _de entry, going on to the next entry unless exit_block was set; and for a

@@ -223,7 +223,8 @@ static void decode_block(aero_machine *m, aero_block *b, uint32_t phys, uint32_t
             }
             b->n = b->nrun = 1;
             b->unfused = NULL;
-            b->npre = b->pre_len = 0;
+            b->npre = 0;
+            b->pre_delta = 0;
             b->plain = 0;
             b->quiet = 0;
             b->key = (f.crossed && cacheable) ? 0 : key; /* spans two pages: never cached */

@@ -164,6 +164,7 @@ PDECL_NF(test_EvGv_r32) PDECL_NF(inc_Zv_32) PDECL_NF(dec_Zv_32)
 PDECL(mov_EvGv_r32) PDECL(mov_GvEv_r32) PDECL(mov_ZvIv_32) PDECL(lea_32)
 PDECL(mov_EvGv_m32) PDECL(mov_GvEv_m32) PDECL(mov_EvGv_b32) PDECL(mov_GvEv_b32)
 PDECL(mov_EvIz_m32) PDECL(xchg_EvGv_m32) PDECL(push_Zv_32) PDECL(pop_Zv_32) PDECL(push_I_32)
+PDECL(call_Jz_32) PDECL(jmp_J_32)
 
 /* Row 0 is no form (aero_insn.form = 0 outside the prefix). */
 #define PROW(h, f) {aero_op_##h, aero_op_##h##_de, aero_op_##h##_dl, NULL, NULL, f},
@@ -181,6 +182,7 @@ static const prefix_form prefix_forms[] = {
     PROW(mov_EvGv_m32, PF_MEM) PROW(mov_GvEv_m32, PF_MEM) PROW(mov_EvGv_b32, PF_MEM)
     PROW(mov_GvEv_b32, PF_MEM) PROW(mov_EvIz_m32, PF_MEM) PROW(xchg_EvGv_m32, PF_MEM)
     PROW(push_Zv_32, PF_MEM) PROW(pop_Zv_32, PF_MEM) PROW(push_I_32, PF_MEM)
+    PROW(call_Jz_32, PF_MEM) PROW(jmp_J_32, PF_MEM) /* may fault (CS limit, the push) */
 };
 #define NFORMS (sizeof prefix_forms / sizeof prefix_forms[0])
 _Static_assert(NFORMS <= 256, "aero_insn.form is one byte");
@@ -197,20 +199,23 @@ aero_handler aero_prefix_normal(const aero_insn *in) { return prefix_forms[in->f
 enum { LIVE_NONE, LIVE_CF, LIVE_ALL };
 
 void aero_fast_prefix(aero_block *b) {
-    uint32_t n = 0, off = 0;
+    uint32_t n = 0;
+    int32_t off = 0; /* EIP of the entry minus EIP at the block's start */
     /* The last entry dispatched reads EIP (a branch, or whatever ends the block) and is
-     * never in the prefix; nor is anything after a form that is not in the table. */
+     * never in the prefix; nor is anything after a form that is not in the table. A CALL or
+     * JMP before it is one the block goes on after, at its target (decode.c). */
     while (n + 1 < b->nrun) {
         aero_insn *in = &b->insn[n];
         uint8_t row = prefix_row(in->fn);
         if (!row) break;
         in->form = row;
-        in->pre_off = (uint16_t)off;
+        in->pre_off = (int16_t)off; /* within one page: |off| < 4096 */
         off += in->len;
+        if (in->fn == aero_op_call_Jz_32 || in->fn == aero_op_jmp_J_32) off += (int32_t)in->imm;
         n++;
     }
     b->npre = n;
-    b->pre_len = off;
+    b->pre_delta = off;
     if (!n) return;
     /* Backwards, the flags read after each entry. After the prefix: a fused CMP, SUB or
      * TEST and Jcc writes all of them first and reads none, a fused INC or DEC reads CF;
@@ -234,11 +239,12 @@ void aero_fast_prefix(aero_block *b) {
 }
 
 int aero_prefix_generic(aero_machine *m, const aero_insn *in, aero_handler generic) {
-    m->cpu.eip += in->pre_off;
+    const uint32_t start = m->cpu.eip;
+    m->cpu.eip = prefix_eip(m, in);
     m->cur = in;
     generic(m, in);
     if (m->exit_block) return 1;
-    m->cpu.eip -= in->pre_off + in->len;
+    m->cpu.eip = start;
     return 0;
 }
 

@@ -339,7 +339,7 @@ AERO_INLINE const aero_insn *run_prefix(aero_machine *m, const aero_block *b) {
     if (b->npre) {
         b->insn[0].fn(m, b->insn);
         if (AERO_UNLIKELY(m->exit_block)) return NULL;
-        m->cpu.eip += b->pre_len;
+        m->cpu.eip += (uint32_t)b->pre_delta;
     }
     return b->insn + b->npre;
 }

@@ -861,6 +861,25 @@ void aero_op_ret_32(aero_machine *m, const aero_insn *in) {
     m->cpu.r[R_ESP] += 4;
     m->cpu.eip = t;
 }
+/* A direct CALL or JMP that a block goes on after, at its target (decode.c), as an entry of
+ * the block's deferred-EIP prefix: the return address and the target come from the entry's
+ * EIP; the prefix's EIP delta includes the jump. */
+AERO_INLINE int call_prefix_body(aero_machine *m, const aero_insn *in) {
+    uint32_t ret = prefix_eip(m, in) + in->len, t = ret + in->imm;
+    uint8_t *p;
+    if (AERO_UNLIKELY(t > m->cpu.seg[S_CS].limit || !ss32(m) ||
+                      !(p = fast_wr_ptr(m, S_SS, m->cpu.r[R_ESP] - 4, 4))))
+        return 0;
+    store_le(p, 4, ret);
+    m->cpu.r[R_ESP] -= 4;
+    return 1;
+}
+AERO_INLINE int jmp_prefix_body(aero_machine *m, const aero_insn *in) {
+    return prefix_eip(m, in) + in->len + in->imm <= m->cpu.seg[S_CS].limit;
+}
+DEF_PREFIX_FORMS(call_Jz_32, aero_op_call_Jz, call_prefix_body)
+DEF_PREFIX_FORMS(jmp_J_32, aero_op_jmp_J, jmp_prefix_body)
+
 /* PUSH and POP of a register or an immediate, as bodies for DEF_FORMS (1: done, 0: the
  * generic handler runs it). PUSH ESP pushes the value from before the push. */
 AERO_INLINE int push32(aero_machine *m, uint32_t v) {
