@@ -50,6 +50,31 @@ def test_round_trip(tmp_path: Path) -> None:
     assert [f.kind for f in t.of_kind(FrameKind.OUTPUT)] == [FrameKind.OUTPUT]
 
 
+def test_a_payload_in_parts_is_the_payload_joined(tmp_path: Path) -> None:
+    """A frame appended as a list or tuple of bytes-like parts (numpy views, memoryviews,
+    bytes) reads back as their concatenation, whether it is stored compressed (zeros) or raw
+    (noise that does not compress)."""
+    import random
+
+    import numpy as np
+    from aero.traces.container import CODEC_RAW, CODEC_ZSTD
+
+    rng = random.Random(5)
+    noise = bytes(rng.randrange(256) for _ in range(9000))
+    ram = np.frombuffer(b"\0" * 8192 + noise, dtype=np.uint8)
+    payloads = [[b"head", ram[:4096], memoryview(ram[4096:8192]), b"tail"],
+                (ram[8192:], b"x")]
+    path = tmp_path / "parts.aero"
+    with TraceWriter(path, {}) as w:
+        for i, parts in enumerate(payloads):
+            w.append(FrameKind.PAGES, i, i, parts)
+    t = open_trace(path)
+    frames = [f for f in t.frames if f.kind == FrameKind.PAGES]
+    assert [t.read(f) for f in frames] == [b"".join(p) for p in payloads]
+    assert [f.codec for f in frames] == [CODEC_ZSTD, CODEC_RAW]
+    assert [f.raw_len for f in frames] == [8200, 9001]
+
+
 def test_unclosed_trace_is_recovered(tmp_path: Path) -> None:
     p = tmp_path / "t.aero"
     write_trace(p, close=False)

@@ -18,6 +18,7 @@ from __future__ import annotations
 import hashlib
 import json
 import struct
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -193,9 +194,15 @@ def decode_keyframe(payload: bytes, frame: Frame, disk_blocks: int | None = None
                     dframes)
 
 
-def encode_pages(hashes: list[int], pages: list[bytes]) -> bytes:
-    return (struct.pack("<I", len(hashes)) + np.asarray(hashes, "<u8").tobytes()
-            + b"".join(pages))
+def encode_pages(hashes: list[int], pages: Sequence[bytes | np.ndarray]) -> bytes:
+    """A pages frame's payload; ``pages`` are 4 KB each, bytes or any bytes-like view."""
+    return b"".join(encode_pages_parts(hashes, pages))
+
+
+def encode_pages_parts(hashes: list[int], pages: Sequence[bytes | np.ndarray]) -> list:
+    """The same payload as parts for :meth:`TraceWriter.append`, the pages not copied: each
+    part of ``pages`` holds one or more whole pages, in the order of ``hashes``."""
+    return [struct.pack("<I", len(hashes)) + np.asarray(hashes, "<u8").tobytes(), *pages]
 
 
 def decode_pages(payload: bytes, frame: Frame) -> dict[int, bytes]:

@@ -32,7 +32,7 @@ import zlib
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import BinaryIO
+from typing import Any, BinaryIO
 
 import zstandard
 
@@ -57,6 +57,7 @@ _TRAILER = struct.Struct("<Q8s")
 
 MAX_META_BYTES = 16 << 20  # metadata JSON (embedded images are base64 inside: 16 MB cap)
 MAX_FRAME_BYTES = 64 << 20  # one frame's stored or decompressed payload
+Buffer = Any  # a bytes-like object (collections.abc.Buffer from Python 3.12)
 MAX_FRAMES = 1 << 20  # frames in one trace (the index and the frame list stay in memory)
 _DECOMPRESS_CHUNK = 1 << 20
 
@@ -205,22 +206,39 @@ class TraceWriter:
         """Frames appended so far (the next frame's ordinal)."""
         return len(self._index)
 
-    def append(self, kind: int, first_tick: int, last_tick: int, payload: bytes) -> None:
-        """Append one frame (compressed when that makes it smaller)."""
+    def append(self, kind: int, first_tick: int, last_tick: int,
+               payload: Buffer | list[Buffer] | tuple[Buffer, ...]) -> None:
+        """Append one frame (compressed when that makes it smaller). The payload may be given
+        as a list or tuple of bytes-like parts (views of guest RAM, say): they are compressed
+        where they lie, and joined only for a frame stored uncompressed."""
         if kind not in FrameKind.NAMES or kind == FrameKind.INDEX:
             raise ValueError(f"cannot append a frame of kind {kind}")
-        if len(payload) > MAX_FRAME_BYTES:
-            raise ValueError(f"frame payload of {len(payload)} bytes exceeds {MAX_FRAME_BYTES}")
+        size = (sum(memoryview(p).nbytes for p in payload) if isinstance(payload, (list, tuple))
+                else len(payload))
+        if size > MAX_FRAME_BYTES:
+            raise ValueError(f"frame payload of {size} bytes exceeds {MAX_FRAME_BYTES}")
         if len(self._index) >= MAX_FRAMES - 1:
             raise ValueError(f"a trace holds at most {MAX_FRAMES} frames")
-        self._append(kind, first_tick, last_tick, payload)
+        self._append(kind, first_tick, last_tick, payload, size)
         if self._fsync:
             os.fsync(self._fd)
 
-    def _append(self, kind: int, first_tick: int, last_tick: int, payload: bytes) -> None:
-        packed = self._cctx.compress(payload)
-        codec, stored = (CODEC_ZSTD, packed) if len(packed) < len(payload) else (CODEC_RAW, payload)
-        fields = _FRAME.pack(FRAME_MAGIC, kind, codec, 0, first_tick, last_tick, len(payload),
+    def _append(self, kind: int, first_tick: int, last_tick: int,
+                payload: Buffer | list[Buffer] | tuple[Buffer, ...],
+                size: int | None = None) -> None:
+        parts = isinstance(payload, (list, tuple))
+        if parts:
+            assert size is not None
+            cobj = self._cctx.compressobj(size=size)
+            packed = b"".join([cobj.compress(p) for p in payload]) + cobj.flush()
+        else:
+            size = len(payload)
+            packed = self._cctx.compress(payload)
+        if len(packed) < size:
+            codec, stored = CODEC_ZSTD, packed
+        else:
+            codec, stored = CODEC_RAW, b"".join(payload) if parts else payload
+        fields = _FRAME.pack(FRAME_MAGIC, kind, codec, 0, first_tick, last_tick, size,
                              len(stored), 0)[:-4]
         crc = _crc(fields, stored)
         self._index.append((self._offset, kind, first_tick, last_tick))

@@ -217,8 +217,12 @@ class Recorder:
             **(extra_metadata or {}),
         }
         self._digest = replay_digest(config, guest)
-        self._known_pages: set[int] = set()
         self._page_frames: dict[int, int] = {}  # page hash -> ordinal of its pages frame
+        pages = machine.config.ram_size // codec.PAGE
+        # Per page, as of the last keyframe: its hash (None before the first) and the ordinal
+        # of the pages frame holding its contents.
+        self._last_hashes: np.ndarray | None = None
+        self._frames = np.zeros(pages, dtype=np.uint32)
         self._pages_frames = 0
         self._inputs_logged = 0
 
@@ -228,12 +232,18 @@ class Recorder:
         m.fingerprint()  # brings the page hashes up to date
         hashes = m.page_hashes()
         ram = m.ram
-        # Contents not stored yet, by hash: RAM pages, then a writable disk's overlay blocks
-        # (4 KB each too, the last one zero-padded past the image's end), in one store.
-        new: dict[int, Callable[[], bytes]] = {}
-        for i, h in enumerate(hashes.tolist()):
+        # Only the pages whose hash moved since the last keyframe are looked up (a page's
+        # hash is seeded with its index, so a page with its old hash has its old frame).
+        hl = hashes.tolist()
+        changed = (range(len(hl)) if self._last_hashes is None
+                   else np.flatnonzero(hashes != self._last_hashes).tolist())
+        # Contents not stored yet, by hash, in page order: RAM pages, then a writable disk's
+        # overlay blocks (4 KB each too, the last one zero-padded past the image's end).
+        new: dict[int, int | Callable[[], bytes]] = {}
+        for i in changed:
+            h = hl[i]
             if h not in self._page_frames and h not in new:
-                new[h] = lambda i=i: ram[i * codec.PAGE:(i + 1) * codec.PAGE].tobytes()
+                new[h] = i
         blocks = dhashes = None
         if self.guest.disk_writable:
             blocks, dhashes = m.disk_overlay()
@@ -246,12 +256,31 @@ class Recorder:
         todo = list(new)
         for start in range(0, len(todo), codec.PAGES_PER_FRAME):
             hs = todo[start:start + codec.PAGES_PER_FRAME]
-            data = [new[h]() for h in hs]
-            w.append(FrameKind.PAGES, m.ticks, m.ticks, codec.encode_pages(hs, data))
+            # RAM pages go to the compressor as views of RAM, consecutive pages as one view.
+            data: list = []
+            run_start = run_end = -1
+            for src in (new[h] for h in hs):
+                if isinstance(src, int) and src == run_end:
+                    run_end += 1
+                    continue
+                if run_end > run_start:
+                    data.append(ram[run_start * codec.PAGE:run_end * codec.PAGE])
+                run_start = run_end = -1
+                if isinstance(src, int):
+                    run_start, run_end = src, src + 1
+                else:
+                    data.append(src())
+            if run_end > run_start:
+                data.append(ram[run_start * codec.PAGE:run_end * codec.PAGE])
+            w.append(FrameKind.PAGES, m.ticks, m.ticks, codec.encode_pages_parts(hs, data))
             for h in hs:
                 self._page_frames[h] = self._pages_frames
             self._pages_frames += 1
-        frames = np.array([self._page_frames[int(h)] for h in hashes.tolist()], dtype=np.uint32)
+        if changed:
+            pf = self._page_frames
+            self._frames[np.asarray(changed, dtype=np.intp)] = [pf[hl[i]] for i in changed]
+        self._last_hashes = hashes
+        frames = self._frames.copy()
         overlay: dict = {}
         if blocks is not None and dhashes is not None:
             overlay = {"disk_blocks": blocks, "disk_hashes": dhashes,
