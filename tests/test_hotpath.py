@@ -514,3 +514,27 @@ def test_watch_on_a_prefix_memory_form() -> None:
     assert stop == StopReason.WATCH and hit is not None and hit.eip == CODE + 1
     assert (g.eax, g.ecx, g.edx, g.eip, m.ticks - t0) == (1, 0, 0, CODE + 4, 2)
     assert m.read(DATA + 0x10, 4) == (0xABCD).to_bytes(4, "little")
+
+
+def test_rewritten_successor_is_not_reached_through_a_stale_link() -> None:
+    """A block chained to a successor on another page (the run loop's block links) reaches
+    the successor's new code once a store has rewritten it: the store invalidates only the
+    successor's page, so the predecessor's block survives with its link."""
+    y = 0x1000  # page Y, at CODE + y
+    back = CODE + y + 18
+    x_page = (b"\x4F"                                          # top: dec edi
+              b"\x74\x05"                                      # jz done
+              + b"\xE9" + (y - 8).to_bytes(4, "little")        # jmp Y
+              + b"\xF4")                                       # done: hlt
+    y_page = (b"\xB8\x01\x00\x00\x00"                          # Y: mov eax, 1
+              b"\x01\xC6"                                      # add esi, eax
+              b"\x83\xFF\x03"                                  # cmp edi, 3
+              b"\x75\x06"                                      # jne back
+              + b"\x89\x1D" + (CODE + y + 1).to_bytes(4, "little")  # mov [Y+1], ebx
+              + b"\xE9" + (CODE - (back + 5)).to_bytes(4, "little", signed=True))  # back: jmp top
+    code = x_page + b"\x90" * (y - len(x_page)) + y_page
+    m = _pm32(code, edi=6, esi=0, ebx=100)
+    t0 = m.ticks
+    m.run(t0 + 1000)
+    g = m.get_regs()
+    assert g.eip == CODE + 9 and (g.edi, g.esi) == (0, 1 + 1 + 1 + 100 + 100)

@@ -163,6 +163,12 @@ enum { AERO_IMM_NONE, AERO_IMM_B, AERO_IMM_W, AERO_IMM_Z, AERO_IMM_AP, AERO_IMM_
  * may branch, fault-and-resume, or change the decoding mode. */
 #define AERO_BLOCK_INSNS 32
 #define AERO_BLOCK_CACHE 4096
+/* A block's link to a block that followed it in a chain (aero_block.link). */
+typedef struct aero_block_link {
+    uint64_t key;          /* the successor's linear address | aero_jump_mode << 32 */
+    uint64_t epoch;        /* code_epoch when the link was made: valid while it stands */
+    struct aero_block *b;  /* the successor */
+} aero_block_link;
 typedef struct aero_block {
     uint32_t phys;   /* physical address of the first instruction */
     uint32_t key;    /* decoding mode it was decoded under; 0: empty slot */
@@ -190,6 +196,9 @@ typedef struct aero_block {
                         The last entry dispatched is never in it. 0: none */
     int32_t pre_delta; /* EIP after the prefix minus EIP at the block's start: what the run
                           loops add to EIP after it (a CALL or JMP in it included) */
+    aero_block_link link[2]; /* the blocks that followed this one in the run loop's chain,
+                                most recent first: the chain tries them before the jump
+                                cache (the same validity rule: code_epoch unmoved) */
     aero_insn insn[AERO_BLOCK_INSNS]; /* the instructions */
 } aero_block;
 

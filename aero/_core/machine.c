@@ -546,15 +546,35 @@ static __attribute__((noinline)) void run_loop(aero_machine *m) {
                 m->blk_end = NULL;
                 break;
             }
+            /* The next block: one of this block's links, else the jump cache, else a
+             * lookup; a block found either way becomes this block's first link. */
             uint32_t eip = m->cpu.eip, lin = base + eip;
-            const aero_jump_entry *j = &m->jump[aero_jump_slot(lin)];
-            if (AERO_LIKELY(j->lin == lin && j->epoch == m->code_epoch && j->mode == mode && eip <= limit)) {
-                b = j->b; /* blk_end is set again before anything can fault */
+            const uint64_t key = lin | (uint64_t)mode << 32, epoch = m->code_epoch;
+            aero_block *prev = b;
+            if (AERO_UNLIKELY(eip > limit)) {
+                m->blk_end = NULL;
+                break; /* aero_block_lookup raises the #GP */
+            }
+            if (AERO_LIKELY(prev->link[0].key == key && prev->link[0].epoch == epoch)) {
+                b = prev->link[0].b; /* blk_end is set again before anything can fault */
                 continue;
             }
-            m->blk_end = NULL;
-            if (m->countdown <= 0) break; /* no fetch past the slice */
-            b = aero_block_lookup(m);
+            if (prev->link[1].key == key && prev->link[1].epoch == epoch) {
+                b = prev->link[1].b;
+            } else {
+                const aero_jump_entry *j = &m->jump[aero_jump_slot(lin)];
+                if (AERO_LIKELY(j->lin == lin && j->epoch == epoch && j->mode == mode)) {
+                    b = j->b;
+                } else {
+                    m->blk_end = NULL;
+                    if (m->countdown <= 0) break; /* no fetch past the slice */
+                    b = aero_block_lookup(m);
+                    /* A block decoded just now moved the epoch: its links start empty. */
+                    if (b == &m->scratch || m->code_epoch != epoch) continue;
+                }
+            }
+            prev->link[1] = prev->link[0];
+            prev->link[0] = (aero_block_link){key, epoch, b};
         }
     }
 }
