@@ -344,6 +344,17 @@ AERO_INLINE const aero_insn *run_prefix(aero_machine *m, const aero_block *b) {
     return b->insn + b->npre;
 }
 
+/* Entries [in, run_end) one at a time, each with m->cur and the exit test after it; returns
+ * the entry after the last one run. */
+AERO_INLINE const aero_insn *run_entries(aero_machine *m, const aero_insn *in, const aero_insn *run_end) {
+    do {
+        m->cur = in;
+        in->fn(m, in);
+        in++;
+    } while (in < run_end && !m->exit_block);
+    return in;
+}
+
 /* Run one decoded block. */
 AERO_INLINE void exec_block(aero_machine *m, aero_block *b) {
     const aero_insn *in = b->insn, *end = b->insn + b->n, *run_end = b->insn + b->nrun;
@@ -358,11 +369,7 @@ AERO_INLINE void exec_block(aero_machine *m, aero_block *b) {
         if (AERO_UNLIKELY(!in)) {
             in = m->cur + 1;
         } else {
-            do {
-                m->cur = in;
-                in->fn(m, in);
-                in++;
-            } while (in < run_end && !m->exit_block);
+            in = run_entries(m, in, run_end);
             if (in == run_end) in = end;
         }
         m->countdown += end - in;
@@ -529,11 +536,7 @@ static __attribute__((noinline)) void run_loop(aero_machine *m) {
                 } while (++in < run_end);
                 m->cur = end - 1;
             } else {
-                do {
-                    m->cur = in;
-                    in->fn(m, in);
-                    in++;
-                } while (in < run_end && !m->exit_block);
+                in = run_entries(m, in, run_end);
                 if (AERO_UNLIKELY(m->exit_block)) {
                     /* Whatever set it (and every stop an instruction makes sets it); a
                      * fused pair cannot, so the refund counts the entries left. */
