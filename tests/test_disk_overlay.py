@@ -7,16 +7,14 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import struct
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 from aero.traces.container import FrameKind, TraceWriter, open_trace
 from aero.traces.record import Recorder, RecordOptions
 from aero.traces.replay import Replayer, ReplayError, load_contents, seek
+from procenv import aero_cli
 
 from aero.events import Kind
 from aero.launch import resolve, start_machine, store_image
@@ -281,11 +279,6 @@ def test_format_version_and_writable_disk_go_together(tmp_path: Path) -> None:
 
 
 # ---- the command line -----------------------------------------------------------------------
-
-def aero_cli(*args: str, timeout: int = 300) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "aero.cli", *args], capture_output=True,
-                          text=True, timeout=timeout, env=dict(os.environ))
-
 
 @needs_seabios
 def test_cli_records_a_writable_disk_and_saves_the_result(tmp_path: Path,

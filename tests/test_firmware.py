@@ -9,13 +9,13 @@ import os
 import shutil
 import struct
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 from aero.traces.container import open_trace
 from aero.traces.record import Recorder, RecordOptions
 from aero.traces.replay import Replayer, load_contents, seek
+from procenv import aero_cli
 
 from aero import devstate
 from aero.events import Kind
@@ -379,17 +379,23 @@ def test_disk_sizes_are_checked() -> None:
             m.attach_disk(bad)
 
 
-@needs_seabios
-def test_seabios_boots_the_disk_and_reads_it_through_int13() -> None:
+def seabios_console(disk: bytes, marker: bytes, max_ticks: int) -> str:
+    """What SeaBIOS booting ``disk`` (32 MB of RAM) prints on the debug console, up to
+    ``marker`` or ``max_ticks``."""
     m = Machine(MachineConfig(ram_size=32 << 20))
     m.load_rom(SEABIOS.read_bytes())
-    m.attach_disk(boot_disk())
+    m.attach_disk(disk)
     out = bytearray()
-    while m.ticks < 60_000_000 and b"sector 1" not in out:
+    while m.ticks < max_ticks and marker not in out:
         m.run(m.ticks + 5_000_000)
         out += m.take_output()
         m.take_events()
-    text = out.decode("latin-1")
+    return out.decode("latin-1")
+
+
+@needs_seabios
+def test_seabios_boots_the_disk_and_reads_it_through_int13() -> None:
+    text = seabios_console(boot_disk(), b"sector 1", 60_000_000)
     assert "ata0-0: AERO HARDDISK ATA-6 Hard-Disk (1 MiBytes)" in text
     assert "Booting from Hard Disk...\nBooting from 0000:7c00\nHello from sector 1\n" in text
 
@@ -417,24 +423,11 @@ def test_a_disk_machine_asks_the_firmware_to_boot_the_disk_first() -> None:
 def test_seabios_tries_the_disk_before_the_floppy() -> None:
     """A disk that is not bootable (no 55AAh): SeaBIOS reads CMOS 3Dh, tries the hard disk
     first and only then the floppy it falls back to, then gives up."""
-    m = Machine(MachineConfig(ram_size=32 << 20))
-    m.load_rom(SEABIOS.read_bytes())
-    m.attach_disk(bytes(512 * 2048))
-    out = bytearray()
-    while m.ticks < 80_000_000 and b"No bootable device." not in out:
-        m.run(m.ticks + 5_000_000)
-        out += m.take_output()
-        m.take_events()
-    text = out.decode("latin-1")
+    text = seabios_console(bytes(512 * 2048), b"No bootable device.", 80_000_000)
     hd, fd = text.find("Booting from Hard Disk..."), text.find("Booting from Floppy...")
     assert 0 <= hd < fd, text[-600:]
     assert "Boot failed: not a bootable disk" in text[hd:fd]
     assert "No bootable device." in text[fd:]
-
-
-def aero_cli(*args: str, timeout: int = 300) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "aero.cli", *args], capture_output=True,
-                          text=True, timeout=timeout, env=dict(os.environ))
 
 
 @needs_seabios

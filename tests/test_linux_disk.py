@@ -5,14 +5,12 @@ with a scripted shell session and replayed bit-exactly."""
 from __future__ import annotations
 
 import json
-import os
 import shutil
 import struct
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
+from procenv import aero_cli
 
 from aero import linuxdisk
 from aero import linuxguest as lg
@@ -67,11 +65,6 @@ def test_disk_is_deterministic_and_laid_out_for_a_pc_boot() -> None:
     assert c != a
 
 
-def aero_cli(*args: str, env: dict[str, str], timeout: int = 1800) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "aero.cli", *args], capture_output=True,
-                          text=True, timeout=timeout, env={**os.environ, **env})
-
-
 @needs_tools
 @pytest.mark.skipif(not SEABIOS.exists(), reason="Debian's seabios is not installed")
 @pytest.mark.slow
@@ -87,12 +80,12 @@ def test_bios_boots_linux_from_the_disk_and_the_session_replays(tmp_path: Path) 
     trace = tmp_path / "boot.aerotrace"
     r = aero_cli("record", "pc", "--disk", "linux", "-o", str(trace), "--input", str(script),
                  "--ticks", "4000000000",
-                 "--rtc", "1700000000", "--json", env=env)
+                 "--rtc", "1700000000", "--json", env=env, timeout=1800)
     assert r.returncode == 0, r.stderr[-2000:]
     rec = json.loads(r.stdout)
-    info = json.loads(aero_cli("info", str(trace), "--json", env=env).stdout)
+    info = json.loads(aero_cli("info", str(trace), "--json", env=env, timeout=1800).stdout)
     assert info["guest"]["name"] == "pc" and info["guest"]["disk_size"] == linuxdisk.DISK_BYTES
-    rep = aero_cli("replay", str(trace), "--json", env=env)
+    rep = aero_cli("replay", str(trace), "--json", env=env, timeout=1800)
     assert rep.returncode == 0, rep.stderr[-2000:]
     out = json.loads(rep.stdout)
     assert out["diverged"] is False and out["checkpoints_verified"] == rec["checkpoints"]

@@ -6,15 +6,13 @@ naming the revision, never silently."""
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 from aero.traces.container import TraceWriter, open_trace
 from aero.traces.record import Recorder, RecordOptions
 from aero.traces.replay import Replayer, ReplayError, load_contents
+from procenv import aero_cli
 
 from aero.launch import GuestRef, start_machine, store_image
 from aero.machine import PLATFORM_REVISION, Machine, MachineConfig
@@ -93,11 +91,6 @@ def strip_revision(src: Path, dst: Path) -> None:
     with TraceWriter(dst, meta, version=t.version) as w:
         for f in t.frames:
             w.append(f.kind, f.first_tick, f.last_tick, t.read(f))
-
-
-def aero_cli(*args: str) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "aero.cli", *args], capture_output=True,
-                          text=True, errors="replace", timeout=300, env=dict(os.environ))
 
 
 def test_a_trace_replays_on_the_revision_it_names(tmp_path: Path) -> None:
