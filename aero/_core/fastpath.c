@@ -153,7 +153,8 @@ typedef struct prefix_form {
     uint8_t flags;             /* PF_*: what it does with the flags */
 } prefix_form;
 
-#define PDECL(name) DECL(name) DECL(name##_de) DECL(name##_dl)
+/* The prefix variants (the forms themselves are declared above). */
+#define PDECL(name) DECL(name##_de) DECL(name##_dl)
 #define PDECL_NF(name) PDECL(name) DECL(name##_nf_de) DECL(name##_nf_dl)
 #define ALU_PDECL(name) PDECL_NF(name##_EvGv_r32) PDECL_NF(name##_GvEv_r32) PDECL_NF(name##_EvI_r32) \
                         PDECL_NF(name##_eAXIz_32) PDECL(name##_GvEv_m32) PDECL(name##_EvGv_m32)   \
